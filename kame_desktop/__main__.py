@@ -1,0 +1,3 @@
+from kame_desktop.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Audio file I/O and framing."""

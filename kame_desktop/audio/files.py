@@ -1,0 +1,77 @@
+"""Read, frame and write audio files: everything the rest of the app sees is float32 mono."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from kame_desktop.errors import AudioFileError
+
+__all__ = ["AudioFileError", "frame_count", "frames", "read_audio", "write_wav"]
+
+
+def read_audio(path: str | os.PathLike[str], sample_rate: int = 24000) -> np.ndarray:
+    """Return the file as float32 mono in [-1, 1] at `sample_rate`, whatever its rate and channels."""
+    p = Path(path)
+    if not p.is_file():
+        raise AudioFileError(f"Input audio not found: {path}")
+    try:
+        # always_2d gives one code path for mono and multichannel; libsndfile scales ints to [-1, 1].
+        data, sr_in = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, ValueError) as e:
+        raise AudioFileError(
+            f"{path} is not a readable audio file (WAV, FLAC or OGG): {str(e).rstrip('.')}. Convert it to one of those."
+        ) from e
+    if data.shape[0] == 0:
+        raise AudioFileError(f"{path} contains no audio samples; record or pick a non-empty file.")
+    mono = data.mean(axis=1, dtype=np.float32)
+    if sr_in != sample_rate:
+        mono = soxr.resample(mono, sr_in, sample_rate, quality="HQ")
+    # Float files and resampler overshoot can exceed full scale; the model expects [-1, 1].
+    return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def frame_count(
+    n_samples: int, frame_size: int = 1920, tail_seconds: float = 0.0, sample_rate: int = 24000
+) -> int:
+    """Number of whole frames covering `n_samples` plus `tail_seconds` of silence (rounded up)."""
+    if frame_size <= 0:
+        raise ValueError(f"frame_size must be positive, got {frame_size}")
+    tail = round(max(tail_seconds, 0.0) * sample_rate)
+    return math.ceil((n_samples + tail) / frame_size)
+
+
+def frames(
+    pcm: np.ndarray, frame_size: int = 1920, tail_seconds: float = 0.0, sample_rate: int = 24000
+) -> Iterator[np.ndarray]:
+    """Yield float32 frames of exactly `frame_size`: the input, then the silent tail, zero-padded."""
+    x = np.asarray(pcm, dtype=np.float32).reshape(-1)
+    n = frame_count(len(x), frame_size, tail_seconds, sample_rate)
+    # Padding once up front keeps every frame the same size without per-frame branching.
+    padded = np.zeros(n * frame_size, dtype=np.float32)
+    padded[: len(x)] = x
+    for i in range(n):
+        yield padded[i * frame_size : (i + 1) * frame_size]
+
+
+def write_wav(path: str | os.PathLike[str], pcm: np.ndarray, sample_rate: int = 24000) -> None:
+    """Write 16-bit PCM mono WAV atomically, so a crash never leaves a half-written file at `path`."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    x = np.clip(np.asarray(pcm, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    # The temp file lives in the target folder so os.replace is a same-filesystem atomic rename.
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            sf.write(f, x, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

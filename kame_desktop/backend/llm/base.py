@@ -1,0 +1,26 @@
+"""The LLM provider protocol shared by the OpenAI-compatible and the in-process llama.cpp
+providers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+
+
+class LlmProvider(Protocol):
+    name: str  # what the status line shows, e.g. "local:SmolLM2-135M-Instruct"
+    context_tokens: int  # the model's context window, for trimming the history
+
+    def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        """Yield the answer's text chunks as they arrive. Cancelling the consuming task stops
+        generation. Failures raise LlmError with a message the user can act on; a stream that
+        ends without a finish reason raises LlmError too (cut off)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in this model (an estimate is fine for remote models)."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,39 @@
+"""The errors a user can act on. Every message says what to do next; the CLI prints it as one
+line, the GUI as a banner."""
+
+
+class KameError(Exception):
+    """Base of every error the user can act on; the message says what to do next."""
+
+
+class CheckpointError(KameError):
+    """A checkpoint (folder, repo, file) is missing, corrupt or does not match its config."""
+
+
+class AudioFileError(KameError):
+    """An audio file is missing or cannot be read as audio."""
+
+
+class OracleScriptError(KameError):
+    """An --oracle-file script is missing or malformed."""
+
+
+class DeviceError(KameError):
+    """The requested compute device (or its int8 support) is not available."""
+
+
+class LlmError(KameError):
+    """The back-end LLM failed: unreachable, refused the key, rate-limited, timed out, or sent a
+    broken stream. `retryable` says whether asking again later may help."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class AsrError(KameError):
+    """The speech recognizer failed (model missing, service down, bad response)."""
+
+
+class ModelFileError(KameError):
+    """A model file (GGUF, Whisper weights) is missing, corrupt or of the wrong kind."""

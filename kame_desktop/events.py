@@ -1,0 +1,266 @@
+"""The ground floor everyone may import: audio framing constants, the back-end → front-end
+signals, the event schema (one schema for the timeline, history and exports) and the EventBus.
+
+Events are frozen dataclasses; their `kind` is derived from the class name
+(`OracleTokenEvent` → `oracle_token`). A `Stamped` event carries the input-frame index at
+which the session recorded it; its record is `{"kind", "frame", "t", **fields}` with
+t = frame × 0.08 s, the session's audio clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+SAMPLE_RATE = 24_000
+FRAME_SIZE = 1920  # one 80 ms frame at 24 kHz
+FRAME_RATE = SAMPLE_RATE / FRAME_SIZE  # 12.5 Hz
+FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
+
+
+def frame_time(frame: int) -> float:
+    return round(frame * FRAME_SECONDS, 6)
+
+
+# --- signals: what the back-end (or a script) tells the front-end, text level -----------------
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Base of the signals drained by the inference thread before each frame."""
+
+
+@dataclass(frozen=True)
+class OracleReset(Signal):
+    """A new LLM answer starts: the oracle run restarts at the next frame."""
+
+    request: int | None
+
+
+@dataclass(frozen=True)
+class OracleText(Signal):
+    """A chunk of the current answer's text (the KAME front-end tokenizes it)."""
+
+    request: int | None
+    text: str
+
+
+@dataclass(frozen=True)
+class OracleTokens(Signal):
+    """Raw oracle token ids appended to the current run (scripts and tests)."""
+
+    request: int | None
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class UserSpeechStarted(Signal):
+    """The user started speaking (VAD)."""
+
+
+@dataclass(frozen=True)
+class TurnEnded(Signal):
+    """The user's turn is over; `source` is "vad", "ptt" or "asr"."""
+
+    source: str
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__name__.removesuffix("Event")
+        cls.kind = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+        _EVENT_TYPES[cls.kind] = cls
+
+    def fields(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class SessionStartEvent(Event):
+    frontend: str
+    model: str
+    device: str
+    llm: str | None = None
+    asr: str | None = None
+
+
+@dataclass(frozen=True)
+class AsrPartialEvent(Event):
+    text: str
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class AsrFinalEvent(Event):
+    text: str
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpeechStartEvent(Event):
+    source: str  # "user" or "assistant"
+
+
+@dataclass(frozen=True)
+class SpeechEndEvent(Event):
+    source: str
+
+
+@dataclass(frozen=True)
+class TurnEndEvent(Event):
+    source: str  # "vad", "ptt" or "asr"
+
+
+@dataclass(frozen=True)
+class LlmRequestEvent(Event):
+    request: int
+    policy: str
+    words: int
+
+
+@dataclass(frozen=True)
+class LlmFirstChunkEvent(Event):
+    request: int
+    ttft_ms: float
+
+
+@dataclass(frozen=True)
+class LlmChunkEvent(Event):
+    request: int
+    text: str
+
+
+@dataclass(frozen=True)
+class LlmDoneEvent(Event):
+    request: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LlmCancelledEvent(Event):
+    request: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class OracleResetEvent(Event):
+    request: int | None
+
+
+@dataclass(frozen=True)
+class OracleTokenEvent(Event):
+    request: int | None
+    id: int
+    piece: str
+
+
+@dataclass(frozen=True)
+class OracleLateEvent(Event):
+    request: int | None
+    count: int
+
+
+@dataclass(frozen=True)
+class AssistantTokenEvent(Event):
+    id: int | None
+    piece: str
+
+
+@dataclass(frozen=True)
+class BargeInEvent(Event):
+    request: int | None
+
+
+@dataclass(frozen=True)
+class ErrorEvent(Event):
+    source: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Stamped:
+    """An event with the input frame at which the session recorded it."""
+
+    frame: int
+    event: Event
+
+    @property
+    def t(self) -> float:
+        return frame_time(self.frame)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"kind": self.event.kind, "frame": self.frame, "t": self.t, **self.event.fields()}
+
+    @staticmethod
+    def from_record(record: dict[str, Any]) -> Stamped:
+        fields = {k: v for k, v in record.items() if k not in ("kind", "frame", "t")}
+        cls = _EVENT_TYPES[record["kind"]]
+        if isinstance(fields.get("words"), list | tuple):  # ASR words (llm_request counts words)
+            fields["words"] = tuple(Word(**w) for w in fields["words"])
+        return Stamped(int(record["frame"]), cls(**fields))
+
+
+class EventBus:
+    """Synchronous fan-out of stamped events to subscribers (timeline, GUI bridge, tests).
+
+    Subscribers must be quick: they run on the publishing thread (the GUI bridge re-emits
+    through queued Qt signals)."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Callable[[Stamped], None]] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, callback: Callable[[Stamped], None]) -> None:
+        with self._lock:
+            self._subscribers.append(callback)
+
+    def publish(self, frame: int, event: Event) -> None:
+        stamped = Stamped(frame, event)
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            callback(stamped)
+
+
+class TimelineWriter:
+    """Writes stamped events as JSON lines, one per event, flushed as they come so a crash
+    loses nothing already recorded."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("w", encoding="utf-8")
+
+    def __call__(self, stamped: Stamped) -> None:
+        self._file.write(json.dumps(stamped.to_record(), ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_timeline(path: Path) -> list[Stamped]:
+    with path.open(encoding="utf-8") as f:
+        return [Stamped.from_record(json.loads(line)) for line in f if line.strip()]

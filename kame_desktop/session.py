@@ -1,0 +1,175 @@
+"""The headless Session: frames in → FrontEnd.step(frame, signals) → frames out, with every
+event stamped on the session's audio clock and published on the EventBus. The GUI, the CLI and
+the tests drive this same object; nothing here imports Qt.
+
+Signals reach the front-end only through a bounded SignalQueue that the inference thread drains
+before each frame, so a back-end (or an --oracle-file script) never touches front-end state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kame_desktop.errors import OracleScriptError
+from kame_desktop.events import (
+    FRAME_RATE,
+    EventBus,
+    OracleReset,
+    OracleText,
+    OracleTokens,
+    SessionStartEvent,
+    Signal,
+)
+from kame_desktop.frontend.base import FrontEnd
+
+log = logging.getLogger(__name__)
+
+
+class SignalQueue:
+    """Bounded, non-blocking: a full queue drops the signal (and says so) rather than ever
+    blocking the back-end or the audio thread; the next LLM restart issues a fresh reset."""
+
+    def __init__(self, maxsize: int = 64) -> None:
+        self._queue: queue.Queue[Signal] = queue.Queue(maxsize)
+        self.dropped = 0
+
+    def post(self, signal: Signal) -> bool:
+        try:
+            self._queue.put_nowait(signal)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            log.warning("signal queue full: dropped %s", type(signal).__name__)
+            return False
+
+    def drain(self) -> list[Signal]:
+        signals = []
+        while True:
+            try:
+                signals.append(self._queue.get_nowait())
+            except queue.Empty:
+                return signals
+
+
+# --- oracle scripts (--oracle-file) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScriptEntry:
+    frame: int  # applied just before this frame is stepped
+    signals: tuple[Signal, ...]
+
+
+def script_frame(t: float) -> int:
+    """The frame an entry at `t` seconds applies to: ceil(round(t × 12.5, 6))."""
+    return math.ceil(round(t * FRAME_RATE, 6))
+
+
+def _entry_frame(t: object, where: str) -> int:
+    """Validate an entry's `t` and return its frame."""
+    if isinstance(t, int | float) and not isinstance(t, bool) and t >= 0:
+        try:
+            return script_frame(float(t))
+        except (OverflowError, ValueError):  # infinity, or too large for a frame index
+            pass
+    raise OracleScriptError(f"{where}: 't' must be a finite number of seconds >= 0")  # also NaN
+
+
+def load_oracle_script(path: Path) -> list[ScriptEntry]:
+    """Read a JSON list of {"t", "reset"?, "text"?, "tokens"?}; each entry becomes the signals
+    reset, then text, then tokens, in file order."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OracleScriptError(f"oracle file not found: {path}") from None
+    except (OSError, ValueError) as e:
+        raise OracleScriptError(f"oracle file {path} is not valid JSON: {e}") from e
+    if not isinstance(data, list):
+        raise OracleScriptError(f"oracle file {path} must hold a JSON list of entries")
+    entries = []
+    request: int | None = None
+    for n, item in enumerate(data):
+        where = f"oracle file {path}, entry {n}"
+        if not isinstance(item, dict):
+            raise OracleScriptError(f"{where}: expected an object like {{\"t\": 1.2, \"text\": \"...\"}}")
+        unknown = set(item) - {"t", "reset", "text", "tokens"}
+        if unknown:
+            raise OracleScriptError(f"{where}: unknown keys {sorted(unknown)}")
+        t, reset, text, tokens = item.get("t"), item.get("reset", False), item.get("text"), item.get("tokens")
+        frame = _entry_frame(t, where)
+        if not isinstance(reset, bool):
+            raise OracleScriptError(f"{where}: 'reset' must be true or false")
+        if text is not None and not isinstance(text, str):
+            raise OracleScriptError(f"{where}: 'text' must be a string")
+        if tokens is not None and not (
+            isinstance(tokens, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in tokens)
+        ):
+            raise OracleScriptError(f"{where}: 'tokens' must be a list of integer ids")
+        signals: list[Signal] = []
+        if reset:
+            request = 0 if request is None else request + 1
+            signals.append(OracleReset(request))
+        if text:
+            signals.append(OracleText(request, text))
+        if tokens:
+            signals.append(OracleTokens(request, tuple(tokens)))
+        entries.append(ScriptEntry(frame, tuple(signals)))
+    return entries
+
+
+def check_script_tokens(entries: list[ScriptEntry], text_card: int, path: Path) -> None:
+    for entry in entries:
+        for signal in entry.signals:
+            if isinstance(signal, OracleTokens):
+                bad = [i for i in signal.tokens if not 0 <= i <= text_card]
+                if bad:
+                    raise OracleScriptError(f"oracle file {path}: token ids {bad} are outside 0..{text_card}")
+
+
+# --- the session ---------------------------------------------------------------------------------
+
+
+class Session:
+    def __init__(self, frontend: FrontEnd, bus: EventBus | None = None, signals: SignalQueue | None = None) -> None:
+        self.frontend = frontend
+        self.bus = bus or EventBus()
+        self.signals = signals or SignalQueue()
+        self.frame = 0  # index of the input frame being processed (warm-up excluded)
+
+    def start(self, llm: str | None = None, asr: str | None = None) -> None:
+        self.frame = 0
+        fe = self.frontend
+        self.bus.publish(0, SessionStartEvent(fe.kind, fe.model, fe.device, llm, asr))
+
+    def step(self, frame: np.ndarray) -> np.ndarray:
+        """Process one input frame: drain the signals posted so far, step, publish events."""
+        result = self.frontend.step(frame, self.signals.drain())
+        for event in result.events:
+            self.bus.publish(self.frame, event)
+        self.frame += 1
+        return result.pcm
+
+    def run(
+        self,
+        frames: Iterable[np.ndarray],
+        sink: Callable[[np.ndarray], None],
+        script: Iterable[ScriptEntry] = (),
+    ) -> int:
+        """Stream every frame through the front-end; script entries are posted just before
+        their frame, as a back-end would. Returns the number of frames processed."""
+        pending = sorted(script, key=lambda e: e.frame)  # stable: file order within a frame
+        self.start()
+        for frame in frames:
+            while pending and pending[0].frame <= self.frame:
+                for signal in pending.pop(0).signals:
+                    self.signals.post(signal)
+            sink(self.step(frame))
+        return self.frame

@@ -1,0 +1,153 @@
+"""The event schema of design.md (one table for the timeline, history and exports), its records,
+the JSON-lines timeline and the EventBus."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+
+import pytest
+
+from kame_desktop.events import (
+    AsrFinalEvent,
+    AsrPartialEvent,
+    EventBus,
+    LlmCancelledEvent,
+    OracleTokenEvent,
+    SessionStartEvent,
+    Stamped,
+    TimelineWriter,
+    Word,
+    read_timeline,
+)
+
+WORDS = [{"word": "what's", "start": 0.32, "end": 0.56}, {"word": "the", "start": 0.56, "end": 0.64}]
+
+# design.md's table: kind → a sample of exactly the listed fields.
+DESIGN_TABLE: dict[str, dict] = {
+    "session_start": {
+        "frontend": "kame",
+        "model": "tiny-kame",
+        "device": "cpu",
+        "llm": "smollm2",
+        "asr": "whisper",
+    },
+    "asr_partial": {"text": "what's the", "words": WORDS},
+    "asr_final": {"text": "what's the", "words": WORDS},
+    "speech_start": {"source": "user"},
+    "speech_end": {"source": "assistant"},
+    "turn_end": {"source": "vad"},
+    "llm_request": {"request": 2, "policy": "partial", "words": 2},
+    "llm_first_chunk": {"request": 2, "ttft_ms": 84.5},
+    "llm_chunk": {"request": 2, "text": "The capital"},
+    "llm_done": {"request": 2, "reason": None},
+    "llm_cancelled": {"request": 2, "reason": "user kept talking"},
+    "oracle_reset": {"request": 2},
+    "oracle_token": {"request": 2, "id": 42, "piece": "▁Paris"},
+    "oracle_late": {"request": 2, "count": 3},
+    "assistant_token": {"id": None, "piece": " Paris"},
+    "barge_in": {"request": 2},
+    "error": {"source": "llm", "message": "connection refused: start the server or pick another LLM"},
+}
+
+
+def record(kind: str, frame: int = 5) -> dict:
+    return {"kind": kind, "frame": frame, "t": round(frame * 0.08, 6), **DESIGN_TABLE[kind]}
+
+
+def sample_events() -> list[Stamped]:
+    return [Stamped.from_record(record(kind, frame)) for frame, kind in enumerate(DESIGN_TABLE)]
+
+
+@pytest.mark.parametrize("kind", DESIGN_TABLE)
+def test_every_design_kind_exists_with_its_fields(kind):
+    stamped = Stamped.from_record(record(kind))
+    event = stamped.event
+    assert event.kind == type(event).kind == kind
+    assert dataclasses.is_dataclass(event) and type(event).__dataclass_params__.frozen
+    assert {f.name for f in dataclasses.fields(event)} == set(DESIGN_TABLE[kind])
+    # Records are plain JSON: the round trip through json gives the record back.
+    assert json.loads(json.dumps(stamped.to_record())) == record(kind)
+    assert Stamped.from_record(stamped.to_record()) == stamped
+
+
+def test_optional_fields_default():
+    assert SessionStartEvent("kame", "tiny", "cpu").fields() == {
+        "frontend": "kame", "model": "tiny", "device": "cpu", "llm": None, "asr": None,
+    }  # fmt: skip
+    assert LlmCancelledEvent(4).reason is None
+    assert AsrPartialEvent("hi").words == ()
+
+
+@pytest.mark.parametrize(
+    "frame, t", [(0, 0.0), (1, 0.08), (3, 0.24), (7, 0.56), (29, 2.32), (12_500, 1000.0)]
+)
+def test_t_is_the_frame_on_the_audio_clock(frame, t):
+    stamped = Stamped(frame, OracleTokenEvent(0, 160, "<start>"))
+    assert stamped.t == t
+    assert stamped.to_record()["t"] == t == round(frame * 0.08, 6)
+
+
+def test_round_trip_with_words():
+    words = (Word("hello", 0.0, 0.32), Word("café", 0.4, 0.8))
+    stamped = Stamped(11, AsrFinalEvent("hello café", words))
+    rec = stamped.to_record()
+    assert rec["kind"] == "asr_final" and rec["frame"] == 11 and rec["t"] == 0.88
+    back = Stamped.from_record(json.loads(json.dumps(rec)))
+    assert back == stamped
+    assert isinstance(back.event.words, tuple) and all(isinstance(w, Word) for w in back.event.words)
+
+
+def test_unknown_kind_is_rejected():
+    with pytest.raises(KeyError):
+        Stamped.from_record({"kind": "no_such_event", "frame": 0, "t": 0.0})
+
+
+def test_timeline_writer_and_reader_round_trip(tmp_path):
+    path = tmp_path / "runs" / "today" / "timeline.jsonl"  # folders are created
+    events = sample_events()
+    writer = TimelineWriter(path)
+    for stamped in events:
+        writer(stamped)
+    lines = path.read_text(encoding="utf-8").splitlines()  # flushed as they come, before close
+    assert len(lines) == len(events)
+    writer.close()
+
+    assert [json.loads(line)["kind"] for line in lines] == list(DESIGN_TABLE)
+    assert "▁Paris" in path.read_text(encoding="utf-8")  # UTF-8 as is, not \u escapes
+    assert read_timeline(path) == events
+
+
+def test_event_bus_fans_out_to_every_subscriber_in_order():
+    bus = EventBus()
+    seen: list[list[Stamped]] = [[], [], []]
+    for received in seen[:2]:
+        bus.subscribe(received.append)
+    events = sample_events()
+    bus.publish(events[0].frame, events[0].event)
+    bus.subscribe(seen[2].append)  # a late subscriber sees only what comes after
+    for stamped in events[1:]:
+        bus.publish(stamped.frame, stamped.event)
+    assert seen[0] == seen[1] == events
+    assert seen[2] == events[1:]
+
+
+def test_event_bus_publishers_on_several_threads():
+    bus = EventBus()
+    seen: list[list[Stamped]] = [[], []]
+    for received in seen:
+        bus.subscribe(received.append)
+    event = OracleTokenEvent(1, 42, "▁Paris")
+
+    def publish(frames: range) -> None:
+        for frame in frames:
+            bus.publish(frame, event)
+
+    threads = [threading.Thread(target=publish, args=(range(n * 100, (n + 1) * 100),)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for received in seen:
+        assert sorted(s.frame for s in received) == list(range(400))
