@@ -51,29 +51,40 @@ def run(
         Path | None, typer.Option(help='Scripted oracle: JSON list of {"t", "reset", "text", "tokens"}.')
     ] = None,
     tail: Annotated[float, typer.Option(help="Seconds of silence streamed after the input.")] = 5.0,
+    llm: Annotated[str | None, typer.Option(help="Back-end LLM: local (embedded SmolLM2 or --llm-model GGUF) or openai.")] = None,
+    llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name (openai) or GGUF path (local).")] = None,
+    asr: Annotated[str, typer.Option(help="Speech recognition: whisper, openai or kyutai-stt.")] = "whisper",
+    policy: Annotated[str, typer.Option(help="When to re-ask the LLM: reactive or polling.")] = "reactive",
+    realtime: Annotated[
+        bool | None, typer.Option("--realtime/--no-realtime", help="Pace the input at real time (default: on with --llm).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cuda, mps or cpu.")] = "auto",
     dtype: Annotated[str | None, typer.Option(help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU).")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Quantize the LM to int8 (CUDA + bitsandbytes).")] = False,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature; 0 = greedy.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling.")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the front-end (torch).")] = None,
     replay_stale_oracle: Annotated[
         bool, typer.Option(help="Reference quirk: keep the oracle run across a session reset.")
     ] = False,
 ) -> None:
-    """Stream an audio file through the front-end and write the reply audio and the timeline."""
-    from kame_desktop.audio.files import frames, read_audio, write_wav
-    from kame_desktop.events import FRAME_SIZE, EventBus, TimelineWriter
+    """Stream an audio file through the front-end (and the back-end with --llm); write the reply
+    audio and the timeline. The API key of a cloud LLM comes from the keyring or KAME_LLM_API_KEY."""
+    from kame_desktop.audio.files import read_audio
+    from kame_desktop.audio.sources import FileSource, WavSink
+    from kame_desktop.events import EventBus, TimelineWriter
     from kame_desktop.session import Session, check_script_tokens, load_oracle_script
 
     if tail < 0:
         raise KameError("--tail must be >= 0 seconds")
     pcm = read_audio(input)
     script = load_oracle_script(oracle_file) if oracle_file else []
-    if threads:
-        import torch
+    backend_settings = _backend_settings(llm, llm_url, llm_model, asr, policy)
+    import torch
 
-        torch.set_num_threads(threads)
+    # With a back-end on 2 cores, ASR and LLM get their own thread each; torch takes one.
+    torch.set_num_threads(threads or (1 if llm else torch.get_num_threads()))
     from kame_desktop.frontend.kame.engine import KameFrontEnd
 
     frontend = KameFrontEnd.load(
@@ -87,25 +98,70 @@ def run(
     )
     if oracle_file:
         check_script_tokens(script, frontend.text_card, oracle_file)
-    chunks = list(frames(pcm, FRAME_SIZE, tail))
+    source = FileSource(pcm, tail, realtime=bool(llm) if realtime is None else realtime)
     for entry in script:
-        if entry.frame >= len(chunks):
-            log.warning("oracle entry for frame %d is past the end of the audio (%d frames): ignored", entry.frame, len(chunks))
+        if entry.frame >= source.frames_total:
+            log.warning(
+                "oracle entry for frame %d is past the end of the audio (%d frames): ignored", entry.frame, source.frames_total
+            )
 
     bus = EventBus()
     writer = TimelineWriter(timeline) if timeline else None
     if writer:
         bus.subscribe(writer)
-    out: list = []
+    session = Session(frontend, bus)
+    if backend_settings:
+        session.backend = _make_backend(backend_settings, session)
+    sink = WavSink(output)
     try:
-        Session(frontend, bus).run(chunks, out.append, script)
+        session.run(source, sink, script)
+    except BaseException:
+        sink.abort()
+        raise
     finally:
+        if session.backend:
+            session.backend.stop()
         if writer:
             writer.close()
-    import numpy as np
+    sink.close()
+    typer.echo(f"wrote {output} ({sink.frames_written} frames)" + (f" and {timeline}" if timeline else ""), err=True)
 
-    write_wav(output, np.concatenate(out))
-    typer.echo(f"wrote {output} ({len(out)} frames)" + (f" and {timeline}" if timeline else ""), err=True)
+
+def _backend_settings(llm, llm_url, llm_model, asr, policy):
+    from kame_desktop.backend.factory import ASR_KINDS, LLM_KINDS, BackendSettings
+    from kame_desktop.backend.oracle_manager import POLICIES, PolicyConfig
+
+    if llm is None:
+        return None
+    if llm not in LLM_KINDS:
+        raise KameError(f"--llm must be one of {', '.join(LLM_KINDS)}")
+    if asr not in ASR_KINDS:
+        raise KameError(f"--asr must be one of {', '.join(ASR_KINDS)}")
+    if policy not in POLICIES:
+        raise KameError(f"--policy must be one of {', '.join(POLICIES)}")
+    return BackendSettings(llm=llm, llm_url=llm_url, llm_model=llm_model, asr=asr), PolicyConfig(name=policy)
+
+
+def _make_backend(settings, session):
+    from kame_desktop.backend.factory import make_asr, make_llm
+    from kame_desktop.backend.llm.base import UnavailableLlm
+    from kame_desktop.backend.worker import Backend
+    from kame_desktop.events import ErrorEvent
+
+    backend_settings, policy = settings
+    notices = []
+    try:
+        llm = make_llm(backend_settings)
+        if hasattr(llm, "load"):
+            llm.load()  # fail early and keep model loading out of the paced session
+    except KameError as e:
+        # The conversation goes on without LLM hints; every request says why.
+        llm = UnavailableLlm(f"{backend_settings.llm} (unavailable)", str(e))
+        notices.append(ErrorEvent("llm", str(e)))
+        log.warning("%s", e)
+    return Backend(
+        llm, make_asr(backend_settings), session.signals.post, session.publish_async, policy=policy, notices=notices
+    )
 
 
 @app.command("make-tiny-checkpoint")
@@ -129,14 +185,29 @@ def bench_frontend(
     threads: Annotated[int, typer.Option(help="CPU threads for torch.")] = 2,
 ) -> None:
     """Overhead of the oracle path: our engine's LM step vs a bare moshi LMGen step."""
-    import json
-
     from kame_desktop.bench.frontend import run_bench
 
-    result = run_bench(steps=steps, threads=threads)
+    _print_bench(run_bench(steps=steps, threads=threads), json_output)
+
+
+@bench_app.command("oracle-lag")
+def bench_oracle_lag(
+    json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
+    questions: Annotated[int, typer.Option(help="How many espeak-ng questions (each runs once per policy).")] = 6,
+    threads: Annotated[int, typer.Option(help="Threads for each of torch, whisper and llama.cpp.")] = 1,
+) -> None:
+    """Oracle lag (end of a user word → first oracle token that includes it): reactive vs polling."""
+    from kame_desktop.bench.oracle_lag import run_bench
+
+    _print_bench(run_bench(questions=questions, threads=threads), json_output)
+
+
+def _print_bench(result: dict, json_output: bool) -> None:
+    import json
+
     if not json_output:
         for key, value in result.items():
-            typer.echo(f"{key:>16}: {value}", err=True)
+            typer.echo(f"{key:>30}: {value}", err=True)
     typer.echo(json.dumps(result))
 
 

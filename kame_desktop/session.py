@@ -12,15 +12,21 @@ import json
 import logging
 import math
 import queue
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kame_desktop.audio.sources import AudioSink, AudioSource
 from kame_desktop.errors import OracleScriptError
 from kame_desktop.events import (
     FRAME_RATE,
+    FRAME_SECONDS,
+    AssistantTokenEvent,
+    Event,
     EventBus,
     OracleReset,
     OracleText,
@@ -29,6 +35,9 @@ from kame_desktop.events import (
     Signal,
 )
 from kame_desktop.frontend.base import FrontEnd
+
+if TYPE_CHECKING:
+    from kame_desktop.backend.worker import Backend
 
 log = logging.getLogger(__name__)
 
@@ -138,38 +147,63 @@ def check_script_tokens(entries: list[ScriptEntry], text_card: int, path: Path) 
 
 
 class Session:
-    def __init__(self, frontend: FrontEnd, bus: EventBus | None = None, signals: SignalQueue | None = None) -> None:
+    """Drives one front-end frame by frame; with a back-end, also feeds it the user's audio and
+    the companion's words, and stamps the back-end's asynchronous events on the audio clock."""
+
+    def __init__(
+        self,
+        frontend: FrontEnd,
+        bus: EventBus | None = None,
+        signals: SignalQueue | None = None,
+        backend: Backend | None = None,
+    ) -> None:
         self.frontend = frontend
         self.bus = bus or EventBus()
         self.signals = signals or SignalQueue()
+        self.backend = backend
         self.frame = 0  # index of the input frame being processed (warm-up excluded)
+        # Stamping and publishing happen under one lock so that records from the inference
+        # thread and the back-end come out in frame order.
+        self._lock = threading.Lock()
 
-    def start(self, llm: str | None = None, asr: str | None = None) -> None:
+    def publish_async(self, event: Event) -> None:
+        """For the back-end's events: stamped with the frame being processed now."""
+        with self._lock:
+            self.bus.publish(self.frame, event)
+
+    def start(self) -> None:
         self.frame = 0
         fe = self.frontend
+        llm = self.backend.llm.name if self.backend else None
+        asr = self.backend.asr.name if self.backend and self.backend.asr else None
         self.bus.publish(0, SessionStartEvent(fe.kind, fe.model, fe.device, llm, asr))
+        if self.backend:
+            self.backend.start()
 
     def step(self, frame: np.ndarray) -> np.ndarray:
         """Process one input frame: drain the signals posted so far, step, publish events."""
+        if self.backend:
+            self.backend.push_audio(frame, (self.frame + 1) * FRAME_SECONDS)
         result = self.frontend.step(frame, self.signals.drain())
-        for event in result.events:
-            self.bus.publish(self.frame, event)
-        self.frame += 1
+        with self._lock:
+            for event in result.events:
+                self.bus.publish(self.frame, event)
+            self.frame += 1
+        if self.backend:
+            said = "".join(e.piece for e in result.events if isinstance(e, AssistantTokenEvent))
+            self.backend.on_companion_text(said)
         return result.pcm
 
-    def run(
-        self,
-        frames: Iterable[np.ndarray],
-        sink: Callable[[np.ndarray], None],
-        script: Iterable[ScriptEntry] = (),
-    ) -> int:
-        """Stream every frame through the front-end; script entries are posted just before
-        their frame, as a back-end would. Returns the number of frames processed."""
+    def run(self, source: AudioSource, sink: AudioSink, script: Iterable[ScriptEntry] = ()) -> int:
+        """Stream every frame of `source` through the front-end into `sink`; script entries are
+        posted just before their frame, as a back-end would. Returns the frames processed."""
         pending = sorted(script, key=lambda e: e.frame)  # stable: file order within a frame
         self.start()
-        for frame in frames:
+        while (frame := source.read()) is not None:
             while pending and pending[0].frame <= self.frame:
                 for signal in pending.pop(0).signals:
                     self.signals.post(signal)
-            sink(self.step(frame))
+            sink.write(self.step(frame))
+        if self.backend:
+            self.backend.finish_audio(self.frame * FRAME_SECONDS)
         return self.frame

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import soundfile as sf
 import soxr
 
 from kame_desktop.errors import AudioFileError
+from kame_desktop.fileio import atomic_writer
 
 __all__ = ["AudioFileError", "frame_count", "frames", "read_audio", "write_wav"]
 
@@ -63,15 +63,6 @@ def frames(
 
 def write_wav(path: str | os.PathLike[str], pcm: np.ndarray, sample_rate: int = 24000) -> None:
     """Write 16-bit PCM mono WAV atomically, so a crash never leaves a half-written file at `path`."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     x = np.clip(np.asarray(pcm, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    # The temp file lives in the target folder so os.replace is a same-filesystem atomic rename.
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, x, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(Path(path)) as f:
+        sf.write(f, x, sample_rate, subtype="PCM_16", format="WAV")

@@ -24,3 +24,27 @@ class LlmProvider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class UnavailableLlm:
+    """Stands in for an LLM that could not be set up (a bad GGUF, a missing package): every
+    request fails with the reason, so the conversation goes on with the front-end on PAD oracle
+    and the user keeps being told why."""
+
+    context_tokens = 4096
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        from kame_desktop.errors import LlmError
+
+        raise LlmError(self.reason, retryable=False)
+        yield ""  # an async generator, like the real providers
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    async def aclose(self) -> None:
+        pass

@@ -8,10 +8,10 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from kame_desktop.fileio import atomic_write_bytes
 
 # Our own short text: enough variety for a SentencePiece vocabulary of a few hundred pieces.
 _TOKENIZER_TEXT = """\
@@ -95,14 +95,6 @@ def train_tiny_tokenizer(vocab_size: int = 256) -> bytes:
     return model.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def make_tiny_checkpoint(
     folder: Path,
     *,
@@ -142,9 +134,9 @@ def make_tiny_checkpoint(
         "lm_gen_config": lm_gen_config or {},
         **lm_kwargs,
     }
-    _write_atomic(folder / "tokenizer.model", tokenizer_bytes)
-    _write_atomic(folder / "model.safetensors", save(state, metadata={"format": "pt"}))
-    _write_atomic(folder / "mimi.safetensors", save(mimi_state, metadata={"format": "pt"}))
-    _write_atomic(folder / "mimi_config.json", json.dumps(mimi_config, indent=2).encode())
-    _write_atomic(folder / "config.json", json.dumps(config, indent=2).encode())  # last: marks completion
+    atomic_write_bytes(folder / "tokenizer.model", tokenizer_bytes)
+    atomic_write_bytes(folder / "model.safetensors", save(state, metadata={"format": "pt"}))
+    atomic_write_bytes(folder / "mimi.safetensors", save(mimi_state, metadata={"format": "pt"}))
+    atomic_write_bytes(folder / "mimi_config.json", json.dumps(mimi_config, indent=2).encode())
+    atomic_write_bytes(folder / "config.json", json.dumps(config, indent=2).encode())  # last: marks completion
     return folder

@@ -1,0 +1,121 @@
+"""Audio sources and sinks behind one small interface, so the session is the same whether audio
+comes from a file, a sound card or nowhere.
+
+A source's `read()` returns the next 1920-sample float32 frame, or None at the end. A paced
+(real-time) source blocks until the frame is due, so the session clock matches wall time and ASR
+and LLM timings are real. The sounddevice-backed device comes with the desktop app.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import soundfile as sf
+
+from kame_desktop.audio.files import frame_count
+from kame_desktop.events import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
+from kame_desktop.fileio import atomic_writer
+
+
+class AudioSource(Protocol):
+    def read(self) -> np.ndarray | None: ...
+
+
+class AudioSink(Protocol):
+    def write(self, frame: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Pacer:
+    """Sleeps until frame i is due (i × 80 ms after the first read)."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+
+    def wait(self, index: int) -> None:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        delay = self._start + index * FRAME_SECONDS - now
+        if delay > 0:
+            time.sleep(delay)
+
+
+class FileSource:
+    """Frames of an in-memory signal (see audio.files.read_audio) followed by `tail_seconds` of
+    silence; paced at real time when `realtime`."""
+
+    def __init__(self, pcm: np.ndarray, tail_seconds: float = 0.0, realtime: bool = False) -> None:
+        self.frames_total = frame_count(len(pcm), FRAME_SIZE, tail_seconds, SAMPLE_RATE)
+        self._pcm = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        self._index = 0
+        self._pacer = _Pacer() if realtime else None
+
+    def read(self) -> np.ndarray | None:
+        if self._index >= self.frames_total:
+            return None
+        if self._pacer:
+            self._pacer.wait(self._index)
+        start = self._index * FRAME_SIZE
+        frame = np.zeros(FRAME_SIZE, dtype=np.float32)
+        chunk = self._pcm[start : start + FRAME_SIZE]
+        frame[: len(chunk)] = chunk
+        self._index += 1
+        return frame
+
+
+class NullSource:
+    """Silence, for `seconds` (forever when None); paced when `realtime`."""
+
+    def __init__(self, seconds: float | None = None, realtime: bool = False) -> None:
+        self._frames = None if seconds is None else frame_count(0, FRAME_SIZE, seconds, SAMPLE_RATE)
+        self._index = 0
+        self._pacer = _Pacer() if realtime else None
+
+    def read(self) -> np.ndarray | None:
+        if self._frames is not None and self._index >= self._frames:
+            return None
+        if self._pacer:
+            self._pacer.wait(self._index)
+        self._index += 1
+        return np.zeros(FRAME_SIZE, dtype=np.float32)
+
+
+class WavSink:
+    """Streams 16-bit mono frames to a WAV file (memory stays flat over long sessions); the file
+    appears at `path` only when closed, atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self._writer = atomic_writer(path)
+        self._file = self._writer.__enter__()
+        self._wav = sf.SoundFile(self._file, "w", SAMPLE_RATE, 1, "PCM_16", format="WAV")
+        self.frames_written = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        self._wav.write(np.clip(frame, -1.0, 1.0))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        self._wav.close()
+        self._writer.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop the partial file (the run failed)."""
+        self._wav.close()
+        error = RuntimeError("aborted")
+        self._writer.__exit__(type(error), error, None)  # removes the temp file
+
+
+class NullSink:
+    def __init__(self) -> None:
+        self.frames_written = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        self.frames_written += 1
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,178 @@
+"""Cloud (or any OpenAI-compatible) transcription, one request per utterance.
+
+The same Silero VAD as the local provider cuts turns; each finished utterance goes out as a
+16 kHz WAV made in memory to `audio.transcriptions.create` (the sync client: `feed` already runs
+on the back-end's worker thread). There are no partials. Word times come from the service
+(`verbose_json` for whisper-* models) or, when it gives none, are spread evenly over the speech.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import wave
+
+import numpy as np
+
+from kame_desktop.backend.asr.vad import SAMPLE_RATE as SR
+from kame_desktop.backend.asr.vad import SileroVad
+from kame_desktop.errors import AsrError
+from kame_desktop.events import (
+    SAMPLE_RATE,
+    AsrFinalEvent,
+    Event,
+    SpeechEndEvent,
+    SpeechStartEvent,
+    TurnEndEvent,
+    Word,
+)
+
+_PREROLL_S = 0.3
+_IDLE_KEEP_S = 1.0
+
+
+def wav_bytes(pcm16k: np.ndarray) -> bytes:
+    """16-bit mono WAV at 16 kHz (what every transcription endpoint accepts)."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes((np.clip(pcm16k, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def spread_words(text: str, start: float, end: float) -> tuple[Word, ...]:
+    """Words of `text` given equal shares of [start, end]."""
+    tokens = text.split()
+    step = (end - start) / max(len(tokens), 1)
+    return tuple(Word(t, round(start + i * step, 3), round(start + (i + 1) * step, 3)) for i, t in enumerate(tokens))
+
+
+class OpenAiAsr:
+    """`AsrProvider` over an OpenAI-compatible `/audio/transcriptions` endpoint."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,  # None: api.openai.com
+        model: str = "whisper-1",
+        api_key: str | None = None,
+        language: str | None = "en",
+        vad: SileroVad | None = None,
+        timeout_s: float = 30.0,
+        max_utterance_s: float = 60.0,
+    ) -> None:
+        import openai
+        import soxr
+
+        self._openai = openai
+        self._soxr = soxr
+        # Local servers need no key, but the client insists on one.
+        self._key = api_key or os.environ.get("OPENAI_API_KEY") or "unused"
+        self._client = openai.OpenAI(base_url=base_url, api_key=self._key, timeout=timeout_s, max_retries=1)
+        self.base_url = str(self._client.base_url)
+        self.model = model
+        self.language = language
+        self.max_utterance_s = max_utterance_s
+        self.name = f"openai:{model}"
+        self.vad = vad or SileroVad()
+        self.reset()
+
+    def reset(self) -> None:
+        self._resampler = self._soxr.ResampleStream(SAMPLE_RATE, SR, 1, dtype="float32")
+        self.vad.reset()
+        self._audio = np.zeros(0, np.float32)
+        self._audio_start = 0  # absolute 16 kHz sample of _audio[0] (the VAD's clock)
+        self._t_end = 0.0
+        self._speech_from: int | None = None  # sample where the current speech began
+
+    def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
+        x = self._resampler.resample_chunk(np.asarray(pcm, np.float32).reshape(-1))
+        self._audio = np.concatenate([self._audio, x])
+        self._t_end = t_end
+        events: list[Event] = []
+        for kind, t in self.vad.process(x):
+            sample = round(t * SR)
+            if kind == "start":
+                self._drop_before(sample - round(_PREROLL_S * SR))
+                self._speech_from = sample
+                events.append(SpeechStartEvent("user"))
+            elif self._speech_from is not None:
+                events += self._transcribe(sample)
+                self._speech_from = None
+                events += [SpeechEndEvent("user"), TurnEndEvent("vad")]
+        if self._speech_from is None:
+            self._drop_before(self._total - round(_IDLE_KEEP_S * SR))
+        elif len(self._audio) > self.max_utterance_s * SR:  # bound memory and request size
+            events += self._transcribe(self._total)
+            self._speech_from = self._total
+        return events
+
+    def flush(self, t_end: float) -> list[Event]:
+        """Transcribe the pending utterance (`SpeechEndEvent`, no `TurnEndEvent`: whoever ended
+        the audio announces the turn) and start afresh."""
+        self._audio = np.concatenate([self._audio, self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)])
+        self._t_end = t_end
+        events: list[Event] = []
+        if self._speech_from is not None:
+            events += self._transcribe(self._total)
+            events.append(SpeechEndEvent("user"))
+        self.reset()
+        return events
+
+    @property
+    def _total(self) -> int:
+        return self._audio_start + len(self._audio)
+
+    def _time_of(self, sample: int) -> float:
+        return self._t_end - (self._total - sample) / SR
+
+    def _drop_before(self, sample: int) -> None:
+        cut = min(max(sample - self._audio_start, 0), len(self._audio))
+        self._audio = self._audio[cut:]
+        self._audio_start += cut
+
+    def _transcribe(self, end_sample: int) -> list[Event]:
+        assert self._speech_from is not None
+        start, end = self._time_of(self._speech_from), self._time_of(min(end_sample, self._total))
+        t0 = self._time_of(self._audio_start)  # the request's audio begins here
+        audio = self._audio[: max(end_sample + round(0.2 * SR) - self._audio_start, 0)]
+        self._drop_before(end_sample)
+        verbose = self.model.startswith("whisper")  # only whisper-* gives word timestamps
+        try:
+            result = self._client.audio.transcriptions.create(
+                model=self.model,
+                file=("utterance.wav", wav_bytes(audio), "audio/wav"),
+                **({"language": self.language} if self.language else {}),
+                **({"response_format": "verbose_json", "timestamp_granularities": ["word"]} if verbose else {}),
+            )
+        except self._openai.OpenAIError as e:
+            self.reset()
+            raise AsrError(self._explain(e)) from None  # `from None`: the cause may echo the key
+        text = (result if isinstance(result, str) else getattr(result, "text", "") or "").strip()
+        if not text:
+            return []
+        api_words = getattr(result, "words", None)
+        if api_words:
+            words = tuple(Word(w.word.strip(), round(t0 + w.start, 3), round(t0 + w.end, 3)) for w in api_words)
+        else:
+            words = spread_words(text, start, end)
+        return [AsrFinalEvent(text, words)]
+
+    def _explain(self, e: Exception) -> str:
+        o = self._openai
+        where = f"the transcription service at {self.base_url}"
+        if isinstance(e, o.APITimeoutError):
+            return f"{where} did not answer in time; check the connection or try again"
+        if isinstance(e, o.APIConnectionError):
+            return f"Cannot reach {where}; check the URL in Settings and your network"
+        if isinstance(e, o.AuthenticationError | o.PermissionDeniedError):
+            return f"{where} refused the API key; set a valid key in Settings"
+        if isinstance(e, o.NotFoundError):
+            return f"{where} does not know model '{self.model}' or has no /audio/transcriptions; check both in Settings"
+        if isinstance(e, o.RateLimitError):
+            return f"{where} is rate-limiting or out of quota; wait a moment or check your plan"
+        if isinstance(e, o.APIStatusError):
+            detail = str(getattr(e, "message", "")).replace(self._key, "***")[:200]
+            return f"{where} answered HTTP {e.status_code} ({detail}); try again or check Settings"
+        return f"{where} sent a response that is not a transcription; check the URL and model in Settings"

@@ -1,0 +1,322 @@
+"""Streaming ASR with faster-whisper: a growing window per utterance and local agreement.
+
+While the VAD hears the user, the utterance's audio (16 kHz, from the last trim point) is
+re-transcribed every `partial_interval` seconds of new audio, or every `last decode time` when
+decoding is slower than that, so a slow CPU stays near real time instead of falling behind.
+Words on which two consecutive hypotheses agree (LocalAgreement-2) are committed as an
+`AsrFinalEvent`; the rest is the partial. When the VAD's hang-over ends the speech, one last
+pass commits everything, then `SpeechEndEvent("user")` and `TurnEndEvent("vad")` follow.
+Long utterances are trimmed at the last committed word (committed text becomes the prompt) and
+forced to commit at `max_utterance_s`, so memory and decode cost stay bounded.
+
+The model loads in the constructor (seconds; the back-end worker builds providers off the GUI
+thread), so a missing model fails early rather than at the first word.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kame_desktop.backend.asr.vad import SAMPLE_RATE as SR
+from kame_desktop.backend.asr.vad import SileroVad
+from kame_desktop.errors import DeviceError, ModelFileError
+from kame_desktop.events import (
+    SAMPLE_RATE,
+    AsrFinalEvent,
+    AsrPartialEvent,
+    Event,
+    SpeechEndEvent,
+    SpeechStartEvent,
+    TurnEndEvent,
+    Word,
+)
+
+log = logging.getLogger(__name__)
+
+_PREROLL_S = 0.3  # audio kept before the VAD's start: its onset detection lags the first phoneme
+_IDLE_KEEP_S = 1.0  # audio kept between utterances: the start is reported up to ~0.2 s late
+_TAIL_S = 0.2  # audio kept after the VAD's end point for the last pass
+_FORCE_KEEP_S = 1.0  # at the length cap, words ending this close to the buffer end stay open
+
+
+# faster-whisper pads every window to Whisper's 30 s before encoding. The CTranslate2 encoder
+# also takes shorter input, and encoding is most of a pass: 30 s costs 0.57 s here, 10 s 0.065 s,
+# 5 s 0.03 s (1 thread). So each pass pads only to its audio plus a margin (whisper.cpp's
+# audio_ctx does the same); the accuracy tests run with it.
+_window = threading.local()
+_MARGIN_FRAMES = 100  # 1 s of mel frames after the audio
+_MIN_FRAMES = 300
+
+
+def _pad_to_window(array, length: int = 3000, *, axis: int = -1):
+    frames = getattr(_window, "frames", None) or length
+    return _fw_pad_or_trim(array, min(length, frames), axis=axis)
+
+
+def _install_short_windows() -> None:
+    global _fw_pad_or_trim
+    import faster_whisper.transcribe as fw
+
+    if fw.pad_or_trim is not _pad_to_window:
+        _fw_pad_or_trim = fw.pad_or_trim
+        fw.pad_or_trim = _pad_to_window
+
+
+def normalize_word(word: str) -> str:
+    """Lower case without punctuation: what agreement between hypotheses compares."""
+    return re.sub(r"[^\w']+", "", word.lower())
+
+
+def _text(words: list[Word]) -> str:
+    return " ".join(w.word for w in words)
+
+
+@dataclass
+class _Utterance:
+    """State of the utterance being recognized (None between utterances)."""
+
+    since_decode: int = 0  # 16 kHz samples since the last pass
+    tail: list[Word] = field(default_factory=list)  # last hypothesis' uncommitted words
+    partial: str = ""  # text of the last partial sent
+    committed: list[Word] = field(default_factory=list)
+    committed_end: float = -math.inf  # session time where the committed words end
+
+
+class WhisperAsr:
+    """`AsrProvider` over faster-whisper. `model`: "base" (the embedded model, no network), a
+    faster-whisper size or repo name (downloaded by faster-whisper: only when the user chose it)
+    or a CTranslate2 model folder."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "base",
+        device: str = "auto",
+        compute_type: str | None = None,  # None: int8 on CPU, float16 on CUDA
+        cpu_threads: int = 1,
+        language: str | None = "en",  # None: detect per pass (slower)
+        partial_interval: float = 0.4,
+        vad: SileroVad | None = None,
+        max_utterance_s: float = 25.0,
+        trim_s: float = 12.0,
+        cache_dir: str | os.PathLike[str] | None = None,
+        short_windows: bool = True,  # pad each pass to its audio, not to 30 s (see _pad_to_window)
+    ) -> None:
+        import soxr
+        from faster_whisper import WhisperModel
+
+        path, self.name = _resolve_model(model, cache_dir)
+        device = _resolve_device(device)
+        compute_type = compute_type or ("int8" if device == "cpu" else "float16")
+        try:
+            self._model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        except Exception as e:  # ctranslate2 and the hub raise plain RuntimeError/ValueError/OSError
+            raise ModelFileError(
+                f"Could not load the Whisper model '{model}' ({e}); use 'base' (embedded) or a CTranslate2 model folder"
+            ) from e
+        fw_log = logging.getLogger("faster_whisper")
+        if fw_log.level == logging.NOTSET:  # it logs one INFO line per pass, several per second here
+            fw_log.setLevel(logging.WARNING)
+        self._soxr = soxr
+        self.short_windows = short_windows
+        if short_windows:
+            _install_short_windows()
+        self.language = language
+        self.partial_interval = partial_interval
+        self.max_utterance_s = max_utterance_s
+        self.trim_s = trim_s
+        self.vad = vad or SileroVad()
+        self.last_decode_s = 0.0  # wall time of the last pass (paces the next one)
+        self.reset()
+
+    # --- AsrProvider ---------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self._resampler = self._soxr.ResampleStream(SAMPLE_RATE, SR, 1, dtype="float32")
+        self.vad.reset()
+        self._audio = np.zeros(0, np.float32)  # pre-roll, or the utterance from its trim point
+        self._audio_start = 0  # absolute 16 kHz sample index of _audio[0] (the VAD's clock)
+        self._t_end = 0.0  # session time at the end of _audio
+        self._utt: _Utterance | None = None
+
+    def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
+        x = self._resampler.resample_chunk(np.asarray(pcm, np.float32).reshape(-1))
+        self._append(x, t_end)
+        events: list[Event] = []
+        for kind, t in self.vad.process(x):
+            sample = round(t * SR)
+            if kind == "start":
+                events += self._start(sample)
+            elif self._utt is not None:
+                events += self._finish(sample + round(_TAIL_S * SR))
+                events += [SpeechEndEvent("user"), TurnEndEvent("vad")]
+        if self._utt is None:
+            self._drop_before(self._total - round(_IDLE_KEEP_S * SR))
+        else:
+            self._utt.since_decode += len(x)
+            if self._utt.since_decode >= max(self.partial_interval, self.last_decode_s) * SR:
+                events += self._decode(final=False)
+        return events
+
+    def flush(self, t_end: float) -> list[Event]:
+        """Commit the pending utterance (with `SpeechEndEvent`, but no `TurnEndEvent`: whoever
+        ended the audio, e.g. push-to-talk, announces the turn) and start afresh."""
+        self._append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True), t_end)
+        events: list[Event] = []
+        if self._utt is not None:
+            events += self._finish(self._total)
+            events.append(SpeechEndEvent("user"))
+        self.reset()
+        return events
+
+    # --- internals -----------------------------------------------------------------------------
+
+    @property
+    def _total(self) -> int:
+        return self._audio_start + len(self._audio)
+
+    def _time_of(self, sample: int) -> float:
+        # The session clock is t_end at the newest sample; older samples are that much earlier.
+        return self._t_end - (self._total - sample) / SR
+
+    def _sample_of(self, t: float) -> int:
+        return self._total - round((self._t_end - t) * SR)
+
+    def _append(self, x: np.ndarray, t_end: float) -> None:
+        self._audio = np.concatenate([self._audio, x])
+        self._t_end = t_end
+
+    def _drop_before(self, sample: int) -> None:
+        cut = min(max(sample - self._audio_start, 0), len(self._audio))
+        self._audio = self._audio[cut:]
+        self._audio_start += cut
+
+    def _start(self, sample: int) -> list[Event]:
+        self._drop_before(sample - round(_PREROLL_S * SR))
+        self._utt = _Utterance()
+        return [SpeechStartEvent("user")]
+
+    def _finish(self, end_sample: int) -> list[Event]:
+        events = self._decode(final=True, end_sample=end_sample)
+        self._utt = None
+        return events
+
+    def _decode(self, final: bool, end_sample: int | None = None) -> list[Event]:
+        u = self._utt
+        assert u is not None
+        n = len(self._audio) if end_sample is None else min(max(end_sample - self._audio_start, 0), len(self._audio))
+        t0, t1 = self._time_of(self._audio_start), self._time_of(self._audio_start + n)
+        # Committed words whose audio was trimmed away give the model its context back.
+        prompt = _text([w for w in u.committed if w.end <= t0][-30:]) or None
+        started = time.perf_counter()
+        words = self._transcribe(self._audio[:n], t0, t1, prompt, final)
+        self.last_decode_s = time.perf_counter() - started
+        u.since_decode = 0
+        new = self._unseen(words, u)
+        if final:
+            commit, tail = new, []
+        else:
+            agreed = 0
+            for a, b in zip(u.tail, new, strict=False):
+                if normalize_word(a.word) != normalize_word(b.word):
+                    break
+                agreed += 1
+            commit, tail = new[:agreed], new[agreed:]
+            if t1 - t0 > self.max_utterance_s:  # cap: commit all but the words still being spoken
+                while tail and tail[0].end < t1 - _FORCE_KEEP_S:
+                    commit.append(tail.pop(0))
+        events: list[Event] = []
+        if commit:
+            events.append(AsrFinalEvent(_text(commit), tuple(commit)))
+            u.committed += commit
+            u.committed_end = commit[-1].end
+        u.tail = tail
+        if _text(tail) != u.partial:
+            u.partial = _text(tail)
+            events.append(AsrPartialEvent(u.partial, tuple(tail)))
+        if not final and t1 - t0 > self.trim_s:
+            self._trim(u, t1)
+        return events
+
+    def _trim(self, u: _Utterance, t1: float) -> None:
+        # Cut at the last committed word; with nothing committed (noise, music), keep trim_s.
+        cut = self._sample_of(u.committed_end) if u.committed_end > -math.inf else self._audio_start
+        if t1 - self._time_of(cut) > self.max_utterance_s:
+            cut = self._sample_of(t1 - self.trim_s)
+        self._drop_before(cut)
+
+    def _transcribe(self, audio: np.ndarray, t0: float, t1: float, prompt: str | None, final: bool) -> list[Word]:
+        if len(audio) < SR // 10:
+            return []
+        frames = math.ceil(len(audio) / SR) * 100 + _MARGIN_FRAMES
+        _window.frames = max(_MIN_FRAMES, frames) if self.short_windows else None
+        segments, _info = self._model.transcribe(
+            audio,
+            language=self.language,
+            beam_size=1,
+            word_timestamps=True,
+            vad_filter=False,  # our VAD already cut the utterance
+            condition_on_previous_text=False,
+            initial_prompt=prompt,
+            # Partials are revised anyway; only the last pass pays for temperature fallback.
+            temperature=(0.0, 0.2, 0.4, 0.6) if final else 0.0,
+        )
+        words: list[Word] = []
+        for seg in segments:
+            if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:  # Whisper's own silence rule
+                continue
+            for w in seg.words or ():
+                text = w.word.strip()
+                if text:
+                    start = min(max(t0 + float(w.start), t0), t1)
+                    end = min(max(t0 + float(w.end), start), t1)
+                    words.append(Word(text, round(start, 3), round(end, 3)))
+        return words
+
+    @staticmethod
+    def _unseen(words: list[Word], u: _Utterance) -> list[Word]:
+        """The words of a hypothesis after the committed ones (the window may still hold them)."""
+        new = [w for w in words if (w.start + w.end) / 2 > u.committed_end]
+        # A committed word re-timed past the commit point would be said twice: drop a repeat.
+        last = [normalize_word(w.word) for w in u.committed[-3:]]
+        for k in (3, 2, 1):
+            head = [normalize_word(w.word) for w in new[:k]]
+            if len(last) >= k and head == last[-k:] and (k > 1 or new[0].start < u.committed_end):
+                return new[k:]
+        return new
+
+
+def _resolve_model(model: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None) -> tuple[str, str]:
+    """(what faster-whisper loads, the provider's name)."""
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if isinstance(model, os.PathLike) or path.is_dir() or text.startswith((".", "~", "/")) or "\\" in text:
+        if not (path / "model.bin").is_file():
+            raise ModelFileError(
+                f"{path} is not a CTranslate2 Whisper model folder (no model.bin); pick another folder or use 'base'"
+            )
+        return str(path), f"whisper:{path.name}"
+    if text == "base":
+        from kame_desktop.catalog import embedded_whisper_model
+
+        return str(embedded_whisper_model(cache_dir)), "whisper:base"
+    return text, f"whisper:{text}"
+
+
+def _resolve_device(device: str) -> str:
+    import ctranslate2
+
+    gpus = ctranslate2.get_cuda_device_count()
+    if device == "auto":
+        return "cuda" if gpus else "cpu"
+    if device.startswith("cuda") and not gpus:
+        raise DeviceError("CUDA was requested for Whisper but no CUDA GPU is available; use device 'auto' or 'cpu'")
+    return device

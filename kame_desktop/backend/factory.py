@@ -1,0 +1,56 @@
+"""Build the back-end's providers from plain settings (CLI options now, the settings dialog
+later). Heavy imports stay inside, so choosing a provider costs nothing until it is used."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kame_desktop.backend.asr.base import AsrProvider
+from kame_desktop.backend.llm.base import LlmProvider
+from kame_desktop.config import llm_api_key
+from kame_desktop.errors import KameError
+
+LLM_KINDS = ("local", "openai")
+ASR_KINDS = ("whisper", "openai", "kyutai-stt")
+OPENAI_URL = "https://api.openai.com/v1"
+OPENAI_MODEL = "gpt-4.1"
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    llm: str = "local"
+    llm_url: str | None = None
+    llm_model: str | None = None  # a model name (openai) or a GGUF path (local)
+    llm_threads: int = 1
+    asr: str = "whisper"
+    asr_model: str = "base"
+    asr_threads: int = 1
+    asr_url: str | None = None
+
+
+def make_llm(settings: BackendSettings) -> LlmProvider:
+    if settings.llm == "local":
+        from kame_desktop.backend.llm.local import LocalLlm
+
+        return LocalLlm(model_path=settings.llm_model, n_threads=settings.llm_threads)
+    if settings.llm == "openai":
+        from kame_desktop.backend.llm.openai_compat import OpenAiLlm
+
+        return OpenAiLlm(settings.llm_url or OPENAI_URL, settings.llm_model or OPENAI_MODEL, api_key=llm_api_key())
+    raise KameError(f"unknown LLM provider '{settings.llm}'; use one of {', '.join(LLM_KINDS)}")
+
+
+def make_asr(settings: BackendSettings) -> AsrProvider:
+    if settings.asr == "whisper":
+        from kame_desktop.backend.asr.whisper import WhisperAsr
+
+        return WhisperAsr(model=settings.asr_model, cpu_threads=settings.asr_threads)
+    if settings.asr == "openai":
+        from kame_desktop.backend.asr.openai_asr import OpenAiAsr
+
+        return OpenAiAsr(settings.asr_url or settings.llm_url or OPENAI_URL, api_key=llm_api_key())
+    if settings.asr == "kyutai-stt":
+        from kame_desktop.backend.asr.kyutai import KyutaiStt
+
+        return KyutaiStt()
+    raise KameError(f"unknown ASR provider '{settings.asr}'; use one of {', '.join(ASR_KINDS)}")

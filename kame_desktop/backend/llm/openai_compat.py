@@ -1,0 +1,148 @@
+"""LLM provider for any OpenAI-compatible chat endpoint (OpenAI, llama.cpp server, vLLM, Ollama…).
+
+The `openai` package is imported lazily: the CLI's --help and the GUI's first paint stay cheap."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from kame_desktop.backend.llm.base import Message
+from kame_desktop.errors import LlmError
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+log = logging.getLogger(__name__)
+
+TEST_PROMPT = "Say hello in three words."
+
+
+class OpenAiLlm:
+    """Streams chat completions from `base_url`. Errors become `LlmError`s that say what to do;
+    retrying is the OracleManager's job, so the client's own retries are off."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        context_tokens: int = 8192,
+        name: str | None = None,
+        max_tokens: int | None = None,  # None: the server's default (the reference sets none)
+    ) -> None:
+        self.base_url = base_url
+        self.model = model
+        self.timeout = timeout
+        self.context_tokens = context_tokens
+        self.name = name or f"openai:{model}"
+        self.max_tokens = max_tokens
+        self._api_key = api_key or ""
+        self._client: AsyncOpenAI | None = None
+
+    def _get_client(self) -> AsyncOpenAI:
+        # Created on first use so it binds to the back-end worker's event loop.
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(
+                base_url=self.base_url,
+                # Local servers need no key, but the client insists on one.
+                api_key=self._api_key or "no-key",
+                timeout=self.timeout,  # connect, and each read: a stalled stream times out too
+                max_retries=0,
+            )
+        return self._client
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        extra: dict[str, Any] = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
+        got_text = False
+        finished = False
+        response = None
+        try:
+            response = await self._get_client().chat.completions.create(
+                model=self.model,
+                messages=messages,
+                stream=True,
+                **extra,  # type: ignore[arg-type]
+            )
+            async for chunk in response:
+                choices = getattr(chunk, "choices", None)
+                if not isinstance(choices, list):
+                    raise LlmError("the LLM server sent a malformed stream (a chunk without choices)")
+                for choice in choices:
+                    delta = getattr(choice, "delta", None)
+                    text = getattr(delta, "content", None)
+                    if isinstance(text, str) and text:
+                        got_text = True
+                        yield text
+                    if getattr(choice, "finish_reason", None):
+                        finished = True
+        except LlmError:
+            raise
+        except Exception as exc:
+            raise self._map_error(exc, got_text) from None  # the cause may echo the key
+        finally:
+            if response is not None:
+                await response.close()  # cancelled or abandoned: drop the connection now
+        if not finished:
+            raise LlmError("the LLM stream was cut off (no finish reason)")
+
+    def _map_error(self, exc: Exception, got_text: bool) -> LlmError:
+        import openai
+
+        log.debug("LLM request to %s failed: %s", self.base_url, type(exc).__name__)
+        if isinstance(exc, openai.APITimeoutError):
+            return LlmError(f"LLM did not answer within {self.timeout:g} s")
+        if isinstance(exc, openai.APIConnectionError):
+            if got_text:
+                return LlmError("the LLM stream was cut off (connection lost)")
+            return LlmError(
+                f"LLM server unreachable at {self.base_url} — start it or change the LLM in Settings"
+            )
+        if isinstance(exc, openai.AuthenticationError):
+            return LlmError("the LLM server refused the API key (401) — check the key in Settings", False)
+        if isinstance(exc, openai.PermissionDeniedError):
+            return LlmError(
+                "the LLM server denied access (403) — check the key and the model in Settings", False
+            )
+        if isinstance(exc, openai.NotFoundError):
+            return LlmError(
+                f"the LLM server at {self.base_url} has no model {self.model!r} or no chat endpoint "
+                "(404) — check the URL and the model in Settings",
+                False,
+            )
+        if isinstance(exc, openai.RateLimitError):
+            return LlmError("rate-limited by the LLM server (429) — retrying")
+        if isinstance(exc, openai.APIStatusError):
+            return LlmError(
+                f"the LLM server failed ({exc.status_code}): {self._scrub(exc.message)} — retrying"
+            )
+        if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError)):
+            return LlmError("the LLM server sent a malformed stream")
+        if isinstance(exc, openai.APIError):  # an {"error": …} object inside the stream
+            return LlmError(f"the LLM server reported an error: {self._scrub(exc.message)}")
+        return LlmError(f"the LLM server sent a malformed stream ({type(exc).__name__})")
+
+    def _scrub(self, text: str) -> str:
+        # Servers sometimes echo the key back in error bodies; never show or log it.
+        text = text[:200]
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate (about 4 characters per token for English): remote tokenizers are unknown."""
+        return math.ceil(len(text) / 4)
+
+    async def test_connection(self) -> str:
+        """Stream a short reply and return it (the Settings dialog's Test connection button)."""
+        parts = [chunk async for chunk in self.stream([{"role": "user", "content": TEST_PROMPT}])]
+        return "".join(parts)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,272 @@
+"""OracleManager (spec §3.3–3.6): decides when to (re-)ask the LLM while the user is speaking,
+cancels stale answers, and turns the streamed answer into oracle signals for the front-end.
+
+Two policies share the same bookkeeping, rate limit (at most 5 starts in any 2 s) and
+cancellation:
+- `polling`, the reference's: every 0.5 s, re-ask once the user said ≥ 2 new words or an ASR
+  final arrived (a final consumed while rate-limited is lost, as in the reference);
+- `reactive` (default): decide as soon as an ASR event brings ≥ 2 new words or a final (after a
+  short debounce that coalesces bursts), and when rate-limited, decide again as soon as the
+  window frees.
+It runs on the back-end's asyncio loop; the front-end sees only signals on its bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kame_desktop.backend.llm.base import LlmProvider
+from kame_desktop.backend.prompts import ASSISTANT, SYSTEM_PROMPT, USER, Conversation, build_messages
+from kame_desktop.errors import LlmError
+from kame_desktop.events import (
+    AsrFinalEvent,
+    AsrPartialEvent,
+    ErrorEvent,
+    Event,
+    LlmCancelledEvent,
+    LlmChunkEvent,
+    LlmDoneEvent,
+    LlmFirstChunkEvent,
+    LlmRequestEvent,
+    OracleReset,
+    OracleText,
+    Signal,
+)
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("reactive", "polling")
+ANSWER_TOKENS = 128  # room left in the LLM context for the answer (≤ 30 words asked)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    name: str = "reactive"
+    poll_interval: float = 0.5
+    min_new_words: int = 2
+    max_starts: int = 5
+    rate_window: float = 2.0
+    debounce: float = 0.05
+    max_backoff: float = 16.0
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+class WordMerger:
+    """Re-chunks streamed text into whole words, so each OracleText starts a word (SentencePiece
+    gives every encoded text a word-start piece; the reference's per-delta encoding splits words
+    the LLM streamed in pieces)."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+
+    def push(self, chunk: str) -> str:
+        self._buffer += chunk
+        cut = max(self._buffer.rfind(" "), self._buffer.rfind("\n"))
+        if cut <= 0:
+            return ""
+        words, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        return words.strip()
+
+    def flush(self) -> str:
+        words, self._buffer = self._buffer.strip(), ""
+        return words
+
+
+class OracleManager:
+    def __init__(
+        self,
+        llm: LlmProvider,
+        post_signal: Callable[[Signal], bool],
+        emit: Callable[[Event], None],
+        *,
+        policy: PolicyConfig | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+        merge_words: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.llm = llm
+        self.post_signal = post_signal
+        self.emit = emit
+        self.policy = policy or PolicyConfig()
+        if self.policy.name not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy.name!r}; use one of {', '.join(POLICIES)}")
+        self.system_prompt = system_prompt
+        self.merge_words = merge_words  # False = the reference: each delta stripped and sent alone
+        self.clock = clock
+        self.conversation = Conversation()
+        self.request = 0
+        self._task: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._poller: asyncio.Task | None = None
+        self._retry_delay = 0.0
+        self._closed = False
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.pending = ""
+        self.max_pending_words = 0
+        self.committed_user_words = 0
+        self.final_bump = False
+        self.started_any = False
+        self.total_at_last_start = 0
+        self.starts: deque[float] = deque(maxlen=10)
+
+    # --- inputs (all on the loop thread) ----------------------------------------------------------
+
+    def start(self) -> None:
+        if self.policy.name == "polling" and self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+
+    def on_asr(self, event: Event) -> None:
+        if isinstance(event, AsrPartialEvent):
+            self.pending = event.text
+            self.max_pending_words = max(self.max_pending_words, word_count(event.text))
+        elif isinstance(event, AsrFinalEvent):
+            self.conversation.add(USER, event.text.strip())
+            self.committed_user_words += word_count(event.text)
+            self.pending = ""
+            self.max_pending_words = 0
+            self.final_bump = True
+        else:
+            return
+        if self.policy.name == "reactive" and self._wants_start(self.final_bump):
+            self._schedule_decision(self.policy.debounce)
+
+    def on_companion_text(self, text: str) -> None:
+        """What the companion actually said (KAME pieces with their spaces, lite words)."""
+        self.conversation.add(ASSISTANT, text)
+
+    def new_conversation(self) -> None:
+        self._cancel_running("new conversation")
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        self.conversation.clear()
+        self._reset_state()
+
+    async def close(self) -> None:
+        self._closed = True  # late ASR events and pending retries must not start new requests
+        if self._poller:
+            self._poller.cancel()
+        self.new_conversation()
+        if self._task:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # --- decisions --------------------------------------------------------------------------------
+
+    def total_words(self) -> int:
+        """User words so far (Moshi's own speech never triggers a restart)."""
+        return self.committed_user_words + max(word_count(self.pending), self.max_pending_words)
+
+    def _wants_start(self, bump: bool) -> bool:
+        if not self.started_any:
+            return bool(self.pending.strip()) or bump
+        return self.total_words() - self.total_at_last_start >= self.policy.min_new_words or bump
+
+    def _rate_limited_until(self, now: float) -> float | None:
+        while self.starts and now - self.starts[0] >= self.policy.rate_window:
+            self.starts.popleft()
+        if len(self.starts) < self.policy.max_starts:
+            return None
+        return self.starts[0] + self.policy.rate_window
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.policy.poll_interval)
+            bump, self.final_bump = self.final_bump, False
+            if self._wants_start(bump) and self._rate_limited_until(self.clock()) is None:
+                self._start()
+
+    def _schedule_decision(self, delay: float) -> None:
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._decide)
+
+    def _decide(self) -> None:
+        self._timer = None
+        if not self._wants_start(self.final_bump):
+            return
+        until = self._rate_limited_until(self.clock())
+        if until is not None:
+            self._schedule_decision(max(0.0, until - self.clock()) + 0.001)
+            return
+        self.final_bump = False
+        self._start()
+
+    # --- requests ---------------------------------------------------------------------------------
+
+    def _cancel_running(self, reason: str) -> None:
+        if self._task and not self._task.done():
+            self._task.cancel()
+            self.emit(LlmCancelledEvent(self.request, reason))
+        self._task = None
+
+    def _messages(self) -> list[dict[str, str]]:
+        budget = self.llm.context_tokens - self.llm.count_tokens(self.system_prompt) - ANSWER_TOKENS
+        text = self.conversation.render(self.pending, self.llm.count_tokens, budget)
+        return build_messages(self.system_prompt, text)
+
+    def _start(self) -> None:
+        if self._closed:
+            return
+        self._cancel_running("superseded")
+        self.request += 1
+        self.starts.append(self.clock())
+        self.started_any = True
+        self.total_at_last_start = self.total_words()
+        self.emit(LlmRequestEvent(self.request, self.policy.name, self.total_at_last_start))
+        self._task = asyncio.get_running_loop().create_task(self._stream(self.request, self._messages()))
+
+    async def _stream(self, request: int, messages: list[dict[str, str]]) -> None:
+        started = time.monotonic()
+        merger = WordMerger() if self.merge_words else None
+        first = True  # no oracle text sent yet
+        timed = False  # llm_first_chunk emitted
+
+        def send(text: str) -> None:
+            nonlocal first
+            if not text:
+                return
+            if first:  # the reset goes out with the first text, not with the request
+                self.post_signal(OracleReset(request))
+                first = False
+            self.post_signal(OracleText(request, text))
+
+        try:
+            async for chunk in self.llm.stream(messages):
+                if not chunk:
+                    continue
+                if not timed and chunk.strip():
+                    timed = True
+                    self.emit(LlmFirstChunkEvent(request, round((time.monotonic() - started) * 1000, 1)))
+                self.emit(LlmChunkEvent(request, chunk))
+                send(merger.push(chunk) if merger else chunk.strip())
+            if merger:
+                send(merger.flush())
+            self._retry_delay = 0.0
+            self.emit(LlmDoneEvent(request, "stop"))
+        except asyncio.CancelledError:
+            raise
+        except LlmError as e:
+            self._failed(request, str(e), e.retryable)
+        except Exception as e:  # a provider bug must not take the back-end down
+            log.exception("LLM stream failed")
+            self._failed(request, f"unexpected LLM failure: {e}", True)
+
+    def _failed(self, request: int, message: str, retryable: bool) -> None:
+        self.emit(ErrorEvent("llm", message))
+        self.emit(LlmDoneEvent(request, "error"))
+        if retryable and request == self.request:
+            self._retry_delay = min(self.policy.max_backoff, max(1.0, self._retry_delay * 2))
+            asyncio.get_running_loop().call_later(self._retry_delay, self._retry, request)
+
+    def _retry(self, request: int) -> None:
+        if request == self.request and self._rate_limited_until(self.clock()) is None:
+            self._start()  # nothing newer was asked meanwhile: ask again with what we have now

