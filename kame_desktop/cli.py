@@ -43,19 +43,27 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log pro
 
 @app.command()
 def run(
-    checkpoint: Annotated[str, typer.Option(help="KAME checkpoint folder or Hugging Face repo id.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="Audio file to stream (WAV, FLAC, OGG).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the reply (24 kHz WAV).")],
+    frontend: Annotated[
+        str, typer.Option(help="auto (KAME where a GPU has room and the weights are here, else lite), kame or lite.")
+    ] = "auto",
+    checkpoint: Annotated[
+        str | None, typer.Option(help="KAME checkpoint folder or Hugging Face repo id (means --frontend kame).")
+    ] = None,
     timeline: Annotated[Path | None, typer.Option(help="Write every event as JSON lines here.")] = None,
     oracle_file: Annotated[
         Path | None, typer.Option(help='Scripted oracle: JSON list of {"t", "reset", "text", "tokens"}.')
     ] = None,
     tail: Annotated[float, typer.Option(help="Seconds of silence streamed after the input.")] = 5.0,
-    llm: Annotated[str | None, typer.Option(help="Back-end LLM: local (embedded SmolLM2 or --llm-model GGUF) or openai.")] = None,
+    llm: Annotated[
+        str | None,
+        typer.Option(help="Back-end LLM: local (embedded SmolLM2 or --llm-model GGUF) or openai. Lite defaults to local."),
+    ] = None,
     llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
     llm_model: Annotated[str | None, typer.Option(help="Model name (openai) or GGUF path (local).")] = None,
     asr: Annotated[str, typer.Option(help="Speech recognition: whisper, openai or kyutai-stt.")] = "whisper",
-    policy: Annotated[str, typer.Option(help="When to re-ask the LLM: reactive or polling.")] = "reactive",
+    policy: Annotated[str, typer.Option(help="When to ask the LLM: reactive, polling or end_of_turn.")] = "reactive",
     realtime: Annotated[
         bool | None, typer.Option("--realtime/--no-realtime", help="Pace the input at real time (default: on with --llm).")
     ] = None,
@@ -74,30 +82,41 @@ def run(
     from kame_desktop.audio.files import read_audio
     from kame_desktop.audio.sources import FileSource, WavSink
     from kame_desktop.events import EventBus, TimelineWriter
+    from kame_desktop.frontend.select import choose_frontend
     from kame_desktop.session import Session, check_script_tokens, load_oracle_script
 
     if tail < 0:
         raise KameError("--tail must be >= 0 seconds")
     pcm = read_audio(input)
     script = load_oracle_script(oracle_file) if oracle_file else []
+    choice = choose_frontend(frontend, checkpoint, device)
+    log.info("front-end: %s (%s)", choice.kind, choice.reason)
+    if choice.kind == "lite" and llm is None:
+        llm = "local"  # lite speaks the LLM's answers: it needs a back-end
     backend_settings = _backend_settings(llm, llm_url, llm_model, asr, policy)
-    import torch
+    if choice.kind == "lite":
+        from kame_desktop.frontend.lite.engine import LiteFrontEnd
+        from kame_desktop.frontend.lite.tts import PiperTts
 
-    # With a back-end on 2 cores, ASR and LLM get their own thread each; torch takes one.
-    torch.set_num_threads(threads or (1 if llm else torch.get_num_threads()))
-    from kame_desktop.frontend.kame.engine import KameFrontEnd
+        fe = LiteFrontEnd(PiperTts(threads=1))
+    else:
+        import torch
 
-    frontend = KameFrontEnd.load(
-        checkpoint,
-        device=device,
-        dtype=dtype,
-        int8=int8,
-        temperature=temperature,
-        seed=seed,
-        replay_stale_oracle=replay_stale_oracle,
-    )
-    if oracle_file:
-        check_script_tokens(script, frontend.text_card, oracle_file)
+        # With a back-end on 2 cores, ASR and LLM get their own thread each; torch takes one.
+        torch.set_num_threads(threads or (1 if llm else torch.get_num_threads()))
+        from kame_desktop.frontend.kame.engine import KameFrontEnd
+
+        fe = KameFrontEnd.load(
+            choice.checkpoint,
+            device=device,
+            dtype=dtype,
+            int8=int8,
+            temperature=temperature,
+            seed=seed,
+            replay_stale_oracle=replay_stale_oracle,
+        )
+        if oracle_file:
+            check_script_tokens(script, fe.text_card, oracle_file)
     source = FileSource(pcm, tail, realtime=bool(llm) if realtime is None else realtime)
     for entry in script:
         if entry.frame >= source.frames_total:
@@ -109,7 +128,7 @@ def run(
     writer = TimelineWriter(timeline) if timeline else None
     if writer:
         bus.subscribe(writer)
-    session = Session(frontend, bus)
+    session = Session(fe, bus)
     if backend_settings:
         session.backend = _make_backend(backend_settings, session)
     sink = WavSink(output)
@@ -121,6 +140,7 @@ def run(
     finally:
         if session.backend:
             session.backend.stop()
+        fe.close()
         if writer:
             writer.close()
     sink.close()
@@ -200,6 +220,17 @@ def bench_oracle_lag(
     from kame_desktop.bench.oracle_lag import run_bench
 
     _print_bench(run_bench(questions=questions, threads=threads), json_output)
+
+
+@bench_app.command("lite")
+def bench_lite(
+    json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
+    questions: Annotated[int, typer.Option(help="How many espeak-ng questions (each runs with and without speculation).")] = 10,
+) -> None:
+    """Lite front-end response latency (end of user speech → first answer sample), speculative vs not."""
+    from kame_desktop.bench.lite import run_bench
+
+    _print_bench(run_bench(questions=questions), json_output)
 
 
 def _print_bench(result: dict, json_output: bool) -> None:

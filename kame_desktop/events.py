@@ -60,15 +60,24 @@ class OracleTokens(Signal):
 
 
 @dataclass(frozen=True)
+class OracleDone(Signal):
+    """The answer of `request` is complete (the lite front-end speaks its last sentence)."""
+
+    request: int | None
+
+
+@dataclass(frozen=True)
 class UserSpeechStarted(Signal):
     """The user started speaking (VAD)."""
 
 
 @dataclass(frozen=True)
 class TurnEnded(Signal):
-    """The user's turn is over; `source` is "vad", "ptt" or "asr"."""
+    """The user's turn is over; `source` is "vad", "ptt" or "asr". `request` is the back-end
+    request whose answer fits the finished turn (None: the latest one)."""
 
     source: str
+    request: int | None = None
 
 
 # --- events --------------------------------------------------------------------------------------

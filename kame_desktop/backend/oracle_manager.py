@@ -1,13 +1,15 @@
 """OracleManager (spec §3.3–3.6): decides when to (re-)ask the LLM while the user is speaking,
 cancels stale answers, and turns the streamed answer into oracle signals for the front-end.
 
-Two policies share the same bookkeeping, rate limit (at most 5 starts in any 2 s) and
+The policies share the same bookkeeping, rate limit (at most 5 starts in any 2 s) and
 cancellation:
 - `polling`, the reference's: every 0.5 s, re-ask once the user said ≥ 2 new words or an ASR
   final arrived (a final consumed while rate-limited is lost, as in the reference);
 - `reactive` (default): decide as soon as an ASR event brings ≥ 2 new words or a final (after a
   short debounce that coalesces bursts), and when rate-limited, decide again as soon as the
-  window frees.
+  window frees; a final that only confirms the words the running request already has is not
+  a reason to ask again;
+- `end_of_turn`: no speculation, ask once the turn has ended (the cascade baseline).
 It runs on the back-end's asyncio loop; the front-end sees only signals on its bounded queue.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,14 +36,16 @@ from kame_desktop.events import (
     LlmDoneEvent,
     LlmFirstChunkEvent,
     LlmRequestEvent,
+    OracleDone,
     OracleReset,
     OracleText,
     Signal,
+    TurnEndEvent,
 )
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("reactive", "polling")
+POLICIES = ("reactive", "polling", "end_of_turn")
 ANSWER_TOKENS = 128  # room left in the LLM context for the answer (≤ 30 words asked)
 
 
@@ -57,6 +62,11 @@ class PolicyConfig:
 
 def word_count(text: str) -> int:
     return len(text.split())
+
+
+def normalized_words(text: str) -> list[str]:
+    """Lower-case words without punctuation: what counts as 'the same words'."""
+    return [w for w in (re.sub(r"[^\w']", "", w.lower()) for w in text.split()) if w]
 
 
 class WordMerger:
@@ -117,6 +127,7 @@ class OracleManager:
         self.final_bump = False
         self.started_any = False
         self.total_at_last_start = 0
+        self.asked_text = ""  # the user's words the latest request was asked with
         self.starts: deque[float] = deque(maxlen=10)
 
     # --- inputs (all on the loop thread) ----------------------------------------------------------
@@ -134,11 +145,30 @@ class OracleManager:
             self.committed_user_words += word_count(event.text)
             self.pending = ""
             self.max_pending_words = 0
-            self.final_bump = True
+            # Reactive: a final that only confirms what the running request was asked with is no
+            # reason to ask again (the polling reference always re-asks).
+            self.final_bump = self.policy.name == "polling" or not self._request_is_current()
+        elif isinstance(event, TurnEndEvent) and self.policy.name == "end_of_turn":
+            self.final_bump = not self._request_is_current()
+            self._schedule_decision(0.0)
+            return
         else:
             return
         if self.policy.name == "reactive" and self._wants_start(self.final_bump):
             self._schedule_decision(self.policy.debounce)
+
+    def _user_text(self) -> str:
+        return self.conversation.render(self.pending)
+
+    def _request_is_current(self) -> bool:
+        return self.started_any and normalized_words(self._user_text()) == normalized_words(self.asked_text)
+
+    def answer_request(self) -> int | None:
+        """The request whose answer fits what the user has said so far: the running one, or the
+        next one when a decision to ask again is pending."""
+        if self._timer is not None or self.final_bump or not self.started_any:
+            return self.request + 1
+        return self.request
 
     def on_companion_text(self, text: str) -> None:
         """What the companion actually said (KAME pieces with their spaces, lite words)."""
@@ -167,6 +197,8 @@ class OracleManager:
         return self.committed_user_words + max(word_count(self.pending), self.max_pending_words)
 
     def _wants_start(self, bump: bool) -> bool:
+        if self.policy.name == "end_of_turn":
+            return bump
         if not self.started_any:
             return bool(self.pending.strip()) or bump
         return self.total_words() - self.total_at_last_start >= self.policy.min_new_words or bump
@@ -221,6 +253,7 @@ class OracleManager:
         self.starts.append(self.clock())
         self.started_any = True
         self.total_at_last_start = self.total_words()
+        self.asked_text = self._user_text()
         self.emit(LlmRequestEvent(self.request, self.policy.name, self.total_at_last_start))
         self._task = asyncio.get_running_loop().create_task(self._stream(self.request, self._messages()))
 
@@ -250,6 +283,7 @@ class OracleManager:
                 send(merger.push(chunk) if merger else chunk.strip())
             if merger:
                 send(merger.flush())
+            self.post_signal(OracleDone(request))
             self._retry_delay = 0.0
             self.emit(LlmDoneEvent(request, "stop"))
         except asyncio.CancelledError:
@@ -263,6 +297,7 @@ class OracleManager:
     def _failed(self, request: int, message: str, retryable: bool) -> None:
         self.emit(ErrorEvent("llm", message))
         self.emit(LlmDoneEvent(request, "error"))
+        self.post_signal(OracleDone(request))  # what arrived is all there will be
         if retryable and request == self.request:
             self._retry_delay = min(self.policy.max_backoff, max(1.0, self._retry_delay * 2))
             asyncio.get_running_loop().call_later(self._retry_delay, self._retry, request)

@@ -45,9 +45,13 @@ class Conversation:
     def render(self, pending: str = "", count_tokens: Callable[[str], int] | None = None, budget: int = 0) -> str:
         """The text of the user message: the dialogue plus the words still being spoken; with a
         token budget, the oldest lines are dropped until it fits."""
-        lines = [f"{speaker}: {' '.join(text.split())}" for speaker, text in self.lines]
-        if pending.strip():
-            lines.append(f"{USER}: {' '.join(pending.split())}")
+        turns = list(self.lines)
+        if pending.strip():  # words still being spoken continue the user's line, as a final would
+            if turns and turns[-1][0] == USER:
+                turns[-1] = (USER, f"{turns[-1][1]} {pending}")
+            else:
+                turns.append((USER, pending))
+        lines = [f"{speaker}: {' '.join(text.split())}" for speaker, text in turns]
         if count_tokens is not None and budget > 0:
             while len(lines) > 1 and count_tokens("\n".join(lines)) > budget:
                 lines.pop(0)

@@ -199,6 +199,6 @@ class Backend:
             self.publish(event)
             if isinstance(event, SpeechStartEvent) and event.source == "user":
                 self.post_signal(UserSpeechStarted())
-            elif isinstance(event, TurnEndEvent):
-                self.post_signal(TurnEnded(event.source))
             self.manager.on_asr(event)
+            if isinstance(event, TurnEndEvent):
+                self.post_signal(TurnEnded(event.source, self.manager.answer_request()))

@@ -36,3 +36,7 @@ class FrontEnd(Protocol):
     def reset(self) -> None:
         """Start a new conversation: clear streaming state (audio, tokens, oracle)."""
         ...
+
+    def close(self) -> None:
+        """Stop worker threads and free what can be freed (the session is over)."""
+        ...

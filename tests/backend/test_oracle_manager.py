@@ -20,8 +20,10 @@ from kame_desktop.events import (
     LlmDoneEvent,
     LlmFirstChunkEvent,
     LlmRequestEvent,
+    OracleDone,
     OracleReset,
     OracleText,
+    TurnEndEvent,
 )
 
 
@@ -155,8 +157,9 @@ def test_answer_becomes_reset_then_whole_words_and_first_chunk_is_timed():
     rec, _, _ = run("reactive", [(0.05, final("what is the capital of France"))], until=1.5)
     signals = [s for _, s in rec.signals]
     assert signals[0] == OracleReset(1)
-    assert [s.text for s in signals[1:]] == ["The", "capital of", "France is", "Paris."]
-    assert all(isinstance(s, OracleText) and s.request == 1 for s in signals[1:])
+    assert [s.text for s in signals[1:-1]] == ["The", "capital of", "France is", "Paris."]
+    assert all(isinstance(s, OracleText) and s.request == 1 for s in signals[1:-1])
+    assert signals[-1] == OracleDone(1)  # the answer is complete
     (t_first, first), = rec.of(LlmFirstChunkEvent)
     assert 250 <= first.ttft_ms <= 450
     assert rec.signals[0][0] >= t_first  # the reset goes out with the first text, not the request
@@ -171,7 +174,7 @@ def test_reference_mode_sends_each_delta_stripped():
         await drive(manager, rec, [(0.0, final("hello there"))], until=0.5)
 
     asyncio.run(main())
-    assert [s.text for _, s in rec.signals[1:]] == ["The capital", "of Fra", "nce is Paris."]
+    assert [s.text for _, s in rec.signals[1:-1]] == ["The capital", "of Fra", "nce is Paris."]
 
 
 def test_word_merger_keeps_words_whole():
@@ -187,7 +190,8 @@ def test_retryable_failure_is_reported_and_asked_again_with_backoff():
     assert errors and "unreachable" in errors[0][1].message and errors[0][1].source == "llm"
     requests = [t for t, _ in rec.of(LlmRequestEvent)]
     assert len(requests) == 2 and 0.95 <= requests[1] - requests[0] <= 1.2  # first back-off: 1 s
-    assert not rec.signals  # nothing reached the front-end: it keeps running on PAD
+    # No oracle text reached the front-end (it keeps running on PAD), only "that answer is over".
+    assert [s for _, s in rec.signals] == [OracleDone(1), OracleDone(2)]
 
 
 def test_non_retryable_failure_is_not_retried():
@@ -234,3 +238,31 @@ def test_history_is_trimmed_to_the_context():
     budget = 400 - llm.count_tokens(llm.prompts[-1][0]["content"]) - 128
     assert llm.count_tokens(content) <= budget
     assert content.endswith("latest question here") and "line 0 " not in content
+
+
+def test_reactive_final_that_only_confirms_the_asked_words_does_not_re_ask():
+    script = [(0.05, partial("what is the capital of France")), (0.5, final("What is the capital of France?"))]
+    rec, manager, _ = run("reactive", script, until=1.0)
+    assert [e.words for _, e in rec.of(LlmRequestEvent)] == [6]
+
+
+def test_end_of_turn_policy_asks_only_when_the_turn_ends_and_names_the_answer():
+    llm = ScriptedLlm(delay=0.05)
+    rec = Recorder()
+
+    async def main():
+        manager = OracleManager(llm, rec.post, rec.emit, policy=PolicyConfig(name="end_of_turn"))
+        manager.start()
+        manager.on_asr(partial("what is the capital"))
+        manager.on_asr(final("what is the capital of France"))
+        await asyncio.sleep(0.2)
+        asked_before_turn_end = len(rec.of(LlmRequestEvent))
+        manager.on_asr(TurnEndEvent("vad"))
+        answer = manager.answer_request()
+        await asyncio.sleep(0.3)
+        await manager.close()
+        return asked_before_turn_end, answer
+
+    asked_before, answer = asyncio.run(main())
+    assert asked_before == 0
+    assert [e.request for _, e in rec.of(LlmRequestEvent)] == [1] and answer == 1

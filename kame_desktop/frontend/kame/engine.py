@@ -146,6 +146,9 @@ class KameFrontEnd:
         if self.seed is not None:
             torch.manual_seed(self.seed)
 
+    def close(self) -> None:
+        pass  # no threads of its own; the weights go with the object
+
     def piece(self, token_id: int) -> str:
         if token_id == self.oracle.start_id:
             return START_PIECE

@@ -1,0 +1,78 @@
+"""`run --frontend lite` end to end, paced, with the embedded back-end: the answer is right and
+spoken, and a user who talks over it stops it within 200 ms."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kame_desktop.audio.files import read_audio, write_wav
+from kame_desktop.bench.lite import first_sound_after_s, loud_windows, speech_end_s
+from kame_desktop.bench.speech import speak
+from kame_desktop.events import SAMPLE_RATE, read_timeline
+
+
+def run_lite(tmp_path: Path, pcm: np.ndarray, tail: float) -> tuple[np.ndarray, list]:
+    question = tmp_path / "question.wav"
+    write_wav(question, pcm)
+    out, timeline = tmp_path / "answer.wav", tmp_path / "timeline.jsonl"
+    cmd = [sys.executable, "-m", "kame_desktop", "run", "--frontend", "lite", "--input", str(question),
+           "--output", str(out), "--timeline", str(timeline), "--tail", str(tail)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return read_audio(out), read_timeline(timeline)
+
+
+def transcribe(pcm: np.ndarray) -> str:
+    import soxr
+    from faster_whisper import WhisperModel
+
+    from kame_desktop.catalog import embedded_whisper_model
+
+    model = WhisperModel(str(embedded_whisper_model()), device="cpu", compute_type="int8", cpu_threads=2)
+    segments, _ = model.transcribe(soxr.resample(pcm, SAMPLE_RATE, 16_000), language="en", beam_size=1)
+    return " ".join(s.text for s in segments)
+
+
+def test_lite_answers_the_capital_of_france(tmp_path):
+    question = speak("What is the capital of France?")
+    answer, records = run_lite(tmp_path, question, tail=5.0)
+    kinds = {r.event.kind for r in records}
+    assert {"asr_partial", "asr_final", "llm_request", "llm_chunk", "assistant_token", "turn_end"} <= kinds
+    assert records[0].event.kind == "session_start" and records[0].event.frontend == "lite"
+    heard = transcribe(answer[len(question) // 2 :])  # the answer comes after the question
+    assert "paris" in heard.lower(), heard
+    spoken = "".join(r.event.piece for r in records if r.event.kind == "assistant_token")
+    assert "Paris" in spoken
+
+
+def test_barge_in_stops_the_reply_within_200_ms(tmp_path):
+    first = speak("Can you tell me a long story about a little turtle who wanted to fly?")
+    second = speak("Wait, stop, tell me about birds instead.")
+    gap = np.zeros(int(2.2 * SAMPLE_RATE), dtype=np.float32)
+    pcm = np.concatenate([first, gap, second])
+    onset = (len(first) + len(gap)) / SAMPLE_RATE + loud_windows(second)[0] * 0.02
+    answer, records = run_lite(tmp_path, pcm, tail=3.0)
+
+    talking_before = first_sound_after_s(answer, speech_end_s(first))
+    assert talking_before is not None and talking_before < onset, "the first reply never started before the interruption"
+    loud = loud_windows(answer) * 0.02
+    assert np.any((loud > onset - 0.3) & (loud < onset)), "the reply was not playing when the user spoke again"
+    barge = [r for r in records if r.event.kind == "barge_in"]
+    assert barge and barge[0].t <= onset + 0.2
+    second_end = onset + speech_end_s(second) - loud_windows(second)[0] * 0.02
+    assert not np.any((loud >= onset + 0.2) & (loud < second_end)), "output went on after the barge-in"
+
+
+@pytest.mark.parametrize("bad", ["--frontend", "--policy"])
+def test_bad_choices_are_one_line_errors(tmp_path, bad):
+    write_wav(tmp_path / "q.wav", np.zeros(SAMPLE_RATE, dtype=np.float32))
+    cmd = [sys.executable, "-m", "kame_desktop", "run", "--input", str(tmp_path / "q.wav"), "--output",
+           str(tmp_path / "a.wav"), bad, "nonsense", "--llm", "local"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,131 @@
+"""The lite front-end on scripted signals, with the real Piper voice (no back-end)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kame_desktop.events import (
+    FRAME_SIZE,
+    AssistantTokenEvent,
+    BargeInEvent,
+    OracleDone,
+    OracleReset,
+    OracleText,
+    SpeechEndEvent,
+    SpeechStartEvent,
+    TurnEnded,
+    UserSpeechStarted,
+)
+from kame_desktop.frontend.lite.engine import LiteFrontEnd, split_ready, word_schedule
+from kame_desktop.frontend.select import choose_frontend
+
+SILENCE = np.zeros(FRAME_SIZE, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def tts():
+    from kame_desktop.frontend.lite.tts import PiperTts
+
+    return PiperTts(threads=1)
+
+
+@pytest.fixture
+def lite(tts):
+    frontend = LiteFrontEnd(tts, barge_in=True)
+    yield frontend
+    frontend.close()
+
+
+def run_frames(frontend, n, signals_at=None):
+    """Step n silent frames; signals_at maps frame index → signals. Returns (pcm, events by frame)."""
+    import time
+
+    pcm, events = [], []
+    run_frames.clock = []
+    for i in range(n):
+        run_frames.clock.append(time.monotonic())
+        result = frontend.step(SILENCE, (signals_at or {}).get(i, []))
+        pcm.append(result.pcm)
+        events.append(result.events)
+        time.sleep(0.02)  # give the TTS thread a share of the CPU, as a paced session would
+    return np.concatenate(pcm), events
+
+
+def first_loud_frame(pcm) -> int | None:
+    frames = pcm.reshape(-1, FRAME_SIZE)
+    loud = np.flatnonzero(np.abs(frames).max(axis=1) > 0.01)
+    return int(loud[0]) if len(loud) else None
+
+
+def test_first_clause_is_short():
+    from kame_desktop.frontend.lite.engine import first_clause
+
+    assert first_clause("Sure, the capital of France, as you know, is Paris.", False) == (
+        ["Sure, the capital of France,"], 29)
+    assert first_clause("It is Paris. Nice", False) == (["It is Paris."], 13)
+    assert first_clause("It is", False) == ([], 0) and first_clause("It is", True) == (["It is"], 5)
+
+
+def test_split_ready_waits_for_sentence_ends_unless_done():
+    assert split_ready("The capital is Paris. It is", False) == (["The capital is Paris."], 22)
+    assert split_ready("The capital is Paris. It is", True) == (["The capital is Paris.", "It is"], 27)
+    assert split_ready("no end yet", False) == ([], 0)
+    long = "one two three four five six seven eight, nine ten eleven twelve thirteen fourteen"
+    sentences, used = split_ready(long, False)
+    assert sentences == ["one two three four five six seven eight,"] and long[used:].startswith(" nine")
+
+
+def test_word_schedule_spreads_words_over_the_audio():
+    schedule = word_schedule("Hi there friend", 1500)
+    assert [p for _, p in schedule] == [" Hi", " there", " friend"]
+    offsets = [o for o, _ in schedule]
+    assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] < 1500
+
+
+def test_speaks_the_answer_at_turn_end_and_not_before(lite):
+    signals = {
+        0: [OracleReset(1), OracleText(1, "The capital of France is Paris.")],
+        10: [OracleDone(1)],
+        20: [TurnEnded("vad", 1)],
+    }
+    pcm, events = run_frames(lite, 80, signals)
+    start = first_loud_frame(pcm)
+    # Nothing before the turn ended; then at once: its first clause was synthesized ahead.
+    assert start == 20
+    flat = [(i, e) for i, es in enumerate(events) for e in es]
+    words = "".join(e.piece for _, e in flat if isinstance(e, AssistantTokenEvent))
+    assert words.strip() == "The capital of France is Paris."
+    assert [type(e) for _, e in flat if isinstance(e, SpeechStartEvent | SpeechEndEvent)] == [SpeechStartEvent, SpeechEndEvent]
+    assert all(e.id is None for _, e in flat if isinstance(e, AssistantTokenEvent))
+
+
+def test_waits_for_the_re_asked_answer_named_by_the_turn_end(lite):
+    signals = {
+        0: [OracleReset(1), OracleText(1, "A stale guess.")],
+        2: [OracleDone(1), TurnEnded("vad", 2)],  # the final changed things: request 2 answers
+        15: [OracleReset(2), OracleText(2, "The right answer."), OracleDone(2)],
+    }
+    pcm, events = run_frames(lite, 60, signals)
+    start = first_loud_frame(pcm)
+    assert start is not None and start >= 15
+    words = "".join(e.piece for es in events for e in es if isinstance(e, AssistantTokenEvent))
+    assert words.strip() == "The right answer."
+
+
+def test_barge_in_stops_the_output_at_once_and_is_recorded(lite):
+    answer = "Once upon a time a small turtle watched the birds. It dreamed of flying high above the sea."
+    signals = {0: [OracleReset(4), OracleText(4, answer), OracleDone(4), TurnEnded("vad", 4)]}
+    pcm, _ = run_frames(lite, 20, signals)
+    assert first_loud_frame(pcm) is not None  # it is talking
+    result = lite.step(SILENCE, [UserSpeechStarted()])
+    assert BargeInEvent(4) in result.events and SpeechEndEvent("assistant") in result.events
+    after, _ = run_frames(lite, 15)
+    assert not np.any(result.pcm) and not np.any(after)  # silent from the barge-in frame on
+
+
+def test_auto_picks_lite_without_a_gpu_and_says_why():
+    choice = choose_frontend("auto")
+    assert choice.kind == "lite" and "GPU" in choice.reason
+    assert choose_frontend("auto", checkpoint="some/repo").kind == "kame"
+    assert choose_frontend("kame").checkpoint == "SakanaAI/kame"
