@@ -1,10 +1,32 @@
-"""Settings and secrets. API keys come from the OS keyring (or the KAME_LLM_API_KEY environment
-variable), never from the command line, logs or transcripts."""
+"""Settings (TOML under the platformdirs config folder) and secrets (the OS keyring, or a 0600
+file where no keyring exists). API keys never go into the TOML file, logs or transcripts.
+
+The schema is frozen dataclasses, one per settings page; `load_settings()` / `save_settings()`
+read and write them (atomically), unknown keys are ignored and missing ones take the defaults,
+so an older or hand-edited file never stops the app from starting.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+
+from kame_desktop.fileio import atomic_write_bytes
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only (tomli is tomllib's backport)
+    import tomli as tomllib
 
 log = logging.getLogger(__name__)
 
@@ -12,17 +34,287 @@ APP_NAME = "kame-desktop"
 KEYRING_SERVICE = APP_NAME
 LLM_KEY_NAME = "llm-api-key"
 API_KEY_ENV = "KAME_LLM_API_KEY"
+CONFIG_DIR_ENV = "KAME_CONFIG_DIR"  # tests and portable installs redirect the folders
+DATA_DIR_ENV = "KAME_DATA_DIR"
+SETTINGS_FILE = "settings.toml"
+SECRETS_FILE = "secrets.json"  # the key's home only where the OS has no usable keyring
+REDACTED = "***"
+_MIN_REDACT = 4  # shorter "keys" would blank ordinary words; no real API key is that short
+
+# OpenAI-compatible presets: name -> (base URL, default model). "custom" leaves both to the
+# user. Ollama and LM Studio ignore the API key; LM Studio answers with the model it has loaded.
+LLM_PRESETS: dict[str, tuple[str, str]] = {
+    "openai": ("https://api.openai.com/v1", "gpt-4.1"),
+    "openrouter": ("https://openrouter.ai/api/v1", "openai/gpt-4.1"),
+    "ollama": ("http://localhost:11434/v1", "llama3.2"),
+    "lmstudio": ("http://localhost:1234/v1", "local-model"),
+    "custom": ("", ""),
+}
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    provider: str = "local"  # "local" (llama.cpp in process) or "openai" (any compatible server)
+    preset: str = "openai"  # openai | openrouter | ollama | lmstudio | custom (for provider openai)
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4.1"  # model name for provider openai
+    gguf_path: str = ""  # empty: the embedded SmolLM2-135M-Instruct
+    threads: int = 1
+    policy: str = "reactive"  # reactive | polling | end_of_turn
+
+
+@dataclass(frozen=True)
+class AsrSettings:
+    provider: str = "whisper"  # whisper | openai | kyutai-stt
+    whisper_model: str = "base"  # "base" (embedded), another size name, or a CTranslate2 folder
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    input_device: str = ""  # empty: the system default
+    output_device: str = ""
+    echo_cancellation: bool = True  # off for headsets
+    open_mic: bool = False  # False: push-to-talk
+    ptt_key: str = "Space"
+
+
+@dataclass(frozen=True)
+class FrontEndSettings:
+    kind: str = "auto"  # auto | kame | lite
+    checkpoint: str = "SakanaAI/kame"  # repo id or folder
+    device: str = "auto"  # auto | cuda | mps | cpu
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32
+    int8: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    llm: LlmSettings = field(default_factory=LlmSettings)
+    asr: AsrSettings = field(default_factory=AsrSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    frontend: FrontEndSettings = field(default_factory=FrontEndSettings)
+    system_prompt: str = ""  # empty: the built-in prompt (backend/prompts.py)
+    history: bool = True
+
+
+def apply_preset(llm: LlmSettings, preset: str) -> LlmSettings:
+    """`llm` switched to an OpenAI-compatible preset; "custom" keeps the URL and model typed."""
+    url, model = LLM_PRESETS[preset]
+    if preset == "custom":
+        return dataclasses.replace(llm, provider="openai", preset=preset)
+    return dataclasses.replace(llm, provider="openai", preset=preset, base_url=url, model=model)
+
+
+# --- folders ------------------------------------------------------------------------------------
+
+
+def config_dir() -> Path:
+    """Where settings.toml (and the secrets fallback) live."""
+    return Path(os.environ.get(CONFIG_DIR_ENV) or platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+def data_dir() -> Path:
+    """Where history (and other user data) live."""
+    return Path(os.environ.get(DATA_DIR_ENV) or platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def settings_path() -> Path:
+    return config_dir() / SETTINGS_FILE
+
+
+# --- settings <-> TOML --------------------------------------------------------------------------
+
+
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(settings)
+
+
+def settings_from_dict(data: Mapping[str, Any]) -> Settings:
+    """Settings from a parsed TOML table: unknown keys are ignored, and a missing value or one of
+    the wrong type takes its default, so one bad line costs one setting, not all of them."""
+    return _build(Settings, data, "")
+
+
+def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, typ, name = data[f.name], hints[f.name], where + f.name
+        if dataclasses.is_dataclass(typ):
+            if isinstance(value, Mapping):
+                kwargs[f.name] = _build(typ, value, name + ".")
+            else:
+                log.warning("settings: [%s] is not a table; using its defaults", name)
+        elif (checked := _check(value, typ)) is not _WRONG:
+            kwargs[f.name] = checked
+        else:  # the value itself is not logged: a key pasted into the wrong field must not leak
+            log.warning("settings: %s should be of type %s; using the default", name, getattr(typ, "__name__", typ))
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        log.debug("settings: ignoring unknown keys %s", ", ".join(sorted(where + k for k in unknown)))
+    return cls(**kwargs)
+
+
+_WRONG = object()
+
+
+def _check(value: Any, typ: Any) -> Any:
+    """`value` if it fits the field type `typ`, else `_WRONG`. bool is an int in Python but not
+    in TOML, so they are told apart; an integer is a fine float."""
+    if typ is bool:
+        return value if isinstance(value, bool) else _WRONG
+    if typ is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _WRONG
+    if typ is float:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else _WRONG
+    if typ is str:
+        return value if isinstance(value, str) else _WRONG
+    return value  # a richer annotation (none yet): trust TOML's own typing
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """The saved settings, or the defaults when there is no file. A file that is not valid TOML
+    is copied to `<name>.bad` (so a hand edit is never lost) and the defaults are used."""
+    path = path or settings_path()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Settings()
+    except OSError as e:
+        log.warning("cannot read %s (%s); using default settings", path, e)
+        return Settings()
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        bad = path.with_name(path.name + ".bad")
+        log.warning("%s is not valid TOML (%s); using default settings, the file is kept as %s", path, e, bad)
+        try:
+            atomic_write_bytes(bad, raw, mode=0o600)
+        except OSError as e2:
+            log.warning("cannot keep a copy at %s: %s", bad, e2)
+        return Settings()
+    return settings_from_dict(data)
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> Path:
+    """Write `settings` as TOML, atomically; returns the path. No secret is ever part of it."""
+    import tomli_w  # only the settings dialog saves: keep it off the start-up path
+
+    path = path or settings_path()
+    header = "# kame-desktop settings. The API key is never stored here: it lives in the OS keyring (or a 0600 secrets.json where there is none).\n"
+    atomic_write_bytes(path, (header + tomli_w.dumps(settings_to_dict(settings))).encode("utf-8"))
+    return path
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+def _usable_keyring() -> Any:
+    """The `keyring` module when the OS has a real backend, else None (headless Linux without a
+    Secret Service, or a user who chose the fail/null backend)."""
+    try:
+        import keyring
+        from keyring.backends import fail, null
+    except ImportError:
+        return None
+    try:
+        backend = keyring.get_keyring()
+    except Exception as e:  # a broken backend configuration: same as none
+        log.debug("keyring unavailable: %s", type(e).__name__)
+        return None
+    return None if isinstance(backend, fail.Keyring | null.Keyring) else keyring
+
+
+def secrets_path() -> Path:
+    return config_dir() / SECRETS_FILE
+
+
+def _read_secrets_file() -> dict[str, str]:
+    try:
+        data = json.loads(secrets_path().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        log.warning("cannot read %s: %s", secrets_path(), type(e).__name__)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_secrets_file(secrets: dict[str, str]) -> None:
+    path = secrets_path()
+    if not secrets:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # atomic_writer's temp file comes from mkstemp, i.e. os.open(..., 0o600): the key is never
+    # readable by others, not even for a moment; the rename keeps that mode.
+    atomic_write_bytes(path, json.dumps(secrets).encode("utf-8"), mode=0o600)
 
 
 def llm_api_key() -> str | None:
-    """The back-end LLM's API key: the environment first, then the OS keyring."""
+    """The back-end LLM's API key: the environment first, then the OS keyring, then the 0600
+    file fallback. Never raises: a missing keyring is just no stored key."""
     key = os.environ.get(API_KEY_ENV)
     if key:
         return key
-    try:
-        import keyring
+    keyring = _usable_keyring()
+    if keyring is not None:
+        try:
+            key = keyring.get_password(KEYRING_SERVICE, LLM_KEY_NAME)
+        except Exception as e:  # locked or unreachable keyring: try the file
+            log.debug("keyring read failed: %s", type(e).__name__)
+        if key:
+            return key
+    return _read_secrets_file().get(LLM_KEY_NAME) or None
 
-        return keyring.get_password(KEYRING_SERVICE, LLM_KEY_NAME)
-    except Exception as e:  # no keyring backend on this machine: no stored key
-        log.debug("keyring unavailable: %s", type(e).__name__)
-        return None
+
+def store_api_key(key: str) -> Literal["keyring", "file"]:
+    """Keep the API key in the OS keyring, or in the 0600 file where there is none; returns
+    where it went (the settings dialog says so). An empty key deletes the stored one."""
+    key = key.strip()  # pasted keys often carry a newline
+    if not key:
+        delete_api_key()
+        return "keyring" if _usable_keyring() is not None else "file"
+    keyring = _usable_keyring()
+    if keyring is not None:
+        try:
+            keyring.set_password(KEYRING_SERVICE, LLM_KEY_NAME, key)
+        except Exception as e:
+            log.warning("the keyring refused the API key (%s); keeping it in %s instead", type(e).__name__, secrets_path())
+        else:
+            _forget_file_key()  # one place only: a stale file copy would outlive a key change
+            return "keyring"
+    secrets = _read_secrets_file()
+    secrets[LLM_KEY_NAME] = key
+    _write_secrets_file(secrets)
+    return "file"
+
+
+def delete_api_key() -> None:
+    """Forget the stored API key everywhere it may be (keyring and file); the env var is the
+    user's own and stays."""
+    keyring = _usable_keyring()
+    if keyring is not None:
+        try:
+            keyring.delete_password(KEYRING_SERVICE, LLM_KEY_NAME)
+        except Exception as e:  # PasswordDeleteError: nothing stored; anything else: nothing to do
+            log.debug("keyring delete: %s", type(e).__name__)
+    _forget_file_key()
+
+
+def _forget_file_key() -> None:
+    secrets = _read_secrets_file()
+    if secrets.pop(LLM_KEY_NAME, None) is not None:
+        _write_secrets_file(secrets)
+
+
+def redact(text: str, key: str | None = None) -> str:
+    """`text` with the API key (`key`, or the current one) replaced by "***"; call it on anything
+    that may be logged, saved or exported."""
+    key = llm_api_key() if key is None else key
+    if not key or len(key) < _MIN_REDACT:
+        return text
+    return text.replace(key, REDACTED)

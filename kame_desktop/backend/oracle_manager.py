@@ -116,6 +116,7 @@ class OracleManager:
         self._task: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._poller: asyncio.Task | None = None
+        self._priming: asyncio.Task | None = None
         self._retry_delay = 0.0
         self._closed = False
         self._reset_state()
@@ -133,8 +134,12 @@ class OracleManager:
     # --- inputs (all on the loop thread) ----------------------------------------------------------
 
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.policy.name == "polling" and self._poller is None:
-            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+            self._poller = loop.create_task(self._poll_loop())
+        prime = getattr(self.llm, "prime", None)  # local models: read the system prompt now
+        if prime is not None:
+            self._priming = loop.create_task(prime(self.system_prompt))
 
     def on_asr(self, event: Event) -> None:
         if isinstance(event, AsrPartialEvent):
@@ -186,6 +191,8 @@ class OracleManager:
         self._closed = True  # late ASR events and pending retries must not start new requests
         if self._poller:
             self._poller.cancel()
+        if self._priming:
+            await asyncio.gather(self._priming, return_exceptions=True)
         self.new_conversation()
         if self._task:
             await asyncio.gather(self._task, return_exceptions=True)

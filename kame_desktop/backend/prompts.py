@@ -53,8 +53,14 @@ class Conversation:
                 turns.append((USER, pending))
         lines = [f"{speaker}: {' '.join(text.split())}" for speaker, text in turns]
         if count_tokens is not None and budget > 0:
-            while len(lines) > 1 and count_tokens("\n".join(lines)) > budget:
-                lines.pop(0)
+            # Newest first, each line counted once (+1 for its newline): linear in the history.
+            kept, used = 0, 0
+            for line in reversed(lines):
+                used += count_tokens(line) + 1
+                if used > budget and kept:
+                    break
+                kept += 1
+            lines = lines[len(lines) - kept :]
         return "\n".join(lines)
 
 

@@ -86,9 +86,13 @@ class Backend:
     def stop(self, timeout: float = 5.0) -> None:
         if self.asr is not None:
             self._put(_STOP)
+            # Recognition finishes first: the words of a final flush still reach the loop, and
+            # the loop does not close under the ASR thread.
+            for thread in self._threads[1:]:
+                thread.join(timeout)
         if self._loop is not None and self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
-        for thread in self._threads:
+        for thread in self._threads[:1]:  # the loop's (the ASR's were joined above)
             thread.join(timeout)
 
     def _run_loop(self) -> None:
@@ -189,7 +193,10 @@ class Backend:
             self.publish(ErrorEvent("asr", f"speech recognition failed: {e}; retrying"))
             return False
         if events and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_asr_events, events)
+            try:
+                self._loop.call_soon_threadsafe(self._on_asr_events, events)
+            except RuntimeError:  # the loop has closed (stop() timed out waiting for us)
+                log.debug("ASR events after the back-end stopped: dropped")
         return True
 
     # --- on the loop -----------------------------------------------------------------------------

@@ -112,7 +112,11 @@ class LocalLlm:
 
                 try:
                     self._llm = Llama(
-                        model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=False
+                        model_path=str(path),
+                        n_ctx=self.n_ctx,
+                        n_threads=self.n_threads,
+                        n_threads_batch=self.n_threads,  # its default is every core: the prompt would fight the ASR
+                        verbose=False,
                     )
                 except ValueError as exc:  # llama.cpp refused the file (truncated, unknown arch…)
                     log.debug("llama.cpp refused %s: %s", path, exc)
@@ -163,6 +167,17 @@ class LocalLlm:
         finally:
             stop.set()  # consumer cancelled or gone: the thread stops at the next token
             self._active.discard(stop)
+
+    async def prime(self, system_prompt: str) -> None:
+        """Evaluate the system prompt once, ahead of the first request: llama.cpp keeps it in its
+        KV cache, so every request then starts with only the conversation to read."""
+        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "hi"}]
+
+        def work() -> None:
+            with self._gen_lock:
+                self.load().create_chat_completion(messages=messages, max_tokens=1)  # type: ignore[arg-type]
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     def _generate(self, messages: list[Message], stop: threading.Event, emit: Any) -> bool:
         """Runs on the worker thread; returns whether the model gave a finish reason."""

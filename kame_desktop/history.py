@@ -1,0 +1,256 @@
+"""Conversation history: one JSON-lines file per conversation under the data folder, in the event
+schema of `events.py` (a header line, then `Stamped.to_record()` records), plus the exports
+(JSON: the same lines; Markdown: a readable transcript, also used by the GUI's copy action).
+
+Every string is redacted against the current API key before it reaches a file or the clipboard.
+Files are written atomically, so a crash never leaves half a conversation behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kame_desktop.config import data_dir, llm_api_key, redact
+from kame_desktop.errors import KameError
+from kame_desktop.events import (
+    AsrFinalEvent,
+    AssistantTokenEvent,
+    BargeInEvent,
+    ErrorEvent,
+    LlmChunkEvent,
+    LlmRequestEvent,
+    SessionStartEvent,
+    SpeechEndEvent,
+    Stamped,
+    TurnEndEvent,
+)
+from kame_desktop.fileio import atomic_writer
+
+log = logging.getLogger(__name__)
+
+HISTORY_VERSION = 1
+SUFFIX = ".jsonl"
+DEFAULT_TITLE = "Conversation"
+_TITLE_WORDS = 8
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # ids name files: no separators, no "..", no surprises
+
+
+class HistoryError(KameError):
+    """A saved conversation is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    id: str
+    title: str
+    started: str  # ISO 8601, UTC
+    path: Path
+    n_events: int
+
+
+# --- records <-> files --------------------------------------------------------------------------
+
+
+def conversation_title(records: list[Stamped]) -> str:
+    """The user's first final words, trimmed to a few, or "Conversation"."""
+    for r in records:
+        if isinstance(r.event, AsrFinalEvent) and r.event.text.strip():
+            words = r.event.text.split()
+            return " ".join(words[:_TITLE_WORDS]) + (" …" if len(words) > _TITLE_WORDS else "")
+    return DEFAULT_TITLE
+
+
+def make_header(records: list[Stamped], title: str | None = None, started: str | None = None) -> dict[str, Any]:
+    start = next((r.event for r in records if isinstance(r.event, SessionStartEvent)), None)
+    return {
+        "kind": "header",
+        "version": HISTORY_VERSION,
+        "title": title or conversation_title(records),
+        "started": started or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "frontend": start.frontend if start else None,
+        "llm": start.llm if start else None,
+    }
+
+
+def _redact_all(value: Any, key: str | None) -> Any:
+    """`value` with every string in it redacted (records nest: ASR words are dicts in a list)."""
+    if not key:
+        return value
+    if isinstance(value, str):
+        return redact(value, key)
+    if isinstance(value, dict):
+        return {k: _redact_all(v, key) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_all(v, key) for v in value]
+    return value
+
+
+def write_conversation(path: Path, header: dict[str, Any], records: list[Stamped]) -> dict[str, Any]:
+    """Header line then one record per line, redacted, atomically; returns the header as written."""
+    key = llm_api_key()  # looked up once: the keyring may be slow
+    header = _redact_all(header, key)
+    with atomic_writer(path, mode=0o600) as f:  # transcripts are private to the user
+        for obj in [header, *(_redact_all(r.to_record(), key) for r in records)]:
+            f.write((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
+    return header
+
+
+def read_conversation(path: Path) -> tuple[dict[str, Any], list[Stamped]]:
+    """(header, records) of a history file or a JSON export. Raises HistoryError."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        header = json.loads(lines[0]) if lines else None
+        if not isinstance(header, dict) or header.get("kind") != "header":
+            raise ValueError("no header line")
+        return header, [Stamped.from_record(json.loads(line)) for line in lines[1:]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise HistoryError(f"{path} is not a readable conversation ({type(e).__name__}: {e}); delete it or restore a copy") from e
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+class HistoryStore:
+    """Saved conversations, one `<id>.jsonl` file each, under `root` (default: data_dir()/history)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root if root is not None else data_dir() / "history"
+
+    def path(self, conversation_id: str) -> Path:
+        if not _ID_RE.match(conversation_id):
+            raise HistoryError(f"'{conversation_id}' is not a conversation id")
+        return self.root / f"{conversation_id}{SUFFIX}"
+
+    def save(
+        self, records: list[Stamped], title: str | None = None, *, conversation_id: str | None = None
+    ) -> ConversationInfo:
+        """Save a conversation; with `conversation_id`, replace that one (the GUI saves as the
+        conversation grows), keeping its start time."""
+        started = None
+        if conversation_id is None:
+            now = datetime.now(timezone.utc)
+            conversation_id = f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"  # sortable, unique
+        elif self.path(conversation_id).exists():
+            with contextlib.suppress(HistoryError):  # an unreadable file is replaced by a good one
+                started = read_conversation(self.path(conversation_id))[0].get("started")
+        path = self.path(conversation_id)
+        header = write_conversation(path, make_header(records, title, started), records)
+        return ConversationInfo(conversation_id, header["title"], header["started"], path, len(records))
+
+    def list(self) -> list[ConversationInfo]:
+        """Saved conversations, newest first; unreadable files are skipped with a warning."""
+        found: list[ConversationInfo] = []
+        for path in self.root.glob(f"*{SUFFIX}") if self.root.is_dir() else []:
+            try:
+                lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                header = json.loads(lines[0]) if lines else None
+                if not isinstance(header, dict) or header.get("kind") != "header":
+                    raise ValueError("no header line")
+            except (OSError, ValueError) as e:
+                log.warning("skipping history file %s: %s", path.name, type(e).__name__)
+                continue
+            title, started = header.get("title"), header.get("started")
+            found.append(
+                ConversationInfo(
+                    path.stem,
+                    title if isinstance(title, str) and title else DEFAULT_TITLE,
+                    started if isinstance(started, str) else "",
+                    path,
+                    len(lines) - 1,
+                )
+            )
+        # UTC ISO strings sort as times; the id (which starts with the time) breaks ties
+        return sorted(found, key=lambda c: (c.started, c.id), reverse=True)
+
+    def load(self, conversation_id: str) -> list[Stamped]:
+        path = self.path(conversation_id)
+        if not path.exists():
+            raise HistoryError(f"conversation {conversation_id} is not in {self.root}")
+        return read_conversation(path)[1]
+
+    def delete(self, conversation_id: str) -> None:
+        """Delete a conversation; one already gone is not an error."""
+        self.path(conversation_id).unlink(missing_ok=True)
+
+
+# --- exports ------------------------------------------------------------------------------------
+
+
+def export_json(records: list[Stamped], path: Path, title: str | None = None) -> None:
+    """The conversation as JSON lines: a header then the event records (the history schema)."""
+    write_conversation(path, make_header(records, title), records)
+
+
+def export_markdown(records: list[Stamped], path: Path, title: str | None = None) -> None:
+    with atomic_writer(path) as f:
+        f.write(render_markdown(records, title).encode("utf-8"))
+
+
+def _clock(t: float) -> str:
+    minutes, seconds = divmod(t, 60.0)
+    return f"{int(minutes)}:{seconds:04.1f}"
+
+
+def render_markdown(records: list[Stamped], title: str | None = None) -> str:
+    """A readable transcript: what the user said, each oracle answer (as a quote) and what the
+    companion said, with session times. Redacted like everything that leaves the app."""
+    # entries: [speaker, time, text parts, request]; consecutive pieces of the same speaker
+    # join into one paragraph until someone else speaks or the turn ends.
+    entries: list[list[Any]] = []
+    answers: dict[int, list[str]] = {}
+    open_speaker: str | None = None
+    for r in records:
+        e = r.event
+        if isinstance(e, AsrFinalEvent) and e.text.strip():
+            if open_speaker != "user":
+                entries.append(["user", r.t, [], None])
+            entries[-1][2].append(e.text.strip())
+            open_speaker = "user"
+        elif isinstance(e, AssistantTokenEvent) and e.piece:
+            if open_speaker != "assistant":
+                entries.append(["assistant", r.t, [], None])
+            entries[-1][2].append(e.piece)
+            open_speaker = "assistant"
+        elif isinstance(e, LlmRequestEvent):
+            answers[e.request] = []
+            entries.append(["oracle", r.t, [], e.request])
+            open_speaker = None
+        elif isinstance(e, LlmChunkEvent):
+            answers.setdefault(e.request, []).append(e.text)
+        elif isinstance(e, TurnEndEvent) or (isinstance(e, SpeechEndEvent) and e.source == "assistant"):
+            open_speaker = None
+        elif isinstance(e, BargeInEvent):
+            entries.append(["note", r.t, ["(interrupted)"], None])
+            open_speaker = None
+        elif isinstance(e, ErrorEvent):
+            entries.append(["note", r.t, [f"error ({e.source}): {e.message}"], None])
+            open_speaker = None
+
+    start = next((r.event for r in records if isinstance(r.event, SessionStartEvent)), None)
+    lines = [f"# {title or conversation_title(records)}", ""]
+    if start:
+        lines += [f"_Front-end {start.frontend} ({start.model}), LLM {start.llm or '-'}, ASR {start.asr or '-'}_", ""]
+    for speaker, t, parts, request in entries:
+        if speaker == "user":
+            lines.append(f"**You** ({_clock(t)}): {' '.join(parts)}")
+        elif speaker == "assistant":
+            lines.append(f"**Companion** ({_clock(t)}): {' '.join(''.join(parts).split())}")
+        elif speaker == "oracle":
+            answer = "".join(answers.get(request, [])).strip()
+            if not answer:
+                continue  # a request cancelled before any text: nothing to read
+            quoted = "\n> ".join(answer.splitlines())
+            lines.append(f"> *Oracle, request {request}* ({_clock(t)}): {quoted}")
+        else:
+            lines.append(f"_{' '.join(parts)} ({_clock(t)})_")
+        lines.append("")
+    text = "\n".join(lines).rstrip() + "\n"
+    return redact(text)

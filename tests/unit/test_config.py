@@ -1,0 +1,242 @@
+"""Settings round-trip through TOML, and the API key through the keyring or its 0600 file."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+from pathlib import Path
+
+import keyring
+import keyring.backend
+import keyring.errors
+import pytest
+from keyring.backends import fail
+
+from kame_desktop import config
+from kame_desktop.config import (
+    API_KEY_ENV,
+    LLM_PRESETS,
+    AsrSettings,
+    AudioSettings,
+    FrontEndSettings,
+    LlmSettings,
+    Settings,
+    apply_preset,
+    delete_api_key,
+    llm_api_key,
+    load_settings,
+    redact,
+    save_settings,
+    settings_from_dict,
+    settings_to_dict,
+    store_api_key,
+)
+
+KEY = "sk-test-0123456789abcdef"
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A keyring that lives in a dict: the real keyring API without touching the OS."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.store.pop((service, username), None) is None:
+            raise keyring.errors.PasswordDeleteError(username)
+
+
+class LockedKeyring(MemoryKeyring):
+    """A keyring that exists but refuses to store (locked, user said no)."""
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        raise keyring.errors.PasswordSetError("locked")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Own config/data folders, no key in the environment, and the keyring restored after."""
+    monkeypatch.setenv("KAME_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("KAME_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    previous = keyring.get_keyring()
+    yield tmp_path
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def memory_keyring() -> MemoryKeyring:
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    return backend
+
+
+@pytest.fixture
+def no_keyring() -> None:
+    keyring.set_keyring(fail.Keyring())
+
+
+def _non_default(value):
+    """A value of the same type that differs from `value`."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 3
+    return f"{value}-changed"
+
+
+def _all_changed(cls):
+    return cls(**{f.name: _non_default(getattr(cls(), f.name)) for f in dataclasses.fields(cls)})
+
+
+def test_folders_follow_the_environment(isolated):
+    assert config.config_dir() == isolated / "config"
+    assert config.data_dir() == isolated / "data"
+    assert config.settings_path() == isolated / "config" / "settings.toml"
+
+
+def test_missing_file_gives_defaults():
+    assert load_settings() == Settings()
+
+
+def test_round_trip_every_field_changed(memory_keyring):
+    store_api_key(KEY)
+    settings = Settings(
+        llm=_all_changed(LlmSettings),
+        asr=_all_changed(AsrSettings),
+        audio=_all_changed(AudioSettings),
+        frontend=_all_changed(FrontEndSettings),
+        system_prompt="You are a pirate.\nSpeak briefly.",
+        history=False,
+    )
+    flat_default, flat_new = settings_to_dict(Settings()), settings_to_dict(settings)
+    for section, values in flat_new.items():  # the test really changes every field
+        if isinstance(values, dict):
+            assert all(values[k] != flat_default[section][k] for k in values), section
+        else:
+            assert values != flat_default[section], section
+
+    path = save_settings(settings)
+    assert load_settings() == settings
+    assert settings_from_dict(config.tomllib.loads(path.read_text(encoding="utf-8"))) == settings
+    text = path.read_text(encoding="utf-8")
+    assert KEY not in text
+    assert "[llm]" in text and "[frontend]" in text
+
+
+def test_corrupt_toml_gives_defaults_and_keeps_the_file(isolated, caplog):
+    path = isolated / "config" / "settings.toml"
+    path.parent.mkdir(parents=True)
+    bad = b"[llm\nmodel = 'half written"
+    path.write_bytes(bad)
+    with caplog.at_level(logging.WARNING, logger="kame_desktop.config"):
+        assert load_settings() == Settings()
+    assert (path.parent / "settings.toml.bad").read_bytes() == bad
+    assert path.read_bytes() == bad  # nothing destroyed until the user saves
+    assert "not valid TOML" in caplog.text
+
+
+def test_wrong_types_take_defaults_and_unknown_keys_are_ignored(isolated, caplog):
+    path = isolated / "settings.toml"
+    path.write_text(
+        'history = "yes"\nasr = 5\nfuture_option = 1\n'
+        '[llm]\nthreads = "four"\nmodel = "my-model"\nbogus = 1\n'
+        "[audio]\nopen_mic = 1\necho_cancellation = false\n"
+        "[frontend]\nint8 = true\n",
+        encoding="utf-8",
+    )
+    with caplog.at_level(logging.WARNING, logger="kame_desktop.config"):
+        s = load_settings(path)
+    assert s == Settings(
+        llm=LlmSettings(model="my-model"),
+        audio=AudioSettings(echo_cancellation=False),
+        frontend=FrontEndSettings(int8=True),
+    )
+    assert "llm.threads" in caplog.text and "four" not in caplog.text  # values are never logged
+
+
+def test_presets():
+    assert LLM_PRESETS["openai"] == ("https://api.openai.com/v1", "gpt-4.1")
+    assert set(LLM_PRESETS) == {"openai", "openrouter", "ollama", "lmstudio", "custom"}
+    llm = apply_preset(LlmSettings(), "ollama")
+    assert (llm.provider, llm.base_url) == ("openai", "http://localhost:11434/v1")
+    custom = apply_preset(dataclasses.replace(llm, base_url="http://x/v1"), "custom")
+    assert (custom.preset, custom.base_url) == ("custom", "http://x/v1")
+
+
+def test_keyring_round_trip(memory_keyring, isolated):
+    assert llm_api_key() is None
+    assert store_api_key(KEY + "\n") == "keyring"
+    assert memory_keyring.store == {(config.KEYRING_SERVICE, config.LLM_KEY_NAME): KEY}
+    assert llm_api_key() == KEY
+    assert not config.secrets_path().exists()
+    delete_api_key()
+    assert llm_api_key() is None
+    delete_api_key()  # nothing stored: still fine
+
+
+def test_file_fallback_without_keyring(no_keyring, monkeypatch):
+    modes: list[int] = []
+    real_replace = os.replace
+
+    def spying_replace(src, dst):  # the temp file's mode just before it becomes the real file
+        modes.append(stat.S_IMODE(os.stat(src).st_mode))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spying_replace)
+    old_umask = os.umask(0)  # even a permissive umask must not widen the file
+    try:
+        assert store_api_key(KEY) == "file"
+    finally:
+        os.umask(old_umask)
+    path = config.secrets_path()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert modes == [0o600]
+    assert llm_api_key() == KEY
+
+    monkeypatch.setenv(API_KEY_ENV, "sk-from-env-000")
+    assert llm_api_key() == "sk-from-env-000"
+    monkeypatch.delenv(API_KEY_ENV)
+
+    delete_api_key()
+    assert llm_api_key() is None
+    assert not path.exists()
+
+
+def test_locked_keyring_falls_back_to_file():
+    keyring.set_keyring(LockedKeyring())
+    assert store_api_key(KEY) == "file"
+    assert llm_api_key() == KEY
+
+
+def test_moving_to_the_keyring_forgets_the_file(no_keyring):
+    store_api_key(KEY)
+    keyring.set_keyring(MemoryKeyring())
+    assert store_api_key("sk-new-key-9999") == "keyring"
+    assert not config.secrets_path().exists()
+    assert llm_api_key() == "sk-new-key-9999"
+
+
+def test_redact(monkeypatch, no_keyring):
+    assert redact(f"token {KEY}") == f"token {KEY}"  # no key stored: nothing to hide
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    assert redact(f"Authorization: Bearer {KEY}.") == "Authorization: Bearer ***."
+    assert redact("a b c", key="b") == "a b c"  # a one-letter "key" would blank ordinary text
+
+
+def test_save_is_atomic_and_leaves_no_temp(isolated):
+    save_settings(Settings(history=False))
+    save_settings(Settings(history=True))
+    files = sorted(p.name for p in Path(isolated / "config").iterdir())
+    assert files == ["settings.toml"]
