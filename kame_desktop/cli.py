@@ -16,8 +16,8 @@ import typer
 from kame_desktop.errors import KameError
 
 app = typer.Typer(
-    help="kame-desktop: a voice companion on KAME's tandem speech-to-speech architecture.",
-    no_args_is_help=True,
+    help="kame-desktop: a voice companion on KAME's tandem speech-to-speech architecture. "
+    "Without a command it opens the desktop app.",
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -36,9 +36,14 @@ def _setup_logging(verbose: bool) -> None:
     logging.captureWarnings(True)  # checkpoint warnings (legacy file, no config) reach stderr
 
 
-@app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress on stderr.")] = False) -> None:
+@app.callback(invoke_without_command=True)
+def _main(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress on stderr.")] = False,
+) -> None:
     _setup_logging(verbose)
+    if ctx.invoked_subcommand is None:  # a double-click or a bare `kame-desktop`: the app
+        gui()
 
 
 @app.command()
@@ -182,6 +187,14 @@ def _make_backend(settings, session):
     return Backend(
         llm, make_asr(backend_settings), session.signals.post, session.publish_async, policy=policy, notices=notices
     )
+
+
+@app.command()
+def gui() -> None:
+    """Open the desktop app (a second launch raises the running window)."""
+    from kame_desktop.gui.app import main as gui_main
+
+    raise typer.Exit(gui_main())
 
 
 @app.command("make-tiny-checkpoint")

@@ -19,7 +19,8 @@ class OracleScriptError(KameError):
 
 
 class DeviceError(KameError):
-    """The requested compute device (or its int8 support) is not available."""
+    """A device is missing or failing: the compute device (GPU, int8 support) or an audio device
+    (no PortAudio, no microphone, unplugged)."""
 
 
 class LlmError(KameError):

@@ -321,7 +321,7 @@ def test_flush_commits_and_reset_forgets(whisper_asr, speech):
     assert SpeechStartEvent("user") in events
     whisper_asr.reset()
     assert whisper_asr.flush(100.0) == []  # nothing pending after reset
-    assert len(whisper_asr._audio) == 0 and whisper_asr._utt is None
+    assert len(whisper_asr._buf.samples) == 0 and whisper_asr._utt is None
 
 
 def test_long_utterance_is_trimmed_and_capped(whisper_asr, speech):
@@ -337,7 +337,7 @@ def test_long_utterance_is_trimmed_and_capped(whisper_asr, speech):
         events = []
         for i in range(0, len(audio), FRAME_SIZE):
             events += whisper_asr.feed(audio[i : i + FRAME_SIZE], (i + FRAME_SIZE) / SAMPLE_RATE)
-            longest = max(longest, len(whisper_asr._audio))
+            longest = max(longest, len(whisper_asr._buf.samples))
         events += whisper_asr.flush(len(audio) / SAMPLE_RATE)
     finally:
         whisper_asr.trim_s, whisper_asr.max_utterance_s = trim_s, cap_s

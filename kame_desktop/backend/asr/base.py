@@ -31,3 +31,36 @@ class AsrProvider(Protocol):
     def reset(self) -> None:
         """Forget buffered audio and pending words (new conversation)."""
         ...
+
+
+class ClockedAudio:
+    """The 16 kHz audio a recognizer still holds, placed on two clocks: `start` is the absolute
+    sample index of `samples[0]` (the VAD's clock), `t_end` the session time of the last sample."""
+
+    RATE = 16_000
+
+    def __init__(self) -> None:
+        self.samples = np.zeros(0, np.float32)
+        self.start = 0
+        self.t_end = 0.0
+
+    @property
+    def total(self) -> int:
+        """Absolute index one past the newest sample."""
+        return self.start + len(self.samples)
+
+    def append(self, x: np.ndarray, t_end: float) -> None:
+        self.samples = np.concatenate([self.samples, x])
+        self.t_end = t_end
+
+    def time_of(self, sample: int) -> float:
+        # The session clock is t_end at the newest sample; older samples are that much earlier.
+        return self.t_end - (self.total - sample) / self.RATE
+
+    def sample_of(self, t: float) -> int:
+        return self.total - round((self.t_end - t) * self.RATE)
+
+    def drop_before(self, sample: int) -> None:
+        cut = min(max(sample - self.start, 0), len(self.samples))
+        self.samples = self.samples[cut:]
+        self.start += cut

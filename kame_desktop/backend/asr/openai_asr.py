@@ -14,6 +14,7 @@ import wave
 
 import numpy as np
 
+from kame_desktop.backend.asr.base import ClockedAudio
 from kame_desktop.backend.asr.vad import SAMPLE_RATE as SR
 from kame_desktop.backend.asr.vad import SileroVad
 from kame_desktop.errors import AsrError
@@ -81,20 +82,17 @@ class OpenAiAsr:
     def reset(self) -> None:
         self._resampler = self._soxr.ResampleStream(SAMPLE_RATE, SR, 1, dtype="float32")
         self.vad.reset()
-        self._audio = np.zeros(0, np.float32)
-        self._audio_start = 0  # absolute 16 kHz sample of _audio[0] (the VAD's clock)
-        self._t_end = 0.0
+        self._buf = ClockedAudio()  # pre-roll, or the utterance from its trim point
         self._speech_from: int | None = None  # sample where the current speech began
 
     def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
         x = self._resampler.resample_chunk(np.asarray(pcm, np.float32).reshape(-1))
-        self._audio = np.concatenate([self._audio, x])
-        self._t_end = t_end
+        self._buf.append(x, t_end)
         events: list[Event] = []
         for kind, t in self.vad.process(x):
             sample = round(t * SR)
             if kind == "start":
-                self._drop_before(sample - round(_PREROLL_S * SR))
+                self._buf.drop_before(sample - round(_PREROLL_S * SR))
                 self._speech_from = sample
                 events.append(SpeechStartEvent("user"))
             elif self._speech_from is not None:
@@ -102,42 +100,32 @@ class OpenAiAsr:
                 self._speech_from = None
                 events += [SpeechEndEvent("user"), TurnEndEvent("vad")]
         if self._speech_from is None:
-            self._drop_before(self._total - round(_IDLE_KEEP_S * SR))
-        elif len(self._audio) > self.max_utterance_s * SR:  # bound memory and request size
-            events += self._transcribe(self._total)
-            self._speech_from = self._total
+            self._buf.drop_before(self._buf.total - round(_IDLE_KEEP_S * SR))
+        elif len(self._buf.samples) > self.max_utterance_s * SR:  # bound memory and request size
+            events += self._transcribe(self._buf.total)
+            self._speech_from = self._buf.total
         return events
 
     def flush(self, t_end: float) -> list[Event]:
         """Transcribe the pending utterance (`SpeechEndEvent`, no `TurnEndEvent`: whoever ended
         the audio announces the turn) and start afresh."""
-        self._audio = np.concatenate([self._audio, self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)])
-        self._t_end = t_end
+        self._buf.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True), t_end)
         events: list[Event] = []
         if self._speech_from is not None:
-            events += self._transcribe(self._total)
+            events += self._transcribe(self._buf.total)
             events.append(SpeechEndEvent("user"))
         self.reset()
         return events
 
-    @property
-    def _total(self) -> int:
-        return self._audio_start + len(self._audio)
 
-    def _time_of(self, sample: int) -> float:
-        return self._t_end - (self._total - sample) / SR
 
-    def _drop_before(self, sample: int) -> None:
-        cut = min(max(sample - self._audio_start, 0), len(self._audio))
-        self._audio = self._audio[cut:]
-        self._audio_start += cut
 
     def _transcribe(self, end_sample: int) -> list[Event]:
         assert self._speech_from is not None
-        start, end = self._time_of(self._speech_from), self._time_of(min(end_sample, self._total))
-        t0 = self._time_of(self._audio_start)  # the request's audio begins here
-        audio = self._audio[: max(end_sample + round(0.2 * SR) - self._audio_start, 0)]
-        self._drop_before(end_sample)
+        start, end = self._buf.time_of(self._speech_from), self._buf.time_of(min(end_sample, self._buf.total))
+        t0 = self._buf.time_of(self._buf.start)  # the request's audio begins here
+        audio = self._buf.samples[: max(end_sample + round(0.2 * SR) - self._buf.start, 0)]
+        self._buf.drop_before(end_sample)
         verbose = self.model.startswith("whisper")  # only whisper-* gives word timestamps
         try:
             result = self._client.audio.transcriptions.create(

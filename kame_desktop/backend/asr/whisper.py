@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kame_desktop.backend.asr.base import ClockedAudio
 from kame_desktop.backend.asr.vad import SAMPLE_RATE as SR
 from kame_desktop.backend.asr.vad import SileroVad
 from kame_desktop.errors import DeviceError, ModelFileError
@@ -50,11 +51,11 @@ _FORCE_KEEP_S = 1.0  # at the length cap, words ending this close to the buffer 
 
 # faster-whisper pads every window to Whisper's 30 s before encoding. The CTranslate2 encoder
 # also takes shorter input, and encoding is most of a pass: 30 s costs 0.57 s here, 10 s 0.065 s,
-# 5 s 0.03 s (1 thread). So each pass pads only to its audio plus a margin (whisper.cpp's
+# 5 s 0.03 s (1 thread). So each pass pads only to its audio plus a margin, at least 10 s (whisper.cpp's
 # audio_ctx does the same); the accuracy tests run with it.
 _window = threading.local()
 _MARGIN_FRAMES = 100  # 1 s of mel frames after the audio
-_MIN_FRAMES = 300
+_MIN_FRAMES = 1000  # at least 10 s: much shorter windows made Whisper loop on long utterances
 
 
 def _pad_to_window(array, length: int = 3000, *, axis: int = -1):
@@ -142,14 +143,12 @@ class WhisperAsr:
     def reset(self) -> None:
         self._resampler = self._soxr.ResampleStream(SAMPLE_RATE, SR, 1, dtype="float32")
         self.vad.reset()
-        self._audio = np.zeros(0, np.float32)  # pre-roll, or the utterance from its trim point
-        self._audio_start = 0  # absolute 16 kHz sample index of _audio[0] (the VAD's clock)
-        self._t_end = 0.0  # session time at the end of _audio
+        self._buf = ClockedAudio()  # pre-roll, or the utterance from its trim point
         self._utt: _Utterance | None = None
 
     def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
         x = self._resampler.resample_chunk(np.asarray(pcm, np.float32).reshape(-1))
-        self._append(x, t_end)
+        self._buf.append(x, t_end)
         events: list[Event] = []
         for kind, t in self.vad.process(x):
             sample = round(t * SR)
@@ -159,7 +158,7 @@ class WhisperAsr:
                 events += self._finish(sample + round(_TAIL_S * SR))
                 events += [SpeechEndEvent("user"), TurnEndEvent("vad")]
         if self._utt is None:
-            self._drop_before(self._total - round(_IDLE_KEEP_S * SR))
+            self._buf.drop_before(self._buf.total - round(_IDLE_KEEP_S * SR))
         else:
             self._utt.since_decode += len(x)
             if self._utt.since_decode >= max(self.partial_interval, self.last_decode_s) * SR:
@@ -169,38 +168,23 @@ class WhisperAsr:
     def flush(self, t_end: float) -> list[Event]:
         """Commit the pending utterance (with `SpeechEndEvent`, but no `TurnEndEvent`: whoever
         ended the audio, e.g. push-to-talk, announces the turn) and start afresh."""
-        self._append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True), t_end)
+        self._buf.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True), t_end)
         events: list[Event] = []
         if self._utt is not None:
-            events += self._finish(self._total)
+            events += self._finish(self._buf.total)
             events.append(SpeechEndEvent("user"))
         self.reset()
         return events
 
     # --- internals -----------------------------------------------------------------------------
 
-    @property
-    def _total(self) -> int:
-        return self._audio_start + len(self._audio)
 
-    def _time_of(self, sample: int) -> float:
-        # The session clock is t_end at the newest sample; older samples are that much earlier.
-        return self._t_end - (self._total - sample) / SR
 
-    def _sample_of(self, t: float) -> int:
-        return self._total - round((self._t_end - t) * SR)
 
-    def _append(self, x: np.ndarray, t_end: float) -> None:
-        self._audio = np.concatenate([self._audio, x])
-        self._t_end = t_end
 
-    def _drop_before(self, sample: int) -> None:
-        cut = min(max(sample - self._audio_start, 0), len(self._audio))
-        self._audio = self._audio[cut:]
-        self._audio_start += cut
 
     def _start(self, sample: int) -> list[Event]:
-        self._drop_before(sample - round(_PREROLL_S * SR))
+        self._buf.drop_before(sample - round(_PREROLL_S * SR))
         self._utt = _Utterance()
         return [SpeechStartEvent("user")]
 
@@ -212,12 +196,12 @@ class WhisperAsr:
     def _decode(self, final: bool, end_sample: int | None = None) -> list[Event]:
         u = self._utt
         assert u is not None
-        n = len(self._audio) if end_sample is None else min(max(end_sample - self._audio_start, 0), len(self._audio))
-        t0, t1 = self._time_of(self._audio_start), self._time_of(self._audio_start + n)
+        n = len(self._buf.samples) if end_sample is None else min(max(end_sample - self._buf.start, 0), len(self._buf.samples))
+        t0, t1 = self._buf.time_of(self._buf.start), self._buf.time_of(self._buf.start + n)
         # Committed words whose audio was trimmed away give the model its context back.
         prompt = _text([w for w in u.committed if w.end <= t0][-30:]) or None
         started = time.perf_counter()
-        words = self._transcribe(self._audio[:n], t0, t1, prompt, final)
+        words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final)
         self.last_decode_s = time.perf_counter() - started
         u.since_decode = 0
         new = self._unseen(words, u)
@@ -248,37 +232,43 @@ class WhisperAsr:
 
     def _trim(self, u: _Utterance, t1: float) -> None:
         # Cut at the last committed word; with nothing committed (noise, music), keep trim_s.
-        cut = self._sample_of(u.committed_end) if u.committed_end > -math.inf else self._audio_start
-        if t1 - self._time_of(cut) > self.max_utterance_s:
-            cut = self._sample_of(t1 - self.trim_s)
-        self._drop_before(cut)
+        cut = self._buf.sample_of(u.committed_end) if u.committed_end > -math.inf else self._buf.start
+        if t1 - self._buf.time_of(cut) > self.max_utterance_s:
+            cut = self._buf.sample_of(t1 - self.trim_s)
+        self._buf.drop_before(cut)
 
     def _transcribe(self, audio: np.ndarray, t0: float, t1: float, prompt: str | None, final: bool) -> list[Word]:
         if len(audio) < SR // 10:
             return []
         frames = math.ceil(len(audio) / SR) * 100 + _MARGIN_FRAMES
+        # Only for this pass, on this thread: other faster-whisper users keep the 30 s windows.
         _window.frames = max(_MIN_FRAMES, frames) if self.short_windows else None
-        segments, _info = self._model.transcribe(
-            audio,
-            language=self.language,
-            beam_size=1,
-            word_timestamps=True,
-            vad_filter=False,  # our VAD already cut the utterance
-            condition_on_previous_text=False,
-            initial_prompt=prompt,
-            # Partials are revised anyway; only the last pass pays for temperature fallback.
-            temperature=(0.0, 0.2, 0.4, 0.6) if final else 0.0,
-        )
-        words: list[Word] = []
-        for seg in segments:
-            if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:  # Whisper's own silence rule
-                continue
-            for w in seg.words or ():
-                text = w.word.strip()
-                if text:
-                    start = min(max(t0 + float(w.start), t0), t1)
-                    end = min(max(t0 + float(w.end), start), t1)
-                    words.append(Word(text, round(start, 3), round(end, 3)))
+        try:
+            segments, _info = self._model.transcribe(
+                audio,
+                language=self.language,
+                beam_size=1,
+                word_timestamps=True,
+                vad_filter=False,  # our VAD already cut the utterance
+                condition_on_previous_text=False,
+                initial_prompt=prompt,
+                # Partials are revised anyway; only the last pass pays for temperature fallback.
+                temperature=(0.0, 0.2, 0.4, 0.6) if final else 0.0,
+            )
+            words: list[Word] = []
+            for seg in segments:  # a lazy generator: the decoding happens here
+                if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:  # Whisper's own silence rule
+                    continue
+                if seg.compression_ratio > 2.4:  # a repetition loop ("and today and today …")
+                    continue
+                for w in seg.words or ():
+                    text = w.word.strip()
+                    if text:
+                        start = min(max(t0 + float(w.start), t0), t1)
+                        end = min(max(t0 + float(w.end), start), t1)
+                        words.append(Word(text, round(start, 3), round(end, 3)))
+        finally:
+            _window.frames = None
         return words
 
     @staticmethod

@@ -1,0 +1,414 @@
+"""The non-Qt glue of the desktop app: builds a Session from Settings and runs it off the GUI
+thread, then stops it cleanly.
+
+One thread ("kame-inference") loads the front-end, the back-end and the audio device, then
+runs `session.run(source, sink)`; the back-end has its own worker threads. The source is wrapped
+in a `ControlledSource` whose `read()` (on the inference thread, between frames) applies
+push-to-talk and mute, measures the frame time and the lag behind real time, and runs the
+actions the GUI queued (a new conversation resets the front-end there, never under its feet).
+
+Everything the GUI needs comes out through one callback, `notify(obj)`, from any thread: the
+session's `Stamped` events plus the small notices below. The GUI's Qt bridge re-emits them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kame_desktop.audio.sources import AudioSink, AudioSource
+from kame_desktop.config import Settings
+from kame_desktop.events import FRAME_SECONDS, EventBus, Stamped
+
+if TYPE_CHECKING:
+    from kame_desktop.backend.worker import Backend
+    from kame_desktop.frontend.base import FrontEnd
+    from kame_desktop.session import ScriptEntry, Session
+
+log = logging.getLogger(__name__)
+
+
+# --- notices (controller → GUI) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusNotice:
+    text: str
+    busy: bool = False  # loading: the GUI shows a busy indicator
+
+
+@dataclass(frozen=True)
+class ErrorNotice:
+    source: str  # "load", "audio", "llm", ...
+    message: str
+
+
+@dataclass(frozen=True)
+class FrameStats:
+    frame_ms: float  # time the last frame took (step + write), vs the 80 ms budget
+    lag_ms: float  # how far the session runs behind real time
+    input_level: float  # RMS of the last input frame, 0..1 (after push-to-talk/mute)
+    output_level: float
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    frames: int
+    run: int  # which start() it ends (a restart's old run ends after the new one began)
+
+
+Notify = Callable[[object], None]
+FrontEndFactory = Callable[[Settings], "FrontEnd"]
+AudioFactory = Callable[[Settings], "tuple[AudioSource, AudioSink]"]
+BackendFactory = Callable[[Settings, "Session"], "Backend | None"]
+
+
+def _rms(frame: np.ndarray) -> float:
+    return float(min(1.0, np.sqrt(np.mean(np.square(frame, dtype=np.float32))) * 4.0))
+
+
+class ControlledSource:
+    """Wraps the real source on the inference thread: gating, stats and queued actions."""
+
+    def __init__(
+        self, inner: AudioSource, controller: Controller, stop: threading.Event, actions: queue.Queue
+    ) -> None:
+        self.inner = inner
+        self.controller = controller
+        self.stop = stop
+        self.actions = actions
+        self.index = 0
+        self._t0: float | None = None
+        self._step_start: float | None = None
+        self.frame_ms = 0.0
+
+    def read(self) -> np.ndarray | None:
+        c = self.controller
+        now = time.monotonic()
+        if self._step_start is not None:
+            self.frame_ms = (now - self._step_start) * 1000
+        while True:
+            try:
+                action = self.actions.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                action()
+            except Exception as e:
+                log.exception("a queued action failed")
+                c.notify(ErrorNotice("session", _describe(e)))
+        if self.stop.is_set():
+            return None
+        frame = self.inner.read()
+        if frame is None or self.stop.is_set():
+            return None
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        lag_ms = max(0.0, (now - self._t0 - self.index * FRAME_SECONDS) * 1000)
+        self.index += 1
+        self._step_start = now
+        if c.muted or not (c.open_mic or c.ptt_pressed):
+            frame = np.zeros_like(frame)
+        c.input_level = _rms(frame)
+        c.notify(FrameStats(self.frame_ms, lag_ms, c.input_level, c.output_level))
+        return frame
+
+
+class ControlledSink:
+    def __init__(self, inner: AudioSink, controller: Controller) -> None:
+        self.inner = inner
+        self.controller = controller
+
+    def write(self, frame: np.ndarray) -> None:
+        self.controller.output_level = _rms(frame)
+        self.inner.write(frame)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Controller:
+    """Starts, runs and stops one Session at a time. All public methods are for the GUI thread
+    and return at once (stop() waits for the inference thread, at most `join_timeout`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        notify: Notify,
+        *,
+        frontend_factory: FrontEndFactory | None = None,
+        audio_factory: AudioFactory | None = None,
+        backend_factory: BackendFactory | None = None,
+        script: Iterable[ScriptEntry] = (),
+    ) -> None:
+        self.settings = settings
+        self.notify = notify
+        self.frontend_factory = frontend_factory or build_frontend
+        self.audio_factory = audio_factory or build_audio
+        self.backend_factory = backend_factory or build_backend
+        self.script = list(script)
+        self.open_mic = settings.audio.open_mic
+        self.ptt_pressed = False
+        self.muted = False
+        self.input_level = 0.0
+        self.output_level = 0.0
+        self.records: list[Stamped] = []  # this conversation's events (history, export)
+        self.session: Session | None = None
+        self._source: AudioSource | None = None  # the running session's, for stop() to close
+        self._thread: threading.Thread | None = None
+        self.run_id = 0
+        self._stop = threading.Event()  # one per run: a run that outlives stop() stays stopped
+        self._actions: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._records_lock = threading.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stop = threading.Event()
+        self._actions = queue.Queue()  # actions queued for an older run die with it
+        self.run_id += 1
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop, self._actions, self.run_id), name="kame-inference", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, join_timeout: float = 0.8) -> None:
+        """Stop the source, join the inference thread, stop the back-end, close the front-end."""
+        self._stop.set()
+        source = self._source
+        if source is not None and hasattr(source, "close"):
+            try:
+                source.close()  # unblocks a device read
+            except Exception:
+                log.exception("closing the audio source failed")
+        if self._thread is not None:
+            self._thread.join(join_timeout)
+            if self._thread.is_alive():
+                log.warning("the inference thread did not stop within %.1f s", join_timeout)
+        self._thread = None
+        self._source = None
+
+    def restart(self, settings: Settings) -> None:
+        self.stop()
+        self.settings = settings
+        self.open_mic = settings.audio.open_mic
+        self.start()
+
+    def _run(self, stop: threading.Event, actions: queue.Queue, run: int) -> None:
+        from kame_desktop.session import Session
+
+        session: Session | None = None
+        parts: list[Any] = []  # audio source and sink, closed at the end
+        try:
+            self.notify(StatusNotice("Loading the front-end…", busy=True))
+            frontend = self.frontend_factory(self.settings)
+            bus = EventBus()
+            bus.subscribe(self._on_event)
+            session = Session(frontend, bus)
+            if not stop.is_set():
+                self.notify(StatusNotice("Starting the back-end…", busy=True))
+                session.backend = self.backend_factory(self.settings, session)
+            if not stop.is_set():
+                self.notify(StatusNotice("Opening the audio device…", busy=True))
+                source, sink = self.audio_factory(self.settings)
+                parts = [source, sink]
+                self._source = source
+                for part in parts:  # a device reports its errors (unplugged, …) here
+                    if hasattr(part, "on_error"):
+                        part.on_error = lambda message: self.notify(ErrorNotice("audio", str(message)))
+        except Exception as e:
+            log.exception("loading the session failed")
+            self.notify(ErrorNotice("load", _describe(e)))
+            self.notify(StatusNotice("Not running"))
+            self._cleanup(session, parts)
+            return
+        frames = 0
+        try:
+            if not stop.is_set():
+                self.session = session
+                self.notify(StatusNotice("Ready"))
+                frames = session.run(ControlledSource(source, self, stop, actions), ControlledSink(sink, self), self.script)
+        except Exception as e:
+            log.exception("the session failed")
+            self.notify(ErrorNotice("session", _describe(e)))
+        finally:
+            self._cleanup(session, parts)
+            self.notify(SessionEnded(frames, run))
+
+    def _cleanup(self, session: Session | None, parts: list[Any]) -> None:
+        if session is not None and session.backend is not None:
+            session.backend.stop(timeout=0.5)
+        if session is not None:
+            try:
+                session.frontend.close()
+            except Exception:
+                log.exception("closing the front-end failed")
+        unique = [p for i, p in enumerate(parts) if all(p is not q for q in parts[:i])]
+        for part in unique:  # a duplex device is both source and sink: close it once
+            if hasattr(part, "close"):
+                try:
+                    part.close()
+                except Exception:
+                    log.exception("closing audio failed")
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def _on_event(self, stamped: Stamped) -> None:
+        with self._records_lock:
+            self.records.append(stamped)
+        self.notify(stamped)
+
+    def take_records(self) -> list[Stamped]:
+        with self._records_lock:
+            records, self.records = self.records, []
+        return records
+
+    # --- from the GUI ---------------------------------------------------------------------------
+
+    def set_ptt(self, pressed: bool) -> None:
+        self.ptt_pressed = pressed
+
+    def set_open_mic(self, on: bool) -> None:
+        self.open_mic = on
+
+    def set_muted(self, muted: bool) -> None:
+        self.muted = muted
+
+    def post(self, action: Callable[[], None]) -> None:
+        """Run `action` on the inference thread before the next frame."""
+        self._actions.put(action)
+
+    def new_conversation(self) -> list[Stamped]:
+        """Reset the front-end (on the inference thread) and the back-end; returns the records of
+        the conversation that ends (for history)."""
+        session = self.session
+        if session is not None and self.running:
+
+            def reset() -> None:
+                session.frontend.reset()
+                if session.backend is not None:
+                    session.backend.new_conversation()
+
+            self.post(reset)
+        return self.take_records()
+
+
+def has_words(records: list[Stamped]) -> bool:
+    return any(r.event.kind in ("asr_final", "assistant_token", "oracle_token", "llm_chunk") for r in records)
+
+
+def _describe(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
+# --- default builders (real devices and models), used by the app ---------------------------------
+
+
+def build_frontend(settings: Settings) -> FrontEnd:
+    from kame_desktop.frontend.select import choose_frontend
+
+    fe = settings.frontend
+    checkpoint = fe.checkpoint if fe.kind == "kame" else None
+    choice = choose_frontend(fe.kind, checkpoint, fe.device)
+    if choice.kind == "lite":
+        from kame_desktop.frontend.lite.engine import LiteFrontEnd
+        from kame_desktop.frontend.lite.tts import PiperTts
+
+        return LiteFrontEnd(PiperTts(threads=1))
+    import torch
+
+    torch.set_num_threads(1)
+    from kame_desktop.frontend.kame.engine import KameFrontEnd
+
+    dtype = None if fe.dtype == "auto" else fe.dtype
+    return KameFrontEnd.load(choice.checkpoint or fe.checkpoint, device=fe.device, dtype=dtype, int8=fe.int8)
+
+
+class EchoCancelledAudio:
+    """A duplex device with an echo canceller between it and the session: what the session
+    plays is the far end, the microphone is cleaned of it."""
+
+    def __init__(self, device: Any, aec: Any) -> None:
+        self.device = device
+        self.aec = aec
+
+    def read(self) -> np.ndarray | None:
+        frame = self.device.read()
+        return None if frame is None else self.aec.process(frame)
+
+    def write(self, frame: np.ndarray) -> None:
+        self.aec.far_end(frame)
+        self.device.write(frame)
+
+    def close(self) -> None:
+        self.device.close()
+
+    @property
+    def on_error(self) -> Any:
+        return getattr(self.device, "on_error", None)
+
+    @on_error.setter
+    def on_error(self, callback: Any) -> None:
+        self.device.on_error = callback
+
+
+def build_audio(settings: Settings) -> tuple[AudioSource, AudioSink]:
+    from kame_desktop.audio.device import DuplexAudio
+
+    device = DuplexAudio(settings.audio.input_device or None, settings.audio.output_device or None)
+    if not settings.audio.echo_cancellation:
+        return device, device
+    try:
+        from kame_desktop.audio.aec import EchoCanceller
+
+        audio = EchoCancelledAudio(device, EchoCanceller())
+    except Exception as e:  # no WebRTC APM here: go on without it, and say so
+        log.warning("echo cancellation unavailable (%s); use a headset", e)
+        return device, device
+    return audio, audio
+
+
+def build_backend(settings: Settings, session: Session) -> Backend:
+    from kame_desktop.backend.factory import BackendSettings, make_asr, make_llm
+    from kame_desktop.backend.llm.base import UnavailableLlm
+    from kame_desktop.backend.oracle_manager import PolicyConfig
+    from kame_desktop.backend.worker import Backend
+    from kame_desktop.errors import KameError
+    from kame_desktop.events import ErrorEvent
+
+    llm_s, asr_s = settings.llm, settings.asr
+    bs = BackendSettings(
+        llm=llm_s.provider,
+        llm_url=llm_s.base_url if llm_s.provider == "openai" else None,
+        llm_model=(llm_s.model if llm_s.provider == "openai" else (llm_s.gguf_path or None)),
+        llm_threads=llm_s.threads,
+        asr=asr_s.provider,
+        asr_model=asr_s.whisper_model,
+        asr_threads=asr_s.threads,
+    )
+    notices: list[Any] = []
+    try:
+        llm = make_llm(bs)
+        if hasattr(llm, "load"):
+            llm.load()
+    except KameError as e:
+        llm = UnavailableLlm(f"{bs.llm} (unavailable)", str(e))
+        notices.append(ErrorEvent("llm", str(e)))
+    kwargs: dict[str, Any] = {"policy": PolicyConfig(name=llm_s.policy), "notices": notices}
+    if settings.system_prompt.strip():
+        kwargs["system_prompt"] = settings.system_prompt
+    return Backend(llm, make_asr(bs), session.signals.post, session.publish_async, **kwargs)

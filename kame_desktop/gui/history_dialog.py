@@ -1,0 +1,105 @@
+"""The history list: saved conversations, to reopen (shown read-only in the main window's
+pane), export (Markdown or JSON) or delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from kame_desktop.events import Stamped
+from kame_desktop.history import export_json, export_markdown
+
+
+def entry_fields(entry: Any) -> tuple[str, str]:
+    """(id, label) of one HistoryStore.list() entry, whether an object or a dict."""
+    get = entry.get if isinstance(entry, dict) else lambda k: getattr(entry, k, None)
+    ident = str(get("id"))
+    title = get("title") or ident
+    when = get("created") or get("started") or get("saved") or ""
+    return ident, f"{when}  {title}".strip()
+
+
+class HistoryDialog(QDialog):
+    reopen = Signal(object)  # list[Stamped]
+
+    def __init__(self, store: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("History — kame-desktop")
+        self.store = store
+        self.list = QListWidget()
+        self.open_button = QPushButton("Open")
+        self.export_md = QPushButton("Export Markdown…")
+        self.export_json = QPushButton("Export JSON…")
+        self.delete_button = QPushButton("Delete")
+        close = QPushButton("Close")
+        buttons = QHBoxLayout()
+        for b in (self.open_button, self.export_md, self.export_json, self.delete_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(close)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.list)
+        layout.addLayout(buttons)
+        self.open_button.clicked.connect(self._open)
+        self.list.itemDoubleClicked.connect(lambda _item: self._open())
+        self.export_md.clicked.connect(lambda: self._export("md"))
+        self.export_json.clicked.connect(lambda: self._export("json"))
+        self.delete_button.clicked.connect(self._delete)
+        close.clicked.connect(self.accept)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.list.clear()
+        for entry in self.store.list():
+            ident, label = entry_fields(entry)
+            item = QListWidgetItem(label)
+            item.setData(Qt.ItemDataRole.UserRole, ident)
+            self.list.addItem(item)
+        if self.list.count():
+            self.list.setCurrentRow(0)
+
+    def selected_id(self) -> str | None:
+        item = self.list.currentItem()
+        return None if item is None else item.data(Qt.ItemDataRole.UserRole)
+
+    def _records(self) -> list[Stamped] | None:
+        ident = self.selected_id()
+        return None if ident is None else list(self.store.load(ident))
+
+    def _open(self) -> None:
+        records = self._records()
+        if records is not None:
+            self.reopen.emit(records)
+            self.accept()
+
+    def _export(self, fmt: str) -> None:
+        records = self._records()
+        if records is None:
+            return
+        from pathlib import Path
+
+        if fmt == "md":
+            path, _ = QFileDialog.getSaveFileName(self, "Export Markdown", "conversation.md", "Markdown (*.md)")
+            if path:
+                export_markdown(records, Path(path))
+        else:
+            path, _ = QFileDialog.getSaveFileName(self, "Export JSON", "conversation.json", "JSON (*.json)")
+            if path:
+                export_json(records, Path(path))
+
+    def _delete(self) -> None:
+        ident = self.selected_id()
+        if ident is not None:
+            self.store.delete(ident)
+            self.refresh()

@@ -1,0 +1,270 @@
+"""The main window: error banner, the three-lane transcript, talk controls and the status line.
+It owns the controller (which runs the session off the GUI thread) and receives everything
+through one `EventBridge` with a queued connection."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from kame_desktop.config import Settings
+from kame_desktop.controller import (
+    Controller,
+    ErrorNotice,
+    FrameStats,
+    SessionEnded,
+    StatusNotice,
+    has_words,
+)
+from kame_desktop.events import FRAME_SECONDS, Stamped
+from kame_desktop.gui.banner import ErrorBanner, explain
+from kame_desktop.gui.bridge import EventBridge
+from kame_desktop.gui.statusline import StatusLine
+from kame_desktop.gui.talkbar import TalkBar
+from kame_desktop.gui.transcript import TranscriptView
+from kame_desktop.history import conversation_title, export_json, export_markdown, render_markdown
+
+# Settings a running session picks up without a restart.
+LIVE_FIELDS = {("audio", "open_mic"), ("audio", "ptt_key"), ("history",)}
+
+
+def needs_restart(old: Settings, new: Settings) -> bool:
+    for f in dataclasses.fields(Settings):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(a):
+            for g in dataclasses.fields(a):
+                if getattr(a, g.name) != getattr(b, g.name) and (f.name, g.name) not in LIVE_FIELDS:
+                    return True
+        elif a != b and (f.name,) not in LIVE_FIELDS:
+            return True
+    return False
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: Settings, *, history_store: Any = None, **controller_kwargs: Any) -> None:
+        super().__init__()
+        self.setWindowTitle("kame-desktop")
+        self.resize(1000, 620)
+        self.settings = settings
+        self._history_store = history_store
+        # No Qt parent: the controller's threads hold it, so it outlives the window safely.
+        self.bridge = EventBridge()
+        self.bridge.received.connect(self.on_notice, Qt.ConnectionType.QueuedConnection)
+        self.controller = Controller(settings, self.bridge, **controller_kwargs)
+        self.viewing: list[Stamped] | None = None  # a saved conversation shown read-only
+        self._first_chunk: dict[int | None, int] = {}
+        self._oracle_seen: set[int | None] = set()
+        self._ptt_key = QKeySequence(settings.audio.ptt_key)
+
+        self.banner = ErrorBanner()
+        self.banner.open_settings.connect(self.open_settings)
+        self.transcript = TranscriptView()
+        self.history_label = QLabel("")
+        self.back_to_live = QPushButton("Back to live")
+        self.back_to_live.clicked.connect(self.leave_history)
+        history_bar = QHBoxLayout()
+        history_bar.addWidget(self.history_label, 1)
+        history_bar.addWidget(self.back_to_live)
+        self.history_bar = QWidget()
+        self.history_bar.setLayout(history_bar)
+        self.history_bar.hide()
+        self.talk = TalkBar()
+        self.status = StatusLine()
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.history_bar)
+        layout.addWidget(self.transcript, 1)
+        layout.addWidget(self.talk)
+        layout.addWidget(self.status)
+        self.setCentralWidget(central)
+
+        self.talk.ptt.pressed.connect(lambda: self.controller.set_ptt(True))
+        self.talk.ptt.released.connect(lambda: self.controller.set_ptt(False))
+        self.talk.open_mic.setChecked(settings.audio.open_mic)
+        self.talk.open_mic.toggled.connect(self._set_open_mic)
+        self.talk.mute.toggled.connect(self.controller.set_muted)
+        self.talk.new_conversation.clicked.connect(self.new_conversation)
+        self._set_open_mic(settings.audio.open_mic)
+        self._build_menu()
+        QApplication.instance().installEventFilter(self)
+
+    def _build_menu(self) -> None:
+        menu = self.menuBar().addMenu("&Conversation")
+        for text, slot, key in (
+            ("&New conversation", self.new_conversation, "Ctrl+N"),
+            ("&Copy as Markdown", self.copy_markdown, "Ctrl+Shift+C"),
+            ("Export &Markdown…", lambda: self.export("md"), None),
+            ("Export &JSON…", lambda: self.export("json"), None),
+            ("&History…", self.open_history, "Ctrl+H"),
+            ("&Settings…", self.open_settings, "Ctrl+,"),
+            ("&Quit", self.close, "Ctrl+Q"),
+        ):
+            action = QAction(text, self)
+            action.triggered.connect(slot)
+            if key:
+                action.setShortcut(QKeySequence(key))
+            menu.addAction(action)
+
+    # --- session --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.controller.start()
+
+    def on_notice(self, obj: object) -> None:
+        if isinstance(obj, Stamped):
+            self._on_event(obj)
+        elif isinstance(obj, FrameStats):
+            self.talk.input_meter.set_level(obj.input_level)
+            self.talk.output_meter.set_level(obj.output_level)
+            self.status.set_frame(obj.frame_ms, obj.lag_ms)
+        elif isinstance(obj, StatusNotice):
+            self.status.set_status(obj.text, obj.busy)
+        elif isinstance(obj, ErrorNotice):
+            self.banner.show_error(explain(obj.source, obj.message))
+        elif isinstance(obj, SessionEnded) and obj.run == self.controller.run_id:  # not a restarted one
+            self.status.set_status("Stopped")
+
+    def _on_event(self, stamped: Stamped) -> None:
+        e = stamped.event
+        if self.viewing is None:
+            self.transcript.handle(stamped)
+        if e.kind == "session_start":
+            llm = f" · LLM {e.llm}" if e.llm else ""
+            self.status.set_status(f"{e.frontend} · {e.model} · {e.device}{llm}")
+        elif e.kind == "llm_first_chunk":
+            self.status.set_ttft(e.ttft_ms)
+            self._first_chunk[e.request] = stamped.frame
+        elif e.kind == "oracle_token" and e.request not in self._oracle_seen:
+            self._oracle_seen.add(e.request)
+            if e.request in self._first_chunk:
+                self.status.set_oracle_lag((stamped.frame - self._first_chunk[e.request]) * FRAME_SECONDS * 1000)
+        elif e.kind == "error":
+            self.banner.show_error(explain(e.source, e.message))
+
+    def _set_open_mic(self, on: bool) -> None:
+        self.controller.set_open_mic(on)
+        self.talk.ptt.setEnabled(not on)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        """The push-to-talk key, held anywhere in this window (auto-repeat ignored)."""
+        is_key = event.type() in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease)
+        if is_key and self.isActiveWindow() and self._is_ptt_key(event):
+            if not event.isAutoRepeat():
+                self.controller.set_ptt(event.type() == QEvent.Type.KeyPress)
+                self.talk.ptt.setDown(event.type() == QEvent.Type.KeyPress)
+            return True
+        return super().eventFilter(obj, event)
+
+    def _is_ptt_key(self, event: QEvent) -> bool:
+        if self._ptt_key.isEmpty() or event.modifiers() != Qt.KeyboardModifier.NoModifier:
+            return False
+        return event.key() == self._ptt_key[0].key()
+
+    # --- conversation and history -------------------------------------------------------------
+
+    @property
+    def history_store(self) -> Any:
+        if self._history_store is None:
+            from kame_desktop.history import HistoryStore
+
+            self._history_store = HistoryStore()
+        return self._history_store
+
+    def _save_history(self, records: list[Stamped]) -> None:
+        if self.settings.history and has_words(records):
+            try:
+                self.history_store.save(records)
+            except Exception as e:
+                self.banner.show_error(f"Could not save the conversation to history: {e}", settings_fix=False)
+
+    def new_conversation(self) -> None:
+        self.leave_history()
+        self._save_history(self.controller.new_conversation())
+        self.transcript.clear()
+        self._first_chunk.clear()
+        self._oracle_seen.clear()
+
+    def current_records(self) -> list[Stamped]:
+        return list(self.viewing) if self.viewing is not None else list(self.controller.records)
+
+    def show_history(self, records: list[Stamped]) -> None:
+        self.viewing = records
+        self.transcript.show_records(records)
+        self.history_label.setText(f"Saved conversation (read-only): {conversation_title(records)}")
+        self.history_bar.show()
+
+    def leave_history(self) -> None:
+        if self.viewing is None:
+            return
+        self.viewing = None
+        self.history_bar.hide()
+        self.transcript.show_records(list(self.controller.records))
+
+    def open_history(self) -> None:
+        from kame_desktop.gui.history_dialog import HistoryDialog
+
+        dialog = HistoryDialog(self.history_store, self)
+        dialog.reopen.connect(self.show_history)
+        self.history_dialog = dialog
+        dialog.open()
+
+    def copy_markdown(self) -> None:
+        QGuiApplication.clipboard().setText(render_markdown(self.current_records()))
+
+    def export(self, fmt: str) -> None:
+        records = self.current_records()
+        if fmt == "md":
+            path, _ = QFileDialog.getSaveFileName(self, "Export Markdown", "conversation.md", "Markdown (*.md)")
+            if path:
+                export_markdown(records, Path(path))
+        else:
+            path, _ = QFileDialog.getSaveFileName(self, "Export JSON", "conversation.json", "JSON (*.json)")
+            if path:
+                export_json(records, Path(path))
+
+    # --- settings -------------------------------------------------------------------------------
+
+    def open_settings(self) -> None:
+        from kame_desktop.gui.settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.settings, self)
+        dialog.accepted.connect(lambda: self.apply_settings(dialog.saved))
+        self.settings_dialog = dialog
+        dialog.open()
+
+    def apply_settings(self, new: Settings | None) -> None:
+        if new is None:
+            return
+        old, self.settings = self.settings, new
+        self._ptt_key = QKeySequence(new.audio.ptt_key)
+        self.talk.open_mic.setChecked(new.audio.open_mic)
+        if needs_restart(old, new):
+            self._save_history(self.controller.take_records())
+            self.transcript.clear()
+            self.banner.hide()
+            self.controller.restart(new)
+        else:
+            self.controller.settings = new
+
+    # --- shutdown -------------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        QApplication.instance().removeEventFilter(self)
+        self.controller.stop()
+        self._save_history(self.controller.take_records())
+        event.accept()

@@ -1,0 +1,334 @@
+"""The Settings dialog: LLM, speech recognition, audio devices, front-end, persona and history.
+OK saves with `save_settings` (and the API key with `store_api_key`, never shown back in clear).
+*Test connection* streams a short reply off the GUI thread."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from typing import Any
+
+import numpy as np
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from kame_desktop import config
+from kame_desktop.config import LLM_PRESETS, Settings
+from kame_desktop.gui.banner import ErrorBanner
+from kame_desktop.gui.bridge import EventBridge
+from kame_desktop.gui.meter import LevelMeter
+
+ASR_PROVIDERS = ("whisper", "openai", "kyutai-stt")
+POLICIES = ("reactive", "polling", "end_of_turn")
+
+
+def _combo(items: tuple[str, ...] | list[str], current: str) -> QComboBox:
+    box = QComboBox()
+    box.addItems(list(items))
+    if current not in items:
+        box.addItem(current)
+    box.setCurrentText(current)
+    return box
+
+
+def _devices(kind: str) -> list[str]:
+    """Names of the input or output devices ("" = system default); empty without sounddevice."""
+    try:
+        from kame_desktop.audio.device import list_devices
+
+        names = []
+        for d in list_devices():
+            get = d.get if isinstance(d, dict) else lambda k, d=d: getattr(d, k, None)
+            if (get("max_input_channels") or 0) > 0 if kind == "input" else (get("max_output_channels") or 0) > 0:
+                names.append(str(get("name")))
+        return names
+    except Exception:
+        return []
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings — kame-desktop")
+        self.settings = settings
+        self.saved: Settings | None = None
+        self._relay = EventBridge()  # no Qt parent: a late worker result never hits a deleted object
+        self._relay.received.connect(self._on_worker_result)
+        self._worker: threading.Thread | None = None
+        self.banner = ErrorBanner(self)
+        tabs = QTabWidget()
+        tabs.addTab(self._llm_page(settings), "LLM")
+        tabs.addTab(self._asr_page(settings), "Speech")
+        tabs.addTab(self._audio_page(settings), "Audio")
+        tabs.addTab(self._frontend_page(settings), "Front-end")
+        tabs.addTab(self._persona_page(settings), "Persona")
+        self.tabs = tabs
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.buttons = buttons
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addWidget(tabs)
+        layout.addWidget(buttons)
+        self._update_llm_fields()
+
+    # --- pages ----------------------------------------------------------------------------------
+
+    def _llm_page(self, s: Settings) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.llm_provider = QComboBox()
+        self.llm_provider.addItem("Local (llama.cpp, in process)", "local")
+        self.llm_provider.addItem("OpenAI-compatible server", "openai")
+        self.llm_provider.setCurrentIndex(0 if s.llm.provider == "local" else 1)
+        self.llm_provider.currentIndexChanged.connect(self._update_llm_fields)
+        form.addRow("Provider", self.llm_provider)
+        self.gguf_path = QLineEdit(s.llm.gguf_path)
+        self.gguf_path.setPlaceholderText("embedded SmolLM2-135M-Instruct")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_gguf)
+        row = QHBoxLayout()
+        row.addWidget(self.gguf_path, 1)
+        row.addWidget(browse)
+        self.gguf_row = QWidget()
+        self.gguf_row.setLayout(row)
+        form.addRow("GGUF model", self.gguf_row)
+        self.preset = _combo(list(LLM_PRESETS), s.llm.preset)
+        self.preset.currentTextChanged.connect(self._apply_preset)
+        form.addRow("Preset", self.preset)
+        self.base_url = QLineEdit(s.llm.base_url)
+        form.addRow("Base URL", self.base_url)
+        self.model = QLineEdit(s.llm.model)
+        form.addRow("Model", self.model)
+        self.api_key = QLineEdit()
+        self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
+        self.api_key.setPlaceholderText("stored — type to replace" if config.llm_api_key() else "none stored")
+        form.addRow("API key", self.api_key)
+        self.test_button = QPushButton("Test connection")
+        self.test_button.clicked.connect(self.test_connection)
+        self.test_result = QLabel("")
+        self.test_result.setObjectName("testResult")
+        self.test_result.setWordWrap(True)
+        form.addRow(self.test_button, self.test_result)
+        self.policy = _combo(POLICIES, s.llm.policy)
+        form.addRow("When to ask", self.policy)
+        self.llm_threads = QSpinBox()
+        self.llm_threads.setRange(1, 64)
+        self.llm_threads.setValue(s.llm.threads)
+        form.addRow("Threads (local)", self.llm_threads)
+        return page
+
+    def _asr_page(self, s: Settings) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.asr_provider = _combo(ASR_PROVIDERS, s.asr.provider)
+        form.addRow("Provider", self.asr_provider)
+        self.whisper_model = QLineEdit(s.asr.whisper_model)
+        form.addRow("Whisper model", self.whisper_model)
+        return page
+
+    def _audio_page(self, s: Settings) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.input_device = _combo(["", *_devices("input")], s.audio.input_device)
+        form.addRow("Input device", self.input_device)
+        self.output_device = _combo(["", *_devices("output")], s.audio.output_device)
+        form.addRow("Output device", self.output_device)
+        self.tone_button = QPushButton("Test tone + microphone")
+        self.tone_button.clicked.connect(self.test_audio)
+        self.live_meter = LevelMeter("microphone level")
+        form.addRow(self.tone_button, self.live_meter)
+        self.echo_cancellation = QCheckBox("Echo cancellation (off for headsets)")
+        self.echo_cancellation.setChecked(s.audio.echo_cancellation)
+        form.addRow(self.echo_cancellation)
+        self.open_mic = QCheckBox("Open mic (otherwise push-to-talk)")
+        self.open_mic.setChecked(s.audio.open_mic)
+        form.addRow(self.open_mic)
+        self.ptt_key = QLineEdit(s.audio.ptt_key)
+        form.addRow("Push-to-talk key", self.ptt_key)
+        return page
+
+    def _frontend_page(self, s: Settings) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.frontend_kind = _combo(("auto", "kame", "lite"), s.frontend.kind)
+        form.addRow("Front-end", self.frontend_kind)
+        self.checkpoint = QLineEdit(s.frontend.checkpoint)
+        form.addRow("KAME checkpoint", self.checkpoint)
+        self.compute_device = _combo(("auto", "cuda", "mps", "cpu"), s.frontend.device)
+        form.addRow("Compute device", self.compute_device)
+        self.dtype = _combo(("auto", "bf16", "fp16", "fp32"), s.frontend.dtype)
+        form.addRow("Precision", self.dtype)
+        self.int8 = QCheckBox("Quantize the LM to int8 (CUDA)")
+        self.int8.setChecked(s.frontend.int8)
+        form.addRow(self.int8)
+        return page
+
+    def _persona_page(self, s: Settings) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.addWidget(QLabel("System prompt (empty: the built-in persona)"))
+        self.system_prompt = QPlainTextEdit(s.system_prompt)
+        layout.addWidget(self.system_prompt)
+        self.history = QCheckBox("Keep a history of conversations")
+        self.history.setChecked(s.history)
+        layout.addWidget(self.history)
+        return page
+
+    # --- behaviour ------------------------------------------------------------------------------
+
+    def _update_llm_fields(self) -> None:
+        local = self.llm_provider.currentData() == "local"
+        self.gguf_row.setEnabled(local)
+        self.llm_threads.setEnabled(local)
+        for w in (self.preset, self.base_url, self.model, self.api_key, self.test_button):
+            w.setEnabled(not local)
+
+    def _apply_preset(self, preset: str) -> None:
+        url, model = LLM_PRESETS.get(preset, ("", ""))
+        if url:
+            self.base_url.setText(url)
+            self.model.setText(model)
+
+    def _browse_gguf(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", "", "GGUF models (*.gguf)")
+        if path:
+            self.gguf_path.setText(path)
+
+    def values(self) -> Settings:
+        s = self.settings
+        return dataclasses.replace(
+            s,
+            llm=dataclasses.replace(
+                s.llm,
+                provider=self.llm_provider.currentData(),
+                preset=self.preset.currentText(),
+                base_url=self.base_url.text().strip(),
+                model=self.model.text().strip(),
+                gguf_path=self.gguf_path.text().strip(),
+                threads=self.llm_threads.value(),
+                policy=self.policy.currentText(),
+            ),
+            asr=dataclasses.replace(s.asr, provider=self.asr_provider.currentText(),
+                                    whisper_model=self.whisper_model.text().strip() or "base"),
+            audio=dataclasses.replace(
+                s.audio,
+                input_device=self.input_device.currentText(),
+                output_device=self.output_device.currentText(),
+                echo_cancellation=self.echo_cancellation.isChecked(),
+                open_mic=self.open_mic.isChecked(),
+                ptt_key=self.ptt_key.text().strip() or "Space",
+            ),
+            frontend=dataclasses.replace(
+                s.frontend,
+                kind=self.frontend_kind.currentText(),
+                checkpoint=self.checkpoint.text().strip(),
+                device=self.compute_device.currentText(),
+                dtype=self.dtype.currentText(),
+                int8=self.int8.isChecked(),
+            ),
+            system_prompt=self.system_prompt.toPlainText(),
+            history=self.history.isChecked(),
+        )
+
+    def accept(self) -> None:
+        settings = self.values()
+        key = self.api_key.text()
+        if key:
+            config.store_api_key(key)
+            self.api_key.clear()
+        config.save_settings(settings)
+        self.saved = settings
+        super().accept()
+
+    # --- workers (off the GUI thread) --------------------------------------------------------------
+
+    def _start_worker(self, target: Any) -> None:
+        self._worker = threading.Thread(target=target, name="kame-settings-test", daemon=True)
+        self._worker.start()
+
+    def test_connection(self) -> None:
+        from kame_desktop.backend.llm.openai_compat import OpenAiLlm
+
+        url, model = self.base_url.text().strip(), self.model.text().strip()
+        key = self.api_key.text() or config.llm_api_key()
+        self.test_button.setEnabled(False)
+        self.test_result.setText("Testing…")
+        self.banner.hide()
+
+        def run() -> None:
+            async def go() -> str:
+                llm = OpenAiLlm(url, model, api_key=key, timeout=15.0)
+                try:
+                    return await llm.test_connection()
+                finally:
+                    await llm.aclose()
+
+            try:
+                self._relay(("test_ok", asyncio.run(go())))
+            except Exception as e:
+                self._relay(("test_error", str(e) or type(e).__name__))
+
+        self._start_worker(run)
+
+    def test_audio(self) -> None:
+        inp, out = self.input_device.currentText() or None, self.output_device.currentText() or None
+        self.tone_button.setEnabled(False)
+
+        def run() -> None:
+            try:
+                from kame_desktop.audio.device import DuplexAudio
+                from kame_desktop.events import FRAME_SIZE, SAMPLE_RATE
+
+                audio = DuplexAudio(inp, out)
+                try:
+                    t = np.arange(FRAME_SIZE) / SAMPLE_RATE
+                    for i in range(25):  # 2 s: a quiet 440 Hz tone out, the microphone level in
+                        audio.write((0.2 * np.sin(2 * np.pi * 440 * (t + i * FRAME_SIZE / SAMPLE_RATE))).astype(np.float32))
+                        frame = audio.read()
+                        if frame is None:
+                            break
+                        self._relay(("level", float(min(1.0, np.sqrt(np.mean(frame**2)) * 4))))
+                finally:
+                    audio.close()
+                self._relay(("audio_ok", ""))
+            except Exception as e:
+                self._relay(("audio_error", str(e) or type(e).__name__))
+
+        self._start_worker(run)
+
+    def _on_worker_result(self, item: object) -> None:
+        what, value = item  # type: ignore[misc]
+        if what == "test_ok":
+            self.test_button.setEnabled(True)
+            self.test_result.setText(f"Connected. Reply: {value}")
+        elif what == "test_error":
+            self.test_button.setEnabled(True)
+            self.test_result.setText("Failed.")
+            fix = "" if "Settings" in value else " — check the base URL, the model name and the API key."
+            self.banner.show_error(f"Connection failed: {value}{fix}", settings_fix=False)
+        elif what == "level":
+            self.live_meter.set_level(value)
+        elif what == "audio_ok":
+            self.tone_button.setEnabled(True)
+            self.live_meter.set_level(0.0)
+        elif what == "audio_error":
+            self.tone_button.setEnabled(True)
+            self.banner.show_error(f"Audio test failed: {value} — choose another device.", settings_fix=False)

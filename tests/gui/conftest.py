@@ -1,0 +1,142 @@
+"""GUI fixtures: private config/data folders and keyring, a tiny KAME front-end loaded once,
+paced test audio, and a factory for the real main window driven through a real Session."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+import keyring  # noqa: E402
+import keyring.backend  # noqa: E402
+import keyring.errors  # noqa: E402
+
+from kame_desktop.audio.sources import NullSink, NullSource  # noqa: E402
+from kame_desktop.config import Settings  # noqa: E402
+from kame_desktop.events import FRAME_SIZE, SAMPLE_RATE  # noqa: E402
+from kame_desktop.frontend.base import FrameResult  # noqa: E402
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.store.pop((service, username), None) is None:
+            raise keyring.errors.PasswordDeleteError(username)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch) -> Iterator[MemoryKeyring]:
+    monkeypatch.setenv("KAME_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("KAME_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("KAME_LLM_API_KEY", raising=False)
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_frontend(tiny_checkpoint):
+    """The tiny KAME front-end, loaded once (the controller resets it at each use)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from kame_desktop.frontend.kame.engine import KameFrontEnd
+
+    return KameFrontEnd.load(str(tiny_checkpoint), device="cpu", seed=0)
+
+
+class ToneSource:
+    """A paced 440 Hz tone (a stand-in microphone); close() ends it, like a device."""
+
+    def __init__(self, seconds: float | None = None, realtime: bool = True) -> None:
+        self._inner = NullSource(seconds, realtime=realtime)
+        self._n = 0
+        self._closed = threading.Event()
+
+    def read(self) -> np.ndarray | None:
+        frame = None if self._closed.is_set() else self._inner.read()
+        if frame is None:
+            return None
+        t = (np.arange(FRAME_SIZE) + self._n * FRAME_SIZE) / SAMPLE_RATE
+        self._n += 1
+        return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class RecordingFrontEnd:
+    """Records the peak of every input frame it is given; answers silence."""
+
+    kind, model, device = "kame", "recorder", "cpu"
+
+    def __init__(self) -> None:
+        self.peaks: list[float] = []
+
+    def step(self, frame: np.ndarray, signals: Any) -> FrameResult:
+        self.peaks.append(float(np.abs(frame).max()))
+        return FrameResult(np.zeros(FRAME_SIZE, dtype=np.float32))
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def audio(source_factory: Callable[[], Any]) -> Callable[[Settings], tuple[Any, Any]]:
+    return lambda _settings: (source_factory(), NullSink())
+
+
+def no_backend(_settings, _session) -> None:
+    return None
+
+
+@pytest.fixture
+def make_window(qtbot):
+    """Factory: the real MainWindow with a controller built from the given parts; shown, and
+    closed at the end of the test."""
+    from kame_desktop.gui.mainwindow import MainWindow
+
+    windows = []
+
+    def make(settings: Settings | None = None, start: bool = True, **controller_kwargs: Any) -> MainWindow:
+        controller_kwargs.setdefault("backend_factory", no_backend)
+        window = MainWindow(settings or Settings(), **controller_kwargs)
+        qtbot.addWidget(window)
+        window.show()
+        windows.append(window)
+        if start:
+            window.start()
+        return window
+
+    yield make
+    for window in windows:
+        window.controller.stop()
+
+
+@pytest.fixture
+def parts():
+    """The test stand-ins above, for test modules (conftest is not importable)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(ToneSource=ToneSource, RecordingFrontEnd=RecordingFrontEnd, audio=audio, no_backend=no_backend)
