@@ -135,7 +135,9 @@ def run(
         bus.subscribe(writer)
     session = Session(fe, bus)
     if backend_settings:
-        session.backend = _make_backend(backend_settings, session)
+        from kame_desktop.backend.factory import make_backend
+
+        session.backend = make_backend(backend_settings, session)
     sink = WavSink(output)
     try:
         session.run(source, sink, script)
@@ -154,7 +156,7 @@ def run(
 
 def _backend_settings(llm, llm_url, llm_model, asr, policy):
     from kame_desktop.backend.factory import ASR_KINDS, LLM_KINDS, BackendSettings
-    from kame_desktop.backend.oracle_manager import POLICIES, PolicyConfig
+    from kame_desktop.backend.oracle_manager import POLICIES
 
     if llm is None:
         return None
@@ -164,29 +166,7 @@ def _backend_settings(llm, llm_url, llm_model, asr, policy):
         raise KameError(f"--asr must be one of {', '.join(ASR_KINDS)}")
     if policy not in POLICIES:
         raise KameError(f"--policy must be one of {', '.join(POLICIES)}")
-    return BackendSettings(llm=llm, llm_url=llm_url, llm_model=llm_model, asr=asr), PolicyConfig(name=policy)
-
-
-def _make_backend(settings, session):
-    from kame_desktop.backend.factory import make_asr, make_llm
-    from kame_desktop.backend.llm.base import UnavailableLlm
-    from kame_desktop.backend.worker import Backend
-    from kame_desktop.events import ErrorEvent
-
-    backend_settings, policy = settings
-    notices = []
-    try:
-        llm = make_llm(backend_settings)
-        if hasattr(llm, "load"):
-            llm.load()  # fail early and keep model loading out of the paced session
-    except KameError as e:
-        # The conversation goes on without LLM hints; every request says why.
-        llm = UnavailableLlm(f"{backend_settings.llm} (unavailable)", str(e))
-        notices.append(ErrorEvent("llm", str(e)))
-        log.warning("%s", e)
-    return Backend(
-        llm, make_asr(backend_settings), session.signals.post, session.publish_async, policy=policy, notices=notices
-    )
+    return BackendSettings(llm=llm, llm_url=llm_url, llm_model=llm_model, asr=asr, policy=policy)
 
 
 @app.command()

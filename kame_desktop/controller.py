@@ -338,77 +338,38 @@ def build_frontend(settings: Settings) -> FrontEnd:
     return KameFrontEnd.load(choice.checkpoint or fe.checkpoint, device=fe.device, dtype=dtype, int8=fe.int8)
 
 
-class EchoCancelledAudio:
-    """A duplex device with an echo canceller between it and the session: what the session
-    plays is the far end, the microphone is cleaned of it."""
-
-    def __init__(self, device: Any, aec: Any) -> None:
-        self.device = device
-        self.aec = aec
-
-    def read(self) -> np.ndarray | None:
-        frame = self.device.read()
-        return None if frame is None else self.aec.process(frame)
-
-    def write(self, frame: np.ndarray) -> None:
-        self.aec.far_end(frame)
-        self.device.write(frame)
-
-    def close(self) -> None:
-        self.device.close()
-
-    @property
-    def on_error(self) -> Any:
-        return getattr(self.device, "on_error", None)
-
-    @on_error.setter
-    def on_error(self, callback: Any) -> None:
-        self.device.on_error = callback
-
-
 def build_audio(settings: Settings) -> tuple[AudioSource, AudioSink]:
     from kame_desktop.audio.device import DuplexAudio
 
-    device = DuplexAudio(settings.audio.input_device or None, settings.audio.output_device or None)
-    if not settings.audio.echo_cancellation:
-        return device, device
-    try:
-        from kame_desktop.audio.aec import EchoCanceller
+    echo_canceller = None
+    if settings.audio.echo_cancellation:
+        try:
+            from kame_desktop.audio.aec import EchoCanceller
 
-        audio = EchoCancelledAudio(device, EchoCanceller())
-    except Exception as e:  # no WebRTC APM here: go on without it, and say so
-        log.warning("echo cancellation unavailable (%s); use a headset", e)
-        return device, device
-    return audio, audio
+            echo_canceller = EchoCanceller()
+        except Exception as e:  # no WebRTC APM here: go on without it, and say so
+            log.warning("echo cancellation unavailable (%s); use a headset", e)
+    device = DuplexAudio(
+        settings.audio.input_device or None, settings.audio.output_device or None, echo_canceller=echo_canceller
+    )
+    return device, device
 
 
 def build_backend(settings: Settings, session: Session) -> Backend:
-    from kame_desktop.backend.factory import BackendSettings, make_asr, make_llm
-    from kame_desktop.backend.llm.base import UnavailableLlm
-    from kame_desktop.backend.oracle_manager import PolicyConfig
-    from kame_desktop.backend.worker import Backend
-    from kame_desktop.errors import KameError
-    from kame_desktop.events import ErrorEvent
+    from kame_desktop.backend.factory import BackendSettings, make_backend
 
-    llm_s, asr_s = settings.llm, settings.asr
-    bs = BackendSettings(
-        llm=llm_s.provider,
-        llm_url=llm_s.base_url if llm_s.provider == "openai" else None,
-        llm_model=(llm_s.model if llm_s.provider == "openai" else (llm_s.gguf_path or None)),
-        llm_threads=llm_s.threads,
-        asr=asr_s.provider,
-        asr_model=asr_s.whisper_model,
-        asr_threads=asr_s.threads,
+    llm, asr = settings.llm, settings.asr
+    return make_backend(
+        BackendSettings(
+            llm=llm.provider,
+            llm_url=llm.base_url if llm.provider == "openai" else None,
+            llm_model=(llm.model if llm.provider == "openai" else (llm.gguf_path or None)),
+            llm_threads=llm.threads,
+            asr=asr.provider,
+            asr_model=asr.whisper_model,
+            asr_threads=asr.threads,
+            policy=llm.policy,
+            system_prompt=settings.system_prompt,
+        ),
+        session,
     )
-    notices: list[Any] = []
-    try:
-        llm = make_llm(bs)
-        if hasattr(llm, "load"):
-            llm.load()
-    except KameError as e:
-        llm = UnavailableLlm(f"{bs.llm} (unavailable)", str(e))
-        notices.append(ErrorEvent("llm", str(e)))
-    kwargs: dict[str, Any] = {"policy": PolicyConfig(name=llm_s.policy), "notices": notices}
-    if settings.system_prompt.strip():
-        kwargs["system_prompt"] = settings.system_prompt
-    return Backend(llm, make_asr(bs), session.signals.post, session.publish_async, **kwargs)

@@ -3,12 +3,21 @@ later). Heavy imports stay inside, so choosing a provider costs nothing until it
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kame_desktop.backend.asr.base import AsrProvider
 from kame_desktop.backend.llm.base import LlmProvider
+from kame_desktop.backend.prompts import ANSWER_TOKENS
 from kame_desktop.config import llm_api_key
 from kame_desktop.errors import KameError
+
+if TYPE_CHECKING:
+    from kame_desktop.backend.worker import Backend
+    from kame_desktop.session import Session
+
+log = logging.getLogger(__name__)
 
 LLM_KINDS = ("local", "openai")
 ASR_KINDS = ("whisper", "openai", "kyutai-stt")
@@ -26,17 +35,24 @@ class BackendSettings:
     asr_model: str = "base"
     asr_threads: int = 1
     asr_url: str | None = None
+    policy: str = "reactive"  # when to ask the LLM (oracle_manager.POLICIES)
+    system_prompt: str = ""  # empty: the built-in prompt
 
 
 def make_llm(settings: BackendSettings) -> LlmProvider:
     if settings.llm == "local":
         from kame_desktop.backend.llm.local import LocalLlm
 
-        return LocalLlm(model_path=settings.llm_model, n_threads=settings.llm_threads)
+        return LocalLlm(model_path=settings.llm_model, n_threads=settings.llm_threads, max_tokens=ANSWER_TOKENS)
     if settings.llm == "openai":
         from kame_desktop.backend.llm.openai_compat import OpenAiLlm
 
-        return OpenAiLlm(settings.llm_url or OPENAI_URL, settings.llm_model or OPENAI_MODEL, api_key=llm_api_key())
+        return OpenAiLlm(
+            settings.llm_url or OPENAI_URL,
+            settings.llm_model or OPENAI_MODEL,
+            api_key=llm_api_key(),
+            max_tokens=ANSWER_TOKENS,
+        )
     raise KameError(f"unknown LLM provider '{settings.llm}'; use one of {', '.join(LLM_KINDS)}")
 
 
@@ -54,3 +70,33 @@ def make_asr(settings: BackendSettings) -> AsrProvider:
 
         return KyutaiStt()
     raise KameError(f"unknown ASR provider '{settings.asr}'; use one of {', '.join(ASR_KINDS)}")
+
+
+def make_backend(settings: BackendSettings, session: Session) -> Backend:
+    """The back-end for `session`, not started (Session.start starts it). An LLM that cannot be
+    set up (a bad GGUF, a missing package) does not stop the conversation: the front-end goes on
+    without hints and every request says why."""
+    from kame_desktop.backend.llm.base import UnavailableLlm
+    from kame_desktop.backend.oracle_manager import PolicyConfig
+    from kame_desktop.backend.prompts import SYSTEM_PROMPT
+    from kame_desktop.backend.worker import Backend
+    from kame_desktop.events import ErrorEvent
+
+    notices = []
+    try:
+        llm = make_llm(settings)
+        if hasattr(llm, "load"):
+            llm.load()  # fail early, and keep model loading out of the paced session
+    except KameError as e:
+        llm = UnavailableLlm(f"{settings.llm} (unavailable)", str(e))
+        notices.append(ErrorEvent("llm", str(e)))
+        log.warning("%s", e)
+    return Backend(
+        llm,
+        make_asr(settings),
+        session.signals.post,
+        session.publish_async,
+        policy=PolicyConfig(name=settings.policy),
+        system_prompt=settings.system_prompt.strip() or SYSTEM_PROMPT,
+        notices=notices,
+    )

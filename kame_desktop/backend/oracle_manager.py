@@ -24,7 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kame_desktop.backend.llm.base import LlmProvider
-from kame_desktop.backend.prompts import ASSISTANT, SYSTEM_PROMPT, USER, Conversation, build_messages
+from kame_desktop.backend.prompts import (
+    ANSWER_TOKENS,
+    ASSISTANT,
+    SYSTEM_PROMPT,
+    USER,
+    Conversation,
+    build_messages,
+)
 from kame_desktop.errors import LlmError
 from kame_desktop.events import (
     AsrFinalEvent,
@@ -46,7 +53,6 @@ from kame_desktop.events import (
 log = logging.getLogger(__name__)
 
 POLICIES = ("reactive", "polling", "end_of_turn")
-ANSWER_TOKENS = 128  # room left in the LLM context for the answer (≤ 30 words asked)
 
 
 @dataclass(frozen=True)

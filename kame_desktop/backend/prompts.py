@@ -21,6 +21,10 @@ asterisks, emoji, lists or markdown)."""
 
 USER, ASSISTANT = "user", COMPANION.lower()
 
+# Tokens an answer may take: the prompt asks for ≤ 30 words; the cap stops a model that rambles
+# from generating until its context is full (answers are superseded or spoken, never that long).
+ANSWER_TOKENS = 128
+
 
 class Conversation:
     """The committed dialogue: a new `speaker: ` line when the speaker changes, chunks appended.

@@ -85,7 +85,7 @@ class LocalLlm:
         model_path: str | Path | None = None,
         n_ctx: int = 4096,
         n_threads: int = 2,
-        max_tokens: int = 96,
+        max_tokens: int = 128,
         name: str | None = None,
         temperature: float = 0.3,  # low: short, on-topic replies from a small model
     ) -> None:
