@@ -136,6 +136,9 @@ class WhisperAsr:
         self.trim_s = trim_s
         self.vad = vad or SileroVad()
         self.last_decode_s = 0.0  # wall time of the last pass (paces the next one)
+        # Off: a pass every partial_interval of audio whatever the CPU (runs that are not paced
+        # at real time, where wall-clock pacing only adds run-to-run variation).
+        self.adaptive_pacing = True
         self.reset()
 
     # --- AsrProvider ---------------------------------------------------------------------------
@@ -161,7 +164,8 @@ class WhisperAsr:
             self._buf.drop_before(self._buf.total - round(_IDLE_KEEP_S * SR))
         else:
             self._utt.since_decode += len(x)
-            if self._utt.since_decode >= max(self.partial_interval, self.last_decode_s) * SR:
+            pace = self.last_decode_s if self.adaptive_pacing else 0.0
+            if self._utt.since_decode >= max(self.partial_interval, pace) * SR:
                 events += self._decode(final=False)
         return events
 
