@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -112,6 +113,7 @@ class MainWindow(QMainWindow):
             ("Export &JSON…", lambda: self.export("json"), None),
             ("&History…", self.open_history, "Ctrl+H"),
             ("&Settings…", self.open_settings, "Ctrl+,"),
+            ("Download &KAME model…", self.open_model_manager, None),
             ("&Quit", self.close, "Ctrl+Q"),
         ):
             action = QAction(text, self)
@@ -124,6 +126,14 @@ class MainWindow(QMainWindow):
 
     def start(self) -> None:
         self.controller.start()
+        if self.needs_kame_weights():  # asked for KAME, weights absent: offer them rather than fail
+            self.open_model_manager()
+
+    def needs_kame_weights(self) -> bool:
+        from kame_desktop.frontend.select import DEFAULT_KAME_REPO, kame_weights_cached
+
+        fe = self.settings.frontend
+        return fe.kind == "kame" and fe.checkpoint == DEFAULT_KAME_REPO and not kame_weights_cached(DEFAULT_KAME_REPO)
 
     def on_notice(self, obj: object) -> None:
         if isinstance(obj, Stamped):
@@ -260,6 +270,31 @@ class MainWindow(QMainWindow):
             self.controller.restart(new)
         else:
             self.controller.settings = new
+
+    # --- models ---------------------------------------------------------------------------------
+
+    def open_model_manager(self) -> None:
+        from kame_desktop.downloads import DownloadError, load_catalog
+        from kame_desktop.gui.model_manager import ModelManagerDialog
+
+        try:
+            entry = next(e for e in load_catalog() if e.kind == "kame")
+        except (DownloadError, StopIteration) as e:
+            QMessageBox.warning(self, "Models", f"no KAME model in the catalog: {e}")
+            return
+        dialog = ModelManagerDialog(entry, self)
+        dialog.downloaded.connect(lambda folder: self._set_frontend(kind="kame", checkpoint=folder))
+        dialog.use_lite.connect(lambda: self._set_frontend(kind="lite"))
+        self.model_dialog = dialog
+        dialog.open()
+
+    def _set_frontend(self, **changes: str) -> None:
+        """Save the front-end choice and restart the session on it (apply_settings restarts)."""
+        from kame_desktop.config import save_settings
+
+        new = dataclasses.replace(self.settings, frontend=dataclasses.replace(self.settings.frontend, **changes))
+        save_settings(new)
+        self.apply_settings(new)
 
     # --- shutdown -------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -107,6 +108,9 @@ class SettingsDialog(QDialog):
         row = QHBoxLayout()
         row.addWidget(self.gguf_path, 1)
         row.addWidget(browse)
+        self.get_model = QPushButton("Download a stronger model…")
+        self.get_model.setMenu(self._catalog_menu())
+        row.addWidget(self.get_model)
         self.gguf_row = QWidget()
         self.gguf_row.setLayout(row)
         form.addRow("GGUF model", self.gguf_row)
@@ -206,6 +210,35 @@ class SettingsDialog(QDialog):
         if url:
             self.base_url.setText(url)
             self.model.setText(model)
+
+    def _catalog_menu(self) -> QMenu:
+        """The catalog's GGUF models; read lazily (on show) so a broken catalog only greys the menu."""
+        menu = QMenu(self)
+
+        def fill() -> None:
+            from kame_desktop.downloads import DownloadError, load_catalog
+
+            menu.clear()
+            try:
+                entries = [e for e in load_catalog() if e.kind == "gguf"]
+            except DownloadError as e:
+                menu.addAction(str(e)).setEnabled(False)
+                return
+            for e in entries:
+                action = menu.addAction(f"{e.name} — about {e.approx_bytes / 1e9:.1f} GB, {e.license}")
+                action.triggered.connect(lambda _=False, e=e: self.download_gguf(e))
+
+        menu.aboutToShow.connect(fill)
+        return menu
+
+    def download_gguf(self, entry: Any) -> None:
+        """Open the model manager for a catalog entry; a verified download fills the GGUF field."""
+        from kame_desktop.gui.model_manager import ModelManagerDialog
+
+        dialog = ModelManagerDialog(entry, self)
+        dialog.downloaded.connect(self.gguf_path.setText)
+        self.model_dialog = dialog
+        dialog.open()
 
     def _browse_gguf(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", "", "GGUF models (*.gguf)")
