@@ -3,6 +3,7 @@ pane), export (Markdown or JSON) or delete."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -87,19 +88,22 @@ class HistoryDialog(QDialog):
         records = self._records()
         if records is None:
             return
-        from pathlib import Path
-
-        if fmt == "md":
-            path, _ = QFileDialog.getSaveFileName(self, "Export Markdown", "conversation.md", "Markdown (*.md)")
-            if path:
-                export_markdown(records, Path(path))
-        else:
-            path, _ = QFileDialog.getSaveFileName(self, "Export JSON", "conversation.json", "JSON (*.json)")
-            if path:
-                export_json(records, Path(path))
+        export_with_dialog(self, records, fmt)
 
     def _delete(self) -> None:
         ident = self.selected_id()
         if ident is not None:
             self.store.delete(ident)
             self.refresh()
+
+
+def export_with_dialog(parent: QWidget, records: list, fmt: str) -> None:
+    """Ask where, then export a conversation as Markdown (`fmt` "md") or event-schema JSON."""
+    if fmt == "md":
+        path, _ = QFileDialog.getSaveFileName(parent, "Export Markdown", "conversation.md", "Markdown (*.md)")
+        if path:
+            export_markdown(records, Path(path))
+    else:
+        path, _ = QFileDialog.getSaveFileName(parent, "Export JSON", "conversation.json", "JSON (*.json)")
+        if path:
+            export_json(records, Path(path))

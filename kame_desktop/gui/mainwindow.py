@@ -5,14 +5,12 @@ through one `EventBridge` with a queued connection."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -37,7 +35,7 @@ from kame_desktop.gui.bridge import EventBridge
 from kame_desktop.gui.statusline import StatusLine
 from kame_desktop.gui.talkbar import TalkBar
 from kame_desktop.gui.transcript import TranscriptView
-from kame_desktop.history import conversation_title, export_json, export_markdown, render_markdown
+from kame_desktop.history import conversation_title, render_markdown
 
 # Settings a running session picks up without a restart.
 LIVE_FIELDS = {("audio", "open_mic"), ("audio", "ptt_key"), ("history",)}
@@ -237,15 +235,9 @@ class MainWindow(QMainWindow):
         QGuiApplication.clipboard().setText(render_markdown(self.current_records()))
 
     def export(self, fmt: str) -> None:
-        records = self.current_records()
-        if fmt == "md":
-            path, _ = QFileDialog.getSaveFileName(self, "Export Markdown", "conversation.md", "Markdown (*.md)")
-            if path:
-                export_markdown(records, Path(path))
-        else:
-            path, _ = QFileDialog.getSaveFileName(self, "Export JSON", "conversation.json", "JSON (*.json)")
-            if path:
-                export_json(records, Path(path))
+        from kame_desktop.gui.history_dialog import export_with_dialog
+
+        export_with_dialog(self, self.current_records(), fmt)
 
     # --- settings -------------------------------------------------------------------------------
 

@@ -16,29 +16,12 @@ pytest.importorskip("pytestqt")
 import keyring  # noqa: E402
 import keyring.backend  # noqa: E402
 import keyring.errors  # noqa: E402
+from memory_keyring import MemoryKeyring  # noqa: E402
 
 from kame_desktop.audio.sources import NullSink, NullSource  # noqa: E402
 from kame_desktop.config import Settings  # noqa: E402
 from kame_desktop.events import FRAME_SIZE, SAMPLE_RATE  # noqa: E402
 from kame_desktop.frontend.base import FrameResult  # noqa: E402
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if self.store.pop((service, username), None) is None:
-            raise keyring.errors.PasswordDeleteError(username)
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ import keyring.backend
 import keyring.errors
 import pytest
 from keyring.backends import fail
+from memory_keyring import MemoryKeyring
 
 from kame_desktop import config
 from kame_desktop.config import (
@@ -36,25 +37,6 @@ from kame_desktop.config import (
 
 KEY = "sk-test-0123456789abcdef"
 
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """A keyring that lives in a dict: the real keyring API without touching the OS."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if self.store.pop((service, username), None) is None:
-            raise keyring.errors.PasswordDeleteError(username)
 
 
 class LockedKeyring(MemoryKeyring):
