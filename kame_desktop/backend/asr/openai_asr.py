@@ -117,9 +117,6 @@ class OpenAiAsr:
         self.reset()
         return events
 
-
-
-
     def _transcribe(self, end_sample: int) -> list[Event]:
         assert self._speech_from is not None
         start, end = self._buf.time_of(self._speech_from), self._buf.time_of(min(end_sample, self._buf.total))

@@ -182,11 +182,6 @@ class WhisperAsr:
 
     # --- internals -----------------------------------------------------------------------------
 
-
-
-
-
-
     def _start(self, sample: int) -> list[Event]:
         self._buf.drop_before(sample - round(_PREROLL_S * SR))
         self._utt = _Utterance()
