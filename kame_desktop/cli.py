@@ -6,14 +6,19 @@ A KameError is printed as one line on stderr with a non-zero exit, never as a tr
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import signal
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kame_desktop.errors import KameError
+from kame_desktop.errors import KameError, OutputError
 
 app = typer.Typer(
     help="kame-desktop: a voice companion on KAME's tandem speech-to-speech architecture. "
@@ -90,15 +95,20 @@ def run(
     from kame_desktop.events import EventBus, TimelineWriter
     from kame_desktop.session import check_script_tokens, load_oracle_script
 
-    if tail < 0:
-        raise KameError("--tail must be >= 0 seconds")
+    if not (math.isfinite(tail) and 0 <= tail <= MAX_TAIL_S):
+        raise KameError(f"--tail must be a number of seconds from 0 to {MAX_TAIL_S}")
+    # Where the results go is checked before anything loads: a bad path must not cost the run.
+    check_output_path(output, "--output")
+    if timeline:
+        check_output_path(timeline, "--timeline")
     settings = _run_settings(frontend, checkpoint, llm, llm_url, llm_model, asr, policy, device, dtype, int8)
     pcm = read_audio(input)
     script = load_oracle_script(oracle_file) if oracle_file else []
     bus = EventBus()
+    bus.subscribe(ErrorPrinter())
     kame = KameOptions(temperature, seed, threads, replay_stale_oracle)
     session = build_session(settings, bus, backend=llm is not None, kame=kame)
-    writer = None
+    writer = sink = None
     try:
         if oracle_file and session.frontend.kind == "kame":
             check_script_tokens(script, session.frontend.text_card, oracle_file)  # type: ignore[attr-defined]
@@ -114,17 +124,79 @@ def run(
         if writer:
             bus.subscribe(writer)
         sink = WavSink(output)
-        try:
+        with terminate_as_exit():
             session.run(source, sink, script)
-        except BaseException:
-            sink.abort()
-            raise
-    finally:
         session.close()
+        sink.close()
+        frames, sink = sink.frames_written, None
         if writer:
             writer.close()
-    sink.close()
-    typer.echo(f"wrote {output} ({sink.frames_written} frames)" + (f" and {timeline}" if timeline else ""), err=True)
+            writer = None
+    except BaseException as e:
+        for part in (sink, writer):  # nothing half-written is left behind
+            if part is not None:
+                part.abort()
+        if isinstance(e, OSError):  # a full disk, a file size limit, a folder that went away
+            raise OutputError(f"could not write the results ({e.strerror or e}); free some disk space or pick "
+                              "another --output / --timeline") from None
+        raise
+    finally:
+        session.close()
+    typer.echo(f"wrote {output} ({frames} frames)" + (f" and {timeline}" if timeline else ""), err=True)
+
+
+MAX_TAIL_S = 3600.0  # an hour of silence after the input: more is a typo
+
+
+def check_output_path(path: Path, option: str) -> None:
+    """Fail now, with the fix, if `path` cannot take an output file."""
+    if path.is_dir():
+        raise OutputError(f"{option} {path} is a folder; give a file name, e.g. {path / 'reply.wav'}")
+    if path.exists() and not path.is_file():
+        return  # /dev/stdout, a pipe: written straight through
+    folder = path.parent
+    try:  # the real test (permission bits do not tell root or a read-only disk apart)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutputError(f"{option}: cannot write in the folder {folder} ({e.strerror or e}); pick another path") from None
+
+
+class ErrorPrinter:
+    """Every distinct `error` event once on stderr, in the words of the app's banner: a run whose
+    LLM is down still finishes, but says why it answered nothing."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+
+    def __call__(self, stamped) -> None:
+        from kame_desktop.errors import error_text
+        from kame_desktop.events import ErrorEvent
+
+        e = stamped.event
+        if isinstance(e, ErrorEvent) and (e.source, e.message) not in self._seen:
+            self._seen.add((e.source, e.message))
+            typer.echo(f"error: {error_text(e.source, e.message)}", err=True)
+
+
+@contextlib.contextmanager
+def terminate_as_exit():
+    """SIGTERM (a service manager, `kill`) ends the run like Ctrl-C does: the cleanup runs and
+    no temp file is left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        typer.echo("error: stopped by SIGTERM; no output was written", err=True)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_settings(frontend, checkpoint, llm, llm_url, llm_model, asr, policy, device, dtype, int8):

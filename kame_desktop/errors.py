@@ -38,6 +38,25 @@ def error_kind(e: BaseException) -> ErrorKind:
     return e.kind if isinstance(e, KameError) else "failed"
 
 
+_SOURCES = {"llm": "LLM", "asr": "Speech recognition", "audio": "Audio", "tts": "Speech synthesis",
+            "load": "Could not start the session", "session": "The session stopped", "frontend": "Front-end"}
+
+
+def error_text(source: str, message: str) -> str:
+    """How an error is told to the user, the same in the app's banner and on the CLI's stderr:
+    where it happened, then the message (which already says what to do next)."""
+    return f"{_SOURCES.get(source, source)}: {message}"
+
+
+def fixed_in_settings(kind: str) -> bool:
+    """Whether the fix for an error of this kind is a setting (the banner offers Settings)."""
+    match kind:
+        case "unreachable" | "refused" | "bad_server" | "bad_model" | "device" | "bad_input":
+            return True
+        case _:  # "busy" retries by itself; "failed" has no setting to blame
+            return False
+
+
 class ChoiceError(KameError):
     """A value is not one of the offered choices (front-end, policy, provider, …)."""
 

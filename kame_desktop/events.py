@@ -12,7 +12,9 @@ session's audio clock. README.md has the table of every kind and its fields.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import re
 import threading
@@ -20,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+from kame_desktop.fileio import atomic_writer
 
 SAMPLE_RATE = 24_000
 FRAME_SIZE = 1920  # one 80 ms frame at 24 kHz
@@ -267,19 +271,35 @@ class EventBus:
 
 
 class TimelineWriter:
-    """Writes stamped events as JSON lines, one per event, flushed as they come so a crash
-    loses nothing already recorded."""
+    """Writes stamped events as JSON lines, one per event, flushed as they come. Like the reply's
+    WAV, the file appears at `path` only when closed (temp file + rename), so a failed run never
+    truncates an earlier timeline; `abort()` drops the temp file. A path that exists and is not a
+    regular file (/dev/stdout, a pipe) is written straight through."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("w", encoding="utf-8")
+        self._atomic = None
+        if path.exists() and not path.is_file():
+            self._file: Any = path.open("w", encoding="utf-8")
+        else:
+            self._atomic = atomic_writer(path)
+            self._file = io.TextIOWrapper(self._atomic.__enter__(), encoding="utf-8")
 
     def __call__(self, stamped: Stamped) -> None:
         self._file.write(json.dumps(stamped.to_record(), ensure_ascii=False) + "\n")
         self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        self._file.close()  # flushes: a full disk raises here, and the temp file goes
+        if self._atomic is not None:
+            self._atomic.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop what was written (the run failed); an earlier file at `path` stays as it was."""
+        with contextlib.suppress(OSError):  # the disk that failed the run may fail the flush too
+            self._file.close()
+        if self._atomic is not None:
+            error = RuntimeError("aborted")
+            self._atomic.__exit__(type(error), error, None)  # removes the temp file
 
 
 def read_timeline(path: Path) -> list[Stamped]:

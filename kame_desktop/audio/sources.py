@@ -8,6 +8,8 @@ and LLM timings are real. The sounddevice-backed device comes with the desktop a
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from pathlib import Path
 from typing import Protocol
@@ -90,22 +92,32 @@ class WavSink:
     appears at `path` only when closed, atomically."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._writer = atomic_writer(path)
         self._file = self._writer.__enter__()
-        self._wav = sf.SoundFile(self._file, "w", SAMPLE_RATE, 1, "PCM_16", format="WAV")
+        # Through the descriptor, not the file object: libsndfile then reports a full disk as an
+        # error instead of a traceback printed from inside its write callback.
+        self._wav = sf.SoundFile(self._file.fileno(), "w", SAMPLE_RATE, 1, "PCM_16", format="WAV", closefd=False)
         self.frames_written = 0
 
     def write(self, frame: np.ndarray) -> None:
-        self._wav.write(np.clip(frame, -1.0, 1.0))
+        try:
+            self._wav.write(np.clip(frame, -1.0, 1.0))
+        except sf.SoundFileError as e:  # libsndfile says "System error." for a full disk
+            raise OSError(f"writing {self.path} failed ({e})") from None
         self.frames_written += 1
 
     def close(self) -> None:
-        self._wav.close()
+        try:
+            self._wav.close()
+        except sf.SoundFileError as e:
+            raise OSError(f"writing {self.path} failed ({e})") from None
         self._writer.__exit__(None, None, None)
 
     def abort(self) -> None:
         """Drop the partial file (the run failed)."""
-        self._wav.close()
+        with contextlib.suppress(sf.SoundFileError, OSError):  # the failure may be the disk's
+            self._wav.close()
         error = RuntimeError("aborted")
         self._writer.__exit__(type(error), error, None)  # removes the temp file
 

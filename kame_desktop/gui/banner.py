@@ -5,6 +5,8 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
+from kame_desktop.errors import error_text, fixed_in_settings
+
 
 class ErrorBanner(QFrame):
     open_settings = Signal()
@@ -37,16 +39,7 @@ class ErrorBanner(QFrame):
         return self.label.text() if self.isVisible() else ""
 
 
-_WHAT = {"llm": "LLM", "asr": "Speech recognition", "audio": "Audio", "tts": "Speech synthesis",
-         "load": "Could not start the session", "session": "The session stopped"}
-
-
 def explain(source: str, message: str, kind: str = "failed") -> tuple[str, bool]:
-    """The banner's text for an error and whether to offer Settings. The core's messages already
-    say what to do; the error's kind (errors.ErrorKind) decides whether Settings is the fix."""
-    match kind:
-        case "unreachable" | "refused" | "bad_server" | "bad_model" | "device" | "bad_input":
-            offer_settings = True
-        case _:  # "busy" retries by itself; "failed" has no setting to blame
-            offer_settings = False
-    return f"{_WHAT.get(source, source)}: {message}", offer_settings
+    """The banner's text for an error and whether to offer Settings (errors.py decides both,
+    so the CLI says the same words)."""
+    return error_text(source, message), fixed_in_settings(kind)
