@@ -9,7 +9,6 @@ and LLM timings are real. The sounddevice-backed device comes with the desktop a
 from __future__ import annotations
 
 import contextlib
-
 import time
 from pathlib import Path
 from typing import Protocol
