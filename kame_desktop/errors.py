@@ -38,3 +38,8 @@ class AsrError(KameError):
 
 class ModelFileError(KameError):
     """A model file (GGUF, Whisper weights) is missing, corrupt or of the wrong kind."""
+
+
+class TrainingDataError(KameError):
+    """A training input (dialogue audio or transcript, oracle file, shard, run folder) is missing,
+    malformed or inconsistent; the message names the file and what is wrong."""
