@@ -45,7 +45,7 @@ def simulate_oracle(
     llm: Annotated[str, typer.Option(help="local (embedded SmolLM2, or --llm-model GGUF) or openai (any compatible server).")] = "local",
     llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
     llm_model: Annotated[str | None, typer.Option(help="Model name (openai; default gpt-4.1-nano) or GGUF path (local).")] = None,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 4,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once (1 for a llama_cpp.server: it interrupts a running stream for a new request).")] = 4,
     retries: Annotated[int, typer.Option(help="Retries of a failed request (exponential backoff).")] = 3,
     interval: Annotated[float, typer.Option(help="Seconds between events.")] = 0.5,
     fallback: Annotated[bool, typer.Option(help="On a final LLM error, store '' (or the hint past half the turn) instead of failing the dialogue.")] = False,
@@ -59,14 +59,14 @@ def simulate_oracle(
 
     settings = SimulateSettings(strategy=strategy, interval=interval, concurrency=concurrency, retries=retries,
                                 fallback=fallback, seed=seed, force=force)
-    provider = make_llm(llm, llm_url, llm_model, concurrency) if strategy == "llm" else None
+    provider = make_llm(llm, llm_url, llm_model) if strategy == "llm" else None
     _finish(run(data, provider, settings))
 
 
 PREDICTION_TOKENS = 96  # 30 words with room to spare
 
 
-def make_llm(kind: str, url: str | None, model: str | None, concurrency: int):
+def make_llm(kind: str, url: str | None, model: str | None):
     """The app's own providers: the embedded llama.cpp model or any OpenAI-compatible server."""
     if kind == "local":
         from kame_desktop.backend.llm.local import LocalLlm
@@ -100,3 +100,70 @@ def tokenize(
     settings = TokenizeSettings(checkpoint=checkpoint, use_oracle=oracle, prefix=prefix, shards=shards,
                                 dialogues_per_shard=per_shard, strict_text=not allow_misaligned, device=device, force=force)
     _finish(run(data, settings))
+
+
+@app.command()
+def finetune(
+    shards: Annotated[Path, typer.Argument(help="Parquet shards (a folder or one file) from `train tokenize`.")],
+    out: Annotated[Path, typer.Argument(help="Run folder: step_<N>/ checkpoints, log.jsonl.")],
+    base: Annotated[str, typer.Option(help="Base checkpoint: a KAME or plain Moshi folder or HF repo (the one tokenized for).")],
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: --epochs over the data).")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the data when --steps is not given.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Examples per device and micro-step.")] = 1,
+    grad_accum: Annotated[int, typer.Option(help="Micro-steps per optimizer step.")] = 1,
+    lr: Annotated[float, typer.Option(help="Learning rate of both parameter groups.")] = 3e-5,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps, then constant.")] = 100,
+    max_length: Annotated[int, typer.Option(help="Split dialogues into near-equal chunks of at most this many frames (0: whole).")] = 512,
+    min_length: Annotated[int, typer.Option(help="Drop chunks shorter than this.")] = 0,
+    speakers: Annotated[str, typer.Option(help="Main speaker(s) the model plays: A, B or A,B.")] = "A",
+    oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="Train with the oracle stream.")] = True,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Simulated-oracle augmentation (shift 1.0, skip 0.1–0.7).")] = True,
+    parameters: Annotated[str, typer.Option(help="Trainable set: all, tempformer, depformer, text_embedding.")] = "all",
+    activation_checkpointing: Annotated[
+        bool | None, typer.Option("--activation-checkpointing/--no-activation-checkpointing",
+                                  help="Default: on when the DeepSpeed config has an activation_checkpointing section.")
+    ] = None,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (and at the end).")] = 500,
+    keep: Annotated[int, typer.Option(help="Step folders to keep.")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the run in OUT from its last checkpoint.")] = False,
+) -> None:
+    """Fine-tune through accelerate (CPU, one GPU, or `accelerate launch --config_file …` for
+    DeepSpeed ZeRO-3 / FSDP). Ctrl-C saves a checkpoint; --resume continues from it."""
+    from kame_desktop.training.dataset import Augmentation
+    from kame_desktop.training.finetune import PARAMETER_SETS, FinetuneSettings
+    from kame_desktop.training.finetune import finetune as run
+
+    main_speakers = tuple(s.strip() for s in speakers.split(",") if s.strip())
+    if not main_speakers or set(main_speakers) - {"A", "B"}:
+        raise KameError("--speakers must be A, B or A,B")
+    if parameters not in PARAMETER_SETS:
+        raise KameError(f"--parameters must be one of {', '.join(PARAMETER_SETS)}")
+    settings = FinetuneSettings(
+        shards=shards, base=base, out=out, max_steps=steps, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
+        lr=lr, warmup_steps=warmup_steps, max_length=max_length or None, min_length=min_length,
+        main_speakers=main_speakers, use_oracle=oracle, augmentation=Augmentation.train() if augment else Augmentation(),
+        parameters=parameters, activation_checkpointing=activation_checkpointing, save_every=save_every, keep=keep,
+        seed=seed, resume=resume,
+    )
+    result = run(settings)
+    if result.losses:
+        typer.echo(f"finetune: steps {result.first_step}–{result.last_step}, loss {result.losses[0]:.3f} → "
+                   f"{result.losses[-1]:.3f}, {result.seconds_per_step:.3f} s/step; checkpoints in {out}", err=True)
+    else:
+        typer.echo(f"finetune: nothing to do (the run in {out} is at step {result.last_step})", err=True)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A finetune run folder (its newest checkpoint) or one step_<N>/ folder.")],
+    out: Annotated[Path, typer.Argument(help="Checkpoint folder to write (released KAME layout).")],
+    dtype: Annotated[str, typer.Option(help="Weights dtype: bf16, fp16 or fp32.")] = "bf16",
+) -> None:
+    """Write a checkpoint that `kame-desktop run --checkpoint OUT` and the app load."""
+    from kame_desktop.training.export import export as run_export
+
+    run_export(run, out, dtype)
+    typer.echo(f"wrote a KAME checkpoint to {out}", err=True)

@@ -110,8 +110,7 @@ def read_shards(paths: list[Path]) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     for path in paths:
-        for row in pq.read_table(path).to_pylist():
-            yield row
+        yield from pq.read_table(path).to_pylist()
 
 
 def shard_files(shards: Path) -> list[Path]:
@@ -174,10 +173,9 @@ def render_oracle(
             pos += int(rng.integers(0, aug.max_jitter + 1))
             if pos >= length:
                 continue
+        tokens = e.hint if e.ratio >= 1.0 and e.hint else e.pred  # the truth once the turn is over
         if hint_only:
             tokens = e.hint
-        else:
-            tokens = e.hint if e.ratio >= 1.0 and e.hint else e.pred
         if not tokens:
             continue
         row[pos] = start_id

@@ -157,13 +157,14 @@ def band_guidance(ratio: float) -> str | None:
 
 
 def prompt_messages(event: OracleEvent) -> list[dict[str, str]]:
-    """Chat messages asking for the next speaker's reply at this event."""
+    """Chat messages asking for the next speaker's reply at this event. The fixed rules sit in
+    the system message and the conversation comes first in the user message, so consecutive
+    events of a dialogue share a long prompt prefix (llama.cpp reuses its evaluated prefix)."""
     speaker = "A" if event.channel == 1 else "B"
     nxt = _other(speaker)
     parts = [
         f"Conversation so far:\n{event.context}",
         f"Speaker {speaker} has said about {round(event.ratio * 100)}% of the current turn.",
-        f"Predict what speaker {nxt} will say next.",
     ]
     guidance = band_guidance(event.ratio)
     if guidance is None:
@@ -171,5 +172,5 @@ def prompt_messages(event: OracleEvent) -> list[dict[str, str]]:
     else:
         parts.append(f"Hidden hint (do not quote it): the reply will be similar to: {event.truth}")
         parts.append(guidance)
-    parts.append(_RULES)
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
+    parts.append(f"What will speaker {nxt} say next?")
+    return [{"role": "system", "content": f"{SYSTEM_PROMPT} {_RULES}"}, {"role": "user", "content": "\n\n".join(parts)}]

@@ -201,7 +201,7 @@ class WhisperWords:
 
         audio = soxr.resample(mono, rate, WHISPER_RATE) if rate != WHISPER_RATE else mono
         segments, _info = self._load().transcribe(
-            audio.astype(np.float32), language=self.language, word_timestamps=True, beam_size=5,
+            audio.astype(np.float32), language=self.language, word_timestamps=True, beam_size=1,
             condition_on_previous_text=False, vad_filter=False,
         )
         duration = len(mono) / rate

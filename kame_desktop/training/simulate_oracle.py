@@ -12,6 +12,7 @@ dialogues, the last one the ground truth — a cheap way to teach the model to w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -166,10 +167,8 @@ def simulate_oracle(
     with Progress(report, len(ids), show_progress) as progress:
         if settings.strategy == "random":  # the distractor pool needs every transcript first
             for dialogue in ids:
-                try:
+                with contextlib.suppress(TrainingDataError):  # reported below, in order
                     transcripts[dialogue] = read_words(text_path(data, dialogue))
-                except TrainingDataError:
-                    pass  # reported below, in order
         loop = asyncio.new_event_loop()
         try:
             for dialogue in ids:
@@ -192,7 +191,7 @@ def simulate_oracle(
                     failed = sum(p is None for p in predictions)
                     if failed:
                         raise TrainingDataError(
-                            f"{failed} of {len(events)} LLM requests failed ({'; '.join(errors)}); the answers "
+                            f"{failed} of {len(events)} LLM requests failed: {'; '.join(errors)} — the answers "
                             "received are cached, rerun to ask only for the rest"
                         )
                     # Empty answers are dropped, as the reference does.

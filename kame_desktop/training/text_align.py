@@ -48,7 +48,7 @@ class SentencePieceTokenizer:
 
     def pieces(self, text: str) -> list[Piece]:
         out: list[list[Any]] = []  # [surface, ids]
-        for p in self.sp.encode(text, out_type="immutable_proto").pieces:
+        for p in self.sp.encode(text, return_type="proto").pieces:
             if not p.surface and out and _BYTE_PIECE.match(p.piece):
                 out[-1][1].append(p.id)  # a byte-fallback character's later bytes
             elif p.surface or out:

@@ -75,7 +75,7 @@ class Target:
     def __init__(self, checkpoint: str, device: str = "cpu") -> None:
         import torch
 
-        from kame_desktop.frontend.kame.checkpoint import load_mimi, load_tokenizer, resolve_checkpoint
+        from kame_desktop.frontend.kame.checkpoint import load_tokenizer, resolve_checkpoint
 
         self.files = resolve_checkpoint(checkpoint)
         self.layout = StreamLayout.from_lm_kwargs(self.files.lm_kwargs)

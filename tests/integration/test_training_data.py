@@ -21,6 +21,8 @@ from kame_desktop.training.oracle_events import oracle_events
 from kame_desktop.training.prepare import prepare
 from kame_desktop.training.simulate_oracle import SimulateSettings, last_of_run, simulate_oracle
 
+INTERVAL = 2.0  # LLM events in these tests
+
 
 def _norm(word: str) -> str:
     return re.sub(r"[^a-z']", "", word.lower())
@@ -84,13 +86,14 @@ def test_prepare_whisper_word_times(spoken_dialogues, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def llm_oracle(prepared, llama_server, tmp_path_factory):
-    """The prepared data with oracle events from the real llama_cpp.server (1 s interval to keep
-    the test short; the 0.5 s rule is pinned by the unit tests)."""
+    """The prepared data with oracle events from the real llama_cpp.server (2 s interval to keep
+    the test short: prompts evaluate at ~60 tokens/s here; the 0.5 s rule is pinned by the unit tests). One request at a time: a
+    llama_cpp.server interrupts the stream it is serving when another request arrives."""
     from kame_desktop.backend.llm.openai_compat import OpenAiLlm
 
     data = _copy(prepared, tmp_path_factory.mktemp("llm") / "data")
-    settings = SimulateSettings(interval=1.0, concurrency=2, retries=1, backoff_s=0.1)
-    report = simulate_oracle(data, OpenAiLlm(llama_server, "smollm2", max_tokens=48), settings, show_progress=False)
+    settings = SimulateSettings(interval=INTERVAL, concurrency=1, retries=1, backoff_s=0.1)
+    report = simulate_oracle(data, OpenAiLlm(llama_server, "smollm2", max_tokens=32), settings, show_progress=False)
     return data, settings, report
 
 
@@ -101,7 +104,7 @@ def test_simulate_oracle_llm_and_cache(llm_oracle, llama_server):
     assert (report.done, report.failed) == (3, 0), report.problems
     expected = 0
     for dialogue in ("weather", "capital", "sister"):
-        events = oracle_events(read_words(data / "text" / f"{dialogue}.json"), 1.0)
+        events = oracle_events(read_words(data / "text" / f"{dialogue}.json"), INTERVAL)
         records = json.loads((data / "oracle_raw" / f"{dialogue}.json").read_text())
         assert len(records) == len(events) > 0
         assert all(r["prediction"] for r in records)
@@ -113,7 +116,7 @@ def test_simulate_oracle_llm_and_cache(llm_oracle, llama_server):
     rerun = simulate_oracle(data, OpenAiLlm(llama_server, "smollm2"), settings, show_progress=False)
     assert (rerun.done, rerun.skipped) == (0, 3)
     forced = simulate_oracle(data, OpenAiLlm(llama_server, "smollm2"),
-                             SimulateSettings(interval=1.0, force=True), show_progress=False)
+                             SimulateSettings(interval=INTERVAL, force=True), show_progress=False)
     assert forced.done == 3 and forced.counters.get("llm_calls", 0) == 0
     assert forced.counters["cache_hits"] == expected
 
@@ -123,7 +126,7 @@ def test_simulate_oracle_llm_down_keeps_what_it_has(llm_oracle, free_tcp_port, t
 
     data, _settings, _report = llm_oracle
     down = f"http://127.0.0.1:{free_tcp_port}/v1"
-    settings = SimulateSettings(interval=1.0, retries=1, backoff_s=0.01)
+    settings = SimulateSettings(interval=INTERVAL, retries=1, backoff_s=0.01)
     # The cached answers of a previous run are all it needs: nothing is asked, nothing lost.
     copy = _copy(data, tmp_path / "cached")
     for f in (copy / "oracle_raw").glob("*.json"):

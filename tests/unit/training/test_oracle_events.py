@@ -65,9 +65,10 @@ def test_prompt_bands(ratio, shows_hint):
     from dataclasses import replace
 
     event = replace(oracle_events(WORKED, 0.5)[0], ratio=ratio)
-    user = prompt_messages(event)[1]["content"]
+    system, user = (m["content"] for m in prompt_messages(event))
     assert ("fine thanks" in user) is shows_hint
-    assert "at most 30 words" in user and "at least 10" in user
+    assert "at most 30 words" in system and "at least 10" in system
+    assert user.startswith("Conversation so far:\nA: hello there")
     assert (band_guidance(ratio) is None) is (not shows_hint)
 
 
