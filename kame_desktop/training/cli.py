@@ -118,6 +118,11 @@ def finetune(
     speakers: Annotated[str, typer.Option(help="Main speaker(s) the model plays: A, B or A,B.")] = "A",
     oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="Train with the oracle stream.")] = True,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Simulated-oracle augmentation (shift 1.0, skip 0.1–0.7).")] = True,
+    jitter: Annotated[int, typer.Option(help="Move each event later by up to this many frames.")] = 0,
+    hint_only: Annotated[bool, typer.Option(help="Feed the ground-truth hint instead of the prediction.")] = False,
+    hint_only_warmup: Annotated[
+        str | None, typer.Option(help="START,END steps: hint-only before START, fading out linearly by END (with --hint-only).")
+    ] = None,
     parameters: Annotated[str, typer.Option(help="Trainable set: all, tempformer, depformer, text_embedding.")] = "all",
     activation_checkpointing: Annotated[
         bool | None, typer.Option("--activation-checkpointing/--no-activation-checkpointing",
@@ -130,6 +135,8 @@ def finetune(
 ) -> None:
     """Fine-tune through accelerate (CPU, one GPU, or `accelerate launch --config_file …` for
     DeepSpeed ZeRO-3 / FSDP). Ctrl-C saves a checkpoint; --resume continues from it."""
+    from dataclasses import replace
+
     from kame_desktop.training.dataset import Augmentation
     from kame_desktop.training.finetune import PARAMETER_SETS, FinetuneSettings
     from kame_desktop.training.finetune import finetune as run
@@ -139,18 +146,27 @@ def finetune(
         raise KameError("--speakers must be A, B or A,B")
     if parameters not in PARAMETER_SETS:
         raise KameError(f"--parameters must be one of {', '.join(PARAMETER_SETS)}")
+    warmup = None
+    if hint_only_warmup:
+        try:
+            start, end = (int(x) for x in hint_only_warmup.split(","))
+        except ValueError:
+            raise KameError("--hint-only-warmup must be START,END (two step numbers)") from None
+        warmup = (start, end)
+    aug = Augmentation.train() if augment else Augmentation()
+    aug = replace(aug, max_jitter=jitter, hint_only=hint_only, hint_only_warmup=warmup)
     settings = FinetuneSettings(
         shards=shards, base=base, out=out, max_steps=steps, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
         lr=lr, warmup_steps=warmup_steps, max_length=max_length or None, min_length=min_length,
-        main_speakers=main_speakers, use_oracle=oracle, augmentation=Augmentation.train() if augment else Augmentation(),
+        main_speakers=main_speakers, use_oracle=oracle, augmentation=aug,
         parameters=parameters, activation_checkpointing=activation_checkpointing, save_every=save_every, keep=keep,
         seed=seed, resume=resume,
     )
     result = run(settings)
-    if result.losses:
+    if result.is_main and result.losses:
         typer.echo(f"finetune: steps {result.first_step}–{result.last_step}, loss {result.losses[0]:.3f} → "
                    f"{result.losses[-1]:.3f}, {result.seconds_per_step:.3f} s/step; checkpoints in {out}", err=True)
-    else:
+    elif result.is_main:
         typer.echo(f"finetune: nothing to do (the run in {out} is at step {result.last_step})", err=True)
     if result.interrupted:
         raise typer.Exit(130)

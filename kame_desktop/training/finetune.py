@@ -321,6 +321,7 @@ class FinetuneResult:
     losses: list[float]  # per step run by this call
     seconds_per_step: float
     interrupted: bool = False
+    is_main: bool = True  # the process that reports (others stay quiet)
 
 
 def _activation_checkpointing(settings: FinetuneSettings, accelerator) -> bool:
@@ -406,7 +407,7 @@ def finetune(
             "settings": _settings_json(settings), "layout": layout.to_json(), "base_source": base.source,
         }, indent=1))
     if step >= total_steps:
-        return FinetuneResult(out, step + 1, step, [], 0.0)
+        return FinetuneResult(out, step + 1, step, [], 0.0, is_main=accelerator.is_main_process)
 
     losses: list[float] = []
     first = step + 1
@@ -440,7 +441,9 @@ def finetune(
                 if not engine_schedules:
                     scheduler.step()
                 step += 1
-                record = {"step": step, **{k: round(v, 5) for k, v in accum.items()}, "lr": lr}
+                keys = sorted(accum)  # the same order on every process
+                means = accelerator.reduce(torch.tensor([accum[k] for k in keys], device=accelerator.device), "mean")
+                record = {"step": step, **{k: round(float(v), 5) for k, v in zip(keys, means, strict=True)}, "lr": lr}
                 accum = {}
                 losses.append(record["loss"])
                 if accelerator.is_main_process:
@@ -461,7 +464,8 @@ def finetune(
     finally:
         progress(None, None)
     elapsed = time.perf_counter() - started
-    return FinetuneResult(out, first, step, losses, elapsed / max(1, len(losses)), interrupted)
+    return FinetuneResult(out, first, step, losses, elapsed / max(1, len(losses)), interrupted,
+                          accelerator.is_main_process)
 
 
 def save_checkpoint(accelerator, model, out: Path, step: int, keep: int) -> Path:

@@ -97,8 +97,11 @@ def llm_oracle(prepared, llama_server, tmp_path_factory):
     return data, settings, report
 
 
-def test_simulate_oracle_llm_and_cache(llm_oracle, llama_server):
+def test_simulate_oracle_llm_and_cache(llm_oracle, llama_server, tiny_checkpoint):
+    import pyarrow.parquet as pq
+
     from kame_desktop.backend.llm.openai_compat import OpenAiLlm
+    from kame_desktop.training.tokenize import TokenizeSettings, tokenize
 
     data, settings, report = llm_oracle
     assert (report.done, report.failed) == (3, 0), report.problems
@@ -119,6 +122,12 @@ def test_simulate_oracle_llm_and_cache(llm_oracle, llama_server):
                              SimulateSettings(interval=INTERVAL, force=True), show_progress=False)
     assert forced.done == 3 and forced.counters.get("llm_calls", 0) == 0
     assert forced.counters["cache_hits"] == expected
+    # The LLM's predictions tokenize into the shards too.
+    assert tokenize(data, TokenizeSettings(checkpoint=str(tiny_checkpoint)), show_progress=False).done == 3
+    (shard,) = (data / "shards").glob("*.parquet")
+    table = pq.read_table(shard)
+    n_events = sum(len(v) for s in "AB" for v in table.column(f"{s}_oracle_event_frame_pos").to_pylist())
+    assert n_events == expected
 
 
 def test_simulate_oracle_llm_down_keeps_what_it_has(llm_oracle, free_tcp_port, tmp_path):
@@ -164,12 +173,12 @@ def test_simulate_oracle_random(prepared, tmp_path):
 def test_tokenize_shards_read_back(tiny_shards, tiny_checkpoint, tmp_path):
     import pyarrow.parquet as pq
 
-    from kame_desktop.frontend.kame.checkpoint import resolve_checkpoint
-    from kame_desktop.training.streams import StreamLayout
-    from kame_desktop.training.tokenize import TokenizeSettings, read_shard_layout, tokenize
+    from kame_desktop.training.text_align import speaker_text
+    from kame_desktop.training.tokenize import Target, TokenizeSettings, read_shard_layout, tokenize
 
     data = tiny_shards
-    layout = StreamLayout.from_lm_kwargs(resolve_checkpoint(str(tiny_checkpoint)).lm_kwargs)
+    target = Target(str(tiny_checkpoint))
+    layout = target.layout
     (shard,) = sorted((data / "shards").glob("*.parquet"))
     assert shard.name == "espeak-000-of-001.parquet"
     assert read_shard_layout(shard)["n_q"] == layout.n_q == 4
@@ -193,12 +202,26 @@ def test_tokenize_shards_read_back(tiny_shards, tiny_checkpoint, tmp_path):
                 if i > 0 and text[i - 1] not in (layout.epad_id,) and text[i - 1] == layout.pad_id:
                     pytest.fail(f"{name} {s}: piece at frame {i} follows PAD without EPAD")
             assert (text == layout.epad_id).sum() >= 1
-        # Oracle events of channel A (predicting A's turns) sit at int(ms / 1000 * 12.5).
+            # The text row holds exactly the speaker's pieces, in order.
+            words = [w for w in read_words(data / "text" / f"{dialogue}.json") if w.speaker == s]
+            ids = [i for p in target.tokenizer.pieces(speaker_text(words)[0]) for i in p.ids]
+            assert text[tokens].tolist() == [i for i in ids if i not in (layout.pad_id, layout.epad_id)]
+        # Oracle events of channel A (predicting A's turns) sit at int(ms / 1000 * 12.5), with the
+        # prediction and hint ids of plain encode (no BOS).
         records = json.loads((data / "oracle_raw" / f"{dialogue}.json").read_text())
         for s, channel in (("A", 0), ("B", 1)):
-            want = [int(r["timestamp_ms"] / 1000 * 12.5) for r in records if r["channel"] == channel]
-            assert row[f"{s}_oracle_event_frame_pos"] == want
-            assert len(row[f"{s}_oracle_pred_offsets"]) == len(want) + 1
+            mine = [r for r in records if r["channel"] == channel]
+            assert row[f"{s}_oracle_event_frame_pos"] == [int(r["timestamp_ms"] / 1000 * 12.5) for r in mine]
+            offsets, values = row[f"{s}_oracle_pred_offsets"], row[f"{s}_oracle_pred_values"]
+            assert len(offsets) == len(mine) + 1
+            for i, r in enumerate(mine):
+                assert values[offsets[i] : offsets[i + 1]] == target.sp.encode(r["prediction"])
+            hint_offsets, hints = row[f"{s}_oracle_hint_offsets"], row[f"{s}_oracle_hint_values"]
+            assert [hints[hint_offsets[i] : hint_offsets[i + 1]] for i in range(len(mine))] == [
+                target.sp.encode(r["hint"]) for r in mine]
+            last = [int(i == len(records) - 1 or records[i + 1]["channel"] != channel)
+                    for i, r in enumerate(records) if r["channel"] == channel]
+            assert row[f"{s}_oracle_event_skip_forbid"] == last
     # A rerun encodes nothing; touching one transcript re-encodes that dialogue only.
     settings = TokenizeSettings(checkpoint=str(tiny_checkpoint))
     data = _copy(tiny_shards, tmp_path / "espeak")  # the fixture is shared: change a copy
@@ -262,3 +285,30 @@ def test_tokenize_bad_oracle_file_fails_alone(tiny_shards, tiny_checkpoint, tmp_
 
     (shard,) = (data / "shards").glob("*.parquet")
     assert sorted(pq.read_table(shard).column("dialogue_id").to_pylist()) == ["espeak/capital", "espeak/weather"]
+
+
+def test_cli_chain_and_light_help(prepared, tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from kame_desktop.cli import app
+
+    data = _copy(prepared, tmp_path / "cli")
+    runner = CliRunner()
+    sim = runner.invoke(app, ["train", "simulate-oracle", str(data), "--strategy", "random"])
+    assert sim.exit_code == 0, sim.output
+    assert "simulate-oracle: 3 done, 0 skipped, 0 failed" in sim.output
+    tok = runner.invoke(app, ["train", "tokenize", str(data), "--checkpoint", str(tiny_checkpoint)])
+    assert tok.exit_code == 0 and "tokenize: 3 done" in tok.output, tok.output
+    again = runner.invoke(app, ["train", "tokenize", str(data), "--checkpoint", str(tiny_checkpoint)])
+    assert "tokenize: 0 done, 3 skipped, 0 failed" in again.output
+    assert (data / "shards" / "cli-000-of-001.parquet").is_file()
+    # `kame-desktop --help` and `train --help` stay light: no torch.
+    code = ("import sys; from typer.testing import CliRunner; from kame_desktop.cli import app; "
+            "r = CliRunner().invoke(app, ['train', '--help']); assert r.exit_code == 0, r.output; "
+            "assert 'simulate-oracle' in r.output and 'finetune' in r.output; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -65,6 +65,16 @@ def test_finetune_interrupt_resume_loss_falls(finetuned, capsys):
     assert log[0]["lr"] < log[10]["lr"] == pytest.approx(3e-3)  # warm-up, then constant
 
 
+def test_resumed_run_matches_an_uninterrupted_one(finetuned, tmp_path):
+    """Same data order, augmentation draws, optimizer and scheduler state after the resume."""
+    from kame_desktop.training.finetune import finetune
+
+    settings, _, _ = finetuned
+    straight = finetune(replace(settings, out=tmp_path / "straight"), show_progress=False)
+    log = [json.loads(line) for line in (settings.out / "log.jsonl").read_text().splitlines()]
+    assert straight.losses == pytest.approx([r["loss"] for r in log], rel=1e-4)
+
+
 def test_resume_rejects_changed_settings(finetuned):
     from kame_desktop.errors import TrainingDataError
     from kame_desktop.training.finetune import finetune
