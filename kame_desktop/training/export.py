@@ -45,7 +45,7 @@ def export(run: Path, out: Path, dtype: str = "bf16") -> Path:
         raise TrainingDataError(f"--dtype must be one of {', '.join(DTYPES)}")
     run_dir, weights = _find_weights(run)
     info = json.loads((run_dir / RUN_FILE).read_text())
-    base_source = info["settings"]["base"]
+    base_source = info.get("base_source") or info["settings"]["base"]
     base = resolve_checkpoint(base_source)
     raw = load_file(str(weights))
     state = {inference_key(k.removeprefix("lm.")): v for k, v in raw.items()}

@@ -375,7 +375,8 @@ def finetune(
     )
     groups = parameter_groups(model, settings)
     batches_per_epoch = math.ceil(len(dataset) / (settings.batch_size * accelerator.num_processes))
-    steps_per_epoch = max(1, batches_per_epoch // settings.grad_accum)
+    # accelerate syncs at the end of the data too: a short last accumulation is a step of its own
+    steps_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
     total_steps = settings.max_steps or steps_per_epoch * settings.epochs
     engine_schedules = _uses_deepspeed_optimizer(accelerator)
     if engine_schedules:  # the DeepSpeed config's AdamW and WarmupLR, filled from these values
@@ -403,8 +404,10 @@ def finetune(
             log.info("resumed from %s", last)
     elif accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        local = Path(settings.base.removeprefix("file://")).expanduser()
+        base_source = str(local.resolve()) if local.is_dir() else settings.base  # export may run elsewhere
         (out / RUN_FILE).write_text(json.dumps({
-            "settings": _settings_json(settings), "layout": layout.to_json(), "base_source": base.source,
+            "settings": _settings_json(settings), "layout": layout.to_json(), "base_source": base_source,
         }, indent=1))
     if step >= total_steps:
         return FinetuneResult(out, step + 1, step, [], 0.0, is_main=accelerator.is_main_process)
