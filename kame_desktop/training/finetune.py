@@ -402,8 +402,11 @@ def finetune(
             step, last = done[-1]
             accelerator.load_state(str(last))
             log.info("resumed from %s", last)
+        if accelerator.is_main_process:
+            _truncate_log(out / LOG_FILE, step)  # steps logged after the checkpoint run again
     elif accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        _truncate_log(out / LOG_FILE, 0)
         local = Path(settings.base.removeprefix("file://")).expanduser()
         base_source = str(local.resolve()) if local.is_dir() else settings.base  # export may run elsewhere
         (out / RUN_FILE).write_text(json.dumps({
@@ -469,6 +472,20 @@ def finetune(
     elapsed = time.perf_counter() - started
     return FinetuneResult(out, first, step, losses, elapsed / max(1, len(losses)), interrupted,
                           accelerator.is_main_process)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log records up to `step` (a crash after the last checkpoint logged more)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by the crash
+    path.write_text("".join(line + "\n" for line in kept))
 
 
 def save_checkpoint(accelerator, model, out: Path, step: int, keep: int) -> Path:

@@ -260,7 +260,7 @@ def test_bad_input_one_line_each(canonical_source, spoken_dialogues, tmp_path):
     assert "3 done" in result.output
     assert sorted(p.stem for p in (out / "text").glob("*.json")) == ["capital", "sister", "weather"]
 
-    bare = write_bare(tmp_path / "bare", spoken_dialogues[:1])
+    bare = write_bare(tmp_path / "bare", spoken_dialogues[1:2])  # the shortest
     sf.write(bare / "pair_A.wav", np.zeros(1000, dtype=np.float32), 16000)
     sf.write(bare / "pair_B.wav", np.zeros(1200, dtype=np.float32), 16000)
     sf.write(bare / "mono.wav", np.zeros(1000, dtype=np.float32), 16000)

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,23 @@ def test_resumed_run_matches_an_uninterrupted_one(finetuned, tmp_path):
     straight = finetune(replace(settings, out=tmp_path / "straight"), show_progress=False)
     log = [json.loads(line) for line in (settings.out / "log.jsonl").read_text().splitlines()]
     assert straight.losses == pytest.approx([r["loss"] for r in log], rel=1e-4)
+
+
+def test_resume_after_a_crash_redoes_only_unsaved_steps(finetuned, tmp_path):
+    """A crash (no Ctrl-C save) loses the steps after the last checkpoint: they run again once."""
+    import shutil
+
+    from kame_desktop.training.finetune import finetune
+
+    settings, _, _ = finetuned
+    out = Path(shutil.copytree(settings.out, tmp_path / "run"))
+    shutil.rmtree(out / f"step_{STEPS}")  # as if killed after step 39 was logged, before step 40 saved
+    result = finetune(replace(settings, out=out, resume=True), show_progress=False)
+    assert (result.first_step, result.last_step) == (31, STEPS)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, STEPS + 1))
+    before = [json.loads(line) for line in (settings.out / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in before], rel=1e-4)
 
 
 def test_resume_rejects_changed_settings(finetuned):
