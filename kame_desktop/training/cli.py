@@ -45,6 +45,7 @@ def simulate_oracle(
     llm: Annotated[str, typer.Option(help="local (embedded SmolLM2, or --llm-model GGUF) or openai (any compatible server).")] = "local",
     llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
     llm_model: Annotated[str | None, typer.Option(help="Model name (openai; default gpt-4.1-nano) or GGUF path (local).")] = None,
+    llm_threads: Annotated[int, typer.Option(help="CPU threads of the local model (prompt and generation).")] = 2,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once (1 for a llama_cpp.server: it interrupts a running stream for a new request).")] = 4,
     retries: Annotated[int, typer.Option(help="Retries of a failed request (exponential backoff).")] = 3,
     interval: Annotated[float, typer.Option(help="Seconds between events.")] = 0.5,
@@ -59,19 +60,19 @@ def simulate_oracle(
 
     settings = SimulateSettings(strategy=strategy, interval=interval, concurrency=concurrency, retries=retries,
                                 fallback=fallback, seed=seed, force=force)
-    provider = make_llm(llm, llm_url, llm_model) if strategy == "llm" else None
+    provider = make_llm(llm, llm_url, llm_model, llm_threads) if strategy == "llm" else None
     _finish(run(data, provider, settings))
 
 
-PREDICTION_TOKENS = 96  # 30 words with room to spare
+PREDICTION_TOKENS = 64  # 30 words with room to spare
 
 
-def make_llm(kind: str, url: str | None, model: str | None):
+def make_llm(kind: str, url: str | None, model: str | None, threads: int = 2):
     """The app's own providers: the embedded llama.cpp model or any OpenAI-compatible server."""
     if kind == "local":
         from kame_desktop.backend.llm.local import LocalLlm
 
-        return LocalLlm(model_path=model, n_threads=2, max_tokens=PREDICTION_TOKENS)
+        return LocalLlm(model_path=model, n_threads=threads, max_tokens=PREDICTION_TOKENS)
     if kind == "openai":
         from kame_desktop.backend.llm.openai_compat import OpenAiLlm
         from kame_desktop.config import llm_api_key

@@ -312,3 +312,19 @@ def test_cli_chain_and_light_help(prepared, tiny_checkpoint, tmp_path):
             "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_simulate_oracle_default_local_llm(prepared, tmp_path):
+    """The default LLM: the embedded model in-process, through the app's LocalLlm."""
+    from typer.testing import CliRunner
+
+    from kame_desktop.cli import app
+
+    data = _copy(prepared, tmp_path / "local")
+    for other in ("weather", "capital"):  # one dialogue, one event: keep it short
+        (data / "text" / f"{other}.json").unlink()
+    result = CliRunner().invoke(app, ["train", "simulate-oracle", str(data), "--interval", "4", "--llm-threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "1 done" in result.output and "llm calls 1" in result.output
+    (record,) = json.loads((data / "oracle_raw" / "sister.json").read_text())
+    assert record["timestamp_ms"] == 4000 and record["prediction"]
