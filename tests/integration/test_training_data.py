@@ -105,15 +105,16 @@ def test_simulate_oracle_llm_and_cache(llm_oracle, oracle_llm_server, tiny_check
 
     data, settings, report = llm_oracle
     assert (report.done, report.failed) == (3, 0), report.problems
-    expected = 0
+    expected = stored = 0
     for dialogue in ("weather", "capital", "sister"):
-        events = oracle_events(read_words(data / "text" / f"{dialogue}.json"), INTERVAL)
+        events = {e.timestamp_ms: e for e in oracle_events(read_words(data / "text" / f"{dialogue}.json"), INTERVAL)}
         records = json.loads((data / "oracle_raw" / f"{dialogue}.json").read_text())
-        assert len(records) == len(events) > 0
+        assert events and records  # an empty answer is dropped, as the reference does: expect few
         assert all(r["prediction"] for r in records)
-        assert [r["timestamp_ms"] for r in records] == [e.timestamp_ms for e in events]
-        assert [r["hint"] for r in records] == [e.hint for e in events]
+        assert [r["timestamp_ms"] for r in records] == sorted(set(events) & {r["timestamp_ms"] for r in records})
+        assert all(r["hint"] == events[r["timestamp_ms"]].hint for r in records)
         expected += len(events)
+        stored += len(records)
     assert report.counters["llm_calls"] == expected
     # A rerun skips finished dialogues; a forced one is answered from the cache alone.
     rerun = simulate_oracle(data, OpenAiLlm(oracle_llm_server, "smollm2"), settings, show_progress=False)
@@ -127,7 +128,7 @@ def test_simulate_oracle_llm_and_cache(llm_oracle, oracle_llm_server, tiny_check
     (shard,) = (data / "shards").glob("*.parquet")
     table = pq.read_table(shard)
     n_events = sum(len(v) for s in "AB" for v in table.column(f"{s}_oracle_event_frame_pos").to_pylist())
-    assert n_events == expected
+    assert n_events == stored
 
 
 def test_simulate_oracle_llm_down_keeps_what_it_has(llm_oracle, free_tcp_port, tmp_path):
