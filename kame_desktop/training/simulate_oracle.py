@@ -114,9 +114,8 @@ async def _predict_llm(
             except LlmError as e:
                 if str(e) not in errors:
                     errors.append(str(e))
-                if not settings.fallback:
-                    return None
-                answer = event.hint
+                # The fallback is not cached: a later run with the LLM back asks again.
+                return event.hint if settings.fallback else None
         cache.put(key, answer)  # the event loop runs one callback at a time: no lock needed
         return answer
 

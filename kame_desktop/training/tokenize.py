@@ -106,6 +106,7 @@ class Target:
         """[2, num_codebooks, T] int64 codes of the two channels, T = ceil(samples_24k / 1920)."""
         import soxr
         import torch
+        from moshi.utils.compile import no_compile
 
         channels = [soxr.resample(stereo[:, c], rate, SAMPLE_RATE) if rate != SAMPLE_RATE else stereo[:, c]
                     for c in range(2)]
@@ -116,7 +117,7 @@ class Target:
             pcm[c, 0, :n] = channels[c]
         chunk = CHUNK_S * SAMPLE_RATE
         codes = []
-        with torch.no_grad():
+        with torch.no_grad(), no_compile():  # every dialogue has its own length: no per-shape compiles
             for start in range(0, pcm.shape[-1], chunk):
                 x = torch.from_numpy(pcm[:, :, start : start + chunk]).to(self.device)
                 codes.append(self.mimi.encode(x).cpu().numpy())
