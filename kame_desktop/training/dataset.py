@@ -98,7 +98,7 @@ def build_examples(
         chunks = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
     out = []
     for start, end in chunks:
-        if end - start < min_length:
+        if end - start < max(min_length, 2):  # a lone frame has nothing to predict
             continue
         ids = delayed[:, start:end]
         local = tuple(Event(e.pos - start, e.ratio, e.skip_forbid, e.pred, e.hint) for e in events if start <= e.pos < end)
