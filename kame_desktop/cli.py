@@ -86,89 +86,88 @@ def run(
 ) -> None:
     """Stream an audio file through the front-end (and the back-end with --llm); write the reply
     audio and the timeline. The API key of a cloud LLM comes from the keyring or KAME_LLM_API_KEY."""
+    from kame_desktop.assembly import KameOptions, build_session
     from kame_desktop.audio.files import read_audio
     from kame_desktop.audio.sources import FileSource, WavSink
     from kame_desktop.events import EventBus, TimelineWriter
-    from kame_desktop.frontend.select import choose_frontend
-    from kame_desktop.session import Session, check_script_tokens, load_oracle_script
+    from kame_desktop.session import check_script_tokens, load_oracle_script
 
     if tail < 0:
         raise KameError("--tail must be >= 0 seconds")
+    settings = _run_settings(frontend, checkpoint, llm, llm_url, llm_model, asr, policy, device, dtype, int8)
     pcm = read_audio(input)
     script = load_oracle_script(oracle_file) if oracle_file else []
-    choice = choose_frontend(frontend, checkpoint, device)
-    log.info("front-end: %s (%s)", choice.kind, choice.reason)
-    if choice.kind == "lite" and llm is None:
-        llm = "local"  # lite speaks the LLM's answers: it needs a back-end
-    backend_settings = _backend_settings(llm, llm_url, llm_model, asr, policy)
-    if choice.kind == "lite":
-        from kame_desktop.frontend.lite.engine import LiteFrontEnd
-        from kame_desktop.frontend.lite.tts import PiperTts
-
-        fe = LiteFrontEnd(PiperTts(threads=1))
-    else:
-        import torch
-
-        # With a back-end on 2 cores, ASR and LLM get their own thread each; torch takes one.
-        torch.set_num_threads(threads or (1 if llm else torch.get_num_threads()))
-        from kame_desktop.frontend.kame.engine import KameFrontEnd
-
-        fe = KameFrontEnd.load(
-            choice.checkpoint,
-            device=device,
-            dtype=dtype,
-            int8=int8,
-            temperature=temperature,
-            seed=seed,
-            replay_stale_oracle=replay_stale_oracle,
-        )
-        if oracle_file:
-            check_script_tokens(script, fe.text_card, oracle_file)
-    source = FileSource(pcm, tail, realtime=bool(llm) if realtime is None else realtime)
-    for entry in script:
-        if entry.frame >= source.frames_total:
-            log.warning(
-                "oracle entry for frame %d is past the end of the audio (%d frames): ignored", entry.frame, source.frames_total
-            )
-
     bus = EventBus()
-    writer = TimelineWriter(timeline) if timeline else None
-    if writer:
-        bus.subscribe(writer)
-    session = Session(fe, bus)
-    if backend_settings:
-        from kame_desktop.backend.factory import make_backend
-
-        session.backend = make_backend(backend_settings, session)
-    sink = WavSink(output)
+    kame = KameOptions(temperature, seed, threads, replay_stale_oracle)
+    session = build_session(settings, bus, backend=llm is not None, kame=kame)
+    writer = None
     try:
-        session.run(source, sink, script)
-    except BaseException:
-        sink.abort()
-        raise
+        if oracle_file and session.frontend.kind == "kame":
+            check_script_tokens(script, session.frontend.text_card, oracle_file)  # type: ignore[attr-defined]
+        # A back-end is paced at real time by default, so ASR and LLM timings are real.
+        source = FileSource(pcm, tail, realtime=session.backend is not None if realtime is None else realtime)
+        for entry in script:
+            if entry.frame >= source.frames_total:
+                log.warning(
+                    "oracle entry for frame %d is past the end of the audio (%d frames): ignored",
+                    entry.frame, source.frames_total,
+                )
+        writer = TimelineWriter(timeline) if timeline else None
+        if writer:
+            bus.subscribe(writer)
+        sink = WavSink(output)
+        try:
+            session.run(source, sink, script)
+        except BaseException:
+            sink.abort()
+            raise
     finally:
-        if session.backend:
-            session.backend.stop()
-        fe.close()
+        session.close()
         if writer:
             writer.close()
     sink.close()
     typer.echo(f"wrote {output} ({sink.frames_written} frames)" + (f" and {timeline}" if timeline else ""), err=True)
 
 
-def _backend_settings(llm, llm_url, llm_model, asr, policy):
-    from kame_desktop.backend.factory import ASR_KINDS, LLM_KINDS, BackendSettings
-    from kame_desktop.backend.oracle_manager import POLICIES
+def _run_settings(frontend, checkpoint, llm, llm_url, llm_model, asr, policy, device, dtype, int8):
+    """`run`'s options as Settings (checked before anything loads); --checkpoint means KAME."""
+    from kame_desktop.choices import (
+        ASR_KINDS,
+        COMPUTE_DEVICES,
+        DEFAULT_KAME_REPO,
+        FRONTEND_KINDS,
+        LLM_KINDS,
+        OPENAI_MODEL,
+        OPENAI_URL,
+        POLICIES,
+        check_choice,
+    )
+    from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, Settings
 
-    if llm is None:
-        return None
-    if llm not in LLM_KINDS:
-        raise KameError(f"--llm must be one of {', '.join(LLM_KINDS)}")
-    if asr not in ASR_KINDS:
-        raise KameError(f"--asr must be one of {', '.join(ASR_KINDS)}")
-    if policy not in POLICIES:
-        raise KameError(f"--policy must be one of {', '.join(POLICIES)}")
-    return BackendSettings(llm=llm, llm_url=llm_url, llm_model=llm_model, asr=asr, policy=policy)
+    check_choice(frontend, FRONTEND_KINDS, "front-end (--frontend)")
+    check_choice(llm or "local", LLM_KINDS, "LLM provider (--llm)")
+    check_choice(asr, ASR_KINDS, "ASR provider (--asr)")
+    check_choice(policy, POLICIES, "policy (--policy)")
+    if not device.startswith(("cuda:", "mps:")):  # an indexed device (cuda:1) is torch's to check
+        check_choice(device, COMPUTE_DEVICES, "device (--device)")
+    openai = llm == "openai"
+    return Settings(
+        llm=LlmSettings(
+            provider=llm or "local",
+            base_url=(llm_url or OPENAI_URL) if openai else OPENAI_URL,
+            model=(llm_model or OPENAI_MODEL) if openai else OPENAI_MODEL,
+            gguf_path="" if openai else (llm_model or ""),
+            policy=policy,
+        ),
+        asr=AsrSettings(provider=asr),
+        frontend=FrontEndSettings(
+            kind="kame" if checkpoint else frontend,
+            checkpoint=checkpoint or DEFAULT_KAME_REPO,
+            device=device,
+            dtype=dtype or "auto",
+            int8=int8,
+        ),
+    )
 
 
 @app.command()

@@ -21,6 +21,17 @@ from typing import Any, Literal
 
 import platformdirs
 
+from kame_desktop.choices import (
+    DEFAULT_KAME_REPO,
+    OPENAI_MODEL,
+    OPENAI_URL,
+    AsrKind,
+    ComputeDevice,
+    FrontEndKind,
+    LlmKind,
+    Policy,
+    Precision,
+)
 from kame_desktop.fileio import atomic_write_bytes
 
 if sys.version_info >= (3, 11):
@@ -44,7 +55,7 @@ _MIN_REDACT = 4  # shorter "keys" would blank ordinary words; no real API key is
 # OpenAI-compatible presets: name -> (base URL, default model). "custom" leaves both to the
 # user. Ollama and LM Studio ignore the API key; LM Studio answers with the model it has loaded.
 LLM_PRESETS: dict[str, tuple[str, str]] = {
-    "openai": ("https://api.openai.com/v1", "gpt-4.1"),
+    "openai": (OPENAI_URL, OPENAI_MODEL),
     "openrouter": ("https://openrouter.ai/api/v1", "openai/gpt-4.1"),
     "ollama": ("http://localhost:11434/v1", "llama3.2"),
     "lmstudio": ("http://localhost:1234/v1", "local-model"),
@@ -54,18 +65,18 @@ LLM_PRESETS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class LlmSettings:
-    provider: str = "local"  # "local" (llama.cpp in process) or "openai" (any compatible server)
-    preset: str = "openai"  # openai | openrouter | ollama | lmstudio | custom (for provider openai)
-    base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-4.1"  # model name for provider openai
+    provider: LlmKind = "local"  # "local" (llama.cpp in process) or "openai" (any compatible server)
+    preset: str = "openai"  # a key of LLM_PRESETS (for provider openai)
+    base_url: str = OPENAI_URL
+    model: str = OPENAI_MODEL  # model name for provider openai
     gguf_path: str = ""  # empty: the embedded SmolLM2-135M-Instruct
     threads: int = 1
-    policy: str = "reactive"  # reactive | polling | end_of_turn
+    policy: Policy = "reactive"
 
 
 @dataclass(frozen=True)
 class AsrSettings:
-    provider: str = "whisper"  # whisper | openai | kyutai-stt
+    provider: AsrKind = "whisper"
     whisper_model: str = "base"  # "base" (embedded), another size name, or a CTranslate2 folder
     threads: int = 1
 
@@ -81,10 +92,10 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class FrontEndSettings:
-    kind: str = "auto"  # auto | kame | lite
-    checkpoint: str = "SakanaAI/kame"  # repo id or folder
-    device: str = "auto"  # auto | cuda | mps | cpu
-    dtype: str = "auto"  # auto | bf16 | fp16 | fp32
+    kind: FrontEndKind = "auto"
+    checkpoint: str = DEFAULT_KAME_REPO  # repo id or folder
+    device: ComputeDevice = "auto"
+    dtype: Precision = "auto"
     int8: bool = False
 
 
@@ -172,6 +183,8 @@ def _check(value: Any, typ: Any) -> Any:
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else _WRONG
     if typ is str:
         return value if isinstance(value, str) else _WRONG
+    if typing.get_origin(typ) is Literal:  # one of a set of choices (kame_desktop.choices)
+        return value if value in typing.get_args(typ) else _WRONG
     return value  # a richer annotation (none yet): trust TOML's own typing
 
 

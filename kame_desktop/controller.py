@@ -1,5 +1,5 @@
-"""The non-Qt glue of the desktop app: builds a Session from Settings and runs it off the GUI
-thread, then stops it cleanly.
+"""The non-Qt glue of the desktop app: builds a Session from Settings (`assembly.build_session`,
+the one assembly path) and runs it off the GUI thread, then stops it cleanly.
 
 One thread ("kame-inference") loads the front-end, the back-end and the audio device, then
 runs `session.run(source, sink)`; the back-end has its own worker threads. The source is wrapped
@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kame_desktop.assembly import BackendFactory, build_session
 from kame_desktop.audio.sources import AudioSink, AudioSource
 from kame_desktop.config import Settings
+from kame_desktop.errors import ErrorKind, error_kind
 from kame_desktop.events import FRAME_SECONDS, EventBus, Stamped
 
 if TYPE_CHECKING:
-    from kame_desktop.backend.worker import Backend
     from kame_desktop.frontend.base import FrontEnd
     from kame_desktop.session import ScriptEntry, Session
 
@@ -48,6 +49,11 @@ class StatusNotice:
 class ErrorNotice:
     source: str  # "load", "audio", "llm", ...
     message: str
+    kind: ErrorKind = "failed"  # what sort of fix it needs (the banner switches on it)
+
+    @staticmethod
+    def of(source: str, e: BaseException) -> ErrorNotice:
+        return ErrorNotice(source, str(e) or type(e).__name__, error_kind(e))
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,6 @@ class SessionEnded:
 Notify = Callable[[object], None]
 FrontEndFactory = Callable[[Settings], "FrontEnd"]
 AudioFactory = Callable[[Settings], "tuple[AudioSource, AudioSink]"]
-BackendFactory = Callable[[Settings, "Session"], "Backend | None"]
 
 
 def _rms(frame: np.ndarray) -> float:
@@ -103,7 +108,7 @@ class ControlledSource:
                 action()
             except Exception as e:
                 log.exception("a queued action failed")
-                c.notify(ErrorNotice("session", _describe(e)))
+                c.notify(ErrorNotice.of("session", e))
         if self.stop.is_set():
             return None
         frame = self.inner.read()
@@ -151,9 +156,9 @@ class Controller:
     ) -> None:
         self.settings = settings
         self.notify = notify
-        self.frontend_factory = frontend_factory or build_frontend
+        self.frontend_factory = frontend_factory  # None: the one the settings describe
         self.audio_factory = audio_factory or build_audio
-        self.backend_factory = backend_factory or build_backend
+        self.backend_factory = backend_factory  # None: the one the settings describe
         self.script = list(script)
         self.open_mic = settings.audio.open_mic
         self.ptt_pressed = False
@@ -209,19 +214,15 @@ class Controller:
         self.start()
 
     def _run(self, stop: threading.Event, actions: queue.Queue, run: int) -> None:
-        from kame_desktop.session import Session
-
         session: Session | None = None
         parts: list[Any] = []  # audio source and sink, closed at the end
         try:
             self.notify(StatusNotice("Loading the front-end…", busy=True))
-            frontend = self.frontend_factory(self.settings)
             bus = EventBus()
             bus.subscribe(self._on_event)
-            session = Session(frontend, bus)
-            if not stop.is_set():
-                self.notify(StatusNotice("Starting the back-end…", busy=True))
-                session.backend = self.backend_factory(self.settings, session)
+            frontend = self.frontend_factory(self.settings) if self.frontend_factory else None
+            # An injected front-end (tests) stays its owner's: the session only resets it.
+            session = build_session(self.settings, bus, frontend=frontend, backend=self.backend_factory or True)
             if not stop.is_set():
                 self.notify(StatusNotice("Opening the audio device…", busy=True))
                 source, sink = self.audio_factory(self.settings)
@@ -229,10 +230,10 @@ class Controller:
                 self._source = source
                 for part in parts:  # a device reports its errors (unplugged, …) here
                     if hasattr(part, "on_error"):
-                        part.on_error = lambda message: self.notify(ErrorNotice("audio", str(message)))
+                        part.on_error = lambda message: self.notify(ErrorNotice("audio", str(message), "device"))
         except Exception as e:
             log.exception("loading the session failed")
-            self.notify(ErrorNotice("load", _describe(e)))
+            self.notify(ErrorNotice.of("load", e))
             self.notify(StatusNotice("Not running"))
             self._cleanup(session, parts)
             return
@@ -244,19 +245,19 @@ class Controller:
                 frames = session.run(ControlledSource(source, self, stop, actions), ControlledSink(sink, self), self.script)
         except Exception as e:
             log.exception("the session failed")
-            self.notify(ErrorNotice("session", _describe(e)))
+            self.notify(ErrorNotice.of("session", e))
         finally:
             self._cleanup(session, parts)
             self.notify(SessionEnded(frames, run))
 
     def _cleanup(self, session: Session | None, parts: list[Any]) -> None:
-        if session is not None and session.backend is not None:
-            session.backend.stop(timeout=0.5)
         if session is not None:
             try:
-                session.frontend.close()
+                session.close(timeout=0.5)
             except Exception:
-                log.exception("closing the front-end failed")
+                log.exception("closing the session failed")
+            if self.session is session:
+                self.session = None  # drop it, so its models can be freed before the next load
         unique = [p for i, p in enumerate(parts) if all(p is not q for q in parts[:i])]
         for part in unique:  # a duplex device is both source and sink: close it once
             if hasattr(part, "close"):
@@ -311,31 +312,7 @@ def has_words(records: list[Stamped]) -> bool:
     return any(r.event.kind in ("asr_final", "assistant_token", "oracle_token", "llm_chunk") for r in records)
 
 
-def _describe(e: BaseException) -> str:
-    return str(e) or type(e).__name__
-
-
-# --- default builders (real devices and models), used by the app ---------------------------------
-
-
-def build_frontend(settings: Settings) -> FrontEnd:
-    from kame_desktop.frontend.select import choose_frontend
-
-    fe = settings.frontend
-    checkpoint = fe.checkpoint if fe.kind == "kame" else None
-    choice = choose_frontend(fe.kind, checkpoint, fe.device)
-    if choice.kind == "lite":
-        from kame_desktop.frontend.lite.engine import LiteFrontEnd
-        from kame_desktop.frontend.lite.tts import PiperTts
-
-        return LiteFrontEnd(PiperTts(threads=1))
-    import torch
-
-    torch.set_num_threads(1)
-    from kame_desktop.frontend.kame.engine import KameFrontEnd
-
-    dtype = None if fe.dtype == "auto" else fe.dtype
-    return KameFrontEnd.load(choice.checkpoint or fe.checkpoint, device=fe.device, dtype=dtype, int8=fe.int8)
+# --- the default audio: the sound card ------------------------------------------------------------
 
 
 def build_audio(settings: Settings) -> tuple[AudioSource, AudioSink]:
@@ -353,23 +330,3 @@ def build_audio(settings: Settings) -> tuple[AudioSource, AudioSink]:
         settings.audio.input_device or None, settings.audio.output_device or None, echo_canceller=echo_canceller
     )
     return device, device
-
-
-def build_backend(settings: Settings, session: Session) -> Backend:
-    from kame_desktop.backend.factory import BackendSettings, make_backend
-
-    llm, asr = settings.llm, settings.asr
-    return make_backend(
-        BackendSettings(
-            llm=llm.provider,
-            llm_url=llm.base_url if llm.provider == "openai" else None,
-            llm_model=(llm.model if llm.provider == "openai" else (llm.gguf_path or None)),
-            llm_threads=llm.threads,
-            asr=asr.provider,
-            asr_model=asr.whisper_model,
-            asr_threads=asr.threads,
-            policy=llm.policy,
-            system_prompt=settings.system_prompt,
-        ),
-        session,
-    )

@@ -21,7 +21,7 @@ not fetched again.
 
 The models folder: `models_dir=`, else $KAME_MODELS_DIR, else platformdirs
 user_data_dir("kame-desktop")/models; a repo `owner/name` lands in `<models>/owner/name/`.
-The catalog of models the app offers is `models/catalog.toml` (`load_catalog()`).
+The catalog of models the app offers is `models/catalog.toml` (`catalog.load_catalog()`).
 """
 
 from __future__ import annotations
@@ -31,93 +31,24 @@ import json
 import logging
 import os
 import shutil
-import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from kame_desktop.errors import KameError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from kame_desktop.catalog import CatalogEntry
+from kame_desktop.choices import CHECKPOINT_NAMES
+from kame_desktop.errors import DownloadCancelled, DownloadError, KameError, NotEnoughSpace
+from kame_desktop.fileio import ByteProgress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]  # (bytes done, bytes total), over all files of the plan
 
 CHUNK = 1 << 18  # bytes per read and per progress call
 _TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
 _OFFLINE_HINT = "the lite front-end works offline"
-# The checkpoint loader's file-name keys and defaults (frontend/kame/checkpoint.py; not imported:
-# it imports torch).
-_CHECKPOINT_NAMES = {
-    "moshi_name": "model.safetensors",
-    "mimi_name": "tokenizer-e351c8d8-checkpoint125.safetensors",
-    "tokenizer_name": "tokenizer_spm_32k_3.model",
-    "mimi_config_name": None,
-    "lora_name": None,
-}
-
-
-class DownloadError(KameError):
-    """A model download failed: no network, not enough disk space, refused by the hub, or corrupted."""
-
-
-class NotEnoughSpace(DownloadError):
-    """The models folder's disk has less free space than the download needs."""
-
-
-class DownloadCancelled(KameError):
-    """The user cancelled a download; its `.part` files stay for a later resume."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The catalog (models/catalog.toml)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    id: str
-    kind: str  # "kame" (a checkpoint: files from its config.json) or "gguf" (one file for the local LLM)
-    repo: str
-    name: str
-    license: str  # as the catalog states it; the hub's metadata (RepoPlan.license) is authoritative
-    approx_bytes: int
-    files: tuple[str, ...] = ()  # empty: the files named by the repo's config.json
-    revision: str = "main"
-    description: str = ""
-
-
-def catalog_path() -> Path:
-    """models/catalog.toml: inside the package when the wheel ships it, else the source tree's."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "models" / "catalog.toml", here.parent / "models" / "catalog.toml"):
-        if candidate.is_file():
-            return candidate
-    raise DownloadError("the model catalog (models/catalog.toml) is missing; reinstall kame-desktop")
-
-
-def load_catalog(path: str | os.PathLike[str] | None = None) -> list[CatalogEntry]:
-    """The models the app offers for download, in catalog order."""
-    file = Path(path) if path is not None else catalog_path()
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        return [
-            CatalogEntry(
-                id=m["id"], kind=m["kind"], repo=m["repo"], name=m["name"], license=m["license"],
-                approx_bytes=int(float(m["approx_gb"]) * 1e9), files=tuple(m.get("files", ())),
-                revision=m.get("revision", "main"), description=m.get("description", ""),
-            )
-            for m in raw.get("model", [])
-        ]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DownloadError(f"the model catalog {file} is unreadable ({e}); reinstall kame-desktop") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +207,7 @@ def _checkpoint_names(base: str, repo_id: str, commit: str, token: str | bool | 
         except ValueError as e:
             raise DownloadError(f"config.json of {repo_id} is not valid JSON ({e}); report it to the model's authors") from e
     names = []
-    for key, default in _CHECKPOINT_NAMES.items():
+    for key, default in CHECKPOINT_NAMES.items():
         name = config.get(key, default)
         if not name:
             continue
@@ -308,7 +239,7 @@ def _license(info: Any) -> str | None:
 def download(
     plan: RepoPlan,
     dest_dir: str | os.PathLike[str] | None = None,
-    progress: Progress | None = None,
+    progress: ByteProgress | None = None,
     cancel: threading.Event | None = None,
     *,
     token: str | bool | None = None,
@@ -354,7 +285,7 @@ def download(
 
 def _fetch(
     session: Any, plan: RepoPlan, f: RemoteFile, final: Path, token: str | bool | None,
-    done_before: int, total: int, progress: Progress | None, cancel: threading.Event | None,
+    done_before: int, total: int, progress: ByteProgress | None, cancel: threading.Event | None,
 ) -> None:
     import requests
 

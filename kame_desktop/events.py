@@ -1,10 +1,13 @@
 """The ground floor everyone may import: audio framing constants, the back-end → front-end
 signals, the event schema (one schema for the timeline, history and exports) and the EventBus.
 
-Events are frozen dataclasses; their `kind` is derived from the class name
-(`OracleTokenEvent` → `oracle_token`). A `Stamped` event carries the input-frame index at
-which the session recorded it; its record is `{"kind", "frame", "t", **fields}` with
-t = frame × 0.08 s, the session's audio clock.
+Naming rule: a *signal* (back-end → front-end, drained by the inference thread before a frame)
+is named for what happened, with no suffix (`OracleReset`, `TurnEnded`); an *event* (anything →
+EventBus → timeline, GUI, history) ends in `Event`, and its `kind` is the snake-case name without
+the suffix (`OracleResetEvent` → `oracle_reset`). A signal and the event that reports it may
+therefore share a stem. A `Stamped` event carries the input-frame index at which the session
+recorded it; its record is `{"kind", "frame", "t", **fields}` with t = frame × 0.08 s, the
+session's audio clock. README.md has the table of every kind and its fields.
 """
 
 from __future__ import annotations
@@ -147,7 +150,7 @@ class TurnEndEvent(Event):
 class LlmRequestEvent(Event):
     request: int
     policy: str
-    words: int
+    word_count: int  # user words the request includes
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,14 @@ class OracleTokenEvent(Event):
 
 
 @dataclass(frozen=True)
+class OracleLagEvent(Event):
+    """KAME: time from a request's first LLM chunk to its first oracle token fed to the model."""
+
+    request: int | None
+    lag_ms: float
+
+
+@dataclass(frozen=True)
 class OracleLateEvent(Event):
     request: int | None
     count: int
@@ -207,6 +218,7 @@ class BargeInEvent(Event):
 class ErrorEvent(Event):
     source: str
     message: str
+    error_kind: str = "failed"  # errors.ErrorKind: what sort of fix it needs (the banner's switch)
 
 
 @dataclass(frozen=True)
@@ -227,7 +239,7 @@ class Stamped:
     def from_record(record: dict[str, Any]) -> Stamped:
         fields = {k: v for k, v in record.items() if k not in ("kind", "frame", "t")}
         cls = _EVENT_TYPES[record["kind"]]
-        if isinstance(fields.get("words"), list | tuple):  # ASR words (llm_request counts words)
+        if isinstance(fields.get("words"), list | tuple):  # ASR words
             fields["words"] = tuple(Word(**w) for w in fields["words"])
         return Stamped(int(record["frame"]), cls(**fields))
 

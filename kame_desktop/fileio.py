@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+ByteProgress = Callable[[int, int], None]  # (bytes done, bytes total): long copies and downloads
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kame_desktop.config import data_dir, llm_api_key, redact
-from kame_desktop.errors import KameError
+from kame_desktop.errors import HistoryError
 from kame_desktop.events import (
     AsrFinalEvent,
     AssistantTokenEvent,
@@ -41,10 +41,6 @@ SUFFIX = ".jsonl"
 DEFAULT_TITLE = "Conversation"
 _TITLE_WORDS = 8
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # ids name files: no separators, no "..", no surprises
-
-
-class HistoryError(KameError):
-    """A saved conversation is missing or unreadable."""
 
 
 @dataclass(frozen=True)

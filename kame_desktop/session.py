@@ -28,8 +28,11 @@ from kame_desktop.events import (
     AssistantTokenEvent,
     Event,
     EventBus,
+    LlmFirstChunkEvent,
+    OracleLagEvent,
     OracleReset,
     OracleText,
+    OracleTokenEvent,
     OracleTokens,
     SessionStartEvent,
     Signal,
@@ -148,7 +151,9 @@ def check_script_tokens(entries: list[ScriptEntry], text_card: int, path: Path) 
 
 class Session:
     """Drives one front-end frame by frame; with a back-end, also feeds it the user's audio and
-    the companion's words, and stamps the back-end's asynchronous events on the audio clock."""
+    the companion's words, and stamps the back-end's asynchronous events on the audio clock.
+    Built by `assembly.build_session`; `close()` stops the back-end and closes the front-end
+    when the session built it (`owns_frontend`)."""
 
     def __init__(
         self,
@@ -156,23 +161,48 @@ class Session:
         bus: EventBus | None = None,
         signals: SignalQueue | None = None,
         backend: Backend | None = None,
+        *,
+        owns_frontend: bool = True,
     ) -> None:
         self.frontend = frontend
         self.bus = bus or EventBus()
         self.signals = signals or SignalQueue()
         self.backend = backend
+        self.owns_frontend = owns_frontend
         self.frame = 0  # index of the input frame being processed (warm-up excluded)
+        self._first_chunk_frame: dict[int | None, int] = {}  # per request, for oracle_lag
         # Stamping and publishing happen under one lock so that records from the inference
         # thread and the back-end come out in frame order.
         self._lock = threading.Lock()
 
+    def _publish(self, event: Event) -> None:
+        """Publish at the current frame (the lock is held); derives `oracle_lag` on the way."""
+        self.bus.publish(self.frame, event)
+        if isinstance(event, LlmFirstChunkEvent):
+            self._first_chunk_frame[event.request] = self.frame
+        elif isinstance(event, OracleTokenEvent) and event.request in self._first_chunk_frame:
+            lag_ms = (self.frame - self._first_chunk_frame.pop(event.request)) * FRAME_SECONDS * 1000
+            self.bus.publish(self.frame, OracleLagEvent(event.request, round(lag_ms, 1)))
+
     def publish_async(self, event: Event) -> None:
         """For the back-end's events: stamped with the frame being processed now."""
         with self._lock:
-            self.bus.publish(self.frame, event)
+            self._publish(event)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the back-end and close the front-end if this session built it. Idempotent."""
+        backend, self.backend = self.backend, None
+        try:
+            if backend is not None:
+                backend.stop(timeout)
+        finally:
+            if self.owns_frontend:
+                self.owns_frontend = False
+                self.frontend.close()
 
     def start(self) -> None:
         self.frame = 0
+        self._first_chunk_frame.clear()
         fe = self.frontend
         llm = self.backend.llm.name if self.backend else None
         asr = self.backend.asr.name if self.backend and self.backend.asr else None
@@ -187,7 +217,7 @@ class Session:
         result = self.frontend.step(frame, self.signals.drain())
         with self._lock:
             for event in result.events:
-                self.bus.publish(self.frame, event)
+                self._publish(event)
             self.frame += 1
         if self.backend:
             said = "".join(e.piece for e in result.events if isinstance(e, AssistantTokenEvent))

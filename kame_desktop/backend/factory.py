@@ -1,5 +1,6 @@
-"""Build the back-end's providers from plain settings (CLI options now, the settings dialog
-later). Heavy imports stay inside, so choosing a provider costs nothing until it is used."""
+"""Build the back-end's providers from plain settings (`assembly.backend_settings` makes them
+from the app's Settings). Heavy imports stay inside, so choosing a provider costs nothing until
+it is used."""
 
 from __future__ import annotations
 
@@ -10,36 +11,41 @@ from typing import TYPE_CHECKING
 from kame_desktop.backend.asr.base import AsrProvider
 from kame_desktop.backend.llm.base import LlmProvider
 from kame_desktop.backend.prompts import ANSWER_TOKENS
+from kame_desktop.choices import (
+    ASR_KINDS,
+    LLM_KINDS,
+    OPENAI_MODEL,
+    OPENAI_URL,
+    AsrKind,
+    LlmKind,
+    Policy,
+    check_choice,
+)
 from kame_desktop.config import llm_api_key
 from kame_desktop.errors import KameError
 
 if TYPE_CHECKING:
-    from kame_desktop.backend.worker import Backend
-    from kame_desktop.session import Session
+    from kame_desktop.backend.worker import Backend, EventSink, SignalSink
 
 log = logging.getLogger(__name__)
-
-LLM_KINDS = ("local", "openai")
-ASR_KINDS = ("whisper", "openai", "kyutai-stt")
-OPENAI_URL = "https://api.openai.com/v1"
-OPENAI_MODEL = "gpt-4.1"
 
 
 @dataclass(frozen=True)
 class BackendSettings:
-    llm: str = "local"
+    llm: LlmKind = "local"
     llm_url: str | None = None
     llm_model: str | None = None  # a model name (openai) or a GGUF path (local)
     llm_threads: int = 1
-    asr: str = "whisper"
+    asr: AsrKind = "whisper"
     asr_model: str = "base"
     asr_threads: int = 1
     asr_url: str | None = None
-    policy: str = "reactive"  # when to ask the LLM (oracle_manager.POLICIES)
+    policy: Policy = "reactive"  # when to ask the LLM
     system_prompt: str = ""  # empty: the built-in prompt
 
 
 def make_llm(settings: BackendSettings) -> LlmProvider:
+    check_choice(settings.llm, LLM_KINDS, "LLM provider")
     if settings.llm == "local":
         from kame_desktop.backend.llm.local import LocalLlm
 
@@ -53,10 +59,11 @@ def make_llm(settings: BackendSettings) -> LlmProvider:
             api_key=llm_api_key(),
             max_tokens=ANSWER_TOKENS,
         )
-    raise KameError(f"unknown LLM provider '{settings.llm}'; use one of {', '.join(LLM_KINDS)}")
+    raise AssertionError(settings.llm)
 
 
 def make_asr(settings: BackendSettings) -> AsrProvider:
+    check_choice(settings.asr, ASR_KINDS, "ASR provider")
     if settings.asr == "whisper":
         from kame_desktop.backend.asr.whisper import WhisperAsr
 
@@ -69,13 +76,16 @@ def make_asr(settings: BackendSettings) -> AsrProvider:
         from kame_desktop.backend.asr.kyutai import KyutaiStt
 
         return KyutaiStt()
-    raise KameError(f"unknown ASR provider '{settings.asr}'; use one of {', '.join(ASR_KINDS)}")
+    raise AssertionError(settings.asr)
 
 
-def make_backend(settings: BackendSettings, session: Session) -> Backend:
-    """The back-end for `session`, not started (Session.start starts it). An LLM that cannot be
-    set up (a bad GGUF, a missing package) does not stop the conversation: the front-end goes on
-    without hints and every request says why."""
+def make_backend(
+    settings: BackendSettings, post_signal: SignalSink, publish: EventSink, *, asr: AsrProvider | None = None
+) -> Backend:
+    """The back-end, not started (Session.start starts it): it posts signals for the front-end
+    on `post_signal` and events on `publish`; `asr` is a recognizer the caller built (else one
+    from the settings). An LLM that cannot be set up (a bad GGUF, a missing package) does not
+    stop the conversation: the front-end goes on without hints and every request says why."""
     from kame_desktop.backend.llm.base import UnavailableLlm
     from kame_desktop.backend.oracle_manager import PolicyConfig
     from kame_desktop.backend.prompts import SYSTEM_PROMPT
@@ -88,14 +98,14 @@ def make_backend(settings: BackendSettings, session: Session) -> Backend:
         if hasattr(llm, "load"):
             llm.load()  # fail early, and keep model loading out of the paced session
     except KameError as e:
-        llm = UnavailableLlm(f"{settings.llm} (unavailable)", str(e))
-        notices.append(ErrorEvent("llm", str(e)))
+        llm = UnavailableLlm(f"{settings.llm} (unavailable)", str(e), e.kind)
+        notices.append(ErrorEvent("llm", str(e), e.kind))
         log.warning("%s", e)
     return Backend(
         llm,
-        make_asr(settings),
-        session.signals.post,
-        session.publish_async,
+        asr if asr is not None else make_asr(settings),
+        post_signal,
+        publish,
         policy=PolicyConfig(name=settings.policy),
         system_prompt=settings.system_prompt.strip() or SYSTEM_PROMPT,
         notices=notices,

@@ -32,6 +32,7 @@ from kame_desktop.backend.prompts import (
     Conversation,
     build_messages,
 )
+from kame_desktop.choices import POLICIES, Policy, check_choice
 from kame_desktop.errors import LlmError
 from kame_desktop.events import (
     AsrFinalEvent,
@@ -52,12 +53,10 @@ from kame_desktop.events import (
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("reactive", "polling", "end_of_turn")
-
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    name: str = "reactive"
+    name: Policy = "reactive"
     poll_interval: float = 0.5
     min_new_words: int = 2
     max_starts: int = 5
@@ -112,8 +111,7 @@ class OracleManager:
         self.post_signal = post_signal
         self.emit = emit
         self.policy = policy or PolicyConfig()
-        if self.policy.name not in POLICIES:
-            raise ValueError(f"unknown policy {self.policy.name!r}; use one of {', '.join(POLICIES)}")
+        check_choice(self.policy.name, POLICIES, "policy")
         self.system_prompt = system_prompt
         self.merge_words = merge_words  # False = the reference: each delta stripped and sent alone
         self.clock = clock
@@ -302,13 +300,13 @@ class OracleManager:
         except asyncio.CancelledError:
             raise
         except LlmError as e:
-            self._failed(request, str(e), e.retryable)
+            self._failed(request, str(e), e.retryable, e.kind)
         except Exception as e:  # a provider bug must not take the back-end down
             log.exception("LLM stream failed")
-            self._failed(request, f"unexpected LLM failure: {e}", True)
+            self._failed(request, f"unexpected LLM failure: {e}", True, "failed")
 
-    def _failed(self, request: int, message: str, retryable: bool) -> None:
-        self.emit(ErrorEvent("llm", message))
+    def _failed(self, request: int, message: str, retryable: bool, kind: str) -> None:
+        self.emit(ErrorEvent("llm", message, kind))
         self.emit(LlmDoneEvent(request, "error"))
         self.post_signal(OracleDone(request))  # what arrived is all there will be
         if retryable and request == self.request:

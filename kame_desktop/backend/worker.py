@@ -21,6 +21,7 @@ from kame_desktop.backend.asr.base import AsrProvider
 from kame_desktop.backend.llm.base import LlmProvider
 from kame_desktop.backend.oracle_manager import OracleManager, PolicyConfig
 from kame_desktop.backend.prompts import SYSTEM_PROMPT
+from kame_desktop.errors import error_kind
 from kame_desktop.events import (
     ErrorEvent,
     Event,
@@ -33,6 +34,9 @@ from kame_desktop.events import (
 
 log = logging.getLogger(__name__)
 
+SignalSink = Callable[[Signal], bool]  # posts a signal for the front-end; False if it was dropped
+EventSink = Callable[[Event], None]  # publishes an event (the session stamps it)
+
 _FLUSH = object()  # end of the audio: commit pending words
 _RESET = object()  # new conversation: forget buffered audio
 _STOP = object()
@@ -43,8 +47,8 @@ class Backend:
         self,
         llm: LlmProvider,
         asr: AsrProvider | None,
-        post_signal: Callable[[Signal], bool],
-        publish: Callable[[Event], None],
+        post_signal: SignalSink,
+        publish: EventSink,
         *,
         policy: PolicyConfig | None = None,
         system_prompt: str = SYSTEM_PROMPT,
@@ -146,7 +150,9 @@ class Backend:
                     self._audio.get_nowait()  # drop the oldest audio, never block the caller
                     self.dropped_audio_frames += 1
                     if self.dropped_audio_frames % 25 == 1:
-                        self.publish(ErrorEvent("asr", "speech recognition is falling behind real time; audio dropped"))
+                        self.publish(
+                            ErrorEvent("asr", "speech recognition is falling behind real time; audio dropped", "busy")
+                        )
                 except queue.Empty:
                     pass
 
@@ -190,7 +196,7 @@ class Backend:
             events = call()
         except Exception as e:
             log.exception("ASR failed")
-            self.publish(ErrorEvent("asr", f"speech recognition failed: {e}; retrying"))
+            self.publish(ErrorEvent("asr", f"speech recognition failed: {e}; retrying", error_kind(e)))
             return False
         if events and self._loop is not None:
             try:

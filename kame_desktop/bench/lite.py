@@ -71,22 +71,15 @@ class Timed:
 
 
 def _run_one(asr, tts, pcm: np.ndarray, policy: str) -> tuple[np.ndarray, list[Stamped]]:
+    from kame_desktop.assembly import build_session
     from kame_desktop.audio.sources import FileSource
-    from kame_desktop.backend.llm.local import LocalLlm
-    from kame_desktop.backend.oracle_manager import PolicyConfig
-    from kame_desktop.backend.worker import Backend
-    from kame_desktop.frontend.lite.engine import LiteFrontEnd
-    from kame_desktop.session import Session
+    from kame_desktop.config import FrontEndSettings, LlmSettings, Settings
 
     records: list[Stamped] = []
     bus = EventBus()
     bus.subscribe(records.append)
-    asr.reset()
-    frontend = LiteFrontEnd(tts)
-    llm = LocalLlm(n_threads=1)
-    llm.load()
-    session = Session(frontend, bus)
-    session.backend = Backend(llm, asr, session.signals.post, session.publish_async, policy=PolicyConfig(name=policy))
+    settings = Settings(llm=LlmSettings(threads=1, policy=policy), frontend=FrontEndSettings(kind="lite"))
+    session = build_session(settings, bus, asr=asr, tts=tts)
     out: list[np.ndarray] = []
 
     class Collect:
@@ -98,13 +91,12 @@ def _run_one(asr, tts, pcm: np.ndarray, policy: str) -> tuple[np.ndarray, list[S
     try:
         session.run(FileSource(pcm, TAIL_SECONDS, realtime=True), Collect())
     finally:
-        session.backend.stop()
-        frontend.close()
+        session.close()
     return np.concatenate(out), records
 
 
 def run_bench(questions: int = 10) -> dict:
-    from kame_desktop.backend.asr.vad import TURN_HANGOVER_MS
+    from kame_desktop.audio.vad import TURN_HANGOVER_MS
     from kame_desktop.backend.asr.whisper import WhisperAsr
     from kame_desktop.bench.speech import QUESTIONS, speak
     from kame_desktop.frontend.lite.tts import PiperTts

@@ -36,7 +36,7 @@ TAIL_SECONDS = 3.0
 def word_lags_ms(records: list[Stamped]) -> tuple[list[float], list[float]]:
     """Per user word, the oracle lag in ms; and the LLM times to first token."""
     word_ends = [w.end for r in records if isinstance(r.event, AsrFinalEvent) for w in r.event.words]
-    request_words = {r.event.request: r.event.words for r in records if isinstance(r.event, LlmRequestEvent)}
+    request_words = {r.event.request: r.event.word_count for r in records if isinstance(r.event, LlmRequestEvent)}
     first_token: dict[int, float] = {}
     for r in records:
         if isinstance(r.event, OracleTokenEvent) and r.event.request is not None:
@@ -52,25 +52,19 @@ def word_lags_ms(records: list[Stamped]) -> tuple[list[float], list[float]]:
 
 
 def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int) -> list[Stamped]:
+    from kame_desktop.assembly import build_session
     from kame_desktop.audio.sources import FileSource, NullSink
-    from kame_desktop.backend.llm.local import LocalLlm
-    from kame_desktop.backend.oracle_manager import PolicyConfig
-    from kame_desktop.backend.worker import Backend
-    from kame_desktop.session import Session
+    from kame_desktop.config import LlmSettings, Settings
 
     records: list[Stamped] = []
     bus = EventBus()
     bus.subscribe(records.append)
-    frontend.reset()
-    asr.reset()
-    llm = LocalLlm(n_threads=llm_threads)
-    llm.load()
-    session = Session(frontend, bus)
-    session.backend = Backend(llm, asr, session.signals.post, session.publish_async, policy=PolicyConfig(name=policy))
+    settings = Settings(llm=LlmSettings(threads=llm_threads, policy=policy))
+    session = build_session(settings, bus, frontend=frontend, asr=asr)
     try:
         session.run(FileSource(pcm, TAIL_SECONDS, realtime=True), NullSink())
     finally:
-        session.backend.stop()
+        session.close()
     return records
 
 

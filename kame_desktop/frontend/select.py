@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FRONTENDS = ("auto", "kame", "lite")
-DEFAULT_KAME_REPO = "SakanaAI/kame"
+from kame_desktop.choices import DEFAULT_KAME_REPO, FRONTEND_KINDS, check_choice
 
 
 @dataclass(frozen=True)
@@ -29,10 +28,7 @@ def choose_frontend(requested: str = "auto", checkpoint: str | None = None, devi
         return Choice("kame", DEFAULT_KAME_REPO, "the KAME front-end was asked for")
     if requested == "lite":
         return Choice("lite", None, "the lite front-end was asked for")
-    if requested != "auto":
-        from kame_desktop.errors import KameError
-
-        raise KameError(f"unknown front-end '{requested}'; use one of {', '.join(FRONTENDS)}")
+    check_choice(requested, FRONTEND_KINDS, "front-end")
 
     import torch
 

@@ -37,19 +37,16 @@ class ErrorBanner(QFrame):
         return self.label.text() if self.isVisible() else ""
 
 
-def explain(source: str, message: str) -> str:
-    """Turn an error into a sentence that names the fix."""
-    if "Settings" in message:  # the core's messages often name the fix already
-        return message[:1].upper() + message[1:]
-    low = message.lower()
-    if source == "llm" and any(w in low for w in ("connect", "unreachable", "refused", "resolve")):
-        return f"LLM server unreachable: {message} — open Settings to check the URL, or choose the local model."
-    if source == "llm":
-        return f"LLM error: {message} — open Settings to check the LLM provider, model and API key."
-    if source == "audio":
-        return f"Audio device error: {message} — open Settings to choose another input or output device."
-    if source == "load":
-        return f"Could not start the session: {message} — open Settings to choose another front-end or model."
-    if source == "asr":
-        return f"Speech recognition: {message} — open Settings to pick another ASR provider."
-    return f"{source}: {message}"
+_WHAT = {"llm": "LLM", "asr": "Speech recognition", "audio": "Audio", "tts": "Speech synthesis",
+         "load": "Could not start the session", "session": "The session stopped"}
+
+
+def explain(source: str, message: str, kind: str = "failed") -> tuple[str, bool]:
+    """The banner's text for an error and whether to offer Settings. The core's messages already
+    say what to do; the error's kind (errors.ErrorKind) decides whether Settings is the fix."""
+    match kind:
+        case "unreachable" | "refused" | "bad_server" | "bad_model" | "device" | "bad_input":
+            offer_settings = True
+        case _:  # "busy" retries by itself; "failed" has no setting to blame
+            offer_settings = False
+    return f"{_WHAT.get(source, source)}: {message}", offer_settings

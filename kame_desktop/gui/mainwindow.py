@@ -29,7 +29,7 @@ from kame_desktop.controller import (
     StatusNotice,
     has_words,
 )
-from kame_desktop.events import FRAME_SECONDS, Stamped
+from kame_desktop.events import ErrorEvent, LlmFirstChunkEvent, OracleLagEvent, SessionStartEvent, Stamped
 from kame_desktop.gui.banner import ErrorBanner, explain
 from kame_desktop.gui.bridge import EventBridge
 from kame_desktop.gui.statusline import StatusLine
@@ -65,8 +65,6 @@ class MainWindow(QMainWindow):
         self.bridge.received.connect(self.on_notice, Qt.ConnectionType.QueuedConnection)
         self.controller = Controller(settings, self.bridge, **controller_kwargs)
         self.viewing: list[Stamped] | None = None  # a saved conversation shown read-only
-        self._first_chunk: dict[int | None, int] = {}
-        self._oracle_seen: set[int | None] = set()
         self._ptt_key = QKeySequence(settings.audio.ptt_key)
 
         self.banner = ErrorBanner()
@@ -143,26 +141,22 @@ class MainWindow(QMainWindow):
         elif isinstance(obj, StatusNotice):
             self.status.set_status(obj.text, obj.busy)
         elif isinstance(obj, ErrorNotice):
-            self.banner.show_error(explain(obj.source, obj.message))
+            self.banner.show_error(*explain(obj.source, obj.message, obj.kind))
         elif isinstance(obj, SessionEnded) and obj.run == self.controller.run_id:  # not a restarted one
             self.status.set_status("Stopped")
 
     def _on_event(self, stamped: Stamped) -> None:
-        e = stamped.event
         if self.viewing is None:
             self.transcript.handle(stamped)
-        if e.kind == "session_start":
-            llm = f" · LLM {e.llm}" if e.llm else ""
-            self.status.set_status(f"{e.frontend} · {e.model} · {e.device}{llm}")
-        elif e.kind == "llm_first_chunk":
-            self.status.set_ttft(e.ttft_ms)
-            self._first_chunk[e.request] = stamped.frame
-        elif e.kind == "oracle_token" and e.request not in self._oracle_seen:
-            self._oracle_seen.add(e.request)
-            if e.request in self._first_chunk:
-                self.status.set_oracle_lag((stamped.frame - self._first_chunk[e.request]) * FRAME_SECONDS * 1000)
-        elif e.kind == "error":
-            self.banner.show_error(explain(e.source, e.message))
+        match stamped.event:
+            case SessionStartEvent(frontend=frontend, model=model, device=device, llm=llm):
+                self.status.set_status(f"{frontend} · {model} · {device}" + (f" · LLM {llm}" if llm else ""))
+            case LlmFirstChunkEvent(ttft_ms=ttft_ms):
+                self.status.set_ttft(ttft_ms)
+            case OracleLagEvent(lag_ms=lag_ms):
+                self.status.set_oracle_lag(lag_ms)
+            case ErrorEvent(source=source, message=message, error_kind=kind):
+                self.banner.show_error(*explain(source, message, kind))
 
     def _set_open_mic(self, on: bool) -> None:
         self.controller.set_open_mic(on)
@@ -204,8 +198,6 @@ class MainWindow(QMainWindow):
         self.leave_history()
         self._save_history(self.controller.new_conversation())
         self.transcript.clear()
-        self._first_chunk.clear()
-        self._oracle_seen.clear()
 
     def current_records(self) -> list[Stamped]:
         return list(self.viewing) if self.viewing is not None else list(self.controller.records)
@@ -266,7 +258,8 @@ class MainWindow(QMainWindow):
     # --- models ---------------------------------------------------------------------------------
 
     def open_model_manager(self) -> None:
-        from kame_desktop.downloads import DownloadError, load_catalog
+        from kame_desktop.catalog import load_catalog
+        from kame_desktop.errors import DownloadError
         from kame_desktop.gui.model_manager import ModelManagerDialog
 
         try:

@@ -23,16 +23,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kame_desktop.catalog import CatalogEntry
 from kame_desktop.downloads import (
-    CatalogEntry,
-    DownloadCancelled,
-    DownloadError,
     RepoPlan,
     download,
     free_space,
     model_dir,
     plan_entry,
 )
+from kame_desktop.errors import DownloadCancelled, DownloadError
 
 
 def _fmt(n: int) -> str:

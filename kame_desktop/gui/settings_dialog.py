@@ -30,13 +30,11 @@ from PySide6.QtWidgets import (
 )
 
 from kame_desktop import config
+from kame_desktop.choices import ASR_KINDS, COMPUTE_DEVICES, FRONTEND_KINDS, POLICIES, PRECISIONS
 from kame_desktop.config import LLM_PRESETS, Settings
 from kame_desktop.gui.banner import ErrorBanner
 from kame_desktop.gui.bridge import EventBridge
 from kame_desktop.gui.meter import LevelMeter
-
-ASR_PROVIDERS = ("whisper", "openai", "kyutai-stt")
-POLICIES = ("reactive", "polling", "end_of_turn")
 
 
 def _combo(items: tuple[str, ...] | list[str], current: str) -> QComboBox:
@@ -142,7 +140,7 @@ class SettingsDialog(QDialog):
     def _asr_page(self, s: Settings) -> QWidget:
         page = QWidget()
         form = QFormLayout(page)
-        self.asr_provider = _combo(ASR_PROVIDERS, s.asr.provider)
+        self.asr_provider = _combo(ASR_KINDS, s.asr.provider)
         form.addRow("Provider", self.asr_provider)
         self.whisper_model = QLineEdit(s.asr.whisper_model)
         form.addRow("Whisper model", self.whisper_model)
@@ -172,13 +170,13 @@ class SettingsDialog(QDialog):
     def _frontend_page(self, s: Settings) -> QWidget:
         page = QWidget()
         form = QFormLayout(page)
-        self.frontend_kind = _combo(("auto", "kame", "lite"), s.frontend.kind)
+        self.frontend_kind = _combo(FRONTEND_KINDS, s.frontend.kind)
         form.addRow("Front-end", self.frontend_kind)
         self.checkpoint = QLineEdit(s.frontend.checkpoint)
         form.addRow("KAME checkpoint", self.checkpoint)
-        self.compute_device = _combo(("auto", "cuda", "mps", "cpu"), s.frontend.device)
+        self.compute_device = _combo(COMPUTE_DEVICES, s.frontend.device)
         form.addRow("Compute device", self.compute_device)
-        self.dtype = _combo(("auto", "bf16", "fp16", "fp32"), s.frontend.dtype)
+        self.dtype = _combo(PRECISIONS, s.frontend.dtype)
         form.addRow("Precision", self.dtype)
         self.int8 = QCheckBox("Quantize the LM to int8 (CUDA)")
         self.int8.setChecked(s.frontend.int8)
@@ -216,7 +214,8 @@ class SettingsDialog(QDialog):
         menu = QMenu(self)
 
         def fill() -> None:
-            from kame_desktop.downloads import DownloadError, load_catalog
+            from kame_desktop.catalog import load_catalog
+            from kame_desktop.errors import DownloadError
 
             menu.clear()
             try:

@@ -8,7 +8,20 @@ from collections.abc import Iterable
 
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
-from kame_desktop.events import Stamped
+from kame_desktop.events import (
+    AsrFinalEvent,
+    AsrPartialEvent,
+    AssistantTokenEvent,
+    BargeInEvent,
+    LlmChunkEvent,
+    LlmRequestEvent,
+    OracleLateEvent,
+    OracleResetEvent,
+    OracleTokenEvent,
+    SessionStartEvent,
+    Stamped,
+    TurnEndEvent,
+)
 from kame_desktop.gui.lane import Lane
 
 
@@ -48,29 +61,29 @@ class TranscriptView(QSplitter):
             self.handle(record)
 
     def handle(self, stamped: Stamped) -> None:
-        e = stamped.event
-        kind = e.kind
-        if kind == "session_start":
-            self.frontend_kind = e.frontend
-        elif kind == "asr_partial":
-            self.user.set_partial(e.text + " ")
-        elif kind == "asr_final":
-            self.user.append_piece(e.text + " ")
-        elif kind == "turn_end":
-            self.user.new_paragraph()
-        elif kind == "oracle_reset":
-            self.oracle.new_paragraph()
-            self.oracle.append_piece(f"⟲ reset {'' if e.request is None else e.request} ", "marker")
-        elif kind == "oracle_token":
-            self.oracle.append_piece("▶" if e.piece == "<start>" else _piece(e.piece), "oracle")
-        elif kind == "oracle_late":
-            self.oracle.append_piece(f" [{e.count} late] ", "marker")
-        elif kind == "llm_request" and self.frontend_kind == "lite":
-            self.oracle.new_paragraph()
-            self.oracle.append_piece(f"⟲ request {e.request} ", "marker")
-        elif kind == "llm_chunk" and self.frontend_kind == "lite":
-            self.oracle.append_piece(e.text, "oracle")
-        elif kind == "assistant_token":
-            self.assistant.append_piece(_piece(e.piece), "assistant")
-        elif kind == "barge_in":
-            self.assistant.append_piece(" [interrupted]\n", "marker")
+        lite = self.frontend_kind == "lite"  # lite has no oracle tokens: its lane shows the LLM's text
+        match stamped.event:
+            case SessionStartEvent(frontend=frontend):
+                self.frontend_kind = frontend
+            case AsrPartialEvent(text=text):
+                self.user.set_partial(text + " ")
+            case AsrFinalEvent(text=text):
+                self.user.append_piece(text + " ")
+            case TurnEndEvent():
+                self.user.new_paragraph()
+            case OracleResetEvent(request=request):
+                self.oracle.new_paragraph()
+                self.oracle.append_piece(f"⟲ reset {'' if request is None else request} ", "marker")
+            case OracleTokenEvent(piece=piece):
+                self.oracle.append_piece("▶" if piece == "<start>" else _piece(piece), "oracle")
+            case OracleLateEvent(count=count):
+                self.oracle.append_piece(f" [{count} late] ", "marker")
+            case LlmRequestEvent(request=request) if lite:
+                self.oracle.new_paragraph()
+                self.oracle.append_piece(f"⟲ request {request} ", "marker")
+            case LlmChunkEvent(text=text) if lite:
+                self.oracle.append_piece(text, "oracle")
+            case AssistantTokenEvent(piece=piece):
+                self.assistant.append_piece(_piece(piece), "assistant")
+            case BargeInEvent():
+                self.assistant.append_piece(" [interrupted]\n", "marker")

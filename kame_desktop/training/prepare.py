@@ -187,7 +187,7 @@ class WhisperWords:
 
             path = self.model_name
             if path == "base":
-                from kame_desktop.catalog import embedded_whisper_model
+                from kame_desktop.embedded import embedded_whisper_model
 
                 path = str(embedded_whisper_model())
             try:

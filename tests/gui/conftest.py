@@ -13,10 +13,6 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-import keyring  # noqa: E402
-import keyring.backend  # noqa: E402
-import keyring.errors  # noqa: E402
-from memory_keyring import MemoryKeyring  # noqa: E402
 
 from kame_desktop.audio.sources import NullSink, NullSource  # noqa: E402
 from kame_desktop.config import Settings  # noqa: E402
@@ -25,15 +21,9 @@ from kame_desktop.frontend.base import FrameResult  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch) -> Iterator[MemoryKeyring]:
-    monkeypatch.setenv("KAME_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("KAME_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("KAME_LLM_API_KEY", raising=False)
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
+def _isolated(isolated) -> Iterator[None]:
+    """Every GUI test gets its own folders and keyring (tests/conftest.py)."""
+    yield
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +80,7 @@ def audio(source_factory: Callable[[], Any]) -> Callable[[Settings], tuple[Any, 
     return lambda _settings: (source_factory(), NullSink())
 
 
-def no_backend(_settings, _session) -> None:
+def no_backend(_settings, _post_signal, _publish) -> None:
     return None
 
 

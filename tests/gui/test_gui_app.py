@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kame_desktop.audio.sources import NullSource
-from kame_desktop.errors import KameError
+from kame_desktop.errors import CheckpointError
 
 pytestmark = pytest.mark.gui
 
@@ -58,8 +58,8 @@ def test_close_is_quick_and_leaves_nothing_running(make_window, qtbot, parts, ti
 
     threads, children = set(threading.enumerate()), child_pids()
 
-    def backend(_settings, session):
-        return Backend(UnavailableLlm("none", "test"), None, session.signals.post, session.publish_async)
+    def backend(_settings, post_signal, publish):
+        return Backend(UnavailableLlm("none", "test"), None, post_signal, publish)
 
     window = make_window(
         frontend_factory=lambda _s: tiny_frontend,
@@ -78,11 +78,12 @@ def test_close_is_quick_and_leaves_nothing_running(make_window, qtbot, parts, ti
 
 def test_load_failure_shows_banner_that_opens_settings(make_window, qtbot, parts):
     def broken(_settings):
-        raise KameError("the checkpoint folder /nowhere does not exist")
+        raise CheckpointError("the checkpoint folder /nowhere does not exist; pick another in Settings")
 
     window = make_window(frontend_factory=broken, audio_factory=parts.audio(parts.ToneSource))
     qtbot.waitUntil(window.banner.isVisible, timeout=5000)
-    assert "/nowhere" in window.banner.text and "open Settings" in window.banner.text
+    assert "/nowhere" in window.banner.text
+    assert window.banner.settings_button.isVisibleTo(window.banner), "a bad model's fix is in Settings"
     window.banner.settings_button.click()
     assert window.settings_dialog.isVisible()
     window.settings_dialog.reject()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kame_desktop import downloads
+from kame_desktop.catalog import CatalogEntry
 from kame_desktop.config import FrontEndSettings, Settings
-from kame_desktop.downloads import CatalogEntry
 from kame_desktop.gui.model_manager import ModelManagerDialog
 
 pytestmark = pytest.mark.gui

@@ -92,11 +92,11 @@ def processed(scene):
 
 @pytest.fixture(scope="module")
 def asr(tmp_path_factory):
-    from kame_desktop import catalog
+    from kame_desktop import embedded
     from kame_desktop.backend.asr.whisper import WhisperAsr
 
     cache = tmp_path_factory.mktemp("kame-cache")
-    model = catalog.embedded_whisper_model(cache)
+    model = embedded.embedded_whisper_model(cache)
     yield WhisperAsr(model)
     shutil.rmtree(cache, ignore_errors=True)  # 145 MB
 
@@ -133,7 +133,7 @@ def test_without_aec_the_echo_is_transcribed(heard):
 def test_no_barge_in_on_the_echo(processed, scene):
     import soxr
 
-    from kame_desktop.backend.asr.vad import SileroVad
+    from kame_desktop.audio.vad import SileroVad
 
     _, _, u1 = scene
     starts = {}

@@ -190,7 +190,7 @@ def assert_causal(run: Run) -> None:
             else:
                 pending_max = max(pending_max, len(r["text"].split()))
         elif kind == "llm_request":
-            assert 1 <= r["words"] <= committed + pending_max, (r, committed, pending_max)
+            assert 1 <= r["word_count"] <= committed + pending_max, (r, committed, pending_max)
         if "request" in r:
             line_of.setdefault((kind, r["request"]), i)
     for i, r in enumerate(records):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from espeak_dialogues import ESPEAK_RATE, write_bare
+from fixtures.training import ESPEAK_RATE, write_bare
 
 from kame_desktop.training.layout import read_words
 from kame_desktop.training.oracle_events import oracle_events
@@ -85,7 +85,7 @@ def test_prepare_whisper_word_times(spoken_dialogues, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def llm_oracle(prepared, oracle_llm_server, tmp_path_factory):
+def llm_oracle(prepared, llama_server, tmp_path_factory):
     """The prepared data with oracle events from the real llama_cpp.server (2 s interval to keep
     the test short: prompts evaluate at ~60 tokens/s here; the 0.5 s rule is pinned by the unit tests). One request at a time: a
     llama_cpp.server interrupts the stream it is serving when another request arrives."""
@@ -93,11 +93,11 @@ def llm_oracle(prepared, oracle_llm_server, tmp_path_factory):
 
     data = _copy(prepared, tmp_path_factory.mktemp("llm") / "data")
     settings = SimulateSettings(interval=INTERVAL, concurrency=1, retries=1, backoff_s=0.1)
-    report = simulate_oracle(data, OpenAiLlm(oracle_llm_server, "smollm2", max_tokens=32), settings, show_progress=False)
+    report = simulate_oracle(data, OpenAiLlm(llama_server, "smollm2", max_tokens=32), settings, show_progress=False)
     return data, settings, report
 
 
-def test_simulate_oracle_llm_and_cache(llm_oracle, oracle_llm_server, tiny_checkpoint):
+def test_simulate_oracle_llm_and_cache(llm_oracle, llama_server, tiny_checkpoint):
     import pyarrow.parquet as pq
 
     from kame_desktop.backend.llm.openai_compat import OpenAiLlm
@@ -117,9 +117,9 @@ def test_simulate_oracle_llm_and_cache(llm_oracle, oracle_llm_server, tiny_check
         stored += len(records)
     assert report.counters["llm_calls"] == expected
     # A rerun skips finished dialogues; a forced one is answered from the cache alone.
-    rerun = simulate_oracle(data, OpenAiLlm(oracle_llm_server, "smollm2"), settings, show_progress=False)
+    rerun = simulate_oracle(data, OpenAiLlm(llama_server, "smollm2"), settings, show_progress=False)
     assert (rerun.done, rerun.skipped) == (0, 3)
-    forced = simulate_oracle(data, OpenAiLlm(oracle_llm_server, "smollm2"),
+    forced = simulate_oracle(data, OpenAiLlm(llama_server, "smollm2"),
                              SimulateSettings(interval=INTERVAL, force=True), show_progress=False)
     assert forced.done == 3 and forced.counters.get("llm_calls", 0) == 0
     assert forced.counters["cache_hits"] == expected

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import stat
+import typing
 from pathlib import Path
 
 import keyring
@@ -39,22 +40,14 @@ KEY = "sk-test-0123456789abcdef"
 
 
 
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py: own folders and keyring
+
+
 class LockedKeyring(MemoryKeyring):
     """A keyring that exists but refuses to store (locked, user said no)."""
 
     def set_password(self, service: str, username: str, password: str) -> None:
         raise keyring.errors.PasswordSetError("locked")
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Own config/data folders, no key in the environment, and the keyring restored after."""
-    monkeypatch.setenv("KAME_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("KAME_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv(API_KEY_ENV, raising=False)
-    previous = keyring.get_keyring()
-    yield tmp_path
-    keyring.set_keyring(previous)
 
 
 @pytest.fixture
@@ -69,8 +62,10 @@ def no_keyring() -> None:
     keyring.set_keyring(fail.Keyring())
 
 
-def _non_default(value):
-    """A value of the same type that differs from `value`."""
+def _non_default(value, typ=None):
+    """A value of the same type (another choice, for a Literal) that differs from `value`."""
+    if typing.get_origin(typ) is typing.Literal:
+        return next(choice for choice in typing.get_args(typ) if choice != value)
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -79,7 +74,18 @@ def _non_default(value):
 
 
 def _all_changed(cls):
-    return cls(**{f.name: _non_default(getattr(cls(), f.name)) for f in dataclasses.fields(cls)})
+    hints = typing.get_type_hints(cls, vars(config))
+    return cls(**{f.name: _non_default(getattr(cls(), f.name), hints[f.name]) for f in dataclasses.fields(cls)})
+
+
+def test_a_value_outside_its_choices_takes_the_default(caplog):
+    path = config.settings_path()
+    path.parent.mkdir(parents=True)
+    path.write_text('[frontend]\nkind = "turbo"\ndevice = "cpu"\n', encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        loaded = load_settings()
+    assert (loaded.frontend.kind, loaded.frontend.device) == ("auto", "cpu")
+    assert "frontend.kind" in caplog.text
 
 
 def test_folders_follow_the_environment(isolated):

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from kame_desktop import downloads
-from kame_desktop.downloads import DownloadCancelled, DownloadError, download, load_catalog, plan_download
+from kame_desktop.catalog import load_catalog
+from kame_desktop.downloads import download, plan_download
+from kame_desktop.errors import DownloadCancelled, DownloadError, NotEnoughSpace
 
 
 def _git_sha1(data: bytes) -> str:
@@ -143,7 +145,7 @@ def test_cancel_keeps_the_part_for_a_later_resume(hub, tmp_path, monkeypatch):
 def test_not_enough_disk_space(hub, tmp_path, monkeypatch):
     plan = _plan(hub, tmp_path)
     monkeypatch.setattr(downloads, "free_space", lambda path: 1000)
-    with pytest.raises(downloads.NotEnoughSpace, match="not enough disk space"):
+    with pytest.raises(NotEnoughSpace, match="not enough disk space"):
         download(plan)
 
 

@@ -1,11 +1,13 @@
-"""The event schema of design.md (one table for the timeline, history and exports), its records,
-the JSON-lines timeline and the EventBus."""
+"""The event schema of the README (one table for the timeline, history and exports), its
+records, the JSON-lines timeline and the EventBus."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +26,7 @@ from kame_desktop.events import (
 
 WORDS = [{"word": "what's", "start": 0.32, "end": 0.56}, {"word": "the", "start": 0.56, "end": 0.64}]
 
-# design.md's table: kind → a sample of exactly the listed fields.
+# README's timeline schema: kind → a sample of exactly the listed fields.
 DESIGN_TABLE: dict[str, dict] = {
     "session_start": {
         "frontend": "kame",
@@ -38,17 +40,18 @@ DESIGN_TABLE: dict[str, dict] = {
     "speech_start": {"source": "user"},
     "speech_end": {"source": "assistant"},
     "turn_end": {"source": "vad"},
-    "llm_request": {"request": 2, "policy": "partial", "words": 2},
+    "llm_request": {"request": 2, "policy": "partial", "word_count": 2},
     "llm_first_chunk": {"request": 2, "ttft_ms": 84.5},
     "llm_chunk": {"request": 2, "text": "The capital"},
     "llm_done": {"request": 2, "reason": None},
     "llm_cancelled": {"request": 2, "reason": "user kept talking"},
     "oracle_reset": {"request": 2},
     "oracle_token": {"request": 2, "id": 42, "piece": "▁Paris"},
+    "oracle_lag": {"request": 2, "lag_ms": 160.0},
     "oracle_late": {"request": 2, "count": 3},
     "assistant_token": {"id": None, "piece": " Paris"},
     "barge_in": {"request": 2},
-    "error": {"source": "llm", "message": "connection refused: start the server or pick another LLM"},
+    "error": {"source": "llm", "message": "connection refused: start the server or pick another LLM", "error_kind": "unreachable"},
 }
 
 
@@ -58,6 +61,25 @@ def record(kind: str, frame: int = 5) -> dict:
 
 def sample_events() -> list[Stamped]:
     return [Stamped.from_record(record(kind, frame)) for frame, kind in enumerate(DESIGN_TABLE)]
+
+
+def readme_schema() -> dict[str, set[str]]:
+    """The README's timeline table: kind → its field names."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("### Timeline schema") :]
+    rows = re.findall(r"^\| `(\w+)` \| (.*?) \|", table, flags=re.MULTILINE)
+    # Field names are the `quoted` words outside (explanations) and [sub-fields].
+    return {kind: set(re.findall(r"`(\w+)`", re.sub(r"\(.*?\)|\[.*?\]", "", fields))) for kind, fields in rows}
+
+
+def test_readme_lists_every_event_kind_with_its_fields():
+    from kame_desktop.events import _EVENT_TYPES
+
+    schema = readme_schema()
+    assert set(schema) == set(_EVENT_TYPES)
+    for kind, cls in _EVENT_TYPES.items():
+        assert schema[kind] == {f.name for f in dataclasses.fields(cls)}, kind
+    assert set(schema) == set(DESIGN_TABLE)
 
 
 @pytest.mark.parametrize("kind", DESIGN_TABLE)

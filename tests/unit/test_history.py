@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
-import keyring
 import pytest
-from keyring.backends import fail
 
 from kame_desktop.config import API_KEY_ENV
+from kame_desktop.errors import HistoryError
 from kame_desktop.events import (
     AsrFinalEvent,
     AsrPartialEvent,
@@ -28,7 +27,6 @@ from kame_desktop.events import (
     Word,
 )
 from kame_desktop.history import (
-    HistoryError,
     HistoryStore,
     conversation_title,
     export_json,
@@ -40,15 +38,7 @@ from kame_desktop.history import (
 KEY = "sk-secret-abcdef0123456789"
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("KAME_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("KAME_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv(API_KEY_ENV, raising=False)
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())  # no stored key unless a test sets one
-    yield tmp_path
-    keyring.set_keyring(previous)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py: own folders and keyring
 
 
 def conversation(user: str = "what is the capital of France please") -> list[Stamped]:

@@ -14,7 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from kame_desktop.events import Event
+from kame_desktop.audio.vad import SAMPLE_RATE as VAD_RATE
+from kame_desktop.audio.vad import SileroVad
+from kame_desktop.events import SAMPLE_RATE, Event, SpeechEndEvent, SpeechStartEvent, TurnEndEvent
 
 
 class AsrProvider(Protocol):
@@ -37,7 +39,7 @@ class ClockedAudio:
     """The 16 kHz audio a recognizer still holds, placed on two clocks: `start` is the absolute
     sample index of `samples[0]` (the VAD's clock), `t_end` the session time of the last sample."""
 
-    RATE = 16_000
+    RATE = VAD_RATE
 
     def __init__(self) -> None:
         self.samples = np.zeros(0, np.float32)
@@ -64,3 +66,74 @@ class ClockedAudio:
         cut = min(max(sample - self.start, 0), len(self.samples))
         self.samples = self.samples[cut:]
         self.start += cut
+
+
+class SegmentingAsr:
+    """The front half every VAD-cut recognizer shares: 24 kHz → 16 kHz, the Silero VAD, and the
+    audio of the current utterance (with pre-roll) on two clocks. Subclasses recognize:
+
+    - `_utterance_started(sample)`: the VAD heard speech start at this absolute 16 kHz sample;
+    - `_more_audio(n)`: `n` new samples of an utterance in progress (partial passes);
+    - `_utterance_ended(sample)`: speech ended at `sample` (or the audio did): commit its words.
+
+    The user's `speech_start`/`speech_end`/`turn_end` events come from here, in order with the
+    subclass's words. `keeps_audio = False` (a recognizer with its own audio path) trims the
+    buffer at every chunk."""
+
+    RATE = ClockedAudio.RATE
+    PREROLL_S = 0.3  # audio kept before the VAD's start: its onset detection lags the first phoneme
+    IDLE_KEEP_S = 1.0  # audio kept between utterances: the start is reported up to ~0.2 s late
+    keeps_audio = True
+
+    def __init__(self, vad: SileroVad | None = None) -> None:
+        import soxr
+
+        self._soxr = soxr
+        self.vad = vad or SileroVad()
+
+    def reset(self) -> None:
+        self._resampler = self._soxr.ResampleStream(SAMPLE_RATE, self.RATE, 1, dtype="float32")
+        self.vad.reset()
+        self._buf = ClockedAudio()  # pre-roll, or the utterance from its trim point
+        self.in_speech = False
+
+    def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
+        x = self._resampler.resample_chunk(np.asarray(pcm, np.float32).reshape(-1))
+        self._buf.append(x, t_end)
+        events: list[Event] = []
+        for kind, t in self.vad.process(x):
+            sample = round(t * self.RATE)
+            if kind == "start":
+                self._buf.drop_before(sample - round(self.PREROLL_S * self.RATE))
+                self.in_speech = True
+                events.append(SpeechStartEvent("user"))
+                events += self._utterance_started(sample)
+            elif self.in_speech:
+                self.in_speech = False
+                events += self._utterance_ended(sample)
+                events += [SpeechEndEvent("user"), TurnEndEvent("vad")]
+        if self.in_speech and self.keeps_audio:
+            events += self._more_audio(len(x))
+        else:
+            self._buf.drop_before(self._buf.total - round(self.IDLE_KEEP_S * self.RATE))
+        return events
+
+    def flush(self, t_end: float) -> list[Event]:
+        """Commit the pending utterance (with `SpeechEndEvent`, but no `TurnEndEvent`: whoever
+        ended the audio, e.g. push-to-talk, announces the turn) and start afresh."""
+        self._buf.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True), t_end)
+        events: list[Event] = []
+        if self.in_speech:
+            events += self._utterance_ended(self._buf.total)
+            events.append(SpeechEndEvent("user"))
+        self.reset()
+        return events
+
+    def _utterance_started(self, sample: int) -> list[Event]:
+        return []
+
+    def _more_audio(self, n: int) -> list[Event]:
+        return []
+
+    def _utterance_ended(self, sample: int) -> list[Event]:
+        raise NotImplementedError

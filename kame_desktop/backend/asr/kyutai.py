@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from kame_desktop.backend.asr.vad import SAMPLE_RATE as VAD_SR
-from kame_desktop.backend.asr.vad import SileroVad
+from kame_desktop.audio.vad import SileroVad
+from kame_desktop.backend.asr.base import SegmentingAsr
 from kame_desktop.errors import AsrError, DeviceError
 from kame_desktop.events import (
     FRAME_SECONDS,
@@ -23,18 +23,17 @@ from kame_desktop.events import (
     AsrFinalEvent,
     AsrPartialEvent,
     Event,
-    SpeechEndEvent,
-    SpeechStartEvent,
-    TurnEndEvent,
     Word,
 )
 
 
-class KyutaiStt:
-    """`AsrProvider` over Kyutai STT. Loads (and may download) the model in the constructor."""
+class KyutaiStt(SegmentingAsr):
+    """`AsrProvider` over Kyutai STT. Loads (and may download) the model in the constructor.
+    The segmenting base only cuts turns here: the model reads the 24 kHz audio itself."""
+
+    keeps_audio = False
 
     def __init__(self, hf_repo: str = "kyutai/stt-1b-en_fr", device: str = "cuda", vad: SileroVad | None = None) -> None:
-        import soxr
         import torch
 
         if not (device.startswith("cuda") and torch.cuda.is_available()):
@@ -52,21 +51,19 @@ class KyutaiStt:
         self._delay = float(info.stt_config.get("audio_delay_seconds", 0.5))
         self._prefix_frames = round(float(info.stt_config.get("audio_silence_prefix_seconds", 1.0)) / FRAME_SECONDS)
         self._pad_id = int((info.raw_config or {}).get("text_padding_token_id", 3))
-        self._torch, self._soxr, self._device = torch, soxr, device
+        super().__init__(vad)
+        self._torch, self._device = torch, device
         self._mimi.streaming_forever(1)
         self._lm_gen.streaming_forever(1)
         self.name = f"kyutai:{hf_repo.rsplit('/', 1)[-1]}"
-        self.vad = vad or SileroVad()
         self.reset()
 
     def reset(self) -> None:
+        super().reset()
         self._mimi.reset_streaming()
         self._lm_gen.reset_streaming()
-        self._resampler = self._soxr.ResampleStream(SAMPLE_RATE, VAD_SR, 1, dtype="float32")
-        self.vad.reset()
         self._pending = np.zeros(0, np.float32)
         self._word: list[Any] = []  # [text, start] of the open word, or empty
-        self._in_speech = False
         for _ in range(self._prefix_frames):  # the model expects some silence before speech
             self._step(np.zeros(FRAME_SIZE, np.float32))
 
@@ -82,21 +79,13 @@ class KyutaiStt:
                 # The token describes audio `delay` before the end of this frame.
                 t = t_end - (len(audio) - i - FRAME_SIZE) / SAMPLE_RATE - self._delay
                 events += self._on_piece(piece, round(t, 3))
-        for kind, _t in self.vad.process(self._resampler.resample_chunk(x)):
-            if kind == "start" and not self._in_speech:
-                self._in_speech = True
-                events.append(SpeechStartEvent("user"))
-            elif kind == "end" and self._in_speech:
-                self._in_speech = False
-                events += [*self._close_word(t_end, clear=True), SpeechEndEvent("user"), TurnEndEvent("vad")]
-        return events
+        return events + super().feed(x, t_end)  # the VAD: turn boundaries
+
+    def _utterance_ended(self, sample: int) -> list[Event]:
+        return self._close_word(self._buf.t_end, clear=True)
 
     def flush(self, t_end: float) -> list[Event]:
-        events = self._close_word(t_end, clear=True)
-        if self._in_speech:
-            events.append(SpeechEndEvent("user"))
-        self.reset()
-        return events
+        return self._close_word(t_end, clear=True) + super().flush(t_end)
 
     def _step(self, frame: np.ndarray) -> str | None:
         torch = self._torch

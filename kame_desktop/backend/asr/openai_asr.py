@@ -14,22 +14,12 @@ import wave
 
 import numpy as np
 
-from kame_desktop.backend.asr.base import ClockedAudio
-from kame_desktop.backend.asr.vad import SAMPLE_RATE as SR
-from kame_desktop.backend.asr.vad import SileroVad
+from kame_desktop.audio.vad import SileroVad
+from kame_desktop.backend.asr.base import SegmentingAsr
 from kame_desktop.errors import AsrError
-from kame_desktop.events import (
-    SAMPLE_RATE,
-    AsrFinalEvent,
-    Event,
-    SpeechEndEvent,
-    SpeechStartEvent,
-    TurnEndEvent,
-    Word,
-)
+from kame_desktop.events import AsrFinalEvent, Event, Word
 
-_PREROLL_S = 0.3
-_IDLE_KEEP_S = 1.0
+SR = SegmentingAsr.RATE
 
 
 def wav_bytes(pcm16k: np.ndarray) -> bytes:
@@ -50,7 +40,7 @@ def spread_words(text: str, start: float, end: float) -> tuple[Word, ...]:
     return tuple(Word(t, round(start + i * step, 3), round(start + (i + 1) * step, 3)) for i, t in enumerate(tokens))
 
 
-class OpenAiAsr:
+class OpenAiAsr(SegmentingAsr):
     """`AsrProvider` over an OpenAI-compatible `/audio/transcriptions` endpoint."""
 
     def __init__(
@@ -64,10 +54,9 @@ class OpenAiAsr:
         max_utterance_s: float = 60.0,
     ) -> None:
         import openai
-        import soxr
 
+        super().__init__(vad)
         self._openai = openai
-        self._soxr = soxr
         # Local servers need no key, but the client insists on one.
         self._key = api_key or os.environ.get("OPENAI_API_KEY") or "unused"
         self._client = openai.OpenAI(base_url=base_url, api_key=self._key, timeout=timeout_s, max_retries=1)
@@ -76,45 +65,26 @@ class OpenAiAsr:
         self.language = language
         self.max_utterance_s = max_utterance_s
         self.name = f"openai:{model}"
-        self.vad = vad or SileroVad()
         self.reset()
 
     def reset(self) -> None:
-        self._resampler = self._soxr.ResampleStream(SAMPLE_RATE, SR, 1, dtype="float32")
-        self.vad.reset()
-        self._buf = ClockedAudio()  # pre-roll, or the utterance from its trim point
+        super().reset()
         self._speech_from: int | None = None  # sample where the current speech began
 
-    def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
-        x = self._resampler.resample_chunk(np.asarray(pcm, np.float32).reshape(-1))
-        self._buf.append(x, t_end)
-        events: list[Event] = []
-        for kind, t in self.vad.process(x):
-            sample = round(t * SR)
-            if kind == "start":
-                self._buf.drop_before(sample - round(_PREROLL_S * SR))
-                self._speech_from = sample
-                events.append(SpeechStartEvent("user"))
-            elif self._speech_from is not None:
-                events += self._transcribe(sample)
-                self._speech_from = None
-                events += [SpeechEndEvent("user"), TurnEndEvent("vad")]
-        if self._speech_from is None:
-            self._buf.drop_before(self._buf.total - round(_IDLE_KEEP_S * SR))
-        elif len(self._buf.samples) > self.max_utterance_s * SR:  # bound memory and request size
-            events += self._transcribe(self._buf.total)
-            self._speech_from = self._buf.total
+    def _utterance_started(self, sample: int) -> list[Event]:
+        self._speech_from = sample
+        return []
+
+    def _more_audio(self, n: int) -> list[Event]:
+        if len(self._buf.samples) <= self.max_utterance_s * SR:
+            return []
+        events = self._transcribe(self._buf.total)  # bound memory and request size
+        self._speech_from = self._buf.total
         return events
 
-    def flush(self, t_end: float) -> list[Event]:
-        """Transcribe the pending utterance (`SpeechEndEvent`, no `TurnEndEvent`: whoever ended
-        the audio announces the turn) and start afresh."""
-        self._buf.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True), t_end)
-        events: list[Event] = []
-        if self._speech_from is not None:
-            events += self._transcribe(self._buf.total)
-            events.append(SpeechEndEvent("user"))
-        self.reset()
+    def _utterance_ended(self, sample: int) -> list[Event]:
+        events = self._transcribe(sample)
+        self._speech_from = None
         return events
 
     def _transcribe(self, end_sample: int) -> list[Event]:

@@ -26,25 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kame_desktop.backend.asr.base import ClockedAudio
-from kame_desktop.backend.asr.vad import SAMPLE_RATE as SR
-from kame_desktop.backend.asr.vad import SileroVad
+from kame_desktop.audio.vad import SileroVad
+from kame_desktop.backend.asr.base import SegmentingAsr
 from kame_desktop.errors import DeviceError, ModelFileError
-from kame_desktop.events import (
-    SAMPLE_RATE,
-    AsrFinalEvent,
-    AsrPartialEvent,
-    Event,
-    SpeechEndEvent,
-    SpeechStartEvent,
-    TurnEndEvent,
-    Word,
-)
+from kame_desktop.events import AsrFinalEvent, AsrPartialEvent, Event, Word
 
 log = logging.getLogger(__name__)
 
-_PREROLL_S = 0.3  # audio kept before the VAD's start: its onset detection lags the first phoneme
-_IDLE_KEEP_S = 1.0  # audio kept between utterances: the start is reported up to ~0.2 s late
+SR = SegmentingAsr.RATE
 _TAIL_S = 0.2  # audio kept after the VAD's end point for the last pass
 _FORCE_KEEP_S = 1.0  # at the length cap, words ending this close to the buffer end stay open
 
@@ -64,6 +53,8 @@ def _pad_to_window(array, length: int = 3000, *, axis: int = -1):
 
 
 def _install_short_windows() -> None:
+    # pad_or_trim is faster-whisper's own, not its API: pyproject pins the minor range (1.1–1.2)
+    # this was tested with; a release that renames or stops calling it only loses the speed-up.
     global _fw_pad_or_trim
     import faster_whisper.transcribe as fw
 
@@ -92,7 +83,7 @@ class _Utterance:
     committed_end: float = -math.inf  # session time where the committed words end
 
 
-class WhisperAsr:
+class WhisperAsr(SegmentingAsr):
     """`AsrProvider` over faster-whisper. `model`: "base" (the embedded model, no network), a
     faster-whisper size or repo name (downloaded by faster-whisper: only when the user chose it)
     or a CTranslate2 model folder."""
@@ -111,7 +102,6 @@ class WhisperAsr:
         cache_dir: str | os.PathLike[str] | None = None,
         short_windows: bool = True,  # pad each pass to its audio, not to 30 s (see _pad_to_window)
     ) -> None:
-        import soxr
         from faster_whisper import WhisperModel
 
         path, self.name = _resolve_model(model, cache_dir)
@@ -126,7 +116,7 @@ class WhisperAsr:
         fw_log = logging.getLogger("faster_whisper")
         if fw_log.level == logging.NOTSET:  # it logs one INFO line per pass, several per second here
             fw_log.setLevel(logging.WARNING)
-        self._soxr = soxr
+        super().__init__(vad)
         self.short_windows = short_windows
         if short_windows:
             _install_short_windows()
@@ -134,63 +124,36 @@ class WhisperAsr:
         self.partial_interval = partial_interval
         self.max_utterance_s = max_utterance_s
         self.trim_s = trim_s
-        self.vad = vad or SileroVad()
         self.last_decode_s = 0.0  # wall time of the last pass (paces the next one)
         # Off: a pass every partial_interval of audio whatever the CPU (runs that are not paced
         # at real time, where wall-clock pacing only adds run-to-run variation).
         self.adaptive_pacing = True
         self.reset()
 
-    # --- AsrProvider ---------------------------------------------------------------------------
+    # --- SegmentingAsr ---------------------------------------------------------------------------
 
     def reset(self) -> None:
-        self._resampler = self._soxr.ResampleStream(SAMPLE_RATE, SR, 1, dtype="float32")
-        self.vad.reset()
-        self._buf = ClockedAudio()  # pre-roll, or the utterance from its trim point
+        super().reset()
         self._utt: _Utterance | None = None
 
-    def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
-        x = self._resampler.resample_chunk(np.asarray(pcm, np.float32).reshape(-1))
-        self._buf.append(x, t_end)
-        events: list[Event] = []
-        for kind, t in self.vad.process(x):
-            sample = round(t * SR)
-            if kind == "start":
-                events += self._start(sample)
-            elif self._utt is not None:
-                events += self._finish(sample + round(_TAIL_S * SR))
-                events += [SpeechEndEvent("user"), TurnEndEvent("vad")]
-        if self._utt is None:
-            self._buf.drop_before(self._buf.total - round(_IDLE_KEEP_S * SR))
-        else:
-            self._utt.since_decode += len(x)
-            pace = self.last_decode_s if self.adaptive_pacing else 0.0
-            if self._utt.since_decode >= max(self.partial_interval, pace) * SR:
-                events += self._decode(final=False)
-        return events
+    def _utterance_started(self, sample: int) -> list[Event]:
+        self._utt = _Utterance()
+        return []
 
-    def flush(self, t_end: float) -> list[Event]:
-        """Commit the pending utterance (with `SpeechEndEvent`, but no `TurnEndEvent`: whoever
-        ended the audio, e.g. push-to-talk, announces the turn) and start afresh."""
-        self._buf.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True), t_end)
-        events: list[Event] = []
-        if self._utt is not None:
-            events += self._finish(self._buf.total)
-            events.append(SpeechEndEvent("user"))
-        self.reset()
+    def _more_audio(self, n: int) -> list[Event]:
+        assert self._utt is not None
+        self._utt.since_decode += n
+        pace = self.last_decode_s if self.adaptive_pacing else 0.0
+        if self._utt.since_decode >= max(self.partial_interval, pace) * SR:
+            return self._decode(final=False)
+        return []
+
+    def _utterance_ended(self, sample: int) -> list[Event]:
+        events = self._decode(final=True, end_sample=sample + round(_TAIL_S * SR))
+        self._utt = None
         return events
 
     # --- internals -----------------------------------------------------------------------------
-
-    def _start(self, sample: int) -> list[Event]:
-        self._buf.drop_before(sample - round(_PREROLL_S * SR))
-        self._utt = _Utterance()
-        return [SpeechStartEvent("user")]
-
-    def _finish(self, end_sample: int) -> list[Event]:
-        events = self._decode(final=True, end_sample=end_sample)
-        self._utt = None
-        return events
 
     def _decode(self, final: bool, end_sample: int | None = None) -> list[Event]:
         u = self._utt
@@ -294,7 +257,7 @@ def _resolve_model(model: str | os.PathLike[str], cache_dir: str | os.PathLike[s
             )
         return str(path), f"whisper:{path.name}"
     if text == "base":
-        from kame_desktop.catalog import embedded_whisper_model
+        from kame_desktop.embedded import embedded_whisper_model
 
         return str(embedded_whisper_model(cache_dir)), "whisper:base"
     return text, f"whisper:{text}"

@@ -33,14 +33,15 @@ class UnavailableLlm:
 
     context_tokens = 4096
 
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, reason: str, kind: str = "bad_model") -> None:
         self.name = name
         self.reason = reason
+        self.kind = kind
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         from kame_desktop.errors import LlmError
 
-        raise LlmError(self.reason, retryable=False)
+        raise LlmError(self.reason, retryable=False, kind=self.kind)  # type: ignore[arg-type]
         yield ""  # an async generator, like the real providers
 
     def count_tokens(self, text: str) -> int:

@@ -97,18 +97,19 @@ class OpenAiLlm:
 
         log.debug("LLM request to %s failed: %s", self.base_url, type(exc).__name__)
         if isinstance(exc, openai.APITimeoutError):
-            return LlmError(f"LLM did not answer within {self.timeout:g} s")
+            return LlmError(f"LLM did not answer within {self.timeout:g} s", kind="busy")
         if isinstance(exc, openai.APIConnectionError):
             if got_text:
                 return LlmError("the LLM stream was cut off (connection lost)")
             return LlmError(
-                f"LLM server unreachable at {self.base_url} — start it or change the LLM in Settings"
+                f"LLM server unreachable at {self.base_url} — start it or change the LLM in Settings",
+                kind="unreachable",
             )
         if isinstance(exc, openai.AuthenticationError):
-            return LlmError("the LLM server refused the API key (401) — check the key in Settings", False)
+            return LlmError("the LLM server refused the API key (401) — check the key in Settings", False, kind="refused")
         if isinstance(exc, openai.PermissionDeniedError):
             return LlmError(
-                "the LLM server denied access (403) — check the key and the model in Settings", False
+                "the LLM server denied access (403) — check the key and the model in Settings", False, kind="refused"
             )
         if isinstance(exc, openai.NotFoundError):
             return LlmError(
@@ -117,7 +118,7 @@ class OpenAiLlm:
                 False,
             )
         if isinstance(exc, openai.RateLimitError):
-            return LlmError("rate-limited by the LLM server (429) — retrying")
+            return LlmError("rate-limited by the LLM server (429) — retrying", kind="busy")
         if isinstance(exc, openai.APIStatusError):
             return LlmError(
                 f"the LLM server failed ({exc.status_code}): {self._scrub(exc.message)} — retrying"

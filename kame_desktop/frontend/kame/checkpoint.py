@@ -19,15 +19,12 @@ from typing import Any
 
 import torch
 
+from kame_desktop.choices import CHECKPOINT_NAMES
 from kame_desktop.errors import CheckpointError, DeviceError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NAMES = {
-    "moshi_name": "model.safetensors",
-    "mimi_name": "tokenizer-e351c8d8-checkpoint125.safetensors",
-    "tokenizer_name": "tokenizer_spm_32k_3.model",
-}
+DEFAULT_NAMES = {key: name for key, name in CHECKPOINT_NAMES.items() if name is not None}  # the required files
 _NON_LM_KEYS = ("mimi_config_name", "lora_name", "model_type", "lm_gen_config", "tts_config", "stt_config", "model_id")
 _SAFETENSORS_SUFFIXES = (".safetensors", ".sft", ".sfts")
 

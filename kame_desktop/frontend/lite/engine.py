@@ -19,6 +19,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -52,8 +53,11 @@ class Answer:
     done: bool = False
 
 
+AnswerKey = tuple[int, int | None]  # (epoch, request): TTS jobs of an interrupted reply never play
+
+
 @dataclass
-class Progress:
+class AnswerProgress:
     """How much of one answer went to the TTS."""
 
     sent_chars: int = 0
@@ -66,8 +70,31 @@ class Reply:
     """The answer being spoken."""
 
     request: int | None
-    key: tuple[int, int | None]  # (epoch, request): TTS jobs of an interrupted reply never play
-    progress: Progress = field(default_factory=Progress)
+    key: AnswerKey
+
+
+class Synthesized(NamedTuple):
+    """One sentence back from the TTS worker."""
+
+    key: AnswerKey
+    index: int  # the sentence's place in its answer
+    audio: np.ndarray | None  # None: synthesis failed
+    words: list[tuple[int, str]]  # (sample offset in `audio`, piece)
+    error: str | None = None
+
+
+@dataclass
+class Playback:
+    """Everything about speaking: the reply, the TTS bookkeeping and the audio queued for the
+    output. `reset()` and an interruption start a fresh one (and a new epoch)."""
+
+    reply: Reply | None = None
+    awaiting_turn: bool = False  # the turn ended: speak `awaiting` as soon as it has text
+    progress: dict[AnswerKey, AnswerProgress] = field(default_factory=dict)  # per answer sent to the TTS
+    done: dict[AnswerKey, dict[int, Synthesized]] = field(default_factory=dict)  # finished TTS jobs
+    out: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    words: list[tuple[int, str]] = field(default_factory=list)  # (sample offset in `out`, piece)
+    speaking: bool = False
 
 
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
@@ -126,7 +153,7 @@ class LiteFrontEnd:
         self.barge_in = barge_in
         self._vad = vad
         if barge_in and vad is None:
-            from kame_desktop.backend.asr.vad import SileroVad
+            from kame_desktop.audio.vad import SileroVad
 
             # Only its onset matters here; the back-end's VAD ends turns.
             self._vad = SileroVad(min_silence_ms=300)
@@ -144,14 +171,8 @@ class LiteFrontEnd:
         self.answers: dict[int | None, Answer] = {}
         self.latest: int | None = None
         self.awaiting: int | None = None
-        self.awaiting_turn = False
-        self.reply: Reply | None = None
         self._epoch += 1  # audio still being synthesized for the old conversation is dropped
-        self._progress: dict[tuple[int, int | None], Progress] = {}  # per answer sent to the TTS
-        self._done: dict[tuple[int, int | None], dict[int, tuple]] = {}  # finished TTS jobs
-        self._out = np.zeros(0, dtype=np.float32)
-        self._words: list[tuple[int, str]] = []  # (sample offset in _out, piece)
-        self._speaking = False
+        self.play = Playback()
         if self._vad is not None:
             self._vad.reset()
 
@@ -168,10 +189,10 @@ class LiteFrontEnd:
                 continue  # interrupted or reset meanwhile
             try:
                 audio = np.clip(self.tts.synthesize(sentence), -1.0, 1.0)
-                self._ready.put((key, index, audio, word_schedule(sentence, len(audio)), None))
+                self._ready.put(Synthesized(key, index, audio, word_schedule(sentence, len(audio))))
             except Exception as e:  # a TTS failure loses a sentence, not the conversation
                 log.exception("TTS failed")
-                self._ready.put((key, index, None, [], f"speech synthesis failed: {e}"))
+                self._ready.put(Synthesized(key, index, None, [], f"speech synthesis failed: {e}"))
 
     # --- per frame --------------------------------------------------------------------------------
 
@@ -179,31 +200,34 @@ class LiteFrontEnd:
         events: list[Event] = []
         for signal in signals:
             self._apply(signal, events)
-        if self.barge_in and self._speaking and self._user_started(frame):
+        play = self.play
+        if self.barge_in and play.speaking and self._user_started(frame):
             self._interrupt(events)
         elif self._vad is not None:
             self._user_started(frame)  # keep the VAD's state current
-        if self.reply is None and self.awaiting_turn and self.answers.get(self.awaiting, Answer()).text:
+        play = self.play
+        if play.reply is None and play.awaiting_turn and self.answers.get(self.awaiting, Answer()).text:
             self._start_reply(self.awaiting)
-        if self.reply is not None:
-            self._feed_tts(self.reply.key)
+        if play.reply is not None:
+            self._feed_tts(play.reply.key)
         elif self.latest in self.answers:
             self._feed_tts((self._epoch, self.latest), ahead=True)
         self._collect_audio(events)
         return FrameResult(self._play(events), tuple(events))
 
     def _apply(self, signal: Signal, events: list[Event]) -> None:
+        play = self.play
         if isinstance(signal, OracleReset):
-            if self.reply is not None and self.reply.request != signal.request:
+            if play.reply is not None and play.reply.request != signal.request:
                 # The answer being spoken will get no more text (superseded): finish what it has.
-                self.answers.setdefault(self.reply.request, Answer()).done = True
+                self.answers.setdefault(play.reply.request, Answer()).done = True
             self.answers[signal.request] = Answer()
             self.latest = signal.request
             if signal.request is not None:  # keep memory bounded over long sessions
                 for old in [r for r in self.answers if r is not None and r < signal.request - 8]:
                     del self.answers[old]
-                    self._progress.pop((self._epoch, old), None)
-                    self._done.pop((self._epoch, old), None)
+                    play.progress.pop((self._epoch, old), None)
+                    play.done.pop((self._epoch, old), None)
         elif isinstance(signal, OracleText):
             answer = self.answers.setdefault(signal.request, Answer())
             answer.text = f"{answer.text} {signal.text}" if answer.text else signal.text
@@ -211,8 +235,8 @@ class LiteFrontEnd:
             self.answers.setdefault(signal.request, Answer()).done = True
         elif isinstance(signal, TurnEnded):
             self.awaiting = signal.request if signal.request is not None else self.latest
-            self.awaiting_turn = self.reply is None or self.reply.request != self.awaiting
-        elif isinstance(signal, UserSpeechStarted) and self._speaking and self.barge_in:
+            play.awaiting_turn = play.reply is None or play.reply.request != self.awaiting
+        elif isinstance(signal, UserSpeechStarted) and play.speaking and self.barge_in:
             self._interrupt(events)
 
     def _user_started(self, frame: np.ndarray) -> bool:
@@ -222,14 +246,14 @@ class LiteFrontEnd:
         return any(kind == "start" for kind, _t in self._vad.process(pcm16k))
 
     def _start_reply(self, request: int | None) -> None:
-        self.reply = Reply(request, (self._epoch, request))
-        self.awaiting_turn = False
+        self.play.reply = Reply(request, (self._epoch, request))
+        self.play.awaiting_turn = False
 
-    def _feed_tts(self, key: tuple[int, int | None], ahead: bool = False) -> None:
+    def _feed_tts(self, key: AnswerKey, ahead: bool = False) -> None:
         """Hand the answer's next ready sentences to the TTS; `ahead` (the user is still talking)
         only its first clause."""
         answer = self.answers.get(key[1], Answer())
-        progress = self._progress.setdefault(key, Progress())
+        progress = self.play.progress.setdefault(key, AnswerProgress())
         if ahead and progress.queued:
             return
         rest = answer.text[progress.sent_chars :]
@@ -240,61 +264,57 @@ class LiteFrontEnd:
         progress.sent_chars += used
 
     def _collect_audio(self, events: list[Event]) -> None:
+        play = self.play
         while True:
             try:
-                key, index, audio, words, error = self._ready.get_nowait()
+                result: Synthesized = self._ready.get_nowait()
             except queue.Empty:
                 break
-            if key[0] == self._epoch:
-                self._done.setdefault(key, {})[index] = (audio, words, error)
-        if self.reply is None:
+            if result.key[0] == self._epoch:
+                play.done.setdefault(result.key, {})[result.index] = result
+        if play.reply is None:
             return
-        key = self.reply.key
-        progress = self._progress.setdefault(key, Progress())
-        done = self._done.get(key, {})
+        key = play.reply.key
+        progress = play.progress.setdefault(key, AnswerProgress())
+        done = play.done.get(key, {})
         while progress.played in done:  # sentences go out in order, whatever order they finished in
-            audio, words, error = done.pop(progress.played)
+            result = done.pop(progress.played)
             progress.played += 1
-            if error:
-                events.append(ErrorEvent("tts", error))
-            if audio is not None and len(audio):
-                base = len(self._out)
-                self._out = np.concatenate([self._out, audio])
-                self._words.extend((base + offset, piece) for offset, piece in words)
-        answer = self.answers.get(self.reply.request, Answer())
+            if result.error:
+                events.append(ErrorEvent("tts", result.error))
+            if result.audio is not None and len(result.audio):
+                base = len(play.out)
+                play.out = np.concatenate([play.out, result.audio])
+                play.words.extend((base + offset, piece) for offset, piece in result.words)
+        answer = self.answers.get(play.reply.request, Answer())
         finished = answer.done and progress.sent_chars >= len(answer.text) and progress.played == progress.queued
-        if finished and not len(self._out):
-            self.reply = None
-            self._progress.pop(key, None)
-            self._done.pop(key, None)
+        if finished and not len(play.out):
+            play.reply = None
+            play.progress.pop(key, None)
+            play.done.pop(key, None)
 
     def _play(self, events: list[Event]) -> np.ndarray:
+        play = self.play
         out = np.zeros(FRAME_SIZE, dtype=np.float32)
-        n = min(FRAME_SIZE, len(self._out))
+        n = min(FRAME_SIZE, len(play.out))
         if n:
-            if not self._speaking:
-                self._speaking = True
+            if not play.speaking:
+                play.speaking = True
                 events.append(SpeechStartEvent("assistant"))
-            out[:n] = self._out[:n]
-            self._out = self._out[n:]
-            while self._words and self._words[0][0] < FRAME_SIZE:
-                events.append(AssistantTokenEvent(None, self._words.pop(0)[1]))
-            self._words = [(offset - FRAME_SIZE, piece) for offset, piece in self._words]
-        elif self._speaking:
-            self._speaking = False
+            out[:n] = play.out[:n]
+            play.out = play.out[n:]
+            while play.words and play.words[0][0] < FRAME_SIZE:
+                events.append(AssistantTokenEvent(None, play.words.pop(0)[1]))
+            play.words = [(offset - FRAME_SIZE, piece) for offset, piece in play.words]
+        elif play.speaking:
+            play.speaking = False
             events.append(SpeechEndEvent("assistant"))
         return out
 
     def _interrupt(self, events: list[Event]) -> None:
         """The user talks over the reply: stop now and listen; the reply is recorded as cut."""
-        request = self.reply.request if self.reply else None
-        self.reply = None
-        self.awaiting_turn = False
+        request = self.play.reply.request if self.play.reply else None
         self._epoch += 1  # drop the rest of this reply's audio, queued or in synthesis
-        self._progress.clear()
-        self._done.clear()
-        self._out = np.zeros(0, dtype=np.float32)
-        self._words.clear()
-        self._speaking = False
+        self.play = Playback()
         events.append(BargeInEvent(request))
         events.append(SpeechEndEvent("assistant"))

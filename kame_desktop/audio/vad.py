@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from kame_desktop.errors import AsrError
+from kame_desktop.errors import ModelFileError
 
 SAMPLE_RATE = 16_000
 CHUNK = 512  # samples per model call at 16 kHz (32 ms)
@@ -29,10 +29,10 @@ def silero_model_path() -> Path:
     # find_spec on the top-level package finds its folder without importing it (and torch).
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or not spec.submodule_search_locations:
-        raise AsrError("Silero VAD is not installed: pip install silero-vad")
+        raise ModelFileError("Silero VAD is not installed: pip install silero-vad")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
     if not path.is_file():
-        raise AsrError(f"Silero VAD's model is missing ({path}); reinstall it: pip install --force-reinstall silero-vad")
+        raise ModelFileError(f"Silero VAD's model is missing ({path}); reinstall it: pip install --force-reinstall silero-vad")
     return path
 
 

@@ -116,7 +116,7 @@ def test_polling_asks_on_its_ticks_and_cancels_the_stale_stream():
     rec, _, llm = run("polling", QUESTION, until=2.8)
     requests = rec.of(LlmRequestEvent)
     # Ticks at 0.5 (first text), 1.0 (+2 words), 1.5 (the final); 2.0: nothing new.
-    assert [e.words for _, e in requests] == [3, 5, 6]
+    assert [e.word_count for _, e in requests] == [3, 5, 6]
     for (t, _), tick in zip(requests, (0.5, 1.0, 1.5), strict=True):
         assert tick - 0.02 <= t <= tick + 0.15
     cancelled = [e.request for _, e in rec.of(LlmCancelledEvent)]
@@ -129,14 +129,14 @@ def test_polling_asks_on_its_ticks_and_cancels_the_stale_stream():
 def test_polling_needs_two_new_words():
     script = [(0.1, partial("what is")), (0.6, partial("what is the"))]
     rec, _, _ = run("polling", script, until=1.7)
-    assert [e.words for _, e in rec.of(LlmRequestEvent)] == [2]  # +1 word never re-asks
+    assert [e.word_count for _, e in rec.of(LlmRequestEvent)] == [2]  # +1 word never re-asks
 
 
 def test_reactive_asks_within_100_ms_of_the_qualifying_event():
     rec, _, _ = run("reactive", QUESTION, until=2.0)
     requests = rec.of(LlmRequestEvent)
     # 0.10: first text; 0.30: only +1 word; 0.70: +2 words; 1.30: the final.
-    assert [e.words for _, e in requests] == [2, 5, 6]
+    assert [e.word_count for _, e in requests] == [2, 5, 6]
     for (t, _), event_t in zip(requests, (0.10, 0.70, 1.30), strict=True):
         assert event_t <= t <= event_t + 0.1
 
@@ -243,7 +243,7 @@ def test_history_is_trimmed_to_the_context():
 def test_reactive_final_that_only_confirms_the_asked_words_does_not_re_ask():
     script = [(0.05, partial("what is the capital of France")), (0.5, final("What is the capital of France?"))]
     rec, manager, _ = run("reactive", script, until=1.0)
-    assert [e.words for _, e in rec.of(LlmRequestEvent)] == [6]
+    assert [e.word_count for _, e in rec.of(LlmRequestEvent)] == [6]
 
 
 def test_end_of_turn_policy_asks_only_when_the_turn_ends_and_names_the_answer():

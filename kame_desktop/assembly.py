@@ -1,0 +1,135 @@
+"""The one assembly path: a Session from Settings, plus optional parts that are already built.
+
+The CLI (`run`), the desktop app's controller, the benchmarks and the evaluation harness all
+call `build_session`; nothing else constructs a Session. It chooses the front-end (`auto`:
+KAME where a GPU has room and the weights are here, else lite), builds it, attaches the back-end
+(always for lite, which speaks the LLM's answers) and hands back a Session whose `close()`
+tears down what it built. Parts passed in (a loaded Whisper, a Piper voice, a front-end that a
+benchmark reuses across runs) are reset for the new conversation and left open by `close()`.
+
+Heavy modules (torch, moshi, faster-whisper, Piper) are imported only when their part is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kame_desktop.config import Settings
+from kame_desktop.events import EventBus
+
+if TYPE_CHECKING:
+    from kame_desktop.backend.asr.base import AsrProvider
+    from kame_desktop.backend.factory import BackendSettings
+    from kame_desktop.backend.worker import Backend, EventSink, SignalSink
+    from kame_desktop.frontend.base import FrontEnd
+    from kame_desktop.frontend.lite.tts import PiperTts
+    from kame_desktop.session import Session
+
+log = logging.getLogger(__name__)
+
+# (settings, signal sink, event sink) -> the back-end, or None for none (tests, scripted runs).
+BackendFactory = Callable[[Settings, "SignalSink", "EventSink"], "Backend | None"]
+
+
+@dataclass(frozen=True)
+class KameOptions:
+    """KAME load options that are not settings (the CLI's run flags)."""
+
+    temperature: float | None = None  # None: the checkpoint's; 0: greedy
+    seed: int | None = None
+    threads: int | None = None  # torch CPU threads; None: 1 beside a back-end, else torch's own
+    replay_stale_oracle: bool = False  # reference quirk (spec §2.6)
+
+
+def backend_settings(settings: Settings) -> BackendSettings:
+    """The back-end's plain settings from the app's settings."""
+    from kame_desktop.backend.factory import BackendSettings
+
+    llm, asr = settings.llm, settings.asr
+    return BackendSettings(
+        llm=llm.provider,
+        llm_url=llm.base_url if llm.provider == "openai" else None,
+        llm_model=(llm.model if llm.provider == "openai" else (llm.gguf_path or None)),
+        llm_threads=llm.threads,
+        asr=asr.provider,
+        asr_model=asr.whisper_model,
+        asr_threads=asr.threads,
+        policy=llm.policy,
+        system_prompt=settings.system_prompt,
+    )
+
+
+def build_frontend(
+    settings: Settings, *, tts: PiperTts | None = None, kame: KameOptions = KameOptions(), with_backend: bool = True
+) -> FrontEnd:
+    """The front-end the settings ask for (`auto` decides here, and logs why)."""
+    from kame_desktop.frontend.select import choose_frontend
+
+    fe = settings.frontend
+    choice = choose_frontend(fe.kind, fe.checkpoint if fe.kind == "kame" else None, fe.device)
+    log.info("front-end: %s (%s)", choice.kind, choice.reason)
+    if choice.kind == "lite":
+        from kame_desktop.frontend.lite.engine import LiteFrontEnd
+        from kame_desktop.frontend.lite.tts import PiperTts
+
+        return LiteFrontEnd(tts or PiperTts(threads=1))
+    import torch
+
+    # Beside a back-end on 2 cores, ASR and LLM get a thread each; torch takes one.
+    torch.set_num_threads(kame.threads or (1 if with_backend else torch.get_num_threads()))
+    from kame_desktop.frontend.kame.engine import KameFrontEnd
+
+    return KameFrontEnd.load(
+        choice.checkpoint or fe.checkpoint,
+        device=fe.device,
+        dtype=None if fe.dtype == "auto" else fe.dtype,
+        int8=fe.int8,
+        temperature=kame.temperature,
+        seed=kame.seed,
+        replay_stale_oracle=kame.replay_stale_oracle,
+    )
+
+
+def build_backend(settings: Settings, post_signal: SignalSink, publish: EventSink, *, asr: AsrProvider | None = None) -> Backend:
+    from kame_desktop.backend.factory import make_backend
+
+    return make_backend(backend_settings(settings), post_signal, publish, asr=asr)
+
+
+def build_session(
+    settings: Settings,
+    bus: EventBus | None = None,
+    *,
+    frontend: FrontEnd | None = None,
+    backend: bool | BackendFactory = True,
+    asr: AsrProvider | None = None,
+    tts: PiperTts | None = None,
+    kame: KameOptions = KameOptions(),
+) -> Session:
+    """A ready Session (not started: `session.run` starts it).
+
+    `backend`: True builds the one the settings describe, False none (a KAME run driven by an
+    oracle script), or a factory (tests). Lite always gets one: it speaks the LLM's answers.
+    `frontend`, `asr`, `tts`: parts built by the caller and reused across sessions."""
+    from kame_desktop.session import Session
+
+    owns_frontend = frontend is None
+    if frontend is None:
+        frontend = build_frontend(settings, tts=tts, kame=kame, with_backend=backend is not False)
+    else:
+        frontend.reset()
+    session = Session(frontend, bus or EventBus(), owns_frontend=owns_frontend)
+    try:
+        if asr is not None:
+            asr.reset()
+        if callable(backend):
+            session.backend = backend(settings, session.signals.post, session.publish_async)
+        elif backend or frontend.kind == "lite":
+            session.backend = build_backend(settings, session.signals.post, session.publish_async, asr=asr)
+    except BaseException:
+        session.close()
+        raise
+    return session

