@@ -66,3 +66,26 @@ def test_finetune_defaults_match_the_spec(tmp_path):
     assert (s.lr, s.weight_decay, s.betas, s.eps) == (3e-5, 0.1, (0.9, 0.95), 1e-5)
     assert s.augmentation.shift_prob == 1.0 and s.augmentation.skip_prob == (0.1, 0.7)
     assert (s.augmentation.right_shift, s.augmentation.left_shift) == ((1, 10), (1, 15))
+
+
+def test_deepspeed_config_drives_the_wrapper(tmp_path):
+    """The ZeRO-3 JSON, read through accelerate's DeepSpeedPlugin, turns on activation
+    checkpointing in the model wrapper and hands the optimizer and schedule to DeepSpeed."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DeepSpeedPlugin
+
+    from kame_desktop.training.finetune import (
+        FinetuneSettings,
+        _activation_checkpointing,
+        _uses_deepspeed_optimizer,
+    )
+
+    plugin = DeepSpeedPlugin(hf_ds_config=str(CONFIGS / "zero3-bf16-warmlr-act_ckpt.json"))
+    zero3 = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin))
+    plain = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None))
+    auto = FinetuneSettings(shards=tmp_path, base="x", out=tmp_path)
+    assert _activation_checkpointing(auto, zero3) and _uses_deepspeed_optimizer(zero3)
+    assert not _activation_checkpointing(auto, plain) and not _uses_deepspeed_optimizer(plain)
+    off = FinetuneSettings(shards=tmp_path, base="x", out=tmp_path, activation_checkpointing=False)
+    assert not _activation_checkpointing(off, zero3)
