@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _find_weights(run: Path) -> tuple[Path, Path]:
 
 def export(run: Path, out: Path, dtype: str = "bf16") -> Path:
     import torch
-    from safetensors.torch import load_file, save
+    from safetensors.torch import load_file, save_file
 
     from kame_desktop.frontend.kame.checkpoint import build_lm, resolve_checkpoint
 
@@ -73,7 +74,9 @@ def export(run: Path, out: Path, dtype: str = "bf16") -> Path:
         atomic_write_bytes(out / "mimi_config.json", json.dumps(base.mimi_config, indent=2).encode())
         config["mimi_config_name"] = "mimi_config.json"
     config["moshi_name"] = "model.safetensors"
-    atomic_write_bytes(out / "model.safetensors", save(tensors, metadata={"format": "pt"}))
+    tmp = out / ".model.safetensors.tmp"  # written in place, not built in memory (7B: 15 GB in bf16)
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / "model.safetensors")
     atomic_write_bytes(out / "config.json", json.dumps(config, indent=2).encode())  # last: marks completion
     return out
 

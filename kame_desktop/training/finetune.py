@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kame_desktop.errors import TrainingDataError
+from kame_desktop.fileio import atomic_write_bytes
 from kame_desktop.training.dataset import IGNORE, Augmentation, Example, build_examples, collate, shard_files
 from kame_desktop.training.streams import StreamLayout
 from kame_desktop.training.tokenize import read_shard_layout
@@ -409,9 +410,9 @@ def finetune(
         _truncate_log(out / LOG_FILE, 0)
         local = Path(settings.base.removeprefix("file://")).expanduser()
         base_source = str(local.resolve()) if local.is_dir() else settings.base  # export may run elsewhere
-        (out / RUN_FILE).write_text(json.dumps({
+        atomic_write_bytes(out / RUN_FILE, json.dumps({
             "settings": _settings_json(settings), "layout": layout.to_json(), "base_source": base_source,
-        }, indent=1))
+        }, indent=1).encode())
     if step >= total_steps:
         return FinetuneResult(out, step + 1, step, [], 0.0, is_main=accelerator.is_main_process)
 
@@ -485,7 +486,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue  # a line cut by the crash
-    path.write_text("".join(line + "\n" for line in kept))
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
 
 def save_checkpoint(accelerator, model, out: Path, step: int, keep: int) -> Path:
