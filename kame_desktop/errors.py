@@ -135,3 +135,10 @@ class HistoryError(KameError):
     """A saved conversation is missing or unreadable, or the history folder cannot be written."""
 
     default_kind = "bad_input"
+
+
+class TrainingDataError(KameError):
+    """A training input (dialogue audio or transcript, oracle file, shard, run folder) is missing,
+    malformed or inconsistent; the message names the file and what is wrong."""
+
+    default_kind = "bad_input"

@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 
-pytest_plugins = ["fixtures.checkpoint", "fixtures.llm", "fixtures.hub", "fixtures.sound", "fixtures.speech"]
+pytest_plugins = ["fixtures.checkpoint", "fixtures.llm", "fixtures.hub", "fixtures.sound", "fixtures.speech", "fixtures.training"]
 
 
 def _has_gpu() -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kame_desktop import downloads
+from kame_desktop import catalog, downloads
 from kame_desktop.catalog import CatalogEntry
 from kame_desktop.config import FrontEndSettings, Settings
 from kame_desktop.gui.model_manager import ModelManagerDialog
@@ -100,7 +100,7 @@ def test_settings_download_fills_the_gguf_field(qtbot, hub):
 
 
 def test_main_window_offers_kame_then_uses_the_folder_or_lite(make_window, qtbot, parts, hub, monkeypatch):
-    monkeypatch.setattr(downloads, "load_catalog", lambda: [_entry(hub)])
+    monkeypatch.setattr(catalog, "load_catalog", lambda: [_entry(hub)])
     window = make_window(Settings(frontend=FrontEndSettings(kind="kame")),
                          frontend_factory=lambda _s: parts.RecordingFrontEnd(),
                          audio_factory=parts.audio(lambda: parts.ToneSource()))
