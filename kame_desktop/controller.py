@@ -72,7 +72,9 @@ class SessionEnded:
 
 Notify = Callable[[object], None]
 FrontEndFactory = Callable[[Settings], "FrontEnd"]
-AudioFactory = Callable[[Settings], "tuple[AudioSource, AudioSink]"]
+# (settings, on_error) -> (source, sink); on_error(message) reports device trouble, from the very
+# first attempt to open the device on.
+AudioFactory = Callable[[Settings, Callable[[str], None]], "tuple[AudioSource, AudioSink]"]
 
 
 def _rms(frame: np.ndarray) -> float:
@@ -217,23 +219,22 @@ class Controller:
         session: Session | None = None
         parts: list[Any] = []  # audio source and sink, closed at the end
         try:
-            self.notify(StatusNotice("Loading the front-end…", busy=True))
-            bus = EventBus()
-            bus.subscribe(self._on_event)
-            frontend = self.frontend_factory(self.settings) if self.frontend_factory else None
-            # An injected front-end (tests) stays its owner's: the session only resets it.
-            session = build_session(self.settings, bus, frontend=frontend, backend=self.backend_factory or True)
+            # The devices first: "no microphone" reaches the banner at once, not after the
+            # models have loaded (the session still starts: the device retries by itself).
+            self.notify(StatusNotice("Opening the audio device…", busy=True))
+            source, sink = self.audio_factory(self.settings, self._on_audio_error)
+            parts = [source, sink]
+            self._source = source
             if not stop.is_set():
-                self.notify(StatusNotice("Opening the audio device…", busy=True))
-                source, sink = self.audio_factory(self.settings)
-                parts = [source, sink]
-                self._source = source
-                for part in parts:  # a device reports its errors (unplugged, …) here
-                    if hasattr(part, "on_error"):
-                        part.on_error = lambda message: self.notify(ErrorNotice("audio", str(message), "device"))
+                self.notify(StatusNotice("Loading the models…", busy=True))
+                bus = EventBus()
+                bus.subscribe(self._on_event)
+                frontend = self.frontend_factory(self.settings) if self.frontend_factory else None
+                # An injected front-end (tests) stays its owner's: the session only resets it.
+                session = build_session(self.settings, bus, frontend=frontend, backend=self.backend_factory or True)
         except Exception as e:
             log.exception("loading the session failed")
-            self.notify(ErrorNotice.of("load", e))
+            self.notify(ErrorNotice.of("audio" if not parts else "load", e))
             self.notify(StatusNotice("Not running"))
             self._cleanup(session, parts)
             return
@@ -265,6 +266,9 @@ class Controller:
                     part.close()
                 except Exception:
                     log.exception("closing audio failed")
+
+    def _on_audio_error(self, message: str) -> None:
+        self.notify(ErrorNotice("audio", message, "device"))
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -315,7 +319,7 @@ def has_words(records: list[Stamped]) -> bool:
 # --- the default audio: the sound card ------------------------------------------------------------
 
 
-def build_audio(settings: Settings) -> tuple[AudioSource, AudioSink]:
+def build_audio(settings: Settings, on_error: Callable[[str], None]) -> tuple[AudioSource, AudioSink]:
     from kame_desktop.audio.device import DuplexAudio
 
     echo_canceller = None
@@ -327,6 +331,9 @@ def build_audio(settings: Settings) -> tuple[AudioSource, AudioSink]:
         except Exception as e:  # no WebRTC APM here: go on without it, and say so
             log.warning("echo cancellation unavailable (%s); use a headset", e)
     device = DuplexAudio(
-        settings.audio.input_device or None, settings.audio.output_device or None, echo_canceller=echo_canceller
+        settings.audio.input_device or None,
+        settings.audio.output_device or None,
+        echo_canceller=echo_canceller,
+        on_error=on_error,
     )
     return device, device

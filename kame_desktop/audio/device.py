@@ -43,7 +43,15 @@ NO_MIC = "No microphone found — plug one in or pick another in Settings"
 NO_SPEAKER = "No speaker found — plug one in or pick another in Settings"
 MIC_STALLED = "The microphone stopped sending audio (unplugged?) — plug it back in or pick another in Settings"
 SPEAKER_STOPPED = "The speaker stopped playing (unplugged?) — plug it back in or pick another in Settings"
+MIC_DENIED = ("The system denied access to the microphone — allow kame-desktop to use it in the privacy settings "
+              "(macOS: System Settings → Privacy & Security → Microphone), then restart the app")
 _SILENCE_DB = -100.0  # meter floor
+
+
+def _is_denied(e: Exception) -> bool:
+    """Whether PortAudio says the OS refused the device (not that it is missing or busy)."""
+    text = str(e).lower()
+    return any(word in text for word in ("permission denied", "not permitted", "not authorized", "access denied"))
 
 
 def import_sounddevice() -> Any:
@@ -333,6 +341,8 @@ class DuplexAudio:
             s.out_stream.start()
         except Exception as e:  # sd.PortAudioError, or ValueError for bad settings
             self._close_streams(s)
+            if _is_denied(e):
+                raise DeviceError(MIC_DENIED) from e
             raise DeviceError(
                 f"Could not open '{indev.name}' / '{outdev.name}' ({e}) — plug the device back in or pick another in Settings"
             ) from e

@@ -32,6 +32,7 @@ from kame_desktop.controller import (
 from kame_desktop.events import ErrorEvent, LlmFirstChunkEvent, OracleLagEvent, SessionStartEvent, Stamped
 from kame_desktop.gui.banner import ErrorBanner, explain
 from kame_desktop.gui.bridge import EventBridge
+from kame_desktop.gui.state_indicator import StateIndicator
 from kame_desktop.gui.statusline import StatusLine
 from kame_desktop.gui.talkbar import TalkBar
 from kame_desktop.gui.transcript import TranscriptView
@@ -67,6 +68,7 @@ class MainWindow(QMainWindow):
         self.viewing: list[Stamped] | None = None  # a saved conversation shown read-only
         self._ptt_key = QKeySequence(settings.audio.ptt_key)
 
+        self.state_indicator = StateIndicator()
         self.banner = ErrorBanner()
         self.banner.open_settings.connect(self.open_settings)
         self.transcript = TranscriptView()
@@ -83,6 +85,10 @@ class MainWindow(QMainWindow):
         self.status = StatusLine()
         central = QWidget()
         layout = QVBoxLayout(central)
+        top = QHBoxLayout()
+        top.addWidget(self.state_indicator)
+        top.addStretch(1)
+        layout.addLayout(top)
         layout.addWidget(self.banner)
         layout.addWidget(self.history_bar)
         layout.addWidget(self.transcript, 1)
@@ -95,6 +101,7 @@ class MainWindow(QMainWindow):
         self.talk.open_mic.setChecked(settings.audio.open_mic)
         self.talk.open_mic.toggled.connect(self._set_open_mic)
         self.talk.mute.toggled.connect(self.controller.set_muted)
+        self.talk.mute.toggled.connect(self.state_indicator.set_muted)
         self.talk.new_conversation.clicked.connect(self.new_conversation)
         self._set_open_mic(settings.audio.open_mic)
         self._build_menu()
@@ -132,6 +139,7 @@ class MainWindow(QMainWindow):
         return fe.kind == "kame" and fe.checkpoint == DEFAULT_KAME_REPO and not kame_weights_cached(DEFAULT_KAME_REPO)
 
     def on_notice(self, obj: object) -> None:
+        self.state_indicator.on_notice(obj)  # the live companion's state, even while viewing history
         if isinstance(obj, Stamped):
             self._on_event(obj)
         elif isinstance(obj, FrameStats):

@@ -1,0 +1,85 @@
+"""The companion's state at a glance — loading, listening, hearing you, thinking, speaking, muted,
+or not listening (and why) — a large coloured pill driven only by the session's events and the
+controller's notices."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from PySide6.QtWidgets import QLabel, QWidget
+
+from kame_desktop.controller import ErrorNotice, SessionEnded, StatusNotice
+from kame_desktop.events import ErrorEvent, SpeechEndEvent, SpeechStartEvent, Stamped, TurnEndEvent
+
+State = Literal["loading", "listening", "hearing", "thinking", "speaking", "muted", "error", "stopped"]
+
+# state -> (text, background colour)
+LOOK: dict[str, tuple[str, str]] = {
+    "loading": ("Loading…", "#9e9e9e"),
+    "listening": ("Listening", "#2e7d32"),
+    "hearing": ("Hearing you", "#1565c0"),
+    "thinking": ("Thinking…", "#ef6c00"),
+    "speaking": ("Speaking", "#6a1b9a"),
+    "muted": ("Muted", "#616161"),
+    "error": ("Not listening", "#c62828"),
+    "stopped": ("Stopped", "#9e9e9e"),
+}
+
+
+class StateIndicator(QLabel):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("stateIndicator")
+        self.conversation: State = "loading"  # what the conversation is doing
+        self.problem: str | None = None  # why the companion cannot listen (audio, loading)
+        self.muted = False
+        self._render()
+
+    @property
+    def state(self) -> State:
+        if self.problem is not None:
+            return "error"
+        if self.muted and self.conversation not in ("loading", "stopped"):
+            return "muted"
+        return self.conversation
+
+    def set_muted(self, muted: bool) -> None:
+        self.muted = muted
+        self._render()
+
+    def on_notice(self, obj: object) -> None:
+        match obj:
+            case StatusNotice(text=text, busy=True):
+                if text.startswith("Opening the audio"):  # a new run: old problems are gone
+                    self.problem = None
+                self.conversation = "loading"
+            case StatusNotice(text="Ready"):
+                self.conversation = "listening"
+            case ErrorNotice(source="audio" | "load" as source, message=message):
+                self.problem = "the microphone or speaker" if source == "audio" else "the session did not start"
+                self.setToolTip(message)
+            case SessionEnded():
+                self.conversation = "stopped"
+            case Stamped(event=SpeechStartEvent(source="user")):
+                self.conversation = "hearing"
+            case Stamped(event=TurnEndEvent()):
+                self.conversation = "thinking"
+            case Stamped(event=SpeechStartEvent(source="assistant")):
+                self.conversation = "speaking"
+            case Stamped(event=SpeechEndEvent(source="assistant")):
+                self.conversation = "listening"
+            case Stamped(event=ErrorEvent(source="llm")) if self.conversation == "thinking":
+                self.conversation = "listening"  # no answer is coming: the banner says why
+            case _:
+                return
+        self._render()
+
+    def _render(self) -> None:
+        text, colour = LOOK[self.state]
+        if self.state == "error":
+            text = f"Not listening — {self.problem}"
+        self.setText(text)
+        self.setStyleSheet(
+            f"#stateIndicator {{ background: {colour}; color: white; font-size: 16pt; font-weight: bold;"
+            " border-radius: 14px; padding: 6px 18px; }"
+        )
