@@ -33,6 +33,12 @@ class StateIndicator(QLabel):
         self.conversation: State = "loading"  # what the conversation is doing
         self.problem: str | None = None  # why the companion cannot listen (audio, loading)
         self.muted = False
+        # One style sheet, a rule per state: a state change only switches the `state` property.
+        rules = "".join(f'#stateIndicator[state="{s}"] {{ background: {colour}; }}' for s, (_t, colour) in LOOK.items())
+        self.setStyleSheet(
+            "#stateIndicator { color: white; font-size: 16pt; font-weight: bold; border-radius: 14px;"
+            " padding: 6px 18px; }" + rules
+        )
         self._render()
 
     @property
@@ -75,11 +81,9 @@ class StateIndicator(QLabel):
         self._render()
 
     def _render(self) -> None:
-        text, colour = LOOK[self.state]
-        if self.state == "error":
-            text = f"Not listening — {self.problem}"
-        self.setText(text)
-        self.setStyleSheet(
-            f"#stateIndicator {{ background: {colour}; color: white; font-size: 16pt; font-weight: bold;"
-            " border-radius: 14px; padding: 6px 18px; }"
-        )
+        state = self.state
+        self.setText(f"Not listening — {self.problem}" if state == "error" else LOOK[state][0])
+        if self.property("state") != state:
+            self.setProperty("state", state)
+            self.style().unpolish(self)
+            self.style().polish(self)
