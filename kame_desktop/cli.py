@@ -299,6 +299,17 @@ def bench_lite(
     _print_bench(run_bench(questions=questions), json_output)
 
 
+@bench_app.command("idle")
+def bench_idle(
+    json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
+    seconds: Annotated[float, typer.Option(help="Seconds of silence fed to the idle lite session.")] = 60.0,
+) -> None:
+    """Idle cost of a lite session fed silence (% of one core), and the time to listening, cold and warm."""
+    from kame_desktop.bench.idle import run_bench
+
+    _print_bench(run_bench(seconds=seconds), json_output)
+
+
 def _print_bench(result: dict, json_output: bool) -> None:
     import json
 

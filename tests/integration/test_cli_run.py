@@ -308,6 +308,15 @@ def test_bench_frontend_prints_one_json_object():
         assert isinstance(result[key], int | float) and result[key] > 0, key
 
 
+def test_bench_idle_prints_its_figures():
+    proc = kame("bench", "idle", "--json", "--seconds", 2)
+    assert_ok(proc)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("idle_cpu_percent", "baseline_cpu_percent", "ready_cold_s", "ready_warm_s"):
+        assert isinstance(result[key], int | float) and result[key] > 0, key
+    assert result["ready_cold_s"] >= 0.5 * result["ready_warm_s"]  # both are whole start-ups
+
+
 def test_help_does_not_import_torch():
     check = (
         "import contextlib, io, sys\n"
