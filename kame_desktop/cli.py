@@ -94,7 +94,7 @@ def run(
         raise KameError("--tail must be >= 0 seconds")
     pcm = read_audio(input)
     script = load_oracle_script(oracle_file) if oracle_file else []
-    choice = choose_frontend(frontend, checkpoint, device)
+    choice = choose_frontend(frontend, checkpoint, device, dtype=dtype, int8=int8)
     log.info("front-end: %s (%s)", choice.kind, choice.reason)
     if choice.kind == "lite" and llm is None:
         llm = "local"  # lite speaks the LLM's answers: it needs a back-end
@@ -113,9 +113,9 @@ def run(
 
         fe = KameFrontEnd.load(
             choice.checkpoint,
-            device=device,
-            dtype=dtype,
-            int8=int8,
+            device=choice.device,
+            dtype=choice.dtype,
+            int8=choice.int8,
             temperature=temperature,
             seed=seed,
             replay_stale_oracle=replay_stale_oracle,
@@ -196,11 +196,17 @@ def bench_frontend(
     json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
     steps: Annotated[int, typer.Option(help="Timed LM steps per variant (at least 200 for the report).")] = 200,
     threads: Annotated[int, typer.Option(help="CPU threads for torch.")] = 2,
+    device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto; meta with --shape 7b: the plan only.")] = "cpu",
+    shape: Annotated[
+        str, typer.Option(help="tiny (oracle overhead) or 7b (Moshi-7B shape, random weights: frame time vs 80 ms).")
+    ] = "tiny",
+    int8: Annotated[bool, typer.Option("--int8", help="With --shape 7b: int8 temporal layers (CUDA).")] = False,
 ) -> None:
-    """Overhead of the oracle path: our engine's LM step vs a bare moshi LMGen step."""
+    """Overhead of the oracle path (our engine's LM step vs a bare moshi LMGen step), or with
+    --shape 7b the frame time and memory of a Moshi-7B-sized front-end on a GPU."""
     from kame_desktop.bench.frontend import run_bench
 
-    _print_bench(run_bench(steps=steps, threads=threads), json_output)
+    _print_bench(run_bench(steps=steps, threads=threads, device=device, shape=shape, int8=int8), json_output)
 
 
 @bench_app.command("oracle-lag")

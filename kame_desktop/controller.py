@@ -164,6 +164,7 @@ class Controller:
         self.session: Session | None = None
         self._source: AudioSource | None = None  # the running session's, for stop() to close
         self._thread: threading.Thread | None = None
+        self._previous: threading.Thread | None = None  # the run a restart's run waits for
         self.run_id = 0
         self._stop = threading.Event()  # one per run: a run that outlives stop() stays stopped
         self._actions: queue.Queue[Callable[[], None]] = queue.Queue()
@@ -182,7 +183,10 @@ class Controller:
         self._actions = queue.Queue()  # actions queued for an older run die with it
         self.run_id += 1
         self._thread = threading.Thread(
-            target=self._run, args=(self._stop, self._actions, self.run_id), name="kame-inference", daemon=True
+            target=self._run,
+            args=(self._stop, self._actions, self.run_id, self._previous),
+            name="kame-inference",
+            daemon=True,
         )
         self._thread.start()
 
@@ -199,6 +203,7 @@ class Controller:
             self._thread.join(join_timeout)
             if self._thread.is_alive():
                 log.warning("the inference thread did not stop within %.1f s", join_timeout)
+        self._previous = self._thread
         self._thread = None
         self._source = None
 
@@ -208,9 +213,12 @@ class Controller:
         self.open_mic = settings.audio.open_mic
         self.start()
 
-    def _run(self, stop: threading.Event, actions: queue.Queue, run: int) -> None:
+    def _run(self, stop: threading.Event, actions: queue.Queue, run: int, previous: threading.Thread | None) -> None:
         from kame_desktop.session import Session
 
+        if previous is not None and previous.is_alive():
+            previous.join(120)  # its model leaves the GPU (front-end close) before the next loads
+        self.session = None  # nothing may keep the old front-end alive
         session: Session | None = None
         parts: list[Any] = []  # audio source and sink, closed at the end
         try:
@@ -323,7 +331,7 @@ def build_frontend(settings: Settings) -> FrontEnd:
 
     fe = settings.frontend
     checkpoint = fe.checkpoint if fe.kind == "kame" else None
-    choice = choose_frontend(fe.kind, checkpoint, fe.device)
+    choice = choose_frontend(fe.kind, checkpoint, fe.device, dtype=fe.dtype, int8=fe.int8)
     if choice.kind == "lite":
         from kame_desktop.frontend.lite.engine import LiteFrontEnd
         from kame_desktop.frontend.lite.tts import PiperTts
@@ -334,8 +342,7 @@ def build_frontend(settings: Settings) -> FrontEnd:
     torch.set_num_threads(1)
     from kame_desktop.frontend.kame.engine import KameFrontEnd
 
-    dtype = None if fe.dtype == "auto" else fe.dtype
-    return KameFrontEnd.load(choice.checkpoint or fe.checkpoint, device=fe.device, dtype=dtype, int8=fe.int8)
+    return KameFrontEnd.load(choice.checkpoint or fe.checkpoint, device=choice.device, dtype=choice.dtype, int8=choice.int8)
 
 
 def build_audio(settings: Settings) -> tuple[AudioSource, AudioSink]:

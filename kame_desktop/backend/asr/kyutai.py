@@ -99,8 +99,10 @@ class KyutaiStt:
         return events
 
     def _step(self, frame: np.ndarray) -> str | None:
+        from kame_desktop.compute import streaming_step
+
         torch = self._torch
-        with torch.no_grad():
+        with torch.no_grad(), streaming_step(self._device):  # one graphed model steps at a time
             chunk = torch.from_numpy(frame).to(self._device)[None, None]
             tokens = self._lm_gen.step(self._mimi.encode(chunk))
         if tokens is None:  # the LM's own delays are not filled yet
