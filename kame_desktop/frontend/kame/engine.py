@@ -158,14 +158,16 @@ class KameFrontEnd:
         so dropping the object alone would leave ~16 GB on the GPU until the cyclic GC ran."""
         if self.lm is None:
             return
-        self.lm_gen._stop_streaming()  # drops the graphs, KV caches and closures
-        self.mimi._stop_streaming()
+        stop_streaming(self.lm_gen)  # drops the graphs, KV caches and closures
+        stop_streaming(self.mimi)
         self.lm = self.mimi = self.lm_gen = None  # type: ignore[assignment]
         release_accelerator_memory()  # moshi modules are cycles too (_cached_children holds self)
 
     def piece(self, token_id: int) -> str:
         if token_id == self.oracle.start_id:
             return START_PIECE
+        if token_id >= self.tokenizer.vocab_size():  # a tokenizer smaller than text_card (load allows it)
+            return f"<{token_id}>"
         return self.tokenizer.id_to_piece(token_id)
 
     def _apply(self, signal: Signal) -> list[Event]:
@@ -220,6 +222,15 @@ class KameFrontEnd:
             if text_id not in (self.pad_id, self.epad_id):
                 events.append(AssistantTokenEvent(text_id, self.piece(text_id).replace("\u2581", " ")))
         return FrameResult(pcm, tuple(events))
+
+
+def stop_streaming(module) -> None:
+    """Leave a `streaming_forever` for good: exit every state the discarded ExitStack would have
+    exited (LMGen's closes the LM's own streaming, its KV caches), then drop them."""
+    for _name, child in module._cached_children or []:
+        if child._streaming_state is not None:
+            child._streaming_state.__exit__(None, None, None)
+    module._stop_streaming()
 
 
 def _check_int8(device: torch.device) -> None:
