@@ -6,6 +6,7 @@ was sized. torch is imported only to probe for a GPU: `auto` works without it (l
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 FRONTENDS = ("auto", "kame", "lite")
@@ -97,6 +98,8 @@ def choose_frontend(
     gpu = pick_device(device)
     if gpu.type == "cpu":
         return Choice("lite", None, "no CUDA or Apple MPS GPU: KAME needs one")
+    if importlib.util.find_spec("moshi") is None:
+        return Choice("lite", None, f"{gpu} is here but KAME's moshi package is not installed")
     torch_dtype = parse_dtype(dtype, gpu)
     free = free_memory_bytes(gpu)
     no_int8 = int8_unavailable_reason(gpu)

@@ -113,6 +113,15 @@ def test_the_app_loads_what_auto_chose(fake_cuda, monkeypatch):
     assert (kwargs["device"], kwargs["dtype"], kwargs["int8"]) == ("cuda", "bf16", True)
 
 
+def test_auto_with_a_gpu_but_without_moshi_is_lite(fake_cuda, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "moshi" else find_spec(name, *a))
+    choice = select.choose_frontend("auto")
+    assert choice.kind == "lite" and "moshi" in choice.reason
+
+
 def test_auto_without_torch_is_lite_and_imports_no_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # an import of torch raises ImportError
