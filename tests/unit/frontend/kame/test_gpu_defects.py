@@ -462,3 +462,24 @@ def test_kame_weights_cached_needs_every_named_file(tmp_path, monkeypatch):
     fill_cache(tmp_path, "kyutai/codec", {"mimi.safetensors": b"x"})
     assert select.kame_weights_cached(repo)
     assert not select.kame_weights_cached("acme/elsewhere")
+
+
+def test_int8_load_by_layer_takes_the_older_fused_attention_names(tiny_checkpoint, tiny_checkpoint_copy, monkeypatch):
+    """moshi's load hooks split `in_proj_weight` / `out_proj.weight` also when a layer is
+    loaded on its own."""
+    import moshi.utils.quantize as quantize
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setattr(quantize, "replace_linear_with_qlinear", lambda layer: None)
+    path = tiny_checkpoint_copy / "model.safetensors"
+    state = {k: v.clone() for k, v in load_file(path).items()}
+    for prefix in [k.removesuffix("in_projs.0.weight") for k in list(state) if k.endswith("self_attn.in_projs.0.weight")]:
+        for split, fused in (("in_projs", "in_proj_weight"), ("out_projs", "out_proj.weight")):
+            keys = sorted((k for k in state if k.startswith(f"{prefix}{split}.")), key=lambda k: int(k.split(".")[-2]))
+            state[prefix + fused] = torch.cat([state.pop(key) for key in keys])
+    save_file(state, path)
+    lm = ckpt.load_lm(ckpt.resolve_checkpoint(str(tiny_checkpoint_copy)), torch.device("cpu"), torch.float32, int8=True)
+    reference = ckpt.load_lm(ckpt.resolve_checkpoint(str(tiny_checkpoint)), torch.device("cpu"), torch.float32)
+    expected, got = reference.state_dict(), lm.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
