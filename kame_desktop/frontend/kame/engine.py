@@ -144,7 +144,12 @@ class KameFrontEnd:
         if self.lm.device.type == "cuda":
             torch.cuda.synchronize()
 
+    def _check_open(self) -> None:
+        if self.lm is None:
+            raise KameError("the KAME front-end was closed; start a new session")
+
     def reset(self) -> None:
+        self._check_open()
         self.lm_gen.reset_streaming()
         self.mimi.reset_streaming()
         if not self.replay_stale_oracle:
@@ -189,8 +194,7 @@ class KameFrontEnd:
 
     @torch.no_grad()
     def _codec_and_lm(self, frame: np.ndarray) -> tuple[np.ndarray, torch.Tensor | None]:
-        if self.lm is None:
-            raise KameError("the KAME front-end was closed; start a new session")
+        self._check_open()
         with streaming_step(self.lm.device):
             return self._codec_and_lm_locked(frame)
 

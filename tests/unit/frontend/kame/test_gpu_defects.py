@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from kame_desktop import compute
-from kame_desktop.errors import DeviceError
+from kame_desktop.errors import DeviceError, KameError
 from kame_desktop.events import FRAME_SIZE
 from kame_desktop.frontend import select
 from kame_desktop.frontend.base import FrameResult
@@ -153,6 +153,8 @@ def test_close_releases_the_lm_mimi_and_generator(tiny_checkpoint, monkeypatch):
         gc.enable()
     assert emptied == [[True, True, True]]  # the cache is emptied after the model is gone
     frontend.close()  # twice is harmless
+    with pytest.raises(KameError, match="closed"):
+        frontend.step(frames(1)[0])
 
 
 class FakeFrontEnd:
