@@ -282,6 +282,9 @@ def run_7b(
     lm = random_7b_lm(device, dtype, int8=int8)
     mimi = full_mimi(device, max(lm.dep_q, lm.n_q - lm.dep_q))
     build_s = time.perf_counter() - t0
+    if cuda:  # building int8 passes through bf16: the run's peak is measured from here
+        build_peak = torch.cuda.max_memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
     estimate = ckpt.estimate_memory(ckpt.moshi_7b_kwargs(), dtype, int8=int8)
     result: dict[str, Any] = {
         "shape": "7b",
@@ -296,6 +299,7 @@ def run_7b(
     }
     if cuda:
         result["weights_gb"] = round(torch.cuda.memory_allocated() / 1e9, 2)
+        result["build_peak_gb"] = round(build_peak / 1e9, 2)
     rng = np.random.default_rng(0)
     pcm = [rng.standard_normal(FRAME_SIZE).astype(np.float32) * 0.1 for _ in range(16)]
     frontend: KameFrontEnd | None = None
