@@ -209,7 +209,7 @@ class KameFrontEnd:
         if tokens is None:
             return np.zeros(FRAME_SIZE, dtype=np.float32), None
         out = self.mimi.decode(tokens[:, 1:])
-        return out[0, 0].float().cpu().numpy(), tokens
+        return out[0, 0].float().cpu().numpy(), tokens.cpu()  # no CUDA use outside the step lock
 
     def step(self, frame: np.ndarray, signals: Sequence[Signal] = ()) -> FrameResult:
         if frame.shape != (FRAME_SIZE,):
