@@ -6,6 +6,7 @@ was sized. torch is imported only to probe for a GPU: `auto` works without it (l
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 
@@ -60,6 +61,14 @@ def _cached(repo: str, name: str) -> bool:
     return isinstance(try_to_load_from_cache(repo, name), str)
 
 
+@functools.lru_cache(maxsize=8)
+def _need_7b(dtype, int8: bool) -> int:
+    """Bytes the released model needs (counted on a meta-device build, so done once)."""
+    from kame_desktop.frontend.kame.checkpoint import estimate_memory, moshi_7b_kwargs
+
+    return estimate_memory(moshi_7b_kwargs(), dtype, int8=int8).total_bytes
+
+
 def choose_frontend(
     requested: str = "auto",
     checkpoint: str | None = None,
@@ -93,8 +102,6 @@ def choose_frontend(
         )
     except ImportError:  # compute imports torch
         return Choice("lite", None, "no GPU: torch is not installed (KAME needs it and a GPU)")
-    from kame_desktop.frontend.kame.checkpoint import estimate_memory, moshi_7b_kwargs
-
     gpu = pick_device(device)
     if gpu.type == "cpu":
         return Choice("lite", None, "no CUDA or Apple MPS GPU: KAME needs one")
@@ -106,8 +113,7 @@ def choose_frontend(
     if int8 and no_int8:
         return Choice("lite", None, f"{no_int8}; or turn int8 off")
 
-    full = estimate_memory(moshi_7b_kwargs(), torch_dtype).total_bytes
-    quantized = estimate_memory(moshi_7b_kwargs(), torch_dtype, int8=True).total_bytes
+    full, quantized = _need_7b(torch_dtype, False), _need_7b(torch_dtype, True)
     gb = 1e9
     if free is not None and int8 and free < quantized:
         return Choice("lite", None, f"{gpu} has {free / gb:.1f} GB free; KAME needs about {quantized / gb:.0f} GB in int8")
