@@ -203,7 +203,7 @@ class Controller:
             self._thread.join(join_timeout)
             if self._thread.is_alive():
                 log.warning("the inference thread did not stop within %.1f s", join_timeout)
-        self._previous = self._thread
+            self._previous = self._thread
         self._thread = None
         self._source = None
 
