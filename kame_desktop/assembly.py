@@ -69,7 +69,8 @@ def build_frontend(
     from kame_desktop.frontend.select import choose_frontend
 
     fe = settings.frontend
-    choice = choose_frontend(fe.kind, fe.checkpoint if fe.kind == "kame" else None, fe.device)
+    # The choice carries the device, dtype and int8 it sized the model with: the load uses them.
+    choice = choose_frontend(fe.kind, fe.checkpoint if fe.kind == "kame" else None, fe.device, dtype=fe.dtype, int8=fe.int8)
     log.info("front-end: %s (%s)", choice.kind, choice.reason)
     if choice.kind == "lite":
         from kame_desktop.frontend.lite.engine import LiteFrontEnd
@@ -84,9 +85,9 @@ def build_frontend(
 
     return KameFrontEnd.load(
         choice.checkpoint or fe.checkpoint,
-        device=fe.device,
-        dtype=None if fe.dtype == "auto" else fe.dtype,
-        int8=fe.int8,
+        device=choice.device,
+        dtype=choice.dtype,
+        int8=choice.int8,
         temperature=kame.temperature,
         seed=kame.seed,
         replay_stale_oracle=kame.replay_stale_oracle,

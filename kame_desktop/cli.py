@@ -269,11 +269,17 @@ def bench_frontend(
     json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
     steps: Annotated[int, typer.Option(help="Timed LM steps per variant (at least 200 for the report).")] = 200,
     threads: Annotated[int, typer.Option(help="CPU threads for torch.")] = 2,
+    device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto; meta with --shape 7b: the plan only.")] = "cpu",
+    shape: Annotated[
+        str, typer.Option(help="tiny (oracle overhead) or 7b (Moshi-7B shape, random weights: frame time vs 80 ms).")
+    ] = "tiny",
+    int8: Annotated[bool, typer.Option("--int8", help="With --shape 7b: int8 temporal layers (CUDA).")] = False,
 ) -> None:
-    """Overhead of the oracle path: our engine's LM step vs a bare moshi LMGen step."""
+    """Overhead of the oracle path (our engine's LM step vs a bare moshi LMGen step), or with
+    --shape 7b the frame time and memory of a Moshi-7B-sized front-end on a GPU."""
     from kame_desktop.bench.frontend import run_bench
 
-    _print_bench(run_bench(steps=steps, threads=threads), json_output)
+    _print_bench(run_bench(steps=steps, threads=threads, device=device, shape=shape, int8=int8), json_output)
 
 
 @bench_app.command("oracle-lag")

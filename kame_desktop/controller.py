@@ -171,6 +171,7 @@ class Controller:
         self.session: Session | None = None
         self._source: AudioSource | None = None  # the running session's, for stop() to close
         self._thread: threading.Thread | None = None
+        self._previous: threading.Thread | None = None  # the run a restart's run waits for
         self.run_id = 0
         self._stop = threading.Event()  # one per run: a run that outlives stop() stays stopped
         self._actions: queue.Queue[Callable[[], None]] = queue.Queue()
@@ -189,7 +190,10 @@ class Controller:
         self._actions = queue.Queue()  # actions queued for an older run die with it
         self.run_id += 1
         self._thread = threading.Thread(
-            target=self._run, args=(self._stop, self._actions, self.run_id), name="kame-inference", daemon=True
+            target=self._run,
+            args=(self._stop, self._actions, self.run_id, self._previous),
+            name="kame-inference",
+            daemon=True,
         )
         self._thread.start()
 
@@ -206,6 +210,7 @@ class Controller:
             self._thread.join(join_timeout)
             if self._thread.is_alive():
                 log.warning("the inference thread did not stop within %.1f s", join_timeout)
+            self._previous = self._thread
         self._thread = None
         self._source = None
 
@@ -215,7 +220,10 @@ class Controller:
         self.open_mic = settings.audio.open_mic
         self.start()
 
-    def _run(self, stop: threading.Event, actions: queue.Queue, run: int) -> None:
+    def _run(self, stop: threading.Event, actions: queue.Queue, run: int, previous: threading.Thread | None) -> None:
+        if previous is not None and previous.is_alive():
+            previous.join(120)  # its model leaves the GPU (front-end close) before the next loads
+        self.session = None  # nothing may keep the old front-end alive
         session: Session | None = None
         parts: list[Any] = []  # audio source and sink, closed at the end
         try:

@@ -34,7 +34,24 @@ def tiny_frontend(tiny_checkpoint):
     torch.set_num_threads(1)
     from kame_desktop.frontend.kame.engine import KameFrontEnd
 
-    return KameFrontEnd.load(str(tiny_checkpoint), device="cpu", seed=0)
+    frontend = KameFrontEnd.load(str(tiny_checkpoint), device="cpu", seed=0)
+    yield SharedFrontEnd(frontend)
+    frontend.close()
+
+
+class SharedFrontEnd:
+    """One front-end for many sessions: the controller closes a session's front-end when the
+    session ends, and KameFrontEnd.close() frees the model, so the shared one is closed only at
+    the end of the test session."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def close(self) -> None:
+        pass
 
 
 class ToneSource:

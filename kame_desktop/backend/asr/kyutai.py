@@ -88,10 +88,13 @@ class KyutaiStt(SegmentingAsr):
         return self._close_word(t_end, clear=True) + super().flush(t_end)
 
     def _step(self, frame: np.ndarray) -> str | None:
+        from kame_desktop.compute import streaming_step
+
         torch = self._torch
-        with torch.no_grad():
+        with torch.no_grad(), streaming_step(self._device):  # one graphed model steps at a time
             chunk = torch.from_numpy(frame).to(self._device)[None, None]
             tokens = self._lm_gen.step(self._mimi.encode(chunk))
+            tokens = None if tokens is None else tokens.cpu()  # a capture elsewhere forbids later syncs
         if tokens is None:  # the LM's own delays are not filled yet
             return None
         token = int(tokens[0, 0, 0].item())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,35 +254,52 @@ def _format_keys(keys: list[str], limit: int = 8) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def load_lm(files: CheckpointFiles, device: torch.device, dtype: torch.dtype, int8: bool = False):
-    """Build KameLMModel on the meta device and load the weights strictly (spec §1.5)."""
-    load_device = torch.device("cpu") if int8 else device
-    state = read_state_dict(files.lm_weights, load_device)
-    upgrade_legacy_state(state, files.lm_weights)
+def _cast_(state: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+    """Floating tensors to the runtime dtype, except the conditioners' (kept in fp32)."""
     for key, value in state.items():
         if value.dtype.is_floating_point:
             keep_fp32 = key.startswith(("condition_provider.", "fuser."))
             state[key] = value.float() if keep_fp32 else value.to(dtype)
 
-    model = build_lm(files.lm_kwargs, "meta", dtype)
-    expected = model.state_dict()
+
+def _assign(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, prefix: str = "") -> tuple[list, list]:
+    """Load `state` into `module` (built on meta) by assignment; returns (missing, unexpected)
+    keys, prefixed. Tensors of the wrong shape are an error naming them."""
+    expected = module.state_dict()
     wrong = [
-        f"{key} (file {list(value.shape)}, expected {list(expected[key].shape)})"
+        f"{prefix}{key} (file {list(value.shape)}, expected {list(expected[key].shape)})"
         for key, value in state.items()
         if key in expected and value.shape != expected[key].shape
     ]
     if wrong:
-        raise CheckpointError(f"{files.lm_weights}: tensors with the wrong shape for this config: {_format_keys(wrong)}")
+        raise CheckpointError(f"{path}: tensors with the wrong shape for this config: {_format_keys(wrong)}")
     try:
         # strict=False so that we can name the keys ourselves; moshi's load hooks turn the older
         # fused attention names into per-step slices on the way in.
-        result = model.load_state_dict(state, strict=False, assign=True)
+        result = module.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{files.lm_weights} does not match its config: {e}") from e
-    if result.missing_keys:
-        raise CheckpointError(f"{files.lm_weights}: missing tensors: {_format_keys(result.missing_keys)}")
-    if result.unexpected_keys:
-        raise CheckpointError(f"{files.lm_weights}: unexpected tensors: {_format_keys(result.unexpected_keys)}")
+        raise CheckpointError(f"{path} does not match its config: {e}") from e
+    return [prefix + k for k in result.missing_keys], [prefix + k for k in result.unexpected_keys]
+
+
+def _check_keys(path: Path, missing: list[str], unexpected: list[str]) -> None:
+    if missing:
+        raise CheckpointError(f"{path}: missing tensors: {_format_keys(missing)}")
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected tensors: {_format_keys(unexpected)}")
+
+
+def load_lm(files: CheckpointFiles, device: torch.device, dtype: torch.dtype, int8: bool = False):
+    """Build KameLMModel on the meta device and load the weights strictly (spec §1.5)."""
+    if int8 and files.lm_weights.suffix in _SAFETENSORS_SUFFIXES and not files.lm_kwargs.get("lora"):
+        return _load_lm_int8_by_layer(files, device, dtype)
+    load_device = torch.device("cpu") if int8 else device
+    state = read_state_dict(files.lm_weights, load_device)
+    upgrade_legacy_state(state, files.lm_weights)
+    _cast_(state, dtype)
+    model = build_lm(files.lm_kwargs, "meta", dtype)
+    _check_keys(files.lm_weights, *_assign(model, state, files.lm_weights))
+    del state
 
     if files.lm_kwargs.get("lora"):
         from moshi.models.loaders import get_lora_moshi
@@ -300,14 +318,65 @@ def load_lm(files: CheckpointFiles, device: torch.device, dtype: torch.dtype, in
     return model.eval()
 
 
+_LAYER_KEY = re.compile(r"transformer\.layers\.(\d+)\.")
+
+
+def _load_lm_int8_by_layer(files: CheckpointFiles, device: torch.device, dtype: torch.dtype):
+    """int8 without the whole bf16 model in host RAM (~16 GB for 7B, on exactly the machines
+    that need int8): everything but the temporal layers first (~2.5 GB), then one layer at a
+    time read from the file, moved to the GPU and quantized there."""
+    from moshi.utils import quantize
+    from safetensors import safe_open
+
+    path = files.lm_weights
+    model = build_lm(files.lm_kwargs, "meta", dtype)
+    layers = model.transformer.layers
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            by_layer: dict[int, list[str]] = {}
+            rest: list[str] = []
+            for key in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                match = _LAYER_KEY.match(key)
+                if match:
+                    by_layer.setdefault(int(match.group(1)), []).append(key)
+                else:
+                    rest.append(key)
+            state = {key: f.get_tensor(key) for key in rest}
+            upgrade_legacy_state(state, path)
+            _cast_(state, dtype)
+            missing, unexpected = _assign(model, state, path)
+            missing = [k for k in missing if not _LAYER_KEY.match(k)]  # loaded below
+            del state
+            for i, layer in enumerate(layers):
+                prefix = f"transformer.layers.{i}."
+                part = {key.removeprefix(prefix): f.get_tensor(key) for key in by_layer.pop(i, [])}
+                _cast_(part, dtype)
+                layer_missing, layer_unexpected = _assign(layer, part, path, prefix)
+                missing += layer_missing
+                unexpected += layer_unexpected
+                del part
+                if not layer_missing:
+                    layer.to(device)
+                    quantize.replace_linear_with_qlinear(layer)
+            unexpected += [key for keys in by_layer.values() for key in keys]  # layers the config lacks
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(
+            f"{path} is not a valid weights file ({type(e).__name__}: {e}); re-download it or pick another checkpoint"
+        ) from e
+    _check_keys(path, missing, unexpected)
+    return model.to(device).eval()
+
+
 def quantize_int8_(model, device: torch.device) -> None:
     """moshi's int8 path (bitsandbytes): quantize the transformer's linears layer by layer while
     moving them to the GPU, so the bf16 model never has to fit on the GPU whole."""
-    from moshi.utils.quantize import replace_linear_with_qlinear
+    from moshi.utils import quantize
 
     for layer in model.transformer.layers:
         layer.to(device)
-        replace_linear_with_qlinear(layer)
+        quantize.replace_linear_with_qlinear(layer)
     model.to(device)
 
 

@@ -11,8 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from kame_desktop.compute import parse_dtype, pick_device
-from kame_desktop.errors import CheckpointError, DeviceError
+from kame_desktop.compute import (
+    int8_unavailable_reason,
+    parse_dtype,
+    pick_device,
+    release_accelerator_memory,
+    streaming_step,
+)
+from kame_desktop.errors import CheckpointError, DeviceError, KameError
 from kame_desktop.events import (
     FRAME_SIZE,
     AssistantTokenEvent,
@@ -101,6 +107,7 @@ class KameFrontEnd:
         """Load a checkpoint folder or hub repo onto the chosen device."""
         files = ckpt.resolve_checkpoint(source, **resolve_kwargs)
         torch_device = pick_device(device)
+        release_accelerator_memory()  # what an earlier, dropped model left in the cache
         torch_dtype = parse_dtype(dtype, torch_device)
         if int8:
             _check_int8(torch_device)
@@ -137,7 +144,12 @@ class KameFrontEnd:
         if self.lm.device.type == "cuda":
             torch.cuda.synchronize()
 
+    def _check_open(self) -> None:
+        if self.lm is None:
+            raise KameError("the KAME front-end was closed; start a new session")
+
     def reset(self) -> None:
+        self._check_open()
         self.lm_gen.reset_streaming()
         self.mimi.reset_streaming()
         if not self.replay_stale_oracle:
@@ -147,11 +159,20 @@ class KameFrontEnd:
             torch.manual_seed(self.seed)
 
     def close(self) -> None:
-        pass  # no threads of its own; the weights go with the object
+        """Free the model now: the generator's CUDA-graph closures hold it in reference cycles,
+        so dropping the object alone would leave ~16 GB on the GPU until the cyclic GC ran."""
+        if self.lm is None:
+            return
+        stop_streaming(self.lm_gen)  # drops the graphs, KV caches and closures
+        stop_streaming(self.mimi)
+        self.lm = self.mimi = self.lm_gen = None  # type: ignore[assignment]
+        release_accelerator_memory()  # moshi modules are cycles too (_cached_children holds self)
 
     def piece(self, token_id: int) -> str:
         if token_id == self.oracle.start_id:
             return START_PIECE
+        if token_id >= self.tokenizer.vocab_size():  # a tokenizer smaller than text_card (load allows it)
+            return f"<{token_id}>"
         return self.tokenizer.id_to_piece(token_id)
 
     def _apply(self, signal: Signal) -> list[Event]:
@@ -173,6 +194,11 @@ class KameFrontEnd:
 
     @torch.no_grad()
     def _codec_and_lm(self, frame: np.ndarray) -> tuple[np.ndarray, torch.Tensor | None]:
+        self._check_open()
+        with streaming_step(self.lm.device):
+            return self._codec_and_lm_locked(frame)
+
+    def _codec_and_lm_locked(self, frame: np.ndarray) -> tuple[np.ndarray, torch.Tensor | None]:
         pcm = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)).to(self.lm.device)[None, None]
         codes = self.mimi.encode(pcm)
         if self._first_frame:
@@ -183,7 +209,7 @@ class KameFrontEnd:
         if tokens is None:
             return np.zeros(FRAME_SIZE, dtype=np.float32), None
         out = self.mimi.decode(tokens[:, 1:])
-        return out[0, 0].float().cpu().numpy(), tokens
+        return out[0, 0].float().cpu().numpy(), tokens.cpu()  # no CUDA use outside the step lock
 
     def step(self, frame: np.ndarray, signals: Sequence[Signal] = ()) -> FrameResult:
         if frame.shape != (FRAME_SIZE,):
@@ -202,10 +228,16 @@ class KameFrontEnd:
         return FrameResult(pcm, tuple(events))
 
 
+def stop_streaming(module) -> None:
+    """Leave a `streaming_forever` for good: exit every state the discarded ExitStack would have
+    exited (LMGen's closes the LM's own streaming, its KV caches), then drop them."""
+    for _name, child in module._cached_children or []:
+        if child._streaming_state is not None:
+            child._streaming_state.__exit__(None, None, None)
+    module._stop_streaming()
+
+
 def _check_int8(device: torch.device) -> None:
-    if device.type != "cuda":
-        raise DeviceError("int8 needs a CUDA GPU (bitsandbytes); on this device use bf16/fp32 or the lite front-end")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise DeviceError("int8 needs the bitsandbytes package: pip install 'kame-desktop[int8]'") from None
+    reason = int8_unavailable_reason(device)
+    if reason is not None:
+        raise DeviceError(f"{reason}; on this device use bf16/fp32 or the lite front-end")
