@@ -324,10 +324,77 @@ def _forget_file_key() -> None:
         _write_secrets_file(secrets)
 
 
+# A key's public opening: a fragment inside it gives nothing away, so it is not redacted.
+_KEY_PREFIXES = ("sk-proj-", "sk-ant-", "sk-or-v1-", "sk-svcacct-", "sk-admin-", "sk-")
+_MIN_FRAGMENT = 8  # shorter pieces of a key are indistinguishable from ordinary text
+
+
+class KeyRedactor:
+    """Replaces the API key, and any fragment of >= 8 consecutive characters of it (a key cut by
+    a truncation or split across streamed chunks), by "***". Build one per key and reuse it."""
+
+    def __init__(self, key: str | None) -> None:
+        self.key = key or ""
+        if len(self.key) < _MIN_REDACT:
+            self.key = ""  # a one-letter "key" would blank ordinary text
+        public = next((len(p) for p in _KEY_PREFIXES if self.key.startswith(p)), 0)
+        n = _MIN_FRAGMENT
+        # every n-character window of the key -> whether it reaches past the public prefix (a
+        # window inside the prefix is only redacted as the start of a longer fragment)
+        self._grams: dict[str, bool] = {}
+        for i in range(len(self.key) - n + 1):
+            gram = self.key[i : i + n]
+            self._grams[gram] = self._grams.get(gram, False) or i + n > public
+        self.carry_chars = max(1, len(self.key) - 1)  # how much of a stream's tail `continued` needs
+
+    def __bool__(self) -> bool:
+        return bool(self.key)
+
+    def _spans(self, text: str) -> list[list[int]]:
+        """Merged [start, end) ranges of `text` covered by the key or its fragments."""
+        spans: list[list[int]] = []
+        n = _MIN_FRAGMENT
+        if self._grams:
+            prefix_at = -n - 1  # where the latest prefix-only window started
+            for i in range(len(text) - n + 1):
+                secret = self._grams.get(text[i : i + n])
+                if secret is None:
+                    continue
+                if spans and i <= spans[-1][1]:
+                    spans[-1][1] = i + n
+                elif secret:
+                    spans.append([prefix_at if i - prefix_at <= n else i, i + n])
+                else:
+                    prefix_at = i
+        elif self.key:  # a short key: only whole
+            start = text.find(self.key)
+            while start >= 0:
+                spans.append([start, start + len(self.key)])
+                start = text.find(self.key, start + len(self.key))
+        return spans
+
+    def __call__(self, text: str) -> str:
+        return self.continued("", text)
+
+    def continued(self, before: str, text: str) -> str:
+        """`text` redacted as the continuation of `before` (the stream's earlier text, already
+        written): a key that starts in `before` is caught in `text` too."""
+        if not self.key or not text:
+            return text
+        before = before[-self.carry_chars :] if self.carry_chars else ""
+        offset = len(before)
+        parts, at = [], 0
+        for start, end in self._spans(before + text):
+            if end <= offset:
+                continue
+            start, end = max(start, offset) - offset, end - offset
+            parts += [text[at:start], REDACTED]
+            at = end
+        return "".join(parts) + text[at:] if parts else text
+
+
 def redact(text: str, key: str | None = None) -> str:
-    """`text` with the API key (`key`, or the current one) replaced by "***"; call it on anything
-    that may be logged, saved or exported."""
-    key = llm_api_key() if key is None else key
-    if not key or len(key) < _MIN_REDACT:
-        return text
-    return text.replace(key, REDACTED)
+    """`text` with the API key (`key`, or the current one) and every fragment of it of 8 or more
+    characters replaced by "***"; call it on anything that may be logged, saved or exported.
+    Redact before truncating: a cut key is still a leak."""
+    return KeyRedactor(llm_api_key() if key is None else key)(text)

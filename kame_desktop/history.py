@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kame_desktop.config import data_dir, llm_api_key, redact
+from kame_desktop.config import data_dir, redact
 from kame_desktop.errors import HistoryError
 from kame_desktop.events import (
     AsrFinalEvent,
@@ -27,6 +27,7 @@ from kame_desktop.events import (
     ErrorEvent,
     LlmChunkEvent,
     LlmRequestEvent,
+    RecordRedactor,
     SessionStartEvent,
     SpeechEndEvent,
     Stamped,
@@ -76,25 +77,12 @@ def make_header(records: list[Stamped], title: str | None = None, started: str |
     }
 
 
-def _redact_all(value: Any, key: str | None) -> Any:
-    """`value` with every string in it redacted (records nest: ASR words are dicts in a list)."""
-    if not key:
-        return value
-    if isinstance(value, str):
-        return redact(value, key)
-    if isinstance(value, dict):
-        return {k: _redact_all(v, key) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_all(v, key) for v in value]
-    return value
-
-
 def write_conversation(path: Path, header: dict[str, Any], records: list[Stamped]) -> dict[str, Any]:
     """Header line then one record per line, redacted, atomically; returns the header as written."""
-    key = llm_api_key()  # looked up once: the keyring may be slow
-    header = _redact_all(header, key)
+    redact_record = RecordRedactor()  # the key looked up once: the keyring may be slow
+    header = redact_record(header)
     with atomic_writer(path, mode=0o600) as f:  # transcripts are private to the user
-        for obj in [header, *(_redact_all(r.to_record(), key) for r in records)]:
+        for obj in [header, *(redact_record(r.to_record()) for r in records)]:
             f.write((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
     return header
 

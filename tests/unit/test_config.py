@@ -228,3 +228,14 @@ def test_save_is_atomic_and_leaves_no_temp(isolated):
     save_settings(Settings(history=True))
     files = sorted(p.name for p in Path(isolated / "config").iterdir())
     assert files == ["settings.toml"]
+
+
+def test_redact_fragments_of_the_key_but_not_its_public_prefix():
+    key = "sk-proj-AbCdEfGh0123456789"
+    assert redact(f"[{key}]", key) == "[***]"
+    assert redact(f"cut: {key[:13]}", key) == "cut: ***"  # a truncated key is still a leak
+    assert redact(f"end: {key[-9:]}.", key) == "end: ***."
+    assert redact(f"{key[:10]} ok {key[12:22]}", key) == "*** ok ***"
+    assert redact("a sk-proj- key", key) == "a sk-proj- key"  # the prefix alone says nothing
+    assert redact(f"short {key[9:16]}", key) == f"short {key[9:16]}"  # 7 characters: ordinary text
+    assert redact("xabcdx", "abcd") == "x***x"  # a short key is still hidden whole

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from kame_desktop.backend.llm.base import Message
+from kame_desktop.config import redact
 from kame_desktop.errors import LlmError
 
 if TYPE_CHECKING:
@@ -130,9 +131,9 @@ class OpenAiLlm:
         return LlmError(f"the LLM server sent a malformed stream ({type(exc).__name__})")
 
     def _scrub(self, text: str) -> str:
-        # Servers sometimes echo the key back in error bodies; never show or log it.
-        text = text[:200]
-        return text.replace(self._api_key, "***") if self._api_key else text
+        # Servers sometimes echo the key back in error bodies; never show or log it. Redact
+        # first: a key cut by the truncation would leak its first part.
+        return redact(text, self._api_key)[:200]
 
     def count_tokens(self, text: str) -> int:
         """An estimate (about 4 characters per token for English): remote tokenizers are unknown."""

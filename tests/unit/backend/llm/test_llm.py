@@ -277,3 +277,19 @@ def test_openai_cancel_mid_stream_then_works_again(llama_server):
 
     got, again = run(go())
     assert len(got) < 100 and "".join(again).strip()
+
+
+def key_fragments(key: str, n: int = 8) -> list[str]:
+    """Every n-character piece of `key` that reaches past its public "sk-" opening."""
+    return [key[i : i + n] for i in range(len(key) - n + 1) if i + n > 3]
+
+
+def test_a_key_at_the_truncation_point_does_not_leak(stub_llm_server, caplog):
+    # The 500's message has the key at characters 190-208: cut at 200 before redacting, its
+    # first 10 characters used to reach the error (and the timeline).
+    caplog.set_level("DEBUG")
+    stub = stub_llm_server("500key")
+    err, _ = run(failure(OpenAiLlm(stub.url, "stub", api_key=SECRET)))
+    assert "500" in str(err) and err.kind == "bad_server"
+    leaked = [f for f in key_fragments(SECRET) if f in str(err) or f in caplog.text]
+    assert not leaked, str(err)
