@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import typing
@@ -72,6 +73,8 @@ class LlmSettings:
     gguf_path: str = ""  # empty: the embedded SmolLM2-135M-Instruct
     threads: int = 1
     policy: Policy = "reactive"
+    first_chunk_timeout_s: float = 10.0  # no answer this long after asking: an error (and a retry)
+    chunk_timeout_s: float = 5.0  # an answer that stops this long mid-way: the same
 
 
 @dataclass(frozen=True)
@@ -179,8 +182,9 @@ def _check(value: Any, typ: Any) -> Any:
         return value if isinstance(value, bool) else _WRONG
     if typ is int:
         return value if isinstance(value, int) and not isinstance(value, bool) else _WRONG
-    if typ is float:
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else _WRONG
+    if typ is float:  # every float setting is a duration: finite and > 0 (TOML has inf and nan)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+        return float(value) if ok else _WRONG
     if typ is str:
         return value if isinstance(value, str) else _WRONG
     if typing.get_origin(typ) is Literal:  # one of a set of choices (kame_desktop.choices)

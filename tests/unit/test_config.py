@@ -70,6 +70,8 @@ def _non_default(value, typ=None):
         return not value
     if isinstance(value, int):
         return value + 3
+    if isinstance(value, float):
+        return value + 1.5
     return f"{value}-changed"
 
 
