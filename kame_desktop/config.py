@@ -3,7 +3,8 @@ file where no keyring exists). API keys never go into the TOML file, logs or tra
 
 The schema is frozen dataclasses, one per settings page; `load_settings()` / `save_settings()`
 read and write them (atomically), unknown keys are ignored and missing ones take the defaults,
-so an older or hand-edited file never stops the app from starting.
+so an older or hand-edited file never stops the app from starting; saving keeps unknown keys and
+untouched values as written.
 """
 
 from __future__ import annotations
@@ -145,12 +146,13 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
 
 
 def settings_from_dict(data: Mapping[str, Any]) -> Settings:
-    """Settings from a parsed TOML table: unknown keys are ignored, and a missing value or one of
-    the wrong type takes its default, so one bad line costs one setting, not all of them."""
+    """Settings from a parsed TOML table: unknown keys are ignored (and kept in the file when it
+    is saved), and a missing value or one of the wrong type takes its default, so one bad line
+    costs one setting, not all of them."""
     return _build(Settings, data, "")
 
 
-def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
+def _build(cls: Any, data: Mapping[str, Any], where: str, quiet: bool = False) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -159,15 +161,15 @@ def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
         value, typ, name = data[f.name], hints[f.name], where + f.name
         if dataclasses.is_dataclass(typ):
             if isinstance(value, Mapping):
-                kwargs[f.name] = _build(typ, value, name + ".")
-            else:
+                kwargs[f.name] = _build(typ, value, name + ".", quiet)
+            elif not quiet:
                 log.warning("settings: [%s] is not a table; using its defaults", name)
         elif (checked := _check(value, typ)) is not _WRONG:
             kwargs[f.name] = checked
-        else:  # the value itself is not logged: a key pasted into the wrong field must not leak
+        elif not quiet:  # the value itself is not logged: a key pasted into the wrong field must not leak
             log.warning("settings: %s should be of type %s; using the default", name, getattr(typ, "__name__", typ))
     unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
+    if unknown and not quiet:
         log.debug("settings: ignoring unknown keys %s", ", ".join(sorted(where + k for k in unknown)))
     return cls(**kwargs)
 
@@ -192,9 +194,13 @@ def _check(value: Any, typ: Any) -> Any:
     return value  # a richer annotation (none yet): trust TOML's own typing
 
 
+BAD_COPIES = 5  # settings.toml.bad (newest), .bad.1 … .bad.4
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """The saved settings, or the defaults when there is no file. A file that is not valid TOML
-    is copied to `<name>.bad` (so a hand edit is never lost) and the defaults are used."""
+    is copied to `<name>.bad` (so a hand edit is never lost; the last five are kept) and the
+    defaults are used."""
     path = path or settings_path()
     try:
         raw = path.read_bytes()
@@ -209,20 +215,64 @@ def load_settings(path: Path | None = None) -> Settings:
         bad = path.with_name(path.name + ".bad")
         log.warning("%s is not valid TOML (%s); using default settings, the file is kept as %s", path, e, bad)
         try:
-            atomic_write_bytes(bad, raw, mode=0o600)
+            _keep_bad_copy(bad, raw)
         except OSError as e2:
             log.warning("cannot keep a copy at %s: %s", bad, e2)
         return Settings()
     return settings_from_dict(data)
 
 
+def _keep_bad_copy(bad: Path, raw: bytes) -> None:
+    """Write `raw` to `bad`, shifting older copies to `bad.1` … (the oldest of five goes). The
+    same broken file read again at the next start is not copied again."""
+    try:
+        if bad.read_bytes() == raw:
+            return
+    except FileNotFoundError:
+        pass
+    copies = [bad, *(bad.with_name(f"{bad.name}.{n}") for n in range(1, BAD_COPIES))]
+    for n in range(len(copies) - 1, 0, -1):  # .bad.3 -> .bad.4, …, .bad -> .bad.1
+        if copies[n - 1].exists():
+            os.replace(copies[n - 1], copies[n])
+    atomic_write_bytes(bad, raw, mode=0o600)
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    """The file's TOML table as written, or {} (no file, unreadable or not TOML)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def _merge(cls: Any, new: dict[str, Any], written: Mapping[str, Any]) -> dict[str, Any]:
+    """What to write for the settings `new` over the file's table `written`: unknown keys stay as
+    they are, and so does a setting the user did not change (even one of the wrong type, whose
+    default is in use until then), so saving never loses what a newer version or a hand edit
+    put there."""
+    hints = typing.get_type_hints(cls)
+    loaded = settings_to_dict(_build(cls, written, "", quiet=True))  # what the app made of `written`
+    out = dict(written)
+    for f in dataclasses.fields(cls):
+        name, typ, value = f.name, hints[f.name], new[f.name]
+        if dataclasses.is_dataclass(typ) and isinstance(written.get(name), Mapping):
+            out[name] = _merge(typ, value, written[name])
+        elif name in written and loaded[name] == value:
+            out[name] = written[name]  # unchanged since it was read: as written
+        else:
+            out[name] = value
+    return out
+
+
 def save_settings(settings: Settings, path: Path | None = None) -> Path:
-    """Write `settings` as TOML, atomically; returns the path. No secret is ever part of it."""
+    """Write `settings` as TOML, atomically, over what the file holds (`_merge`: unknown keys
+    and untouched values are kept as written); returns the path. No secret is ever part of it."""
     import tomli_w  # only the settings dialog saves: keep it off the start-up path
 
     path = path or settings_path()
+    table = _merge(Settings, settings_to_dict(settings), _read_table(path))
     header = "# kame-desktop settings. The API key is never stored here: it lives in the OS keyring (or a 0600 secrets.json where there is none).\n"
-    atomic_write_bytes(path, (header + tomli_w.dumps(settings_to_dict(settings))).encode("utf-8"))
+    atomic_write_bytes(path, (header + tomli_w.dumps(table)).encode("utf-8"))
     return path
 
 
