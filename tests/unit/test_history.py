@@ -185,3 +185,13 @@ def test_a_history_folder_that_cannot_be_written_is_one_clear_error(isolated, mo
     for export in (export_json, export_markdown):
         with pytest.raises(HistoryError, match="choose another folder"):
             export(conversation(), root / "export.out")
+
+
+def test_a_key_split_across_chunks_never_reaches_history(isolated, monkeypatch):
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    pieces = [KEY[i : i + 4] for i in range(0, len(KEY), 4)]  # echoed token by token
+    records = [Stamped(40 + n, LlmChunkEvent(1, p)) for n, p in enumerate(pieces)]
+    saved = HistoryStore().save(records).path.read_text(encoding="utf-8")
+    text = "".join(json.loads(line).get("text", "") for line in saved.splitlines()[1:])
+    assert not any(KEY[i : i + 8] in text for i in range(len(KEY) - 7)), text
+    assert len(records) == len(saved.splitlines()) - 1  # one record each, as they were

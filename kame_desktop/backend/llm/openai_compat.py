@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 TEST_PROMPT = "Say hello in three words."
 T = TypeVar("T")
+_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
 
 
 class OpenAiLlm:
@@ -75,7 +76,10 @@ class OpenAiLlm:
 
         async def within(step: Awaitable[T]) -> T:
             try:
-                return await asyncio.wait_for(step, max(0.0, deadline - loop.time()))
+                if _timeout_at is None:  # Python 3.10
+                    return await asyncio.wait_for(step, max(0.0, deadline - loop.time()))
+                async with _timeout_at(deadline):  # in this task: httpx's streams stay in one task
+                    return await step
             except asyncio.TimeoutError:
                 raise self._stalled(texts) from None
 
