@@ -54,6 +54,8 @@ def backend_settings(settings: Settings) -> BackendSettings:
         llm_url=llm.base_url if llm.provider == "openai" else None,
         llm_model=(llm.model if llm.provider == "openai" else (llm.gguf_path or None)),
         llm_threads=llm.threads,
+        llm_first_chunk_timeout_s=llm.first_chunk_timeout_s,
+        llm_chunk_timeout_s=llm.chunk_timeout_s,
         asr=asr.provider,
         asr_model=asr.whisper_model,
         asr_threads=asr.threads,

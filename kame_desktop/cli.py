@@ -95,6 +95,7 @@ def run(
     from kame_desktop.audio.files import read_audio
     from kame_desktop.audio.sources import FileSource, WavSink
     from kame_desktop.events import EventBus, TimelineWriter
+    from kame_desktop.logrepeat import RepeatedWarning
     from kame_desktop.session import check_script_tokens, load_oracle_script
 
     if not (math.isfinite(tail) and 0 <= tail <= MAX_TAIL_S):
@@ -116,12 +117,11 @@ def run(
             check_script_tokens(script, session.frontend.text_card, oracle_file)  # type: ignore[attr-defined]
         # A back-end is paced at real time by default, so ASR and LLM timings are real.
         source = FileSource(pcm, tail, realtime=session.backend is not None if realtime is None else realtime)
+        past_end = RepeatedWarning(log, "oracle entry for frame %d is past the end of the audio (%d frames): ignored", progress=False)
         for entry in script:
             if entry.frame >= source.frames_total:
-                log.warning(
-                    "oracle entry for frame %d is past the end of the audio (%d frames): ignored",
-                    entry.frame, source.frames_total,
-                )
+                past_end(entry.frame, source.frames_total)
+        past_end.flush()
         writer = TimelineWriter(timeline) if timeline else None
         if writer:
             bus.subscribe(writer)

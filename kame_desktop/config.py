@@ -3,7 +3,8 @@ file where no keyring exists). API keys never go into the TOML file, logs or tra
 
 The schema is frozen dataclasses, one per settings page; `load_settings()` / `save_settings()`
 read and write them (atomically), unknown keys are ignored and missing ones take the defaults,
-so an older or hand-edited file never stops the app from starting.
+so an older or hand-edited file never stops the app from starting; saving keeps unknown keys and
+untouched values as written.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import typing
@@ -72,6 +74,8 @@ class LlmSettings:
     gguf_path: str = ""  # empty: the embedded SmolLM2-135M-Instruct
     threads: int = 1
     policy: Policy = "reactive"
+    first_chunk_timeout_s: float = 10.0  # no answer this long after asking: an error (and a retry)
+    chunk_timeout_s: float = 5.0  # an answer that stops this long mid-way: the same
 
 
 @dataclass(frozen=True)
@@ -142,12 +146,13 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
 
 
 def settings_from_dict(data: Mapping[str, Any]) -> Settings:
-    """Settings from a parsed TOML table: unknown keys are ignored, and a missing value or one of
-    the wrong type takes its default, so one bad line costs one setting, not all of them."""
+    """Settings from a parsed TOML table: unknown keys are ignored (and kept in the file when it
+    is saved), and a missing value or one of the wrong type takes its default, so one bad line
+    costs one setting, not all of them."""
     return _build(Settings, data, "")
 
 
-def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
+def _build(cls: Any, data: Mapping[str, Any], where: str, quiet: bool = False) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -156,15 +161,15 @@ def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
         value, typ, name = data[f.name], hints[f.name], where + f.name
         if dataclasses.is_dataclass(typ):
             if isinstance(value, Mapping):
-                kwargs[f.name] = _build(typ, value, name + ".")
-            else:
+                kwargs[f.name] = _build(typ, value, name + ".", quiet)
+            elif not quiet:
                 log.warning("settings: [%s] is not a table; using its defaults", name)
         elif (checked := _check(value, typ)) is not _WRONG:
             kwargs[f.name] = checked
-        else:  # the value itself is not logged: a key pasted into the wrong field must not leak
+        elif not quiet:  # the value itself is not logged: a key pasted into the wrong field must not leak
             log.warning("settings: %s should be of type %s; using the default", name, getattr(typ, "__name__", typ))
     unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
+    if unknown and not quiet:
         log.debug("settings: ignoring unknown keys %s", ", ".join(sorted(where + k for k in unknown)))
     return cls(**kwargs)
 
@@ -179,8 +184,9 @@ def _check(value: Any, typ: Any) -> Any:
         return value if isinstance(value, bool) else _WRONG
     if typ is int:
         return value if isinstance(value, int) and not isinstance(value, bool) else _WRONG
-    if typ is float:
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else _WRONG
+    if typ is float:  # every float setting is a duration: finite and > 0 (TOML has inf and nan)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+        return float(value) if ok else _WRONG
     if typ is str:
         return value if isinstance(value, str) else _WRONG
     if typing.get_origin(typ) is Literal:  # one of a set of choices (kame_desktop.choices)
@@ -188,9 +194,13 @@ def _check(value: Any, typ: Any) -> Any:
     return value  # a richer annotation (none yet): trust TOML's own typing
 
 
+BAD_COPIES = 5  # settings.toml.bad (newest), .bad.1 … .bad.4
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """The saved settings, or the defaults when there is no file. A file that is not valid TOML
-    is copied to `<name>.bad` (so a hand edit is never lost) and the defaults are used."""
+    is copied to `<name>.bad` (so a hand edit is never lost; the last five are kept) and the
+    defaults are used."""
     path = path or settings_path()
     try:
         raw = path.read_bytes()
@@ -205,20 +215,64 @@ def load_settings(path: Path | None = None) -> Settings:
         bad = path.with_name(path.name + ".bad")
         log.warning("%s is not valid TOML (%s); using default settings, the file is kept as %s", path, e, bad)
         try:
-            atomic_write_bytes(bad, raw, mode=0o600)
+            _keep_bad_copy(bad, raw)
         except OSError as e2:
             log.warning("cannot keep a copy at %s: %s", bad, e2)
         return Settings()
     return settings_from_dict(data)
 
 
+def _keep_bad_copy(bad: Path, raw: bytes) -> None:
+    """Write `raw` to `bad`, shifting older copies to `bad.1` … (the oldest of five goes). The
+    same broken file read again at the next start is not copied again."""
+    try:
+        if bad.read_bytes() == raw:
+            return
+    except FileNotFoundError:
+        pass
+    copies = [bad, *(bad.with_name(f"{bad.name}.{n}") for n in range(1, BAD_COPIES))]
+    for n in range(len(copies) - 1, 0, -1):  # .bad.3 -> .bad.4, …, .bad -> .bad.1
+        if copies[n - 1].exists():
+            os.replace(copies[n - 1], copies[n])
+    atomic_write_bytes(bad, raw, mode=0o600)
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    """The file's TOML table as written, or {} (no file, unreadable or not TOML)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def _merge(cls: Any, new: dict[str, Any], written: Mapping[str, Any]) -> dict[str, Any]:
+    """What to write for the settings `new` over the file's table `written`: unknown keys stay as
+    they are, and so does a setting the user did not change (even one of the wrong type, whose
+    default is in use until then), so saving never loses what a newer version or a hand edit
+    put there."""
+    hints = typing.get_type_hints(cls)
+    loaded = settings_to_dict(_build(cls, written, "", quiet=True))  # what the app made of `written`
+    out = dict(written)
+    for f in dataclasses.fields(cls):
+        name, typ, value = f.name, hints[f.name], new[f.name]
+        if dataclasses.is_dataclass(typ) and isinstance(written.get(name), Mapping):
+            out[name] = _merge(typ, value, written[name])
+        elif name in written and loaded[name] == value:
+            out[name] = written[name]  # unchanged since it was read: as written
+        else:
+            out[name] = value
+    return out
+
+
 def save_settings(settings: Settings, path: Path | None = None) -> Path:
-    """Write `settings` as TOML, atomically; returns the path. No secret is ever part of it."""
+    """Write `settings` as TOML, atomically, over what the file holds (`_merge`: unknown keys
+    and untouched values are kept as written); returns the path. No secret is ever part of it."""
     import tomli_w  # only the settings dialog saves: keep it off the start-up path
 
     path = path or settings_path()
+    table = _merge(Settings, settings_to_dict(settings), _read_table(path))
     header = "# kame-desktop settings. The API key is never stored here: it lives in the OS keyring (or a 0600 secrets.json where there is none).\n"
-    atomic_write_bytes(path, (header + tomli_w.dumps(settings_to_dict(settings))).encode("utf-8"))
+    atomic_write_bytes(path, (header + tomli_w.dumps(table)).encode("utf-8"))
     return path
 
 
@@ -324,10 +378,77 @@ def _forget_file_key() -> None:
         _write_secrets_file(secrets)
 
 
+# A key's public opening: a fragment inside it gives nothing away, so it is not redacted.
+_KEY_PREFIXES = ("sk-proj-", "sk-ant-", "sk-or-v1-", "sk-svcacct-", "sk-admin-", "sk-")
+_MIN_FRAGMENT = 8  # shorter pieces of a key are indistinguishable from ordinary text
+
+
+class KeyRedactor:
+    """Replaces the API key, and any fragment of >= 8 consecutive characters of it (a key cut by
+    a truncation or split across streamed chunks), by "***". Build one per key and reuse it."""
+
+    def __init__(self, key: str | None) -> None:
+        self.key = key or ""
+        if len(self.key) < _MIN_REDACT:
+            self.key = ""  # a one-letter "key" would blank ordinary text
+        public = next((len(p) for p in _KEY_PREFIXES if self.key.startswith(p)), 0)
+        n = _MIN_FRAGMENT
+        # every n-character window of the key -> whether it reaches past the public prefix (a
+        # window inside the prefix is only redacted as the start of a longer fragment)
+        self._grams: dict[str, bool] = {}
+        for i in range(len(self.key) - n + 1):
+            gram = self.key[i : i + n]
+            self._grams[gram] = self._grams.get(gram, False) or i + n > public
+        self.carry_chars = max(1, len(self.key) - 1)  # how much of a stream's tail `continued` needs
+
+    def __bool__(self) -> bool:
+        return bool(self.key)
+
+    def _spans(self, text: str) -> list[list[int]]:
+        """Merged [start, end) ranges of `text` covered by the key or its fragments."""
+        spans: list[list[int]] = []
+        n = _MIN_FRAGMENT
+        if self._grams:
+            prefix_at = -n - 1  # where the latest prefix-only window started
+            for i in range(len(text) - n + 1):
+                secret = self._grams.get(text[i : i + n])
+                if secret is None:
+                    continue
+                if spans and i <= spans[-1][1]:
+                    spans[-1][1] = i + n
+                elif secret:
+                    spans.append([prefix_at if i - prefix_at <= n else i, i + n])
+                else:
+                    prefix_at = i
+        elif self.key:  # a short key: only whole
+            start = text.find(self.key)
+            while start >= 0:
+                spans.append([start, start + len(self.key)])
+                start = text.find(self.key, start + len(self.key))
+        return spans
+
+    def __call__(self, text: str) -> str:
+        return self.continued("", text)
+
+    def continued(self, before: str, text: str) -> str:
+        """`text` redacted as the continuation of `before` (the stream's earlier text, already
+        written): a key that starts in `before` is caught in `text` too."""
+        if not self.key or not text:
+            return text
+        before = before[-self.carry_chars :] if self.carry_chars else ""
+        offset = len(before)
+        parts, at = [], 0
+        for start, end in self._spans(before + text):
+            if end <= offset:
+                continue
+            start, end = max(start, offset) - offset, end - offset
+            parts += [text[at:start], REDACTED]
+            at = end
+        return "".join(parts) + text[at:] if parts else text
+
+
 def redact(text: str, key: str | None = None) -> str:
-    """`text` with the API key (`key`, or the current one) replaced by "***"; call it on anything
-    that may be logged, saved or exported."""
-    key = llm_api_key() if key is None else key
-    if not key or len(key) < _MIN_REDACT:
-        return text
-    return text.replace(key, REDACTED)
+    """`text` with the API key (`key`, or the current one) and every fragment of it of 8 or more
+    characters replaced by "***"; call it on anything that may be logged, saved or exported.
+    Redact before truncating: a cut key is still a leak."""
+    return KeyRedactor(llm_api_key() if key is None else key)(text)

@@ -270,13 +270,102 @@ class EventBus:
             callback(stamped)
 
 
-class TimelineWriter:
-    """Writes stamped events as JSON lines, one per event, flushed as they come. Like the reply's
-    WAV, the file appears at `path` only when closed (temp file + rename), so a failed run never
-    truncates an earlier timeline; `abort()` drops the temp file. A path that exists and is not a
-    regular file (/dev/stdout, a pipe) is written straight through."""
+MAX_RECORD_BYTES = 64 * 1024  # one timeline line at most; a longer text is cut with a marker
+# Text that streams over several records (an answer, the companion's words): a key split across
+# two of them is caught by redacting each record as the continuation of the stream's earlier text.
+_STREAMED = {"llm_chunk": "text", "assistant_token": "piece", "oracle_token": "piece"}
+_MAX_STREAMS = 32  # streams (one per request) whose tail is kept
 
-    def __init__(self, path: Path) -> None:
+
+_CUT = re.compile(r" …\[cut: (\d+) more characters\]$")
+
+
+def cut_text(text: str, keep: int, dropped: int = 0) -> str:
+    """The first `keep` characters of `text` and a marker saying how many were dropped (one
+    marker however often it is cut; `dropped`: characters cut off before)."""
+    if (m := _CUT.search(text)) is not None:
+        dropped, text = dropped + int(m[1]), text[: m.start()]
+    if keep >= len(text) and not dropped:
+        return text
+    return f"{text[:keep]} …[cut: {len(text) - min(keep, len(text)) + dropped} more characters]"
+
+
+def fit_record(record: dict[str, Any], limit: int = MAX_RECORD_BYTES) -> str:
+    """`record` as one JSON line of at most `limit` bytes (newline excluded): its longest texts
+    are cut, ending in a marker that says how much was dropped."""
+    line = json.dumps(record, ensure_ascii=False)
+    while len(line) > limit // 4 and (size := len(line.encode("utf-8"))) > limit:
+        name = max((k for k, v in record.items() if isinstance(v, str)), key=lambda k: len(record[k]), default=None)
+        text = record[name] if name is not None else ""
+        if len(text) < 200:
+            break  # nothing left worth cutting (a record with huge lists would go out whole)
+        room = len(text.encode("utf-8")) - (size - limit) - 64  # bytes the text may keep, marker aside
+        keep = len(text.encode("utf-8")[: max(0, room)].decode("utf-8", errors="ignore"))
+        record = {**record, name: cut_text(text, min(keep, len(text) - 1))}
+        line = json.dumps(record, ensure_ascii=False)
+    return line
+
+
+class RecordRedactor:
+    """Redacts every string of records written in order against the API key (`api_key`; None:
+    the stored one), including a key split across consecutive records of one text stream: each
+    is redacted as the continuation of the stream's earlier text (kept, raw, in memory only).
+    What the records said is otherwise kept as it was: their text, frames and order."""
+
+    def __init__(self, api_key: str | None = None) -> None:
+        from kame_desktop.config import KeyRedactor, llm_api_key
+
+        self._redact = KeyRedactor(llm_api_key() if api_key is None else api_key)
+        self._tails: dict[tuple[str, Any], str] = {}  # stream -> the end of its raw text
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        if not self._redact:
+            return record
+        streamed = _STREAMED.get(record.get("kind", ""))
+        out = {}
+        for name, value in record.items():
+            if name == streamed and isinstance(value, str):
+                out[name] = self._continued((record["kind"], record.get("request")), value)
+            else:
+                out[name] = _redact_strings(value, lambda text: self._cut(text, self._redact))
+        return out
+
+    def _continued(self, stream: tuple[str, Any], text: str) -> str:
+        keep = self._redact.carry_chars
+        before = self._tails.pop(stream, "")
+        self._tails[stream] = (before + text[-keep:])[-keep:]
+        if len(self._tails) > _MAX_STREAMS:
+            del self._tails[next(iter(self._tails))]
+        return self._cut(text, lambda head: self._redact.continued(before, head))
+
+    def _cut(self, text: str, redact: Callable[[str], str]) -> str:
+        # A record keeps at most 64 kB (fit_record): redact that head, then cut the rest off.
+        head = text[: MAX_RECORD_BYTES + self._redact.carry_chars + 8]
+        if len(head) == len(text):
+            return redact(text)
+        return cut_text(redact(head), MAX_RECORD_BYTES, len(text) - len(head))
+
+
+def _redact_strings(value: Any, redact: Callable[[str], str]) -> Any:
+    """`value` with every string in it redacted (records nest: ASR words are dicts in a list)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_strings(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_strings(v, redact) for v in value]
+    return value
+
+
+class TimelineWriter:
+    """Writes stamped events as JSON lines, one per event, flushed as they come; records are
+    redacted (`RecordRedactor`) and cut to 64 kB (`fit_record`). Like the reply's WAV, the file
+    appears at `path` only when closed (temp file + rename), so a failed run never truncates an
+    earlier timeline; `abort()` drops the temp file. A path that exists and is not a regular file
+    (/dev/stdout, a pipe) is written straight through."""
+
+    def __init__(self, path: Path, api_key: str | None = None) -> None:
+        self._redact = RecordRedactor(api_key)
         self._atomic = None
         if path.exists() and not path.is_file():
             self._file: Any = path.open("w", encoding="utf-8")
@@ -285,7 +374,7 @@ class TimelineWriter:
             self._file = io.TextIOWrapper(self._atomic.__enter__(), encoding="utf-8")
 
     def __call__(self, stamped: Stamped) -> None:
-        self._file.write(json.dumps(stamped.to_record(), ensure_ascii=False) + "\n")
+        self._file.write(fit_record(self._redact(stamped.to_record())) + "\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -13,12 +13,13 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kame_desktop.config import data_dir, llm_api_key, redact
+from kame_desktop.config import data_dir, redact
 from kame_desktop.errors import HistoryError
 from kame_desktop.events import (
     AsrFinalEvent,
@@ -27,6 +28,7 @@ from kame_desktop.events import (
     ErrorEvent,
     LlmChunkEvent,
     LlmRequestEvent,
+    RecordRedactor,
     SessionStartEvent,
     SpeechEndEvent,
     Stamped,
@@ -76,25 +78,29 @@ def make_header(records: list[Stamped], title: str | None = None, started: str |
     }
 
 
-def _redact_all(value: Any, key: str | None) -> Any:
-    """`value` with every string in it redacted (records nest: ASR words are dicts in a list)."""
-    if not key:
-        return value
-    if isinstance(value, str):
-        return redact(value, key)
-    if isinstance(value, dict):
-        return {k: _redact_all(v, key) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_all(v, key) for v in value]
-    return value
+@contextlib.contextmanager
+def _writing(path: Path, fix: str) -> Iterator[None]:
+    """An OSError while writing `path` (a read-only or missing folder, a full disk) as a
+    HistoryError naming the folder and `fix`; the temp file's name says nothing to the user."""
+    try:
+        yield
+    except OSError as e:
+        raise HistoryError(f"cannot write to {path.parent} ({e.strerror or type(e).__name__}) — {fix}") from None
 
 
-def write_conversation(path: Path, header: dict[str, Any], records: list[Stamped]) -> dict[str, Any]:
-    """Header line then one record per line, redacted, atomically; returns the header as written."""
-    key = llm_api_key()  # looked up once: the keyring may be slow
-    header = _redact_all(header, key)
-    with atomic_writer(path, mode=0o600) as f:  # transcripts are private to the user
-        for obj in [header, *(_redact_all(r.to_record(), key) for r in records)]:
+_HISTORY_FIX = "make that folder writable or free some disk space, or turn history off in Settings"
+_EXPORT_FIX = "choose another folder, or free some disk space"
+
+
+def write_conversation(
+    path: Path, header: dict[str, Any], records: list[Stamped], fix: str = _EXPORT_FIX
+) -> dict[str, Any]:
+    """Header line then one record per line, redacted, atomically; returns the header as written.
+    Raises HistoryError (saying `fix`) when the file cannot be written."""
+    redact_record = RecordRedactor()  # the key looked up once: the keyring may be slow
+    header = redact_record(header)
+    with _writing(path, fix), atomic_writer(path, mode=0o600) as f:  # transcripts are private to the user
+        for obj in [header, *(redact_record(r.to_record()) for r in records)]:
             f.write((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
     return header
 
@@ -138,7 +144,7 @@ class HistoryStore:
             with contextlib.suppress(HistoryError):  # an unreadable file is replaced by a good one
                 started = read_conversation(self.path(conversation_id))[0].get("started")
         path = self.path(conversation_id)
-        header = write_conversation(path, make_header(records, title, started), records)
+        header = write_conversation(path, make_header(records, title, started), records, _HISTORY_FIX)
         return ConversationInfo(conversation_id, header["title"], header["started"], path, len(records))
 
     def list(self) -> list[ConversationInfo]:
@@ -186,8 +192,9 @@ def export_json(records: list[Stamped], path: Path, title: str | None = None) ->
 
 
 def export_markdown(records: list[Stamped], path: Path, title: str | None = None) -> None:
-    with atomic_writer(path) as f:
-        f.write(render_markdown(records, title).encode("utf-8"))
+    text = render_markdown(records, title)
+    with _writing(path, _EXPORT_FIX), atomic_writer(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def _clock(t: float) -> str:

@@ -38,6 +38,7 @@ from kame_desktop.events import (
     Signal,
 )
 from kame_desktop.frontend.base import FrontEnd
+from kame_desktop.logrepeat import RepeatedWarning
 
 if TYPE_CHECKING:
     from kame_desktop.backend.worker import Backend
@@ -52,6 +53,7 @@ class SignalQueue:
     def __init__(self, maxsize: int = 64) -> None:
         self._queue: queue.Queue[Signal] = queue.Queue(maxsize)
         self.dropped = 0
+        self._warn_dropped = RepeatedWarning(log, "signal queue full: dropped %s")
 
     def post(self, signal: Signal) -> bool:
         try:
@@ -59,8 +61,12 @@ class SignalQueue:
             return True
         except queue.Full:
             self.dropped += 1
-            log.warning("signal queue full: dropped %s", type(signal).__name__)
+            self._warn_dropped(type(signal).__name__)  # counted: a flood must not flood stderr
             return False
+
+    def flush_warnings(self) -> None:
+        """Log how many signals were dropped in all (the session calls it when it ends)."""
+        self._warn_dropped.flush()
 
     def drain(self) -> list[Signal]:
         signals = []
@@ -85,11 +91,15 @@ def script_frame(t: float) -> int:
     return math.ceil(round(t * FRAME_RATE, 6))
 
 
+MAX_SCRIPT_FRAME = 10**9  # about 2.5 years of audio: a later entry is past the end of any input
+
+
 def _entry_frame(t: object, where: str) -> int:
-    """Validate an entry's `t` and return its frame."""
+    """Validate an entry's `t` and return its frame (at most MAX_SCRIPT_FRAME: a `t` of 1e300
+    must not become a 300-digit frame number in a warning)."""
     if isinstance(t, int | float) and not isinstance(t, bool) and t >= 0:
         try:
-            return script_frame(float(t))
+            return min(script_frame(float(t)), MAX_SCRIPT_FRAME)
         except (OverflowError, ValueError):  # infinity, or too large for a frame index
             pass
     raise OracleScriptError(f"{where}: 't' must be a finite number of seconds >= 0")  # also NaN
@@ -196,6 +206,7 @@ class Session:
             if backend is not None:
                 backend.stop(timeout)
         finally:
+            self.signals.flush_warnings()
             if self.owns_frontend:
                 self.owns_frontend = False
                 self.frontend.close()

@@ -36,6 +36,8 @@ class BackendSettings:
     llm_url: str | None = None
     llm_model: str | None = None  # a model name (openai) or a GGUF path (local)
     llm_threads: int = 1
+    llm_first_chunk_timeout_s: float = 10.0  # asked -> first text
+    llm_chunk_timeout_s: float = 5.0  # text -> next text
     asr: AsrKind = "whisper"
     asr_model: str = "base"
     asr_threads: int = 1
@@ -49,7 +51,13 @@ def make_llm(settings: BackendSettings) -> LlmProvider:
     if settings.llm == "local":
         from kame_desktop.backend.llm.local import LocalLlm
 
-        return LocalLlm(model_path=settings.llm_model, n_threads=settings.llm_threads, max_tokens=ANSWER_TOKENS)
+        return LocalLlm(
+            model_path=settings.llm_model,
+            n_threads=settings.llm_threads,
+            max_tokens=ANSWER_TOKENS,
+            first_chunk_timeout=settings.llm_first_chunk_timeout_s,
+            chunk_timeout=settings.llm_chunk_timeout_s,
+        )
     if settings.llm == "openai":
         from kame_desktop.backend.llm.openai_compat import OpenAiLlm
 
@@ -58,6 +66,8 @@ def make_llm(settings: BackendSettings) -> LlmProvider:
             settings.llm_model or OPENAI_MODEL,
             api_key=llm_api_key(),
             max_tokens=ANSWER_TOKENS,
+            first_chunk_timeout=settings.llm_first_chunk_timeout_s,
+            chunk_timeout=settings.llm_chunk_timeout_s,
         )
     raise AssertionError(settings.llm)
 

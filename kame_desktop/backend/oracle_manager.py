@@ -53,6 +53,14 @@ from kame_desktop.events import (
 
 log = logging.getLogger(__name__)
 
+# What one request may pass on to the front-end: a spoken reply is a few sentences, and a server
+# that answers megabytes in one chunk must not flood the front-end, the timeline or memory.
+MAX_ANSWER_CHARS = 4000
+TOO_LONG = (
+    f"the LLM's answer is longer than {MAX_ANSWER_CHARS:,} characters: the rest is dropped — "
+    "ask for shorter answers in the system prompt (Settings)"
+)
+
 
 @dataclass(frozen=True)
 class PolicyConfig:
@@ -72,6 +80,15 @@ def word_count(text: str) -> int:
 def normalized_words(text: str) -> list[str]:
     """Lower-case words without punctuation: what counts as 'the same words'."""
     return [w for w in (re.sub(r"[^\w']", "", w.lower()) for w in text.split()) if w]
+
+
+async def _aclose(stream: object) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception as e:  # closing is best effort: the answer is over either way
+            log.debug("closing the LLM stream: %s", type(e).__name__)
 
 
 class WordMerger:
@@ -283,20 +300,31 @@ class OracleManager:
                 first = False
             self.post_signal(OracleText(request, text))
 
+        taken = 0  # characters of this answer passed on
+        reason = "stop"
+        stream = self.llm.stream(messages)
         try:
-            async for chunk in self.llm.stream(messages):
+            async for chunk in stream:
                 if not chunk:
                     continue
+                if taken + len(chunk) > MAX_ANSWER_CHARS:  # a runaway answer: keep what a reply can use
+                    chunk, reason = chunk[: MAX_ANSWER_CHARS - taken], "length"
+                taken += len(chunk)
                 if not timed and chunk.strip():
                     timed = True
                     self.emit(LlmFirstChunkEvent(request, round((time.monotonic() - started) * 1000, 1)))
-                self.emit(LlmChunkEvent(request, chunk))
-                send(merger.push(chunk) if merger else chunk.strip())
+                if chunk:
+                    self.emit(LlmChunkEvent(request, chunk))
+                    send(merger.push(chunk) if merger else chunk.strip())
+                if reason == "length":
+                    self.emit(ErrorEvent("llm", TOO_LONG, "bad_server"))
+                    await _aclose(stream)  # drop the connection (or stop the model) now
+                    break
             if merger:
                 send(merger.flush())
             self.post_signal(OracleDone(request))
             self._retry_delay = 0.0
-            self.emit(LlmDoneEvent(request, "stop"))
+            self.emit(LlmDoneEvent(request, reason))
         except asyncio.CancelledError:
             raise
         except LlmError as e:
@@ -304,6 +332,8 @@ class OracleManager:
         except Exception as e:  # a provider bug must not take the back-end down
             log.exception("LLM stream failed")
             self._failed(request, f"unexpected LLM failure: {e}", True, "failed")
+        finally:
+            await _aclose(stream)  # at once, also when cancelled: not whenever it is collected
 
     def _failed(self, request: int, message: str, retryable: bool, kind: str) -> None:
         self.emit(ErrorEvent("llm", message, kind))

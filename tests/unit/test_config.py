@@ -70,6 +70,8 @@ def _non_default(value, typ=None):
         return not value
     if isinstance(value, int):
         return value + 3
+    if isinstance(value, float):
+        return value + 1.5
     return f"{value}-changed"
 
 
@@ -228,3 +230,55 @@ def test_save_is_atomic_and_leaves_no_temp(isolated):
     save_settings(Settings(history=True))
     files = sorted(p.name for p in Path(isolated / "config").iterdir())
     assert files == ["settings.toml"]
+
+
+def test_redact_fragments_of_the_key_but_not_its_public_prefix():
+    key = "sk-proj-AbCdEfGh0123456789"
+    assert redact(f"[{key}]", key) == "[***]"
+    assert redact(f"cut: {key[:13]}", key) == "cut: ***"  # a truncated key is still a leak
+    assert redact(f"end: {key[-9:]}.", key) == "end: ***."
+    assert redact(f"{key[:10]} ok {key[12:22]}", key) == "*** ok ***"
+    assert redact("a sk-proj- key", key) == "a sk-proj- key"  # the prefix alone says nothing
+    assert redact(f"short {key[9:16]}", key) == f"short {key[9:16]}"  # 7 characters: ordinary text
+    assert redact("xabcdx", "abcd") == "x***x"  # a short key is still hidden whole
+
+
+def test_saving_keeps_unknown_keys_and_untouched_wrong_values_as_written(isolated, caplog):
+    # Before: the next save dropped `future_option`, `[llm] bogus`, `[plugins]` and rewrote
+    # `threads = "four"` as 1, so a hand edit or a newer version's settings were lost.
+    path = config.settings_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        'future_option = 1\nhistory = "yes"\n'
+        '[llm]\nthreads = "four"\nmodel = "my-model"\nbogus = [1, 2]\nchunk_timeout_s = -1\n'
+        "[plugins]\nname = 'x'\n",
+        encoding="utf-8",
+    )
+    with caplog.at_level(logging.WARNING, logger="kame_desktop.config"):
+        loaded = load_settings()
+    assert loaded.llm.threads == 1 and loaded.llm.chunk_timeout_s == 5.0 and loaded.history is True  # defaults meanwhile
+    assert "llm.threads" in caplog.text and "llm.chunk_timeout_s" in caplog.text
+    save_settings(dataclasses.replace(loaded, system_prompt="Be brief."))  # the user changed another setting
+    saved = config.tomllib.loads(path.read_text(encoding="utf-8"))
+    assert saved["future_option"] == 1 and saved["plugins"] == {"name": "x"} and saved["llm"]["bogus"] == [1, 2]
+    assert saved["history"] == "yes" and saved["llm"]["threads"] == "four" and saved["llm"]["chunk_timeout_s"] == -1
+    assert saved["system_prompt"] == "Be brief." and saved["llm"]["model"] == "my-model"
+    assert load_settings() == dataclasses.replace(loaded, system_prompt="Be brief.")
+
+    save_settings(dataclasses.replace(loaded, llm=dataclasses.replace(loaded.llm, threads=3), history=False))
+    saved = config.tomllib.loads(path.read_text(encoding="utf-8"))
+    assert saved["llm"]["threads"] == 3 and saved["history"] is False  # changed by the user: theirs now
+    assert saved["llm"]["bogus"] == [1, 2] and saved["future_option"] == 1
+
+
+def test_the_last_five_bad_copies_are_kept(isolated):
+    path = config.settings_path()
+    path.parent.mkdir(parents=True)
+    for n in range(7):
+        path.write_text(f"[llm\nbroken = {n}", encoding="utf-8")
+        load_settings()
+        load_settings()  # the same broken file again: not another copy
+    names = sorted(p.name for p in path.parent.iterdir() if ".bad" in p.name)
+    assert names == ["settings.toml.bad", *(f"settings.toml.bad.{n}" for n in range(1, 5))]
+    kept = [(path.parent / name).read_text(encoding="utf-8")[-1] for name in names]
+    assert kept == ["6", "5", "4", "3", "2"]  # newest first; the two oldest went

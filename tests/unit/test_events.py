@@ -173,3 +173,50 @@ def test_event_bus_publishers_on_several_threads():
         thread.join()
     for received in seen:
         assert sorted(s.frame for s in received) == list(range(400))
+
+
+KEY = "sk-test-SECRET-4242abcd"
+
+
+def written(tmp_path, events: list, api_key: str = KEY) -> list[dict]:
+    path = tmp_path / "timeline.jsonl"
+    writer = TimelineWriter(path, api_key=api_key)
+    for frame, event in enumerate(events):
+        writer(Stamped(frame, event))
+    writer.close()
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_timeline_redacts_the_key_even_split_across_chunks(tmp_path):
+    from kame_desktop.events import AssistantTokenEvent, ErrorEvent, LlmChunkEvent
+
+    pieces = [KEY[i : i + 3] for i in range(0, len(KEY), 3)]  # a key echoed token by token
+    events = [
+        ErrorEvent("llm", f"bad key {KEY}"),
+        LlmChunkEvent(1, "Your key is "),
+        *[LlmChunkEvent(1, p) for p in pieces],
+        LlmChunkEvent(2, f"split {KEY[:11]}"),  # another request's stream, split in two
+        LlmChunkEvent(2, f"{KEY[11:]} there"),
+        *[AssistantTokenEvent(None, p) for p in pieces],
+    ]
+    records = written(tmp_path, events)
+    assert [r["kind"] for r in records] == [type(e).kind for e in events]  # one record each, in order
+    assert "***" in records[0]["message"] and KEY not in records[0]["message"]
+    for kind, field, request in (("llm_chunk", "text", 1), ("llm_chunk", "text", 2), ("assistant_token", "piece", None)):
+        stream = "".join(r[field] for r in records if r["kind"] == kind and r.get("request") == request)
+        # At most the first 7 characters (less than any fragment) went out before the key showed.
+        assert KEY[7:] not in stream and not any(KEY[i : i + 8] in stream for i in range(len(KEY) - 7)), stream
+        assert "***" in stream
+    assert written(tmp_path, [LlmChunkEvent(3, "no key here")])[0]["text"] == "no key here"
+
+
+def test_timeline_records_are_cut_at_64_kB(tmp_path):
+    from kame_desktop.events import MAX_RECORD_BYTES, LlmChunkEvent
+
+    records = written(tmp_path, [LlmChunkEvent(1, "é" * 10_000_000), LlmChunkEvent(1, "short")])
+    lines = (tmp_path / "timeline.jsonl").read_bytes().splitlines()
+    assert max(len(line) for line in lines) <= MAX_RECORD_BYTES
+    kept, marker = records[0]["text"].split(" …[cut: ")
+    assert set(kept) == {"é"} and len(kept) > 20_000
+    assert len(kept) + int(marker.removesuffix(" more characters]")) == 10_000_000  # says what was dropped
+    assert records[1]["text"] == "short"

@@ -159,3 +159,39 @@ def test_keys_never_reach_history_or_exports(isolated, monkeypatch):
     export_markdown(records, md_path)
     for text in (json_path.read_text(encoding="utf-8"), md_path.read_text(encoding="utf-8"), render_markdown(records)):
         assert KEY not in text and "***" in text
+
+
+@pytest.mark.parametrize("blocked", ["denied", "not a folder"])
+def test_a_history_folder_that_cannot_be_written_is_one_clear_error(isolated, monkeypatch, blocked):
+    # Before: a raw PermissionError naming the temp file (.2024….jsonl.x1y2.tmp), or NotADirectoryError.
+    import kame_desktop.fileio as fileio
+
+    if blocked == "denied":  # what a read-only folder does (tests may run as root, who may write anyway)
+        root = isolated / "history"
+
+        def denied(prefix="", suffix="", dir=None):
+            raise PermissionError(13, "Permission denied", f"{dir}/{prefix}abc123{suffix}")
+
+        monkeypatch.setattr(fileio.tempfile, "mkstemp", denied)
+    else:
+        (isolated / "a-file").write_text("x", encoding="utf-8")
+        root = isolated / "a-file" / "history"
+    with pytest.raises(HistoryError) as caught:
+        HistoryStore(root).save(conversation())
+    message = str(caught.value)
+    assert str(root) in message and ".tmp" not in message
+    assert "writable" in message and "history off in Settings" in message
+    assert caught.value.kind == "bad_input"
+    for export in (export_json, export_markdown):
+        with pytest.raises(HistoryError, match="choose another folder"):
+            export(conversation(), root / "export.out")
+
+
+def test_a_key_split_across_chunks_never_reaches_history(isolated, monkeypatch):
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    pieces = [KEY[i : i + 4] for i in range(0, len(KEY), 4)]  # echoed token by token
+    records = [Stamped(40 + n, LlmChunkEvent(1, p)) for n, p in enumerate(pieces)]
+    saved = HistoryStore().save(records).path.read_text(encoding="utf-8")
+    text = "".join(json.loads(line).get("text", "") for line in saved.splitlines()[1:])
+    assert not any(KEY[i : i + 8] in text for i in range(len(KEY) - 7)), text
+    assert len(records) == len(saved.splitlines()) - 1  # one record each, as they were

@@ -69,6 +69,27 @@ def test_full_queue_does_not_block_a_posting_thread():
     assert results.count(True) == 1 and q.dropped == 99
 
 
+def test_a_flood_of_dropped_signals_is_a_few_lines_with_the_count(caplog):
+    # Before: one warning per dropped signal (a 1,000,000-entry oracle file: ~98 MB of stderr).
+    q = SignalQueue(maxsize=1)
+    q.post(tokens(0))
+    with caplog.at_level("WARNING", logger="kame_desktop.session"):
+        for i in range(100_000):
+            q.post(tokens(i))
+        getattr(q, "flush_warnings", lambda: None)()  # (new)
+    lines = [r.getMessage() for r in caplog.records]
+    assert q.dropped == 100_000 and len(lines) <= 7  # the first, 10, 100, … 100,000
+    assert lines[0] == "signal queue full: dropped OracleTokens"  # the first example, as it was
+    assert "100000 times" in lines[-1]
+
+
+def test_a_huge_t_gives_a_bounded_frame_number(tmp_path):
+    # Before: t = 1e300 became a 300-digit frame number in the "past the end" warning.
+    entries = load_oracle_script(write_script(tmp_path, [{"t": 1e300, "text": "late"}, {"t": 1.0, "text": "ok"}]))
+    assert len(str(entries[0].frame)) <= 10 and entries[0].frame > 10**8  # still past any audio
+    assert entries[1].frame == 13
+
+
 # --- oracle scripts ------------------------------------------------------------------------------
 
 

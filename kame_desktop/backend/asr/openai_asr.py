@@ -16,6 +16,7 @@ import numpy as np
 
 from kame_desktop.audio.vad import SileroVad
 from kame_desktop.backend.asr.base import SegmentingAsr
+from kame_desktop.config import redact
 from kame_desktop.errors import AsrError
 from kame_desktop.events import AsrFinalEvent, Event, Word
 
@@ -128,6 +129,6 @@ class OpenAiAsr(SegmentingAsr):
         if isinstance(e, o.RateLimitError):
             return f"{where} is rate-limiting or out of quota; wait a moment or check your plan"
         if isinstance(e, o.APIStatusError):
-            detail = str(getattr(e, "message", "")).replace(self._key, "***")[:200]
+            detail = redact(str(getattr(e, "message", "")), self._key)[:200]  # redact, then cut
             return f"{where} answered HTTP {e.status_code} ({detail}); try again or check Settings"
         return f"{where} sent a response that is not a transcription; check the URL and model in Settings"

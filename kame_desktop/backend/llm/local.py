@@ -88,12 +88,16 @@ class LocalLlm:
         max_tokens: int = 128,
         name: str | None = None,
         temperature: float = 0.3,  # low: short, on-topic replies from a small model
+        first_chunk_timeout: float = 10.0,  # generation started -> first text
+        chunk_timeout: float = 5.0,  # text -> next text
     ) -> None:
         self.model_path = Path(model_path) if model_path is not None else None
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.first_chunk_timeout = first_chunk_timeout
+        self.chunk_timeout = chunk_timeout
         self.context_tokens = n_ctx
         self.name = name or f"local:{_display_name(self.model_path or Path(EMBEDDED_FILE))}"
         self._llm: Llama | None = None
@@ -146,20 +150,35 @@ class LocalLlm:
                 if stop.is_set():  # cancelled while waiting for the thread
                     return
                 with self._gen_lock:
+                    post(("started", None))
                     post(("done", self._generate(messages, stop, lambda t: post(("text", t)))))
             except BaseException as exc:  # handed to the caller, re-raised there
                 post(("error", exc))
 
         loop.run_in_executor(self._executor, work)
+        # The deadlines count from the start of this generation: waiting for the model to load
+        # or for the generation before it to stop is not the model stalling.
+        deadline: float | None = None
+        texts = 0
         try:
             while True:
-                kind, value = await queue.get()
-                if kind == "text":
+                if deadline is None:
+                    kind, value = await queue.get()
+                else:
+                    try:
+                        kind, value = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+                    except asyncio.TimeoutError:
+                        raise self._stalled(texts) from None
+                if kind == "started":
+                    deadline = loop.time() + self.first_chunk_timeout
+                elif kind == "text":
+                    texts += 1
+                    deadline = loop.time() + self.chunk_timeout
                     yield value
                 elif kind == "error":
                     if isinstance(value, (LlmError, ModelFileError)):
                         raise value
-                    raise LlmError(f"the local LLM failed: {value}") from value
+                    raise LlmError(f"the local LLM failed: {value}", kind="failed") from value
                 else:
                     if not value:
                         raise LlmError("the LLM stream was cut off (no finish reason)")
@@ -167,6 +186,14 @@ class LocalLlm:
         finally:
             stop.set()  # consumer cancelled or gone: the thread stops at the next token
             self._active.discard(stop)
+
+    def _stalled(self, texts: int) -> LlmError:
+        if texts:
+            return LlmError(
+                f"the local LLM stopped after {texts} chunks (nothing for {self.chunk_timeout:g} s) — retrying",
+                kind="busy",
+            )
+        return LlmError(f"the local LLM gave no answer within {self.first_chunk_timeout:g} s — retrying", kind="busy")
 
     async def prime(self, system_prompt: str) -> None:
         """Evaluate the system prompt once, ahead of the first request: llama.cpp keeps it in its

@@ -4,13 +4,15 @@ The `openai` package is imported lazily: the CLI's --help and the GUI's first pa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kame_desktop.backend.llm.base import Message
+from kame_desktop.config import redact
 from kame_desktop.errors import LlmError
 
 if TYPE_CHECKING:
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEST_PROMPT = "Say hello in three words."
+T = TypeVar("T")
+_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
 
 
 class OpenAiLlm:
@@ -34,6 +38,8 @@ class OpenAiLlm:
         context_tokens: int = 8192,
         name: str | None = None,
         max_tokens: int | None = None,  # None: the server's default (the reference sets none)
+        first_chunk_timeout: float = 10.0,  # request sent -> first text: a voice app cannot wait longer
+        chunk_timeout: float = 5.0,  # text -> next text: a stream that stalls mid-answer
     ) -> None:
         self.base_url = base_url
         self.model = model
@@ -41,6 +47,8 @@ class OpenAiLlm:
         self.context_tokens = context_tokens
         self.name = name or f"openai:{model}"
         self.max_tokens = max_tokens
+        self.first_chunk_timeout = first_chunk_timeout
+        self.chunk_timeout = chunk_timeout
         self._api_key = api_key or ""
         self._client: AsyncOpenAI | None = None
 
@@ -60,17 +68,37 @@ class OpenAiLlm:
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         extra: dict[str, Any] = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
-        got_text = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.first_chunk_timeout
+        texts = 0  # text chunks received
         finished = False
         response = None
+
+        async def within(step: Awaitable[T]) -> T:
+            try:
+                if _timeout_at is None:  # Python 3.10
+                    return await asyncio.wait_for(step, max(0.0, deadline - loop.time()))
+                async with _timeout_at(deadline):  # in this task: httpx's streams stay in one task
+                    return await step
+            except asyncio.TimeoutError:
+                raise self._stalled(texts) from None
+
         try:
-            response = await self._get_client().chat.completions.create(
-                model=self.model,
-                messages=messages,
-                stream=True,
-                **extra,  # type: ignore[arg-type]
+            response = await within(
+                self._get_client().chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    stream=True,
+                    **extra,  # type: ignore[arg-type]
+                )
             )
-            async for chunk in response:
+            self._check_content_type(response)
+            chunks = response.__aiter__()
+            while True:
+                try:
+                    chunk = await within(chunks.__anext__())
+                except StopAsyncIteration:
+                    break
                 choices = getattr(chunk, "choices", None)
                 if not isinstance(choices, list):
                     raise LlmError("the LLM server sent a malformed stream (a chunk without choices)")
@@ -78,19 +106,41 @@ class OpenAiLlm:
                     delta = getattr(choice, "delta", None)
                     text = getattr(delta, "content", None)
                     if isinstance(text, str) and text:
-                        got_text = True
+                        texts += 1
+                        deadline = loop.time() + self.chunk_timeout
                         yield text
                     if getattr(choice, "finish_reason", None):
                         finished = True
         except LlmError:
             raise
         except Exception as exc:
-            raise self._map_error(exc, got_text) from None  # the cause may echo the key
+            raise self._map_error(exc, texts > 0) from None  # the cause may echo the key
         finally:
             if response is not None:
                 await response.close()  # cancelled or abandoned: drop the connection now
         if not finished:
             raise LlmError("the LLM stream was cut off (no finish reason)")
+
+    def _stalled(self, texts: int) -> LlmError:
+        if texts:
+            return LlmError(
+                f"the LLM stopped sending after {texts} chunks (nothing for {self.chunk_timeout:g} s) — retrying",
+                kind="busy",
+            )
+        return LlmError(f"the LLM sent no answer within {self.first_chunk_timeout:g} s — retrying", kind="busy")
+
+    def _check_content_type(self, response: Any) -> None:
+        """A web page where the API should be (a proxy, a login portal, a URL without /v1)
+        parses as an empty stream: say what it is instead of "cut off"."""
+        http = getattr(response, "response", None)
+        content_type = str(getattr(http, "headers", {}).get("content-type", "")).lower()
+        if content_type.startswith("text/html"):
+            raise LlmError(
+                f"{self.base_url} answered with a web page, not an OpenAI-compatible API — check the URL "
+                "in Settings (it usually ends in /v1)",
+                False,
+                kind="bad_server",
+            )
 
     def _map_error(self, exc: Exception, got_text: bool) -> LlmError:
         import openai
@@ -130,9 +180,9 @@ class OpenAiLlm:
         return LlmError(f"the LLM server sent a malformed stream ({type(exc).__name__})")
 
     def _scrub(self, text: str) -> str:
-        # Servers sometimes echo the key back in error bodies; never show or log it.
-        text = text[:200]
-        return text.replace(self._api_key, "***") if self._api_key else text
+        # Servers sometimes echo the key back in error bodies; never show or log it. Redact
+        # first: a key cut by the truncation would leak its first part.
+        return redact(text, self._api_key)[:200]
 
     def count_tokens(self, text: str) -> int:
         """An estimate (about 4 characters per token for English): remote tokenizers are unknown."""

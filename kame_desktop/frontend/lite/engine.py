@@ -44,6 +44,7 @@ from kame_desktop.frontend.base import FrameResult
 log = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+SCAN_CHARS = 600  # answer text split per frame at most: a huge answer never stalls a frame
 _LONG_CLAUSE_WORDS = 14  # speak a long unpunctuated stretch at its last comma rather than wait
 
 
@@ -61,6 +62,7 @@ class AnswerProgress:
     """How much of one answer went to the TTS."""
 
     sent_chars: int = 0
+    scanned: tuple[int, bool] | None = None  # (text length, done) at the last scan that saw it all
     queued: int = 0  # sentences handed to the TTS
     played: int = 0  # sentences whose audio went to the output
 
@@ -251,17 +253,28 @@ class LiteFrontEnd:
 
     def _feed_tts(self, key: AnswerKey, ahead: bool = False) -> None:
         """Hand the answer's next ready sentences to the TTS; `ahead` (the user is still talking)
-        only its first clause."""
+        only its first clause. Bounded work per frame: nothing when no text came since the last
+        scan, else one window of at most SCAN_CHARS unsent characters."""
         answer = self.answers.get(key[1], Answer())
         progress = self.play.progress.setdefault(key, AnswerProgress())
-        if ahead and progress.queued:
+        state = (len(answer.text), answer.done)
+        if (ahead and progress.queued) or progress.scanned == state:
             return
-        rest = answer.text[progress.sent_chars :]
-        sentences, used = first_clause(rest, answer.done) if not progress.queued else split_ready(rest, answer.done)
+        start = progress.sent_chars
+        rest = answer.text[start : start + SCAN_CHARS]
+        whole = start + SCAN_CHARS >= len(answer.text)  # the window reaches the end of the text
+        done = answer.done and whole
+        sentences, used = first_clause(rest, done) if not progress.queued else split_ready(rest, done)
+        if not sentences and not whole:  # a full window with nowhere to cut: speak it to its last space
+            used = rest.rfind(" ") + 1 or len(rest)
+            sentences = [rest[:used].strip()]
         for sentence in sentences:
             self._jobs.put((key, progress.queued, sentence))
             progress.queued += 1
         progress.sent_chars += used
+        # All of the text seen: wait for more. Else the next window goes next frame; and a clause
+        # spoken ahead leaves the rest for when the reply starts.
+        progress.scanned = state if whole and not (ahead and sentences) else None
 
     def _collect_audio(self, events: list[Event]) -> None:
         play = self.play

@@ -266,3 +266,69 @@ def test_end_of_turn_policy_asks_only_when_the_turn_ends_and_names_the_answer():
     asked_before, answer = asyncio.run(main())
     assert asked_before == 0
     assert [e.request for _, e in rec.of(LlmRequestEvent)] == [1] and answer == 1
+
+
+def test_one_huge_chunk_is_capped_with_one_error_and_the_frame_step_stays_bounded(stub_llm_server, tmp_path, monkeypatch):
+    # A server answering one 10 MB chunk: before, all of it reached the front-end (a lite frame
+    # step re-split it every frame: 0.3 s against the 80 ms budget) and a 10 MB timeline line.
+    import json
+
+    import numpy as np
+
+    import kame_desktop.frontend.lite.engine as engine
+    from kame_desktop.backend.llm.openai_compat import OpenAiLlm
+    from kame_desktop.events import FRAME_SIZE, LlmChunkEvent, Stamped, TimelineWriter, TurnEnded
+    from kame_desktop.frontend.lite.engine import LiteFrontEnd
+
+    stub = stub_llm_server("huge")
+    llm = OpenAiLlm(stub.url, "stub")
+    llm.first_chunk_timeout, llm.chunk_timeout = 120.0, 60.0  # a busy machine parses 10 MB slowly
+    rec = Recorder()
+    timeline = TimelineWriter(tmp_path / "timeline.jsonl", api_key="")
+
+    def emit(event) -> None:
+        rec.emit(event)
+        timeline(Stamped(0, event))
+
+    async def main() -> None:
+        manager = OracleManager(llm, rec.post, emit)
+        manager.on_asr(final("tell me everything"))
+        for _ in range(1200):  # up to 60 s on a slow machine
+            await asyncio.sleep(0.05)
+            if rec.of(LlmDoneEvent):
+                break
+        await manager.close()
+        await llm.aclose()
+
+    asyncio.run(main())
+    timeline.close()
+    texts = [s.text for _, s in rec.signals if isinstance(s, OracleText)]
+    assert 0 < sum(len(t) for t in texts) <= 4000  # the front-end gets at most 4,000 characters
+    assert sum(len(e.text) for _, e in rec.of(LlmChunkEvent)) <= 4000
+    errors = rec.of(ErrorEvent)
+    assert len(errors) == 1 and "4,000 characters" in errors[0][1].message
+    assert [e.reason for _, e in rec.of(LlmDoneEvent)] == ["length"]
+    lines = (tmp_path / "timeline.jsonl").read_bytes().splitlines()
+    assert lines and max(len(line) for line in lines) <= 64 * 1024
+    assert json.loads(lines[-1])["kind"] == "llm_done"
+
+    # The lite front-end speaks it; each frame step splits a bounded amount of text.
+    scanned: list[int] = []
+    real = engine.split_ready
+    monkeypatch.setattr(engine, "split_ready", lambda text, *a, **k: scanned.append(len(text)) or real(text, *a, **k))
+
+    class Voice:
+        name = "stub"
+
+        def synthesize(self, text: str) -> np.ndarray:
+            return np.full(FRAME_SIZE // 8, 0.1, dtype=np.float32)
+
+    frontend = LiteFrontEnd(Voice(), barge_in=False)
+    try:
+        signals = [s for _, s in rec.signals] + [TurnEnded("vad", 1)]
+        frontend.step(np.zeros(FRAME_SIZE, dtype=np.float32), signals)
+        for _ in range(20):
+            frontend.step(np.zeros(FRAME_SIZE, dtype=np.float32))
+    finally:
+        frontend.close()
+    assert scanned and max(scanned) <= engine.SCAN_CHARS

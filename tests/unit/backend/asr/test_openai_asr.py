@@ -121,3 +121,19 @@ def test_openai_asr_unreachable(one_sentence):
         feed_all(asr, one_sentence[0])
 
 
+
+
+def test_a_fragment_of_the_key_does_not_leak():
+    # Before: only the whole key was replaced: a server that echoes the key cut short (or a key
+    # across the 200-character limit) left most of it in the error.
+    import httpx2 as httpx  # what this openai release builds on
+    import openai
+
+    from kame_desktop.backend.asr.openai_asr import OpenAiAsr
+
+    key = "sk-proj-AbCdEfGhIjKlMnOp0123"
+    asr = OpenAiAsr("http://127.0.0.1:9/v1", api_key=key)
+    response = httpx.Response(500, request=httpx.Request("POST", "http://127.0.0.1:9/v1/audio/transcriptions"))
+    message = asr._explain(openai.InternalServerError(f"bad key {key[:20]}...", response=response, body=None))
+    assert "HTTP 500" in message and "***" in message
+    assert not any(key[i : i + 8] in message for i in range(1, len(key) - 7)), message

@@ -20,6 +20,8 @@ T = TypeVar("T")
 HELLO = [{"role": "user", "content": "Say hello in three words."}]
 STORY = [{"role": "user", "content": "Write a long story about a dragon."}]  # ~1000 tokens
 SECRET = "sk-test-SECRET-4242"
+# Real models on a busy test machine: the deadlines a voice app needs are not what is tested there.
+PATIENT: dict[str, Any] = {"first_chunk_timeout": 120.0, "chunk_timeout": 60.0}
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
@@ -50,14 +52,14 @@ async def failure(llm: OpenAiLlm, messages: list[dict[str, str]] = HELLO) -> tup
 
 
 def test_openai_streams_real_answer(llama_server):
-    llm = OpenAiLlm(llama_server, "smollm2", max_tokens=48)
+    llm = OpenAiLlm(llama_server, "smollm2", max_tokens=48, **PATIENT)
     chunks = run(collect(llm, HELLO))
     assert len(chunks) >= 3, chunks  # streamed, not one blob
     assert all(chunks) and any(c.isalpha() for c in "".join(chunks))
 
 
 def test_openai_test_connection_and_estimate(llama_server):
-    llm = OpenAiLlm(llama_server, "smollm2", max_tokens=24)
+    llm = OpenAiLlm(llama_server, "smollm2", max_tokens=24, **PATIENT)
 
     async def go() -> str:
         try:
@@ -72,7 +74,7 @@ def test_openai_test_connection_and_estimate(llama_server):
 
 def test_openai_server_killed_mid_stream(spawn_llama):
     proc, url = spawn_llama()
-    llm = OpenAiLlm(url, "smollm2", max_tokens=1000)
+    llm = OpenAiLlm(url, "smollm2", max_tokens=1000, **PATIENT)
 
     async def go() -> tuple[LlmError, list[str]]:
         chunks: list[str] = []
@@ -151,7 +153,7 @@ def test_stall_times_out(stub_llm_server):
 
 
 def test_local_streams_the_embedded_model():
-    llm = LocalLlm(n_threads=1, max_tokens=32)
+    llm = LocalLlm(n_threads=1, max_tokens=32, **PATIENT)
     assert llm.name == "local:SmolLM2-135M-Instruct"
     assert llm.context_tokens >= 4096
     assert llm.count_tokens("Hello world") == 2  # the model's own tokenizer, not an estimate
@@ -160,7 +162,7 @@ def test_local_streams_the_embedded_model():
 
 
 def test_local_cancel_stops_generation_then_works_again():
-    llm = LocalLlm(n_threads=1, max_tokens=1000, temperature=0.0)  # STORY runs ~1000 tokens (~9 s)
+    llm = LocalLlm(n_threads=1, max_tokens=1000, temperature=0.0, **PATIENT)  # STORY runs ~1000 tokens (~9 s)
     got: list[str] = []
 
     async def go() -> tuple[float, list[str]]:
@@ -251,7 +253,7 @@ def test_embedded_model_needs_its_package(monkeypatch):
 
 
 def test_openai_cancel_mid_stream_then_works_again(llama_server):
-    llm = OpenAiLlm(llama_server, "smollm2", max_tokens=300)
+    llm = OpenAiLlm(llama_server, "smollm2", max_tokens=300, **PATIENT)
 
     async def go() -> tuple[list[str], list[str]]:
         got: list[str] = []
@@ -277,3 +279,74 @@ def test_openai_cancel_mid_stream_then_works_again(llama_server):
 
     got, again = run(go())
     assert len(got) < 100 and "".join(again).strip()
+
+
+def key_fragments(key: str, n: int = 8) -> list[str]:
+    """Every n-character piece of `key` that reaches past its public "sk-" opening."""
+    return [key[i : i + n] for i in range(len(key) - n + 1) if i + n > 3]
+
+
+def test_a_key_at_the_truncation_point_does_not_leak(stub_llm_server, caplog):
+    # The 500's message has the key at characters 190-208: cut at 200 before redacting, its
+    # first 10 characters used to reach the error (and the timeline).
+    caplog.set_level("DEBUG")
+    stub = stub_llm_server("500key")
+    err, _ = run(failure(OpenAiLlm(stub.url, "stub", api_key=SECRET)))
+    assert "500" in str(err) and err.kind == "bad_server"
+    leaked = [f for f in key_fragments(SECRET) if f in str(err) or f in caplog.text]
+    assert not leaked, str(err)
+
+
+def test_deadlines_default_to_what_a_voice_app_needs():
+    from kame_desktop.assembly import backend_settings
+    from kame_desktop.backend.factory import make_llm
+    from kame_desktop.config import LlmSettings, Settings
+
+    llm = OpenAiLlm("http://127.0.0.1:9/v1", "m")
+    assert (llm.first_chunk_timeout, llm.chunk_timeout) == (10.0, 5.0)
+    settings = Settings(llm=LlmSettings(provider="openai", first_chunk_timeout_s=7.0, chunk_timeout_s=2.5))
+    made = make_llm(backend_settings(settings))
+    assert (made.first_chunk_timeout, made.chunk_timeout) == (7.0, 2.5)  # settings reach the provider
+    local = make_llm(backend_settings(Settings(llm=LlmSettings(first_chunk_timeout_s=3.0, chunk_timeout_s=1.5))))
+    assert (local.first_chunk_timeout, local.chunk_timeout) == (3.0, 1.5)
+
+
+def test_a_stream_that_stalls_after_three_tokens_fails_within_the_chunk_deadline(stub_llm_server):
+    # Before: silence until the 30 s read timeout.
+    stub = stub_llm_server("stall3")
+    start = time.monotonic()
+    err, chunks = run(failure(OpenAiLlm(stub.url, "stub", chunk_timeout=0.5)))
+    assert time.monotonic() - start < 5
+    assert chunks == ["One", " two", " three"]
+    assert "stopped" in str(err) and "0.5 s" in str(err) and err.retryable and err.kind == "busy"
+
+
+def test_no_first_chunk_within_its_deadline(stub_llm_server):
+    stub = stub_llm_server("stall")
+    start = time.monotonic()
+    err, _ = run(failure(OpenAiLlm(stub.url, "stub", first_chunk_timeout=0.5)))
+    assert time.monotonic() - start < 5
+    assert "no answer within 0.5 s" in str(err) and err.retryable and err.kind == "busy"
+
+
+def test_a_web_page_is_not_an_openai_endpoint(stub_llm_server):
+    # Before: "the LLM stream was cut off (no finish reason)".
+    stub = stub_llm_server("html")
+    err, chunks = run(failure(OpenAiLlm(stub.url, "stub")))
+    assert chunks == [] and "not an OpenAI-compatible API" in str(err) and stub.url in str(err)
+    assert "URL" in str(err) and not err.retryable and err.kind == "bad_server"
+
+
+def test_local_stall_after_three_tokens_hits_the_chunk_deadline(monkeypatch):
+    llm = LocalLlm(chunk_timeout=0.3, first_chunk_timeout=0.3)
+
+    def generate(messages, stop, emit):  # three tokens, then the model hangs (until cancelled)
+        for piece in ("One", " two", " three"):
+            emit(piece)
+        stop.wait(10)
+        return True
+
+    monkeypatch.setattr(llm, "_generate", generate)
+    err, chunks = run(failure(llm))  # type: ignore[arg-type]
+    assert chunks == ["One", " two", " three"]
+    assert "stopped after 3 chunks" in str(err) and err.kind == "busy" and err.retryable

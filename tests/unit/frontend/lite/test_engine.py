@@ -164,3 +164,59 @@ def test_auto_picks_lite_without_a_gpu_and_says_why():
     assert choice.kind == "lite" and "GPU" in choice.reason
     assert choose_frontend("auto", checkpoint="some/repo").kind == "kame"
     assert choose_frontend("kame").checkpoint == "SakanaAI/kame"
+
+
+class CountingTts:
+    """A stand-in voice: a little audio per sentence, at once."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.sentences: list[str] = []
+
+    def synthesize(self, text: str) -> np.ndarray:
+        self.sentences.append(text)
+        return np.full(FRAME_SIZE // 4, 0.1, dtype=np.float32)
+
+
+def test_the_frame_step_splits_a_bounded_amount_of_text(monkeypatch):
+    # A huge answer (no sentence end in sight) used to be re-split whole in every frame step.
+    import time
+
+    import kame_desktop.frontend.lite.engine as engine
+
+    scanned: list[int] = []  # characters handed to the splitters by the step (not by each other)
+    depth = [0]
+
+    def counting(real):
+        def split(text, *args, **kwargs):
+            scanned.append(0 if depth[0] else len(text))
+            depth[0] += 1
+            try:
+                return real(text, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        return split
+
+    for name in ("split_ready", "first_clause"):
+        monkeypatch.setattr(engine, name, counting(getattr(engine, name)))
+    tts = CountingTts()
+    frontend = LiteFrontEnd(tts, barge_in=False)
+    answer = "word " * 2000  # 10,000 characters
+    try:
+        per_step, said = [], []
+        signals = {0: [OracleReset(1), OracleText(1, answer), OracleDone(1), TurnEnded("vad", 1)]}
+        for i in range(5000):  # until all is said (a busy machine's TTS thread only takes longer)
+            if i >= 200 and len("".join(said).split()) >= 2000:
+                break
+            scanned.clear()
+            result = frontend.step(SILENCE, signals.get(i, []))
+            per_step.append(sum(scanned))
+            said += [e.piece for e in result.events if isinstance(e, AssistantTokenEvent)]
+            time.sleep(0.002)  # the TTS thread's turn
+        assert max(per_step) <= getattr(engine, "SCAN_CHARS", 600)
+        assert per_step[-50:] == [0] * 50  # all handed over: no more splitting work per frame
+    finally:
+        frontend.close()
+    assert "".join(said).split() == answer.split()  # every word was still spoken, in order
