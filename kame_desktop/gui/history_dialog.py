@@ -13,11 +13,13 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+from kame_desktop.errors import HistoryError
 from kame_desktop.events import Stamped
 from kame_desktop.history import export_json, export_markdown
 
@@ -101,9 +103,12 @@ def export_with_dialog(parent: QWidget, records: list, fmt: str) -> None:
     """Ask where, then export a conversation as Markdown (`fmt` "md") or event-schema JSON."""
     if fmt == "md":
         path, _ = QFileDialog.getSaveFileName(parent, "Export Markdown", "conversation.md", "Markdown (*.md)")
-        if path:
-            export_markdown(records, Path(path))
+        export = export_markdown
     else:
         path, _ = QFileDialog.getSaveFileName(parent, "Export JSON", "conversation.json", "JSON (*.json)")
-        if path:
-            export_json(records, Path(path))
+        export = export_json
+    if path:
+        try:
+            export(records, Path(path))
+        except HistoryError as e:  # an unwritable folder: say so, the conversation is still here
+            QMessageBox.warning(parent, "Export failed", str(e))
