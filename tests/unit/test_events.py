@@ -132,13 +132,26 @@ def test_timeline_writer_and_reader_round_trip(tmp_path):
     writer = TimelineWriter(path)
     for stamped in events:
         writer(stamped)
-    lines = path.read_text(encoding="utf-8").splitlines()  # flushed as they come, before close
-    assert len(lines) == len(events)
+    assert not path.exists(), "the timeline appears only once complete"
+    (temp,) = path.parent.glob(".timeline.jsonl.*.tmp")
+    assert len(temp.read_text(encoding="utf-8").splitlines()) == len(events)  # flushed as they come
     writer.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(events) and not list(path.parent.glob("*.tmp"))
 
     assert [json.loads(line)["kind"] for line in lines] == list(DESIGN_TABLE)
     assert "▁Paris" in path.read_text(encoding="utf-8")  # UTF-8 as is, not \u escapes
     assert read_timeline(path) == events
+
+
+def test_a_failed_run_leaves_an_earlier_timeline_as_it_was(tmp_path):
+    path = tmp_path / "timeline.jsonl"
+    path.write_text("earlier run\n", encoding="utf-8")
+    writer = TimelineWriter(path)
+    for stamped in sample_events():
+        writer(stamped)
+    writer.abort()
+    assert path.read_text(encoding="utf-8") == "earlier run\n" and not list(tmp_path.glob("*.tmp"))
 
 
 def test_event_bus_fans_out_to_every_subscriber_in_order():
