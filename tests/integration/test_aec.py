@@ -97,7 +97,9 @@ def asr(tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("kame-cache")
     model = embedded.embedded_whisper_model(cache)
-    yield WhisperAsr(model)
+    asr = WhisperAsr(model)
+    asr.adaptive_pacing = False  # a pass per 0.4 s of audio whatever the CPU: same words on a busy machine
+    yield asr
     shutil.rmtree(cache, ignore_errors=True)  # 145 MB
 
 
@@ -146,7 +148,8 @@ def test_no_barge_in_on_the_echo(processed, scene):
 
 
 def test_cancelling_is_cheap(processed):
-    assert processed["per_frame_s"] < 0.010  # per 80 ms frame: well within real time
+    # A budget, not a speed: at most half of the 80 ms frame (about 1 ms here on a quiet machine).
+    assert processed["per_frame_s"] < 0.040
 
 
 def test_frames_must_be_whole_10ms_blocks():
