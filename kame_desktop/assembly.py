@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kame_desktop.config import Settings
+from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, Settings
 from kame_desktop.events import EventBus
 
 if TYPE_CHECKING:
@@ -61,6 +61,58 @@ def backend_settings(settings: Settings) -> BackendSettings:
         asr_threads=asr.threads,
         policy=llm.policy,
         system_prompt=settings.system_prompt,
+    )
+
+
+def run_settings(
+    frontend: str = "auto",
+    checkpoint: str | None = None,
+    llm: str | None = None,
+    llm_url: str | None = None,
+    llm_model: str | None = None,
+    asr: str = "whisper",
+    policy: str = "reactive",
+    device: str = "auto",
+    dtype: str | None = None,
+    int8: bool = False,
+) -> Settings:
+    """Settings from a headless run's options (`kame-desktop run`, `eval run`), checked before
+    anything loads; a checkpoint means KAME, and `llm` None means the local model."""
+    from kame_desktop.choices import (
+        ASR_KINDS,
+        COMPUTE_DEVICES,
+        DEFAULT_KAME_REPO,
+        FRONTEND_KINDS,
+        LLM_KINDS,
+        OPENAI_MODEL,
+        OPENAI_URL,
+        POLICIES,
+        check_choice,
+    )
+
+    check_choice(frontend, FRONTEND_KINDS, "front-end (--frontend)")
+    check_choice(llm or "local", LLM_KINDS, "LLM provider (--llm)")
+    check_choice(asr, ASR_KINDS, "ASR provider (--asr)")
+    check_choice(policy, POLICIES, "policy (--policy)")
+    if not device.startswith(("cuda:", "mps:")):  # an indexed device (cuda:1) is torch's to check
+        check_choice(device, COMPUTE_DEVICES, "device (--device)")
+    openai = llm == "openai"
+    return Settings(
+        llm=LlmSettings(
+            provider=llm or "local",
+            base_url=(llm_url or OPENAI_URL) if openai else OPENAI_URL,
+            model=(llm_model or OPENAI_MODEL) if openai else OPENAI_MODEL,
+            gguf_path="" if openai else (llm_model or ""),
+            policy=policy,
+        ),
+        asr=AsrSettings(provider=asr),
+        frontend=FrontEndSettings(
+            kind="kame" if checkpoint else frontend,
+            checkpoint=checkpoint or DEFAULT_KAME_REPO,
+            device=device,
+            dtype=dtype or "auto",
+            int8=int8,
+        ),
     )
 
 

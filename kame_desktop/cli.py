@@ -91,7 +91,7 @@ def run(
 ) -> None:
     """Stream an audio file through the front-end (and the back-end with --llm); write the reply
     audio and the timeline. The API key of a cloud LLM comes from the keyring or KAME_LLM_API_KEY."""
-    from kame_desktop.assembly import KameOptions, build_session
+    from kame_desktop.assembly import KameOptions, build_session, run_settings
     from kame_desktop.audio.files import read_audio
     from kame_desktop.audio.sources import FileSource, WavSink
     from kame_desktop.events import EventBus, TimelineWriter
@@ -104,7 +104,7 @@ def run(
     check_output_path(output, "--output")
     if timeline:
         check_output_path(timeline, "--timeline")
-    settings = _run_settings(frontend, checkpoint, llm, llm_url, llm_model, asr, policy, device, dtype, int8)
+    settings = run_settings(frontend, checkpoint, llm, llm_url, llm_model, asr, policy, device, dtype, int8)
     pcm = read_audio(input)
     script = load_oracle_script(oracle_file) if oracle_file else []
     bus = EventBus()
@@ -199,47 +199,6 @@ def terminate_as_exit():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _run_settings(frontend, checkpoint, llm, llm_url, llm_model, asr, policy, device, dtype, int8):
-    """`run`'s options as Settings (checked before anything loads); --checkpoint means KAME."""
-    from kame_desktop.choices import (
-        ASR_KINDS,
-        COMPUTE_DEVICES,
-        DEFAULT_KAME_REPO,
-        FRONTEND_KINDS,
-        LLM_KINDS,
-        OPENAI_MODEL,
-        OPENAI_URL,
-        POLICIES,
-        check_choice,
-    )
-    from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, Settings
-
-    check_choice(frontend, FRONTEND_KINDS, "front-end (--frontend)")
-    check_choice(llm or "local", LLM_KINDS, "LLM provider (--llm)")
-    check_choice(asr, ASR_KINDS, "ASR provider (--asr)")
-    check_choice(policy, POLICIES, "policy (--policy)")
-    if not device.startswith(("cuda:", "mps:")):  # an indexed device (cuda:1) is torch's to check
-        check_choice(device, COMPUTE_DEVICES, "device (--device)")
-    openai = llm == "openai"
-    return Settings(
-        llm=LlmSettings(
-            provider=llm or "local",
-            base_url=(llm_url or OPENAI_URL) if openai else OPENAI_URL,
-            model=(llm_model or OPENAI_MODEL) if openai else OPENAI_MODEL,
-            gguf_path="" if openai else (llm_model or ""),
-            policy=policy,
-        ),
-        asr=AsrSettings(provider=asr),
-        frontend=FrontEndSettings(
-            kind="kame" if checkpoint else frontend,
-            checkpoint=checkpoint or DEFAULT_KAME_REPO,
-            device=device,
-            dtype=dtype or "auto",
-            int8=int8,
-        ),
-    )
 
 
 @app.command()
