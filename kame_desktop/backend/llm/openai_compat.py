@@ -52,6 +52,11 @@ class OpenAiLlm:
         self._api_key = api_key or ""
         self._client: AsyncOpenAI | None = None
 
+    def load(self) -> None:
+        """Import the client library now, before the session runs: importing `openai` takes a
+        second or more on a slow machine, which the first request would otherwise pay."""
+        import openai  # noqa: F401
+
     def _get_client(self) -> AsyncOpenAI:
         # Created on first use so it binds to the back-end worker's event loop.
         if self._client is None:
