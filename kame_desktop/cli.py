@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from kame_desktop.errors import KameError
+from kame_desktop.evaluation.cli import app as eval_app  # typer only: its commands import lazily
 
 app = typer.Typer(
     help="kame-desktop: a voice companion on KAME's tandem speech-to-speech architecture. "
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks: logs on stderr, one JSON object as the last stdout line.")
 app.add_typer(bench_app, name="bench")
+app.add_typer(eval_app, name="eval")
 
 log = logging.getLogger("kame_desktop")
 

@@ -1,0 +1,49 @@
+"""The paper's latency: end of the user's speech → first audible reply sample.
+
+"Audible" is the rule of `bench lite` (a 20 ms window above −40 dBFS), applied to the session's
+output from the moment the question starts to play. The end of the user's speech is known from
+the synthesized question. A reply that starts before the question has ended gives a negative
+latency: a KAME front-end makes sound from its first frame, so its figure is what was measured,
+not a claim that it answered before hearing the question.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+import numpy as np
+
+from kame_desktop.bench.lite import WINDOW, loud_windows
+from kame_desktop.events import SAMPLE_RATE
+
+WINDOW_S = WINDOW / SAMPLE_RATE
+
+
+def reply_onset_s(out: np.ndarray, start_s: float) -> float | None:
+    """Time (in `out`'s clock) of the first loud window at or after `start_s`; a sound already
+    running at `start_s` (the end of an earlier reply) is skipped. None: nothing audible."""
+    loud = loud_windows(out)
+    first = round(start_s / WINDOW_S)
+    later = loud[loud >= first]
+    if first > 0 and len(later) and later[0] == first and first - 1 in loud:
+        gaps = np.flatnonzero(np.diff(later) > 1)  # the leftover run ends at the first gap
+        if not len(gaps):
+            return None
+        later = later[gaps[0] + 1 :]
+    return float(later[0] * WINDOW_S) if len(later) else None
+
+
+def latency_ms(out: np.ndarray, start_s: float, speech_end_s: float) -> float | None:
+    """Latency of the reply to a question played from `start_s` whose speech ends at
+    `speech_end_s` (both in `out`'s clock); negative when the reply starts earlier."""
+    onset = reply_onset_s(out, start_s)
+    return None if onset is None else round((onset - speech_end_s) * 1000, 1)
+
+
+def median(values: Sequence[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def p90(values: Sequence[float]) -> float | None:
+    return round(float(np.percentile(values, 90)), 1) if values else None

@@ -1,0 +1,83 @@
+"""Scores a run folder in place: each reply's faster-whisper transcript, fact hits, speaker labels,
+repeats and (MT-Bench) the judge's verdicts. Idempotent: what is already there is kept, so a
+rerun only fills the gaps (a new judge replaces the verdicts of another)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kame_desktop.evaluation.judge import Judge, build_prompt
+from kame_desktop.evaluation.questions import Question
+from kame_desktop.evaluation.runner import RESULT_FILE, question_dir
+from kame_desktop.evaluation.scoring import audio_wer, fact_hit, repeated, speaker_label
+from kame_desktop.events import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+
+class Transcriber:
+    """faster-whisper over a whole reply (the embedded base model, loaded on first use)."""
+
+    def __init__(self) -> None:
+        self._model = None
+
+    def __call__(self, pcm: np.ndarray) -> str:
+        import soxr
+
+        if not len(pcm) or float(np.max(np.abs(pcm))) < 1e-3:
+            return ""  # silence: whisper would invent words
+        if self._model is None:
+            from faster_whisper import WhisperModel
+
+            from kame_desktop.catalog import embedded_whisper_model
+
+            self._model = WhisperModel(str(embedded_whisper_model()), device="cpu", compute_type="int8", cpu_threads=2)
+        segments, _ = self._model.transcribe(soxr.resample(pcm, SAMPLE_RATE, 16_000), language="en", beam_size=1)
+        return " ".join(s.text.strip() for s in segments).strip()
+
+
+def load_results(out: Path, questions: list[Question]) -> list[tuple[Question, dict[str, Any]]]:
+    """The questions that have a result, in the order they were asked."""
+    found = []
+    for q in questions:
+        path = question_dir(out, q) / RESULT_FILE
+        if path.is_file():
+            found.append((q, json.loads(path.read_text(encoding="utf-8"))))
+    return sorted(found, key=lambda qr: (qr[1]["session"], qr[1]["frames"][0]))
+
+
+def score_run(out: Path, questions: list[Question], judge: Judge | None = None, progress=None) -> None:
+    from kame_desktop.audio.files import read_audio
+    from kame_desktop.fileio import atomic_write_bytes
+
+    transcribe = Transcriber()
+    earlier: dict[int, list[str]] = {}  # session → its replies so far
+    for question, result in load_results(out, questions):
+        folder = question_dir(out, question)
+        replies = earlier.setdefault(result["session"], [])
+        for k, turn in enumerate(result["turns"]):
+            if "transcript" not in turn:
+                turn["transcript"] = transcribe(read_audio(folder / f"turn{k + 1}.wav"))
+            turn["audio_wer"] = audio_wer(turn["said"], turn["transcript"])
+            turn["speaker_label"] = speaker_label(turn["said"])
+            turn["repeated"] = repeated(turn["said"], replies)
+            replies.append(turn["said"])
+        if question.is_fact:
+            result["hit"] = fact_hit(result["turns"][0]["said"], question.answers)
+            result["hit_transcript"] = fact_hit(result["turns"][0]["transcript"], question.answers)
+        elif judge is not None and result.get("judge", {}).get("name") != judge.settings.name:
+            answers = [t["said"] for t in result["turns"]]
+            verdicts = [judge.grade(build_prompt(question, answers, k)) for k in range(len(answers))]
+            if all(v.problem is None or not v.problem.startswith("judge failed") for v in verdicts):
+                result["judge"] = {"name": judge.settings.name, "verdicts": [dataclasses.asdict(v) for v in verdicts]}
+            else:  # a judge that could not be reached is tried again next time
+                result["judge"] = {"name": None, "verdicts": [dataclasses.asdict(v) for v in verdicts]}
+        atomic_write_bytes(folder / RESULT_FILE, json.dumps(result, indent=2, ensure_ascii=False).encode())
+        if progress:
+            progress(question)
