@@ -29,7 +29,7 @@ _RATING = re.compile(r"\[\[\s*(-?\d+(?:\.\d+)?)\s*\]\]")
 RATING_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "explanation": {"type": "string", "maxLength": 400},  # bounded: a weak model may ramble
+        "explanation": {"type": "string", "maxLength": 300},  # bounded: a weak model may ramble
         "rating": {"enum": list(range(1, 11))},
     },
     "required": ["explanation", "rating"],
@@ -47,7 +47,7 @@ def parse_rating(text: str) -> Rating:
     stripped = text.strip()
     if stripped.startswith("{"):
         try:
-            value = json.loads(stripped).get("rating")
+            value = json.loads(stripped, strict=False).get("rating")  # raw newlines in strings
         except (ValueError, AttributeError):
             return Rating(None, "malformed JSON verdict")
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -22,6 +22,7 @@ from kame_desktop.evaluation.questions import Question
         ("Rating: [[11]]", None, "rating 11 outside 1-10"),
         ("Rating: [[0]]", None, "rating 0 outside 1-10"),
         ('{"explanation": "fine", "rating": 6}', 6.0, None),  # a constrained judge
+        ('{"explanation": "two\nlines", "rating": 4}', 4.0, None),  # a raw newline, as llama.cpp writes
         ('{"explanation": "fine", "rating": 12}', None, "rating 12 outside 1-10"),
         ('{"explanation": "fine"}', None, "no rating"),
         ('{"explanation": "fine", "rating": true}', None, "no rating"),
