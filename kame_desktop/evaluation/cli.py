@@ -42,6 +42,9 @@ def run_cmd(
         bool, typer.Option(help="Constrain the judge to a JSON rating (llama_cpp.server) so a weak local model rates.")
     ] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions.")] = None,
+    max_wait: Annotated[
+        float, typer.Option(help="Seconds a turn waits after the question for the reply to end (the paper's 15).")
+    ] = 15.0,
     json_output: Annotated[bool, typer.Option("--json", help="Last stdout line: the report as one JSON object.")] = False,
 ) -> None:
     """Speak every question to the companion in real time, score the replies, write the report."""
@@ -53,7 +56,8 @@ def run_cmd(
     if checkpoint:
         frontend = "kame"
     settings = RunSettings(set=set_name, mode=mode, frontend=frontend, checkpoint=checkpoint, llm=llm,
-                           llm_url=llm_url, llm_model=llm_model, policy=policy, voice=voice, limit=limit)
+                           llm_url=llm_url, llm_model=llm_model, policy=policy, voice=voice, limit=limit,
+                           max_wait_s=max_wait)
     settings.check()
     from kame_desktop.evaluation.questions import load_set
 

@@ -63,6 +63,7 @@ def summarize(out: Path, questions: list[Question] | None = None) -> dict[str, A
         "frontend": settings["frontend"],
         "llm": settings["llm_model"] or settings["llm"],
         "policy": settings["policy"],
+        "max_wait_s": settings.get("max_wait_s"),
         "questions": len(results),
         "planned": len(questions),
         "fact_accuracy": round(hits / len(facts), 3) if facts else None,

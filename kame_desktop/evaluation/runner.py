@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from kame_desktop.errors import KameError
-from kame_desktop.evaluation.dialog import Dialog, Segment
+from kame_desktop.evaluation.dialog import CAP_S, Dialog, Segment
 from kame_desktop.evaluation.questions import Question, load_set
 from kame_desktop.events import EventBus, Stamped
 
@@ -49,6 +49,7 @@ class RunSettings:
     policy: str = "reactive"
     voice: str = "piper"  # who speaks the questions: piper | espeak-ng
     limit: int | None = None
+    max_wait_s: float = CAP_S  # the longest a turn waits for its reply to end
 
     def check(self) -> None:
         from kame_desktop.backend.factory import LLM_KINDS
@@ -60,6 +61,8 @@ class RunSettings:
             raise KameError("--frontend must be lite or kame")
         if self.llm not in LLM_KINDS:
             raise KameError(f"--llm must be one of {', '.join(LLM_KINDS)}")
+        if not self.max_wait_s > 0:
+            raise KameError("--max-wait must be > 0 seconds")
         if self.policy not in POLICIES:
             raise KameError(f"--policy must be one of {', '.join(POLICIES)}")
 
@@ -226,7 +229,7 @@ def run_questions(settings: RunSettings, out: Path, progress: Callable[[Question
         bus = EventBus()
         bus.subscribe(records.append)
         recorder = _Recorder(out, settings, records, index, plan, done)
-        dialog = Dialog([spoken[q.id][k] for q, k in plan], on_segment=recorder)
+        dialog = Dialog([spoken[q.id][k] for q, k in plan], cap_s=settings.max_wait_s, on_segment=recorder)
         with open_session(settings, parts, bus) as session:
             session.run(dialog, dialog.sink(NullSink()))
     return questions
