@@ -31,7 +31,8 @@ def _median3(values: list[float]) -> float | None:
 
 
 def summarize(out: Path, questions: list[Question] | None = None) -> dict[str, Any]:
-    settings = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))["settings"]
+    run = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    settings = run["settings"]
     questions = questions or load_set(settings["set"], settings.get("limit"))
     results = load_results(out, questions)
     replies = [t for _, r in results for t in r["turns"]]
@@ -87,6 +88,7 @@ def summarize(out: Path, questions: list[Question] | None = None) -> dict[str, A
         "median_audio_wer": _median3([t["audio_wer"] for t in replies if t.get("audio_wer") is not None]),
         "by_category": by_category,
         "ids": [q.id for q, _ in results],
+        "runs": run.get("runs", []),
     }
     return summary
 
@@ -212,6 +214,9 @@ def render_markdown(out: Path, s: dict[str, Any], questions: list[Question] | No
     rows += [("replies with a speaker label", f"{s['speaker_label_replies']} / {s['replies']}"),
              ("replies repeating an earlier one", f"{s['repeated_replies']} / {s['replies']}")]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
+    for n, r in enumerate(s["runs"], 1):
+        lines.append(f"\nRun {n}: started {r['started']}, {r['questions_run']} questions in {r['wall_s']} s; "
+                     f"load average {r['load_average_1_5_15']} on {r['cpus']} CPUs at its end.")
     lines += ["", "Latency: end of the question's speech → first reply sample above −40 dBFS (the rule of "
               "`bench lite`). A negative value means sound came out before the question had ended: a KAME "
               "front-end makes sound from its first frame, so its latency is what was measured, not an answer "

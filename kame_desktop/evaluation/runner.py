@@ -150,7 +150,30 @@ def _check_run_file(out: Path, settings: RunSettings) -> None:
     out.mkdir(parents=True, exist_ok=True)
     from kame_desktop.fileio import atomic_write_bytes
 
-    atomic_write_bytes(path, json.dumps({"settings": mine}, indent=2).encode())
+    runs = json.loads(path.read_text(encoding="utf-8")).get("runs", []) if path.is_file() else []
+    atomic_write_bytes(path, json.dumps({"settings": mine, "runs": runs}, indent=2).encode())
+
+
+def _log_run(out: Path, started: float, questions: int) -> None:
+    """Append this run's wall time and the machine's load to run.json: real-time figures on a
+    shared machine mean little without them."""
+    import os
+    import platform
+    import time
+
+    from kame_desktop.fileio import atomic_write_bytes
+
+    path = out / RUN_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("runs", []).append({
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_s": round(time.time() - started, 1),
+        "questions_run": questions,
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+    })
+    atomic_write_bytes(path, json.dumps(data, indent=2).encode())
 
 
 class _Recorder:
@@ -219,6 +242,9 @@ def run_questions(settings: RunSettings, out: Path, progress: Callable[[Question
     done = progress or (lambda q: None)
     sessions = sorted(out.glob("questions/*/" + RESULT_FILE))
     next_session = 1 + max((json.loads(p.read_text(encoding="utf-8"))["session"] for p in sessions), default=-1)
+    import time
+
+    started = time.time()
     parts = load_parts(settings)
     speaker = Speaker(settings.voice, tts=parts.tts)
     spoken = {q.id: [speaker.speak(t) for t in q.turns] for q in pending}  # before any paced run
@@ -232,4 +258,5 @@ def run_questions(settings: RunSettings, out: Path, progress: Callable[[Question
         dialog = Dialog([spoken[q.id][k] for q, k in plan], cap_s=settings.max_wait_s, on_segment=recorder)
         with open_session(settings, parts, bus) as session:
             session.run(dialog, dialog.sink(NullSink()))
+    _log_run(out, started, len(pending))
     return questions
