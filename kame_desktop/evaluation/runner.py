@@ -28,7 +28,7 @@ import numpy as np
 from kame_desktop.errors import KameError
 from kame_desktop.evaluation.dialog import CAP_S, Dialog, Segment
 from kame_desktop.evaluation.questions import Question, load_set
-from kame_desktop.events import EventBus, Stamped
+from kame_desktop.events import FRAME_SECONDS, EventBus, Stamped
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class _Recorder:
             turns.append({
                 "question": question.turns[k],
                 "start_s": round(seg.start_s, 3),
-                "end_s": round(seg.end * 0.08, 3),
+                "end_s": round(seg.end * FRAME_SECONDS, 3),
                 "speech_end_s": round(seg.speech_end_s, 3),
                 "latency_ms": seg.latency_ms,
                 "said": said_text(mine),
