@@ -68,7 +68,9 @@ def run_cmd(
     judge = Judge(JudgeSettings(judge_url, judge_model, grammar=judge_grammar)) if judge_url else None
     if judge is None and not all(q.is_fact for q in questions):
         log.warning("no --judge-url: MT-Bench answers are kept but not rated")
-    score_run(out, questions, judge)
+    progress, advance = _bar(len(questions), "scoring")
+    with progress:
+        score_run(out, questions, judge, advance)
     _print_summary(write_report(out, questions), out, json_output)
 
 
