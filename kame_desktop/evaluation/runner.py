@@ -104,6 +104,9 @@ def open_session(settings: RunSettings, parts: Parts, bus: EventBus) -> Iterator
     from kame_desktop.backend.worker import Backend
     from kame_desktop.session import Session
 
+    llm = make_llm(BackendSettings(llm=settings.llm, llm_url=settings.llm_url, llm_model=settings.llm_model))
+    if hasattr(llm, "load"):
+        llm.load()  # outside the paced run; a model that cannot load stops the run (no figures)
     if parts.kame is not None:
         frontend = parts.kame
         frontend.reset()
@@ -111,9 +114,6 @@ def open_session(settings: RunSettings, parts: Parts, bus: EventBus) -> Iterator
         from kame_desktop.frontend.lite.engine import LiteFrontEnd
 
         frontend = LiteFrontEnd(parts.tts)
-    llm = make_llm(BackendSettings(llm=settings.llm, llm_url=settings.llm_url, llm_model=settings.llm_model))
-    if hasattr(llm, "load"):
-        llm.load()  # outside the paced run
     parts.asr.reset()
     session = Session(frontend, bus)
     session.backend = Backend(
