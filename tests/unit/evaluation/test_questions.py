@@ -8,7 +8,7 @@ import pytest
 
 from kame_desktop.errors import KameError
 from kame_desktop.evaluation.questions import SPEECH_CATEGORIES, judge_prompts, load_set
-from kame_desktop.evaluation.scoring import normalize
+from kame_desktop.evaluation.scoring import fact_hit, normalize
 
 
 def test_facts_set_is_shipped_and_scorable():
@@ -17,6 +17,7 @@ def test_facts_set_is_shipped_and_scorable():
     for q in facts:
         assert len(q.turns) == 1 and q.turns[0].endswith("?") and q.is_fact
         assert all(normalize(a) for a in q.answers), q  # every accepted answer survives normalisation
+        assert not fact_hit(q.turns[0], q.answers), q  # echoing the question never scores
     numeric = [q for q in facts if any(a.isdigit() for a in q.answers)]
     assert len(numeric) >= 10 and all(any(not a.isdigit() for a in q.answers) for q in numeric)  # digits and words
 
