@@ -74,6 +74,9 @@ def summarize(out: Path, questions: list[Question] | None = None) -> dict[str, A
         ),
         "median_latency_ms": median(measured),
         "p90_latency_ms": p90(measured),
+        "median_turn_end_ms": median(  # of the first turns, as the latency
+            [r["turns"][0]["turn_end_ms"] for _, r in results if r["turns"][0].get("turn_end_ms") is not None]
+        ),
         "negative_latencies": sum(x < 0 for x in measured),
         "unanswered": sum(x is None for x in latencies),
         "latencies_ms": latencies,
@@ -201,6 +204,7 @@ def render_markdown(out: Path, s: dict[str, Any], questions: list[Question] | No
         "| --- | --- |",
     ]
     rows = [("median latency (ms)", s["median_latency_ms"]), ("p90 latency (ms)", s["p90_latency_ms"]),
+            ("of which: end of turn detected after the speech ended (median ms)", s["median_turn_end_ms"]),
             ("replies that started before the question ended", s["negative_latencies"]),
             ("questions with no audible reply", s["unanswered"])]
     if s["fact_accuracy"] is not None:

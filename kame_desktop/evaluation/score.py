@@ -52,6 +52,23 @@ def load_results(out: Path, questions: list[Question]) -> list[tuple[Question, d
     return sorted(found, key=lambda qr: (qr[1]["session"], qr[1]["frames"][0]))
 
 
+def turn_end_ms(records: list[dict[str, Any]], turn: dict[str, Any]) -> float | None:
+    """How long after the user's speech ended the turn end that the reply followed was detected
+    (the last `turn_end` before the reply's first sound): the share of the latency that the
+    end-of-turn decision takes (VAD hang-over, ASR lag)."""
+    latency = turn.get("latency_ms")
+    until = turn["end_s"] if latency is None else turn["speech_end_s"] + latency / 1000
+    ends = [r["t"] for r in records if r["kind"] == "turn_end" and turn["start_s"] <= r["t"] <= until]
+    return round((ends[-1] - turn["speech_end_s"]) * 1000, 1) if ends else None
+
+
+def _timeline(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "timeline.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def score_run(out: Path, questions: list[Question], judge: Judge | None = None, progress=None) -> None:
     from kame_desktop.audio.files import read_audio
     from kame_desktop.fileio import atomic_write_bytes
@@ -61,7 +78,9 @@ def score_run(out: Path, questions: list[Question], judge: Judge | None = None, 
     for question, result in load_results(out, questions):
         folder = question_dir(out, question)
         replies = earlier.setdefault(result["session"], [])
+        records = _timeline(folder)
         for k, turn in enumerate(result["turns"]):
+            turn["turn_end_ms"] = turn_end_ms(records, turn)
             if "transcript" not in turn:
                 turn["transcript"] = transcribe(read_audio(folder / f"turn{k + 1}.wav"))
             turn["audio_wer"] = audio_wer(turn["said"], turn["transcript"])

@@ -74,8 +74,12 @@ def test_score_run_fills_in_hits_flags_and_verdicts(tmp_path):
         for k in range(len(texts)):
             write_wav(folder / f"turn{k + 1}.wav", silence)
         result = {"id": q.id, "category": q.category, "session": 0, "frames": [n * 100, n * 100 + 99],
-                  "latency_ms": 500.0, "turns": [{"said": t, "latency_ms": 500.0} for t in texts]}
+                  "latency_ms": 500.0, "turns": [{"said": t, "latency_ms": 500.0, "start_s": n * 8.0, "speech_end_s": n * 8.0 + 1.0,
+                             "end_s": n * 8.0 + 7.9} for t in texts]}
         (folder / "result.json").write_text(json.dumps(result))
+    timeline = [{"kind": "turn_end", "frame": 10, "t": 0.8}, {"kind": "turn_end", "frame": 17, "t": 1.36},
+                {"kind": "turn_end", "frame": 40, "t": 3.2}]  # the last comes after the reply started
+    (question_dir(tmp_path, questions[0]) / "timeline.jsonl").write_text("".join(json.dumps(r) + "\n" for r in timeline))
     client = _Client("Rating: [[6]]")
     judge = Judge(JudgeSettings("http://127.0.0.1:1/v1", "stub"), cache=tmp_path / "cache", client=client)
     score_run(tmp_path, questions, judge)
@@ -88,3 +92,5 @@ def test_score_run_fills_in_hits_flags_and_verdicts(tmp_path):
     assert [v["score"] for v in m1["judge"]["verdicts"]] == [6.0, 6.0]
     assert [v["prompt"] for v in m1["judge"]["verdicts"]] == ["single-v1", "single-v1-multi-turn"]
     assert client.calls == 2 and "hit" not in m1
+    # the turn end the reply followed: the last before its first sound (1.5 s), 0.36 s after the speech
+    assert f1["turns"][0]["turn_end_ms"] == 360.0 and f2["turns"][0]["turn_end_ms"] is None
