@@ -240,6 +240,7 @@ def render_markdown(out: Path, s: dict[str, Any], questions: list[Question] | No
 
 
 COMPARED = ("questions", "fact_accuracy", "fact_accuracy_transcript", "median_latency_ms", "p90_latency_ms",
+            "median_turn_end_ms", "median_audio_wer",
             "negative_latencies", "unanswered", "judge_score", "unrated_turns", "speaker_label_replies",
             "repeated_replies")
 
