@@ -17,7 +17,6 @@ import numpy as np
 
 from kame_desktop.audio.sources import AudioSink, NullSource
 from kame_desktop.bench.lite import loud_windows, speech_end_s
-from kame_desktop.evaluation.latency import latency_ms
 from kame_desktop.events import FRAME_SECONDS, FRAME_SIZE
 
 GAP_S = 2.0  # a person's pause after the reply, before the next question
@@ -32,7 +31,6 @@ class Segment:
     start: int
     end: int
     speech_end_s: float  # end of the user's speech, session clock
-    latency_ms: float | None  # see evaluation.latency
 
     @property
     def start_s(self) -> float:
@@ -64,7 +62,6 @@ class Dialog:
         self._speech_end = 0  # frame in which its speech ends
         self._last_loud: int | None = None  # last output frame with sound since it started
         self._out: list[np.ndarray] = []  # output of the current segment
-        self._tail = np.zeros(FRAME_SIZE, dtype=np.float32)  # last output frame before it
         self._done = False
         self._begin(0)
 
@@ -86,13 +83,7 @@ class Dialog:
 
     def _close(self) -> None:
         out = np.concatenate(self._out) if self._out else np.zeros(0, dtype=np.float32)
-        # The previous frame goes in front so that a sound still running from the last reply
-        # is seen as such, not as this reply's onset.
-        end_in_segment = self._speech_end_s - self._start * FRAME_SECONDS
-        latency = latency_ms(np.concatenate([self._tail, out]), FRAME_SECONDS, FRAME_SECONDS + end_in_segment)
-        if self._out:
-            self._tail = self._out[-1]
-        segment = Segment(self._index, self._start, self._frame, self._speech_end_s, latency)
+        segment = Segment(self._index, self._start, self._frame, self._speech_end_s)
         self.segments.append(segment)
         if self._on_segment:
             self._on_segment(segment, out)

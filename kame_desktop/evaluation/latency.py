@@ -15,23 +15,35 @@ from collections.abc import Sequence
 import numpy as np
 
 from kame_desktop.bench.lite import WINDOW, loud_windows
-from kame_desktop.events import SAMPLE_RATE
+from kame_desktop.events import FRAME_SIZE, SAMPLE_RATE
 
 WINDOW_S = WINDOW / SAMPLE_RATE
+LEFTOVER_PAUSE_S = 0.5  # longer than the gaps between words and sentences of one reply
 
 
 def reply_onset_s(out: np.ndarray, start_s: float) -> float | None:
     """Time (in `out`'s clock) of the first loud window at or after `start_s`; a sound already
-    running at `start_s` (the end of an earlier reply) is skipped. None: nothing audible."""
+    running at `start_s` (the end of an earlier reply, cut short by the user's barge-in or still
+    going) is skipped up to its first pause of LEFTOVER_PAUSE_S. None: nothing audible."""
     loud = loud_windows(out)
     first = round(start_s / WINDOW_S)
     later = loud[loud >= first]
     if first > 0 and len(later) and later[0] == first and first - 1 in loud:
-        gaps = np.flatnonzero(np.diff(later) > 1)  # the leftover run ends at the first gap
-        if not len(gaps):
+        # Speech has short gaps between words: only a real pause ends the leftover.
+        pauses = np.flatnonzero(np.diff(later) > round(LEFTOVER_PAUSE_S / WINDOW_S))
+        if not len(pauses):
             return None
-        later = later[gaps[0] + 1 :]
+        later = later[pauses[0] + 1 :]
     return float(later[0] * WINDOW_S) if len(later) else None
+
+
+def turn_latency_ms(before: np.ndarray, turn: np.ndarray, speech_end_s: float) -> float | None:
+    """Latency of one turn from its reply audio (`turn`, from the moment the question starts;
+    speech end relative to that), with the output just `before` it so that a sound still running
+    from the previous reply is recognised as such."""
+    n = min(len(before), FRAME_SIZE) // WINDOW * WINDOW  # whole windows, so the grids line up
+    lead = before[len(before) - n :]
+    return latency_ms(np.concatenate([lead, turn]), len(lead) / SAMPLE_RATE, len(lead) / SAMPLE_RATE + speech_end_s)
 
 
 def latency_ms(out: np.ndarray, start_s: float, speech_end_s: float) -> float | None:

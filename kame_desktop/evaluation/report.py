@@ -36,7 +36,7 @@ def summarize(out: Path, questions: list[Question] | None = None) -> dict[str, A
     questions = questions or load_set(settings["set"], settings.get("limit"))
     results = load_results(out, questions)
     replies = [t for _, r in results for t in r["turns"]]
-    latencies = [r["latency_ms"] for _, r in results]
+    latencies = [r.get("latency_ms") for _, r in results]
     measured = [x for x in latencies if x is not None]
     facts = [(q, r) for q, r in results if q.is_fact and "hit" in r]
     judged = [(q, r) for q, r in results if not q.is_fact]
@@ -83,7 +83,7 @@ def summarize(out: Path, questions: list[Question] | None = None) -> dict[str, A
         "judge": next((r["judge"]["name"] for _, r in judged if r.get("judge", {}).get("name")), None),
         "judge_score": round(statistics.mean(turn_scores), 2) if turn_scores else None,
         "judge_scores": [_question_score(r) for _, r in judged] if judged else None,
-        "latency_score": [[r["latency_ms"], _question_score(r)] for _, r in judged],
+        "latency_score": [[r.get("latency_ms"), _question_score(r)] for _, r in judged],
         "unrated_turns": sum(v["score"] is None for v in verdicts),
         "speaker_label_replies": sum(bool(t.get("speaker_label")) for t in replies),
         "repeated_replies": sum(bool(t.get("repeated")) for t in replies),
@@ -235,7 +235,7 @@ def render_markdown(out: Path, s: dict[str, Any], questions: list[Question] | No
     for q, r in load_results(out, questions or load_set(s["set"], None)):
         result = ("hit" if r.get("hit") else "miss") if q.is_fact else _fmt(_question_score(r))
         said = " / ".join(t["said"] for t in r["turns"]).replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {q.id} | {q.category} | {_fmt(r['latency_ms'])} | {result} | {said[:200]} |")
+        lines.append(f"| {q.id} | {q.category} | {_fmt(r.get('latency_ms'))} | {result} | {said[:200]} |")
     return "\n".join(lines) + "\n"
 
 

@@ -205,7 +205,6 @@ class _Recorder:
                 "start_s": round(seg.start_s, 3),
                 "end_s": round(seg.end * FRAME_SECONDS, 3),
                 "speech_end_s": round(seg.speech_end_s, 3),
-                "latency_ms": seg.latency_ms,
                 "said": said_text(mine),
                 "errors": [r.event.message for r in mine if r.event.kind == "error"],
             })
@@ -218,7 +217,6 @@ class _Recorder:
             "answers": list(question.answers),
             "session": self.session_index,
             "frames": [first.start, last.end],
-            "latency_ms": turns[0]["latency_ms"],  # the question's latency: its first turn's
             "turns": turns,
         }
         from kame_desktop.fileio import atomic_write_bytes

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from kame_desktop.evaluation.judge import Judge, build_prompt
+from kame_desktop.evaluation.latency import turn_latency_ms
 from kame_desktop.evaluation.questions import Question
 from kame_desktop.evaluation.runner import RESULT_FILE, question_dir
 from kame_desktop.evaluation.scoring import audio_wer, fact_hit, repeated, speaker_label
@@ -75,18 +76,26 @@ def score_run(out: Path, questions: list[Question], judge: Judge | None = None, 
 
     transcribe = Transcriber()
     earlier: dict[int, list[str]] = {}  # session → its replies so far
+    before: dict[int, np.ndarray] = {}  # session → the output just before the next turn
     for question, result in load_results(out, questions):
         folder = question_dir(out, question)
-        replies = earlier.setdefault(result["session"], [])
+        session = result["session"]
+        replies = earlier.setdefault(session, [])
         records = _timeline(folder)
         for k, turn in enumerate(result["turns"]):
+            pcm = read_audio(folder / f"turn{k + 1}.wav")
+            # From the audio, at every scoring: a fix of the rule applies to old runs too.
+            lead = before.get(session, np.zeros(0, dtype=np.float32))
+            turn["latency_ms"] = turn_latency_ms(lead, pcm, turn["speech_end_s"] - turn["start_s"])
+            before[session] = pcm
             turn["turn_end_ms"] = turn_end_ms(records, turn)
             if "transcript" not in turn:
-                turn["transcript"] = transcribe(read_audio(folder / f"turn{k + 1}.wav"))
+                turn["transcript"] = transcribe(pcm)
             turn["audio_wer"] = audio_wer(turn["said"], turn["transcript"])
             turn["speaker_label"] = speaker_label(turn["said"])
             turn["repeated"] = repeated(turn["said"], replies)
             replies.append(turn["said"])
+        result["latency_ms"] = result["turns"][0]["latency_ms"]  # the question's: its first turn's
         if question.is_fact:
             result["hit"] = fact_hit(result["turns"][0]["said"], question.answers)
             result["hit_transcript"] = fact_hit(result["turns"][0]["transcript"], question.answers)

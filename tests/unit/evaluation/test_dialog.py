@@ -43,11 +43,9 @@ def test_turns_follow_the_reply_and_the_cap():
     (first, n1), (second, n2), (third, _) = segments
     # Reply to the first: frames 26..55, quiet from 56 on; the next question 2 s later.
     assert first.start == 0 and second.start == 56 + gap
-    assert first.latency_ms == 6 * 80 and n1 == second.start * FRAME_SIZE
+    assert n1 == second.start * FRAME_SIZE
     # No reply: the third question comes 15 s after the second ended.
-    assert third.start == second.start + 10 + cap and second.latency_ms is None
+    assert third.start == second.start + 10 + cap
     assert n2 == (third.start - second.start) * FRAME_SIZE
-    # A reply that started 3 frames before the question ended: negative latency.
-    assert third.latency_ms == -3 * 80
     assert [s.index for s, _ in segments] == [0, 1, 2]
     assert second.speech_end_s == (second.start + 10) * FRAME_SECONDS

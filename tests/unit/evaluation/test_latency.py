@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kame_desktop.evaluation.latency import latency_ms, median, p90, reply_onset_s
+from kame_desktop.evaluation.latency import latency_ms, median, p90, reply_onset_s, turn_latency_ms
 from kame_desktop.events import SAMPLE_RATE
 
 
@@ -42,6 +42,20 @@ def test_the_end_of_an_earlier_reply_still_playing_is_skipped():
     out = track(10, (1.0, 4.6), (6.0, 7.0))  # the last reply runs past the next question's start
     assert reply_onset_s(out, 4.0) == 6.0
     assert reply_onset_s(track(10, (1.0, 9.0)), 4.0) is None  # it never stops: no onset of its own
+
+
+def test_word_gaps_do_not_end_a_leftover_reply():
+    # The last reply goes on 0.3 s into the question, with a 0.1 s gap between two words.
+    out = track(10, (1.0, 4.1), (4.2, 4.3), (6.0, 7.0))
+    assert reply_onset_s(out, 4.0) == 6.0
+
+
+def test_turn_latency_sees_the_previous_turns_output():
+    previous = track(2, (0.0, 2.0))  # still talking when this turn starts
+    turn = track(6, (0.0, 0.3), (3.0, 4.0))  # cut by the user's barge-in, then the reply
+    assert turn_latency_ms(previous, turn, speech_end_s=2.0) == 1000.0
+    assert turn_latency_ms(track(2), turn, speech_end_s=2.0) == -2000.0  # nothing before: it is this turn's
+    assert turn_latency_ms(track(0), turn, speech_end_s=2.0) == -2000.0  # the session's first turn
 
 
 def test_summary_figures():

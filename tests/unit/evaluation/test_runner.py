@@ -67,15 +67,17 @@ def test_score_run_fills_in_hits_flags_and_verdicts(tmp_path):
                  Question("f2", "animals", ("Spider legs?",), answers=("8", "eight")),
                  Question("m1", "stem", ("Explain gravity.", "Shorter?"))]
     said = [["User: Jupiter is the largest planet."], ["Jupiter is the largest planet!"], ["It pulls.", "Pulls."]]
-    silence = np.zeros(4800, dtype=np.float32)  # silent replies: transcribed as "" without a model
+    silence = np.zeros(4800 * 40, dtype=np.float32)  # silent replies: transcribed as "" without a model
+    reply = silence.copy()
+    reply[36000:48000] = 0.1  # sound from 1.5 s to 2 s: 500 ms after the question's speech ended
     for n, (q, texts) in enumerate(zip(questions, said, strict=True)):
         folder = question_dir(tmp_path, q)
         folder.mkdir(parents=True)
         for k in range(len(texts)):
-            write_wav(folder / f"turn{k + 1}.wav", silence)
+            write_wav(folder / f"turn{k + 1}.wav", reply if n == 0 else silence)
         result = {"id": q.id, "category": q.category, "session": 0, "frames": [n * 100, n * 100 + 99],
-                  "latency_ms": 500.0, "turns": [{"said": t, "latency_ms": 500.0, "start_s": n * 8.0, "speech_end_s": n * 8.0 + 1.0,
-                             "end_s": n * 8.0 + 7.9} for t in texts]}
+                  "turns": [{"said": t, "start_s": n * 8.0, "speech_end_s": n * 8.0 + 1.0, "end_s": n * 8.0 + 7.9}
+                            | ({"transcript": "jupiter"} if n == 0 else {}) for t in texts]}
         (folder / "result.json").write_text(json.dumps(result))
     timeline = [{"kind": "turn_end", "frame": 10, "t": 0.8}, {"kind": "turn_end", "frame": 17, "t": 1.36},
                 {"kind": "turn_end", "frame": 40, "t": 3.2}]  # the last comes after the reply started
@@ -86,7 +88,8 @@ def test_score_run_fills_in_hits_flags_and_verdicts(tmp_path):
     score_run(tmp_path, questions, judge)  # idempotent: nothing judged twice
 
     f1, f2, m1 = (json.loads((question_dir(tmp_path, q) / "result.json").read_text()) for q in questions)
-    assert (f1["hit"], f1["hit_transcript"], f2["hit"]) == (True, False, False)
+    assert (f1["hit"], f1["hit_transcript"], f2["hit"]) == (True, True, False)
+    assert (f1["latency_ms"], f2["latency_ms"]) == (500.0, None)  # measured on the reply audio
     assert f1["turns"][0]["speaker_label"] and not f2["turns"][0]["speaker_label"]
     assert f2["turns"][0]["repeated"] and not f1["turns"][0]["repeated"]  # same words as f1's reply
     assert [v["score"] for v in m1["judge"]["verdicts"]] == [6.0, 6.0]
