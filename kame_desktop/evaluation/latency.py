@@ -15,25 +15,27 @@ from collections.abc import Sequence
 import numpy as np
 
 from kame_desktop.bench.lite import WINDOW, loud_windows
-from kame_desktop.events import FRAME_SIZE, SAMPLE_RATE
+from kame_desktop.events import SAMPLE_RATE
 
 WINDOW_S = WINDOW / SAMPLE_RATE
 LEFTOVER_PAUSE_S = 0.5  # longer than the gaps between words and sentences of one reply
 
 
 def reply_onset_s(out: np.ndarray, start_s: float) -> float | None:
-    """Time (in `out`'s clock) of the first loud window at or after `start_s`; a sound already
-    running at `start_s` (the end of an earlier reply, cut short by the user's barge-in or still
-    going) is skipped up to its first pause of LEFTOVER_PAUSE_S. None: nothing audible."""
+    """Time (in `out`'s clock) of the first loud window at or after `start_s`. A sound that was
+    still running when the turn started (the previous reply, cut by the user's barge-in or still
+    going: loud within LEFTOVER_PAUSE_S before `start_s`) is skipped up to its first pause of
+    LEFTOVER_PAUSE_S; speech has shorter gaps between its words. None: nothing audible."""
     loud = loud_windows(out)
     first = round(start_s / WINDOW_S)
-    later = loud[loud >= first]
-    if first > 0 and len(later) and later[0] == first and first - 1 in loud:
-        # Speech has short gaps between words: only a real pause ends the leftover.
-        pauses = np.flatnonzero(np.diff(later) > round(LEFTOVER_PAUSE_S / WINDOW_S))
-        if not len(pauses):
-            return None
-        later = later[pauses[0] + 1 :]
+    pause = round(LEFTOVER_PAUSE_S / WINDOW_S)
+    prior = loud[loud < first]
+    if len(prior) and first - prior[-1] <= pause:
+        run = loud[loud >= prior[-1]]
+        pauses = np.flatnonzero(np.diff(run) > pause)
+        later = run[pauses[0] + 1 :] if len(pauses) else run[:0]
+    else:
+        later = loud[loud >= first]
     return float(later[0] * WINDOW_S) if len(later) else None
 
 
@@ -41,7 +43,7 @@ def turn_latency_ms(before: np.ndarray, turn: np.ndarray, speech_end_s: float) -
     """Latency of one turn from its reply audio (`turn`, from the moment the question starts;
     speech end relative to that), with the output just `before` it so that a sound still running
     from the previous reply is recognised as such."""
-    n = min(len(before), FRAME_SIZE) // WINDOW * WINDOW  # whole windows, so the grids line up
+    n = min(len(before), round(LEFTOVER_PAUSE_S * SAMPLE_RATE)) // WINDOW * WINDOW  # whole windows
     lead = before[len(before) - n :]
     return latency_ms(np.concatenate([lead, turn]), len(lead) / SAMPLE_RATE, len(lead) / SAMPLE_RATE + speech_end_s)
 

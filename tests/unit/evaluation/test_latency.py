@@ -44,6 +44,11 @@ def test_the_end_of_an_earlier_reply_still_playing_is_skipped():
     assert reply_onset_s(track(10, (1.0, 9.0)), 4.0) is None  # it never stops: no onset of its own
 
 
+def test_a_leftover_caught_in_a_gap_between_words_is_still_a_leftover():
+    out = track(10, (1.0, 3.95), (4.05, 4.3), (6.0, 7.0))  # quiet just as the question starts
+    assert reply_onset_s(out, 4.0) == 6.0
+
+
 def test_word_gaps_do_not_end_a_leftover_reply():
     # The last reply goes on 0.3 s into the question, with a 0.1 s gap between two words.
     out = track(10, (1.0, 4.1), (4.2, 4.3), (6.0, 7.0))
