@@ -106,6 +106,16 @@ def parse_question(row: dict[str, Any], where: str) -> Question:
     )
 
 
+def interleave(questions: list[Question]) -> list[Question]:
+    """Round robin over the categories (in file order within each), so that the first N of a
+    set that the file groups by category are a mix of them (`--limit`)."""
+    by_category: dict[str, list[Question]] = {}
+    for q in questions:
+        by_category.setdefault(q.category, []).append(q)
+    rounds = max(map(len, by_category.values()), default=0)
+    return [group[i] for i in range(rounds) for group in by_category.values() if i < len(group)]
+
+
 def load_set(name_or_path: str, limit: int | None = None) -> list[Question]:
     """A set by name (facts, mtbench, mtbench-speech) or a JSONL file; the first `limit`."""
     if name_or_path == "facts":
@@ -119,6 +129,8 @@ def load_set(name_or_path: str, limit: int | None = None) -> list[Question]:
     questions = [parse_question(row, f"{path}, question {n}") for n, row in enumerate(_read_jsonl(path), 1)]
     if name_or_path == "mtbench-speech":
         questions = [q for q in questions if q.category in SPEECH_CATEGORIES]
+    if name_or_path in ("mtbench", "mtbench-speech"):
+        questions = interleave(questions)
     ids = [q.id for q in questions]
     if len(set(ids)) != len(ids):
         raise KameError(f"{path}: question ids are not unique")

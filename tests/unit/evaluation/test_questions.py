@@ -29,6 +29,8 @@ def test_mtbench_sets_come_from_the_package():
     assert {q.category for q in speech} == set(SPEECH_CATEGORIES) and len(speech) == 30
     assert any(q.reference for q in speech)  # reasoning questions carry reference answers
     assert load_set("mtbench-speech", limit=4) == speech[:4]
+    assert [q.category for q in speech[:6]] == ["reasoning", "stem", "humanities"] * 2  # --limit takes a mix
+    assert len({q.category for q in every[:8]}) == 8
     prompts = judge_prompts()
     for name in ("single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn"):
         assert "[[rating]]" in prompts[name]["system_prompt"] + prompts[name]["prompt_template"]
