@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 
 from kame_desktop.errors import KameError, OutputError
+from kame_desktop.evaluation.cli import app as eval_app  # typer only: its commands import lazily
 from kame_desktop.training.cli import app as train_app
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks: logs on stderr, one JSON object as the last stdout line.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
 
 log = logging.getLogger("kame_desktop")
 

@@ -3,6 +3,7 @@
 
 Usage: scripts/deps.py [EXTRA ...]     e.g. `scripts/deps.py test`
        scripts/deps.py --spec NAME      print pyproject's requirement for NAME (e.g. moshi)
+       scripts/deps.py --no-deps        print [tool.kame-desktop] no-deps (installed with --no-deps)
 
 pyproject.toml stays right for GPU users (moshi pulls CUDA torch <2.10). For the CPU
 install, scripts/setup pins torch itself and installs moshi with --no-deps, so here:
@@ -29,7 +30,11 @@ def name_of(req: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    pyproject = tomllib.loads(PYPROJECT.read_text())
+    project = pyproject["project"]
+    if argv[:1] == ["--no-deps"]:
+        print("\n".join(pyproject.get("tool", {}).get("kame-desktop", {}).get("no-deps", [])))
+        return 0
     reqs = list(project.get("dependencies", []))
     if argv[:1] == ["--spec"]:
         found = [r for r in reqs if name_of(r) == name_of(argv[1])]

@@ -1,0 +1,247 @@
+"""Runs a question set through the headless Session in real time, one folder per question.
+
+`isolated`: a fresh session per question. `conversation`: every question in one session, so the
+history grows. A scripted user (evaluation.dialog) speaks each turn after the companion's reply
+has ended. Per question the run keeps the reply audio of each turn, the timeline of its window and
+a result.json; a question whose result.json exists is skipped, so a stopped run resumes (in
+conversation mode the resumed questions start a new conversation, and their `session` says so).
+Scoring and the report come after (evaluation.score, evaluation.report).
+
+Sessions are built in one place, `open_session`, the way `bench lite` builds them: one Whisper
+and one Piper (or one KAME model) shared by all sessions, a fresh LLM and front-end per session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kame_desktop.errors import KameError
+from kame_desktop.evaluation.dialog import CAP_S, Dialog, Segment
+from kame_desktop.evaluation.questions import Question, load_set
+from kame_desktop.events import FRAME_SECONDS, EventBus, Stamped
+
+if TYPE_CHECKING:
+    from kame_desktop.config import Settings
+
+log = logging.getLogger(__name__)
+
+MODES = ("isolated", "conversation")
+RUN_FILE = "run.json"
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    set: str
+    mode: str = "isolated"
+    frontend: str = "lite"  # lite | kame
+    checkpoint: str | None = None  # KAME checkpoint folder or repo id
+    llm: str = "local"  # local | openai (backend.factory.LLM_KINDS)
+    llm_url: str | None = None
+    llm_model: str | None = None
+    policy: str = "reactive"
+    voice: str = "piper"  # who speaks the questions: piper | espeak-ng
+    limit: int | None = None
+    max_wait_s: float = CAP_S  # the longest a turn waits for its reply to end
+
+    def check(self) -> None:
+        from kame_desktop.choices import check_choice
+
+        check_choice(self.mode, MODES, "mode (--mode)")
+        check_choice(self.frontend, ("lite", "kame"), "front-end (--frontend)")
+        if not self.max_wait_s > 0:
+            raise KameError("--max-wait must be > 0 seconds")
+        self.app_settings()  # the LLM provider and the policy, checked as `run` checks them
+
+    def app_settings(self) -> Settings:
+        """The Settings of the sessions this run builds (through the one assembly path)."""
+        from kame_desktop.assembly import run_settings
+
+        return run_settings(self.frontend, self.checkpoint, self.llm, self.llm_url, self.llm_model,
+                            policy=self.policy)  # fmt: skip
+
+
+# --- session assembly (the one place; see the module docstring) --------------------------------
+
+
+@dataclass
+class Parts:
+    """Loaded once per run and shared by its sessions."""
+
+    asr: Any
+    tts: Any = None  # lite: PiperTts
+    kame: Any = None  # kame: KameFrontEnd (reset per session)
+
+
+def load_parts(settings: RunSettings) -> Parts:
+    from kame_desktop.backend.asr.whisper import WhisperAsr
+
+    if settings.frontend == "lite":
+        from kame_desktop.frontend.lite.tts import PiperTts
+
+        return Parts(WhisperAsr(cpu_threads=1), tts=PiperTts(threads=1))
+    import torch
+
+    torch.set_num_threads(1)  # 2 cores: whisper and llama.cpp take one thread each too
+    from kame_desktop.frontend.kame.engine import KameFrontEnd
+
+    if not settings.checkpoint:
+        raise KameError("--frontend kame needs --checkpoint (a folder or a Hugging Face repo id)")
+    return Parts(WhisperAsr(cpu_threads=1), kame=KameFrontEnd.load(settings.checkpoint))
+
+
+@contextlib.contextmanager
+def open_session(settings: RunSettings, parts: Parts, bus: EventBus) -> Iterator[Any]:
+    """A ready Session (front-end + back-end) for one conversation, built by the one assembly
+    path with the run's shared parts (one Whisper and one Piper, or one KAME model); closed on
+    exit (parts that were passed in stay loaded)."""
+    from kame_desktop.assembly import build_session
+
+    session = build_session(settings.app_settings(), bus, frontend=parts.kame, asr=parts.asr, tts=parts.tts)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def question_dir(out: Path, question: Question) -> Path:
+    return out / "questions" / re.sub(r"[^A-Za-z0-9._-]+", "_", question.id)
+
+
+def said_text(records: list[Stamped]) -> str:
+    """What the companion said: its assistant_token pieces, joined."""
+    return "".join(r.event.piece for r in records if r.event.kind == "assistant_token").strip()
+
+
+def _check_run_file(out: Path, settings: RunSettings) -> None:
+    path = out / RUN_FILE
+    mine = dataclasses.asdict(settings)
+    if path.is_file():
+        theirs = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
+        differ = sorted(k for k in mine if k != "limit" and theirs.get(k) != mine[k])
+        if differ:
+            raise KameError(f"{out} holds a run with other settings ({', '.join(differ)}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    from kame_desktop.fileio import atomic_write_bytes
+
+    runs = json.loads(path.read_text(encoding="utf-8")).get("runs", []) if path.is_file() else []
+    atomic_write_bytes(path, json.dumps({"settings": mine, "runs": runs}, indent=2).encode())
+
+
+def _log_run(out: Path, started: float, questions: int) -> None:
+    """Append this run's wall time and the machine's load to run.json: real-time figures on a
+    shared machine mean little without them."""
+    import os
+    import platform
+    import time
+
+    from kame_desktop.fileio import atomic_write_bytes
+
+    path = out / RUN_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("runs", []).append({
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_s": round(time.time() - started, 1),
+        "questions_run": questions,
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+    })
+    atomic_write_bytes(path, json.dumps(data, indent=2).encode())
+
+
+class _Recorder:
+    """Writes a question's folder once its last turn's segment has closed."""
+
+    def __init__(self, out: Path, settings: RunSettings, records: list[Stamped], session_index: int,
+                 plan: list[tuple[Question, int]], on_done: Callable[[Question], None]) -> None:
+        self.out, self.settings, self.records = out, settings, records
+        self.session_index, self.plan, self.on_done = session_index, plan, on_done
+        self._turns: list[tuple[Segment, np.ndarray]] = []
+
+    def __call__(self, segment: Segment, pcm: np.ndarray) -> None:
+        from kame_desktop.audio.files import write_wav
+
+        question, turn = self.plan[segment.index]
+        self._turns.append((segment, pcm))
+        if turn + 1 < len(question.turns):
+            return
+        folder = question_dir(self.out, question)
+        folder.mkdir(parents=True, exist_ok=True)
+        first, last = self._turns[0][0], self._turns[-1][0]
+        window = sorted((r for r in list(self.records) if first.start <= r.frame < last.end), key=lambda r: r.frame)
+        turns = []
+        for k, (seg, audio) in enumerate(self._turns):
+            write_wav(folder / f"turn{k + 1}.wav", audio)
+            mine = [r for r in window if seg.start <= r.frame < seg.end]
+            turns.append({
+                "question": question.turns[k],
+                "start_s": round(seg.start_s, 3),
+                "end_s": round(seg.end * FRAME_SECONDS, 3),
+                "speech_end_s": round(seg.speech_end_s, 3),
+                "said": said_text(mine),
+                "errors": [r.event.message for r in mine if r.event.kind == "error"],
+            })
+        with (folder / "timeline.jsonl").open("w", encoding="utf-8") as f:
+            for r in window:
+                f.write(json.dumps(r.to_record(), ensure_ascii=False) + "\n")
+        result = {
+            "id": question.id,
+            "category": question.category,
+            "answers": list(question.answers),
+            "session": self.session_index,
+            "frames": [first.start, last.end],
+            "turns": turns,
+        }
+        from kame_desktop.fileio import atomic_write_bytes
+
+        atomic_write_bytes(folder / RESULT_FILE, json.dumps(result, indent=2, ensure_ascii=False).encode())
+        self._turns = []
+        self.on_done(question)
+
+
+def run_questions(settings: RunSettings, out: Path, progress: Callable[[Question], None] | None = None) -> list[Question]:
+    """Run every question of the set without a result yet; returns the questions of the set."""
+    from kame_desktop.audio.sources import NullSink
+    from kame_desktop.evaluation.speech import Speaker
+
+    settings.check()
+    questions = load_set(settings.set, settings.limit)
+    _check_run_file(out, settings)
+    pending = [q for q in questions if not (question_dir(out, q) / RESULT_FILE).is_file()]
+    if not pending:
+        return questions
+    done = progress or (lambda q: None)
+    sessions = sorted(out.glob("questions/*/" + RESULT_FILE))
+    next_session = 1 + max((json.loads(p.read_text(encoding="utf-8"))["session"] for p in sessions), default=-1)
+    import time
+
+    started = time.time()
+    parts = load_parts(settings)
+    speaker = Speaker(settings.voice, tts=parts.tts)
+    spoken = {q.id: [speaker.speak(t) for t in q.turns] for q in pending}  # before any paced run
+    groups = [[q] for q in pending] if settings.mode == "isolated" else [pending]
+    for index, group in enumerate(groups, next_session):
+        plan = [(q, k) for q in group for k in range(len(q.turns))]
+        records: list[Stamped] = []
+        bus = EventBus()
+        bus.subscribe(records.append)
+        recorder = _Recorder(out, settings, records, index, plan, done)
+        dialog = Dialog([spoken[q.id][k] for q, k in plan], cap_s=settings.max_wait_s, on_segment=recorder)
+        with open_session(settings, parts, bus) as session:
+            session.run(dialog, dialog.sink(NullSink()))
+    _log_run(out, started, len(pending))
+    return questions

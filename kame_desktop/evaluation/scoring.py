@@ -1,0 +1,68 @@
+"""Scoring that needs no judge: fact hits, speaker labels, repeated replies, intervals."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")  # 1,000 → 1000
+_TOKEN = re.compile(r"\d+(?:\.\d+)+|[a-z0-9\u00c0-\u024f]+")  # 2.5 stays one token
+_SPEAKER_LABEL = re.compile(r"\b(user|kame|assistant)\s*:", re.IGNORECASE)
+REPEAT_JACCARD = 0.8
+
+
+def normalize(text: str) -> str:
+    """Lower case, punctuation and hyphens to spaces, digit groups joined: the form both the
+    reply and the accepted answers are compared in."""
+    return " ".join(_TOKEN.findall(_THOUSANDS.sub("", text.lower())))
+
+
+def fact_hit(said: str, answers: Iterable[str]) -> bool:
+    """True when one accepted answer appears in `said` as whole words ("8" matches "8 legs",
+    not "18"; "eight" does not match "eighteen")."""
+    haystack = f" {normalize(said)} "
+    return any(f" {normalize(a)} " in haystack for a in answers if normalize(a))
+
+
+def speaker_label(said: str) -> bool:
+    """The reply contains a transcript-style label ("User:", "kame :"): the model is writing
+    the dialogue rather than speaking its part."""
+    return bool(_SPEAKER_LABEL.search(said))
+
+
+def word_set(text: str) -> frozenset[str]:
+    return frozenset(normalize(text).split())
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0  # an empty reply repeats nothing
+    return len(a & b) / len(a | b)
+
+
+def repeated(said: str, earlier: Iterable[str]) -> bool:
+    """Word-set Jaccard ≥ 0.8 with any earlier reply of the same conversation."""
+    words = word_set(said)
+    return any(jaccard(words, word_set(e)) >= REPEAT_JACCARD for e in earlier)
+
+
+def audio_wer(said: str, transcript: str) -> float | None:
+    """Word error rate of the reply's transcript against the text it spoke: does the audio say
+    what the text says (TTS, truncation by barge-in)? None for a silent reply."""
+    import jiwer
+
+    reference, hypothesis = normalize(said), normalize(transcript)
+    if not reference:
+        return None
+    return round(float(jiwer.wer(reference, hypothesis or "")), 3)
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (sound for small n and for 0 or n hits)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
