@@ -35,10 +35,8 @@ from kame_desktop.history import (
     render_markdown,
 )
 
-KEY = "sk-secret-abcdef0123456789"
-
-
 pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py: own folders and keyring
+KEY = "sk-secret-abcdef0123456789"  # what a leak would show
 
 
 def conversation(user: str = "what is the capital of France please") -> list[Stamped]:
