@@ -28,8 +28,8 @@ from kame_desktop.audio.files import read_audio
 SR = 24000
 FRAME = 1920
 TAIL = 2.0  # seconds of silence after the question (failure runs)
-ANSWER_TAIL = 3.0  # runs that need an answer: a busy 2-core machine slows the first request
-RETRY_TAIL = 5.0  # room for a retry after up to three failures (back-off 1, 2, 4 s)
+ANSWER_TAIL = 8.0  # runs that need an answer: room for a first answer that a busy or slow 2-core machine delays
+RETRY_TAIL = 9.0  # room for a retry after up to three failures (back-off 1, 2, 4 s) on a slow machine
 QUESTION = "What is the capital of France?"
 SECRET = "sk-test-SECRET123"
 RUN_TIMEOUT = 120.0
@@ -72,10 +72,16 @@ class Run:
         return self
 
     def lines(self) -> list[dict]:
-        """The complete timeline lines written so far (the run may still be writing)."""
-        if not self.timeline.exists():
+        """The complete timeline lines written so far (the run may still be writing: then they
+        are in its temp file, which becomes the timeline when the run completes)."""
+        live = sorted(self.timeline.parent.glob(f".{self.timeline.name}.*.tmp"))
+        path = self.timeline if self.timeline.exists() else (live[0] if live else None)
+        if path is None:
             return []
-        text = self.timeline.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:  # renamed into place just now
+            text = self.timeline.read_text(encoding="utf-8")
         return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
     @property
