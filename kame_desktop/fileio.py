@@ -4,6 +4,7 @@ file behind (temp file in the same folder, then an atomic rename)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,6 +27,15 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    """The file's sha256, read in 4 MB blocks (model files are hundreds of MB)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:

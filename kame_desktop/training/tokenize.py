@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kame_desktop.errors import TrainingDataError
-from kame_desktop.fileio import atomic_writer
+from kame_desktop.fileio import atomic_writer, sha256_file
 from kame_desktop.training.layout import (
     SPEAKERS,
     audio_path,
@@ -61,14 +61,6 @@ class TokenizeSettings:
     force: bool = False
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Target:
     """What the checkpoint brings to tokenization: tokenizer, Mimi and the stream layout."""
 
@@ -85,7 +77,7 @@ class Target:
         self.device = torch.device(device)
         self._mimi = None
         self.digest = hashlib.sha256(
-            json.dumps([self.layout.to_json(), _sha256(self.files.tokenizer), _sha256(self.files.mimi_weights),
+            json.dumps([self.layout.to_json(), sha256_file(self.files.tokenizer), sha256_file(self.files.mimi_weights),
                         self.files.mimi_config]).encode()
         ).hexdigest()[:16]
 
@@ -131,7 +123,7 @@ def _inputs_digest(data: Path, dialogue: str, target: Target, use_oracle: bool) 
     h = hashlib.sha256(target.digest.encode())
     for path in (audio_path(data, dialogue), text_path(data, dialogue)) + ((oracle_path(data, dialogue),) if use_oracle else ()):
         h.update(path.name.encode())
-        h.update(_sha256(path).encode())
+        h.update(sha256_file(path).encode())
     return h.hexdigest()
 
 

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from kame_desktop import embedded
 from kame_desktop.errors import ModelFileError
+from kame_desktop.fileio import sha256_file
 
 MODEL_SHA = embedded.WHISPER_BASE_FILES["model.bin"][1]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 @pytest.fixture
@@ -34,7 +25,7 @@ def cache(tmp_path):
 def test_assembles_once_then_is_a_noop(cache):
     path = embedded.embedded_whisper_model(cache)
     assert path == cache / "models" / "whisper-base-ct2"
-    assert sha256(path / "model.bin") == MODEL_SHA
+    assert sha256_file(path / "model.bin") == MODEL_SHA
     assert {p.name for p in path.iterdir()} == {*embedded.WHISPER_BASE_FILES, ".complete"}
     mtime = (path / "model.bin").stat().st_mtime_ns
     start = time.perf_counter()
@@ -60,7 +51,7 @@ def test_damaged_model_is_rebuilt(cache, damage):
     else:
         (path / ".complete").unlink()
     assert embedded.embedded_whisper_model(cache) == path
-    assert sha256(path / "model.bin") == MODEL_SHA
+    assert sha256_file(path / "model.bin") == MODEL_SHA
     assert (path / ".complete").is_file()
 
 
@@ -73,7 +64,7 @@ def test_interrupted_assembly_does_not_break_the_next_call(cache):
     partial.mkdir()
     (partial / "model.bin").write_bytes(b"half")
     path = embedded.embedded_whisper_model(cache)
-    assert sha256(path / "model.bin") == MODEL_SHA
+    assert sha256_file(path / "model.bin") == MODEL_SHA
     assert sorted(p.name for p in models.iterdir()) == ["whisper-base-ct2", "whisper-base-ct2.lock"]
 
 
@@ -83,7 +74,7 @@ def test_concurrent_first_runs_end_with_one_valid_model(cache):
         paths = pool.map(embedded.embedded_whisper_model, [cache] * 3)
     assert len(set(paths)) == 1
     path = paths[0]
-    assert sha256(path / "model.bin") == MODEL_SHA
+    assert sha256_file(path / "model.bin") == MODEL_SHA
     assert sorted(p.name for p in path.parent.iterdir()) == ["whisper-base-ct2", "whisper-base-ct2.lock"]
 
 
