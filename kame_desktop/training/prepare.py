@@ -36,7 +36,7 @@ from kame_desktop.training.layout import (
     validate_dialogue,
     write_json,
 )
-from kame_desktop.training.progress import Progress, StepReport
+from kame_desktop.training.progress import StepProgress, StepReport
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _import_canonical(src: Path, out: Path, settings: PrepareSettings, show: boo
     texts = {p.stem for p in (src / TEXT_DIR).glob("*.json") if not p.name.startswith(".")}
     audios = {p.stem for p in (src / AUDIO_DIR).glob("*.wav") if not p.name.startswith(".")}
     ids = sorted(texts | audios)
-    with Progress(report, len(ids), show) as progress:
+    with StepProgress(report, len(ids), show) as progress:
         for dialogue in ids:
             with progress.dialogue(dialogue):
                 if dialogue not in texts:
@@ -226,7 +226,7 @@ def _import_bare(src: Path, out: Path, settings: PrepareSettings, show: bool) ->
     if not groups:
         raise TrainingDataError(f"{src}: no WAV files, and not the canonical layout (audio/ + text/)")
     whisper = WhisperWords(settings.whisper_model, settings.language, settings.threads)
-    with Progress(report, len(groups), show) as progress:
+    with StepProgress(report, len(groups), show) as progress:
         for dialogue, files in groups.items():
             with progress.dialogue(dialogue):
                 if _done(out, dialogue) and not settings.force:

@@ -33,7 +33,7 @@ class StepReport:
         return f"{self.step}: {self.done} done, {self.skipped} skipped, {self.failed} failed{extra}"
 
 
-class Progress:
+class StepProgress:
     """A progress bar plus `problem(line)`, which prints one line above the bar and records it."""
 
     def __init__(self, report: StepReport, total: int, show: bool = True) -> None:
@@ -42,16 +42,15 @@ class Progress:
         self._task = None
         if show:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = RichProgress(
+            self._bar = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                 console=Console(file=sys.stderr), transient=False,
             )
             self._task = self._bar.add_task(report.step, total=total)
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> StepProgress:
         if self._bar is not None:
             self._bar.start()
         return self

@@ -33,7 +33,7 @@ from kame_desktop.training.layout import (
     write_json,
 )
 from kame_desktop.training.oracle_events import OracleEvent, oracle_events, prompt_messages
-from kame_desktop.training.progress import Progress, StepReport
+from kame_desktop.training.progress import StepProgress, StepReport
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def simulate_oracle(
     report = StepReport("simulate-oracle")
     (data / ORACLE_DIR).mkdir(exist_ok=True)
     transcripts: dict[str, list[Word]] = {}
-    with Progress(report, len(ids), show_progress) as progress:
+    with StepProgress(report, len(ids), show_progress) as progress:
         if settings.strategy == "random":  # the distractor pool needs every transcript first
             for dialogue in ids:
                 with contextlib.suppress(TrainingDataError):  # reported below, in order

@@ -30,7 +30,7 @@ from kame_desktop.training.layout import (
     text_path,
     validate_dialogue,
 )
-from kame_desktop.training.progress import Progress, StepReport
+from kame_desktop.training.progress import StepProgress, StepReport
 from kame_desktop.training.streams import FRAME_RATE, FRAME_SIZE, SAMPLE_RATE, StreamLayout
 from kame_desktop.training.text_align import (
     OracleArrays,
@@ -181,7 +181,7 @@ def tokenize(data: Path, settings: TokenizeSettings, show_progress: bool = True)
     report = StepReport("tokenize")
     out_dir = data / TOKENIZED_DIR
     ready: list[str] = []
-    with Progress(report, len(ids), show_progress) as progress:
+    with StepProgress(report, len(ids), show_progress) as progress:
         for dialogue in ids:
             with progress.dialogue(dialogue):
                 npz = out_dir / f"{dialogue}.npz"
