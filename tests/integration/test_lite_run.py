@@ -3,6 +3,8 @@ spoken, and a user who talks over it stops it within 200 ms."""
 
 from __future__ import annotations
 
+import difflib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,16 +41,26 @@ def transcribe(pcm: np.ndarray) -> str:
     return " ".join(s.text for s in segments)
 
 
+def similarity(heard: str, spoken: str) -> float:
+    """How alike the starts of two texts are (0..1), letters and digits only: the run may end
+    before a long reply has been said to its end."""
+    a, b = (" ".join(re.findall(r"[a-z0-9']+", t.lower())) for t in (heard, spoken))
+    n = min(len(a), len(b))
+    return difflib.SequenceMatcher(None, a[:n], b[:n]).ratio() if n else 0.0
+
+
 def test_lite_answers_the_capital_of_france(tmp_path):
     question = speak("What is the capital of France?")
-    answer, records = run_lite(tmp_path, question, tail=5.0)
+    answer, records = run_lite(tmp_path, question, tail=8.0)
     kinds = {r.event.kind for r in records}
     assert {"asr_partial", "asr_final", "llm_request", "llm_chunk", "assistant_token", "turn_end"} <= kinds
     assert records[0].event.kind == "session_start" and records[0].event.frontend == "lite"
-    heard = transcribe(answer[len(question) // 2 :])  # the answer comes after the question
-    assert "paris" in heard.lower(), heard
     spoken = "".join(r.event.piece for r in records if r.event.kind == "assistant_token")
     assert "Paris" in spoken
+    # The audio says what the text says; the small Whisper that checks it may mishear a word
+    # ("France is Paris" → "Francis Paritz"), so compare the whole reply, not one word.
+    heard = transcribe(answer[len(question) // 2 :])  # the answer comes after the question
+    assert len(heard.split()) >= 3 and similarity(heard, spoken) >= 0.7, (heard, spoken)
 
 
 def test_barge_in_stops_the_reply_within_200_ms(tmp_path):
