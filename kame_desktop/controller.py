@@ -57,6 +57,11 @@ class ErrorNotice:
 
 
 @dataclass(frozen=True)
+class AudioRecovered:
+    """The sound card works again after an audio error: the error no longer applies."""
+
+
+@dataclass(frozen=True)
 class FrameStats:
     frame_ms: float  # time the last frame took (step + write), vs the 80 ms budget
     lag_ms: float  # how far the session runs behind real time
@@ -72,9 +77,9 @@ class SessionEnded:
 
 Notify = Callable[[object], None]
 FrontEndFactory = Callable[[Settings], "FrontEnd"]
-# (settings, on_error) -> (source, sink); on_error(message) reports device trouble, from the very
-# first attempt to open the device on.
-AudioFactory = Callable[[Settings, Callable[[str], None]], "tuple[AudioSource, AudioSink]"]
+# (settings, on_error, on_recover) -> (source, sink); on_error(message) reports device trouble,
+# from the very first attempt to open the device on; on_recover() says it works again.
+AudioFactory = Callable[[Settings, Callable[[str], None], Callable[[], None]], "tuple[AudioSource, AudioSink]"]
 
 
 def _rms(frame: np.ndarray) -> float:
@@ -230,7 +235,7 @@ class Controller:
             # The devices first: "no microphone" reaches the banner at once, not after the
             # models have loaded (the session still starts: the device retries by itself).
             self.notify(StatusNotice("Opening the audio device…", busy=True))
-            source, sink = self.audio_factory(self.settings, self._on_audio_error)
+            source, sink = self.audio_factory(self.settings, self._on_audio_error, self._on_audio_recovered)
             parts = [source, sink]
             self._source = source
             if not stop.is_set():
@@ -277,6 +282,9 @@ class Controller:
 
     def _on_audio_error(self, message: str) -> None:
         self.notify(ErrorNotice("audio", message, "device"))
+
+    def _on_audio_recovered(self) -> None:
+        self.notify(AudioRecovered())
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -327,7 +335,9 @@ def has_words(records: list[Stamped]) -> bool:
 # --- the default audio: the sound card ------------------------------------------------------------
 
 
-def build_audio(settings: Settings, on_error: Callable[[str], None]) -> tuple[AudioSource, AudioSink]:
+def build_audio(
+    settings: Settings, on_error: Callable[[str], None], on_recover: Callable[[], None]
+) -> tuple[AudioSource, AudioSink]:
     from kame_desktop.audio.device import DuplexAudio
 
     echo_canceller = None
@@ -343,5 +353,6 @@ def build_audio(settings: Settings, on_error: Callable[[str], None]) -> tuple[Au
         settings.audio.output_device or None,
         echo_canceller=echo_canceller,
         on_error=on_error,
+        on_recover=on_recover,
     )
     return device, device

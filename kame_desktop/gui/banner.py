@@ -16,6 +16,7 @@ class ErrorBanner(QFrame):
         self.setObjectName("errorBanner")
         self.setStyleSheet("#errorBanner { background: #fdecea; border: 1px solid #e0a0a0; border-radius: 4px; }"
                            "QLabel { color: #611a15; }")
+        self.source = ""  # what the shown error is about, for clear()
         self.label = QLabel(self)
         self.label.setWordWrap(True)
         self.settings_button = QPushButton("Open Settings", self)
@@ -29,10 +30,16 @@ class ErrorBanner(QFrame):
         layout.addWidget(close)
         self.hide()
 
-    def show_error(self, message: str, settings_fix: bool = True) -> None:
+    def show_error(self, message: str, settings_fix: bool = True, source: str = "") -> None:
         self.label.setText(message)
         self.settings_button.setVisible(settings_fix)
+        self.source = source
         self.show()
+
+    def clear(self, source: str) -> None:
+        """Hide the banner if what it shows came from `source` (that trouble is over)."""
+        if self.isVisible() and self.source == source:
+            self.hide()
 
     @property
     def text(self) -> str:

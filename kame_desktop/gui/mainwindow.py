@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from kame_desktop.config import Settings
 from kame_desktop.controller import (
+    AudioRecovered,
     Controller,
     ErrorNotice,
     FrameStats,
@@ -149,7 +150,9 @@ class MainWindow(QMainWindow):
         elif isinstance(obj, StatusNotice):
             self.status.set_status(obj.text, obj.busy)
         elif isinstance(obj, ErrorNotice):
-            self.banner.show_error(*explain(obj.source, obj.message, obj.kind))
+            self.banner.show_error(*explain(obj.source, obj.message, obj.kind), source=obj.source)
+        elif isinstance(obj, AudioRecovered):
+            self.banner.clear("audio")
         elif isinstance(obj, SessionEnded) and obj.run == self.controller.run_id:  # not a restarted one
             self.status.set_status("Stopped")
 

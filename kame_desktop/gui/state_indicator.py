@@ -8,7 +8,7 @@ from typing import Literal
 
 from PySide6.QtWidgets import QLabel, QWidget
 
-from kame_desktop.controller import ErrorNotice, SessionEnded, StatusNotice
+from kame_desktop.controller import AudioRecovered, ErrorNotice, SessionEnded, StatusNotice
 from kame_desktop.events import ErrorEvent, SpeechEndEvent, SpeechStartEvent, Stamped, TurnEndEvent
 
 State = Literal["loading", "listening", "hearing", "thinking", "speaking", "muted", "error", "stopped"]
@@ -24,6 +24,9 @@ LOOK: dict[str, tuple[str, str]] = {
     "error": ("Not listening", "#c62828"),
     "stopped": ("Stopped", "#9e9e9e"),
 }
+
+
+MIC_PROBLEM = "the microphone or speaker"
 
 
 class StateIndicator(QLabel):
@@ -62,8 +65,10 @@ class StateIndicator(QLabel):
             case StatusNotice(text="Ready"):
                 self.conversation = "listening"
             case ErrorNotice(source="audio" | "load" as source, message=message):
-                self.problem = "the microphone or speaker" if source == "audio" else "the session did not start"
+                self.problem = MIC_PROBLEM if source == "audio" else "the session did not start"
                 self.setToolTip(message)
+            case AudioRecovered() if self.problem == MIC_PROBLEM:
+                self.problem = None
             case SessionEnded():
                 self.conversation = "stopped"
             case Stamped(event=SpeechStartEvent(source="user")):

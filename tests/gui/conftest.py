@@ -94,7 +94,7 @@ class RecordingFrontEnd:
 
 
 def audio(source_factory: Callable[[], Any]) -> Callable[[Settings], tuple[Any, Any]]:
-    return lambda _settings, _on_error: (source_factory(), NullSink())
+    return lambda _settings, _on_error, _on_recover: (source_factory(), NullSink())
 
 
 def no_backend(_settings, _post_signal, _publish) -> None:

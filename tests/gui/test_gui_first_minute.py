@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from kame_desktop.audio.sources import NullSink
+
 # The app with the real audio factory; the "models" load only once the test says so, so the
 # order (what the user saw while loading) is observable without timing anything.
 APP = r"""
@@ -119,3 +121,22 @@ def test_the_indicator_follows_the_conversation(qtbot, events, expected):
     assert indicator.text() == expected
     indicator.set_muted(True)
     assert indicator.text() == "Muted"
+
+
+def test_a_microphone_that_comes_back_clears_the_banner_and_the_indicator(make_window, parts, qtbot):
+    # The device reports what DuplexAudio reports: a failure while it is opened, then (its own
+    # retry worked) that it is back. The window must stop saying it cannot listen.
+    reports = {}
+
+    def flaky_audio(_settings, on_error, on_recover):
+        reports["recover"] = on_recover
+        on_error("No microphone found — plug one in or pick another in Settings")
+        return parts.ToneSource(), NullSink()
+
+    window = make_window(frontend_factory=lambda _s: parts.RecordingFrontEnd(), audio_factory=flaky_audio)
+    qtbot.waitUntil(lambda: window.controller.session is not None, timeout=30000)
+    qtbot.waitUntil(lambda: window.state_indicator.text().startswith("Not listening"), timeout=5000)
+    assert "No microphone found" in window.banner.text
+    reports["recover"]()  # from the audio thread, as the device calls it
+    qtbot.waitUntil(lambda: window.state_indicator.text() == "Listening", timeout=5000)
+    assert window.banner.text == ""

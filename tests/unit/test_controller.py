@@ -80,7 +80,7 @@ def controller():
             Settings(),
             notices,
             frontend_factory=frontend_factory,
-            audio_factory=lambda _s, _on_error: (LoudSource(), NullSink()),  # a fresh "device" per run
+            audio_factory=lambda _s, _on_error, _on_recover: (LoudSource(), NullSink()),  # a fresh "device" per run
             backend_factory=lambda _s, _post, _publish: None,
             **kwargs,
         )

@@ -200,7 +200,7 @@ def test_a_restart_lets_go_of_the_old_front_end_before_loading_the_next():
         Settings(),
         notify,
         frontend_factory=factory,
-        audio_factory=lambda _s, _on_error: (NullSource(None), NullSink()),
+        audio_factory=lambda _s, _on_error, _on_recover: (NullSource(None), NullSink()),
         backend_factory=lambda _s, _post, _publish: None,
     )
     c.start()
