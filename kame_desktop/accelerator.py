@@ -1,0 +1,57 @@
+"""Is there a GPU KAME could use, and is the `kame` extra (torch, moshi) installed: asked
+without torch, with the standard library only.
+
+`auto` asks this first, so a machine with no NVIDIA or Apple GPU picks lite without loading
+torch; scripts/app runs this file (before anything is installed) to choose between the lite and
+the KAME install. A "yes" is only a hint: compute.py (torch) has the last word on CUDA/MPS and
+their free memory.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+
+_NVIDIA_DRIVER = "/proc/driver/nvidia/version"
+KAME_EXTRA_HINT = "pip install 'kame-desktop[kame]'"
+
+
+def gpu_hint() -> str | None:
+    """What GPU is here (e.g. "an NVIDIA GPU (driver 550.54)", "an Apple Silicon GPU (MPS)"),
+    or None when there is none that KAME could use."""
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        return "an Apple Silicon GPU (MPS)"
+    try:
+        with open(_NVIDIA_DRIVER, encoding="utf-8") as f:
+            words = f.readline().split()
+        version = next((w for w in words if w[:1].isdigit() and "." in w), "")
+        return f"an NVIDIA GPU (driver {version})" if version else "an NVIDIA GPU"
+    except OSError:
+        pass
+    if shutil.which("nvidia-smi"):  # Windows, or a driver without /proc (WSL)
+        return "an NVIDIA GPU (nvidia-smi)"
+    return None
+
+
+def require_kame(what: str = "the KAME front-end") -> None:
+    """Before anything of the `kame` extra (moshi, torch) loads: one actionable line, not an
+    ImportError, when it is missing."""
+    try:
+        import moshi  # noqa: F401  (imports torch)
+    except ImportError as e:
+        from kame_desktop.errors import NotInstalledError
+
+        raise NotInstalledError(f"{what} needs {e.name or 'torch and moshi'}: {KAME_EXTRA_HINT} "
+                                "(or choose the lite front-end and the Whisper recognizer)") from None
+
+
+def main() -> int:
+    """`python kame_desktop/accelerator.py`: the hint on stdout; exit 0 with a GPU, 1 without."""
+    hint = gpu_hint()
+    print(hint or "no NVIDIA or Apple Silicon GPU")
+    return 0 if hint else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
