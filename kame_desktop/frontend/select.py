@@ -60,7 +60,7 @@ def _cached(repo: str, name: str) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _need_7b(dtype, int8: bool) -> int:
+def kame_memory_bytes(dtype, int8: bool) -> int:
     """Bytes the released model needs (counted on a meta-device build, so done once)."""
     from kame_desktop.frontend.kame.checkpoint import estimate_memory, moshi_7b_kwargs
 
@@ -111,7 +111,7 @@ def choose_frontend(
     if int8 and no_int8:
         return Choice("lite", None, f"{no_int8}; or turn int8 off")
 
-    full, quantized = _need_7b(torch_dtype, False), _need_7b(torch_dtype, True)
+    full, quantized = kame_memory_bytes(torch_dtype, False), kame_memory_bytes(torch_dtype, True)
     gb = 1e9
     if free is not None and int8 and free < quantized:
         return Choice("lite", None, f"{gpu} has {free / gb:.1f} GB free; KAME needs about {quantized / gb:.0f} GB in int8")
