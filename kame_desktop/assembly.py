@@ -179,6 +179,10 @@ def build_session(
     else:
         frontend.reset()
     session = Session(frontend, bus or EventBus(), owns_frontend=owns_frontend)
+    if settings.history:  # the log may hold what was said only where history keeps it anyway
+        from kame_desktop.logs import TranscriptLog
+
+        session.bus.subscribe(TranscriptLog())
     try:
         if asr is not None:
             asr.reset()

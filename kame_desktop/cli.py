@@ -37,11 +37,16 @@ log = logging.getLogger("kame_desktop")
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    root = logging.getLogger()
+    if not root.handlers:  # once per process (and never over a test runner's handlers)
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setLevel(logging.INFO if verbose else logging.WARNING)
+        stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(stderr)
+        root.setLevel(stderr.level)
+        from kame_desktop.logs import add_file_log
+
+        add_file_log()  # the rotating log file (logs.py): what `Report a problem` sends
     logging.captureWarnings(True)  # checkpoint warnings (legacy file, no config) reach stderr
 
 

@@ -124,6 +124,11 @@ class MainWindow(QMainWindow):
             if key:
                 action.setShortcut(QKeySequence(key))
             menu.addAction(action)
+        help_menu = self.menuBar().addMenu("&Help")
+        for text, slot in (("&Check this machine…", lambda: self.open_doctor()), ("&Report a problem…", self.report_problem)):
+            action = QAction(text, self)
+            action.triggered.connect(slot)
+            help_menu.addAction(action)
 
     # --- session --------------------------------------------------------------------------------
 
@@ -262,6 +267,18 @@ class MainWindow(QMainWindow):
             self.controller.restart(new)
         else:
             self.controller.settings = new
+
+    # --- help -----------------------------------------------------------------------------------
+
+    def open_doctor(self, report: bool = False) -> None:
+        """The doctor report; with `report`, then where to save the problem report's zip."""
+        from kame_desktop.gui.doctor_dialog import DoctorDialog
+
+        self.doctor_dialog = DoctorDialog(self.settings, self, report=report)
+        self.doctor_dialog.open()
+
+    def report_problem(self) -> None:
+        self.open_doctor(report=True)
 
     # --- models ---------------------------------------------------------------------------------
 
