@@ -34,6 +34,13 @@ def gpu_hint() -> str | None:
     return None
 
 
+def kame_extra_missing() -> list[str]:
+    """Which of the `kame` extra's packages are not installed (found without importing them)."""
+    import importlib.util
+
+    return [name for name in ("torch", "moshi") if importlib.util.find_spec(name) is None]
+
+
 def require_kame(what: str = "the KAME front-end") -> None:
     """Before anything of the `kame` extra (moshi, torch) loads: one actionable line, not an
     ImportError, when it is missing."""

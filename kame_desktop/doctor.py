@@ -11,7 +11,6 @@ the LLM endpoint it belongs to.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from kame_desktop import __version__
-from kame_desktop.accelerator import KAME_EXTRA_HINT, gpu_hint
+from kame_desktop.accelerator import KAME_EXTRA_HINT, gpu_hint, kame_extra_missing
 from kame_desktop.config import Settings
 
 Status = Literal["ok", "warn", "fail"]
@@ -106,12 +105,8 @@ def _version(dist: str) -> str:
         return "?"
 
 
-def _kame_missing() -> list[str]:
-    return [name for name in ("torch", "moshi") if importlib.util.find_spec(name) is None]
-
-
 def check_kame_extra(settings: Settings) -> Check:
-    missing = _kame_missing()
+    missing = kame_extra_missing()
     if not missing:
         return Check("kame-extra", "ok", f"torch {_version('torch')}, moshi {_version('moshi')} installed")
     what = " and ".join(missing) + " not installed"
@@ -128,7 +123,7 @@ def check_gpu(settings: Settings) -> Check:
     if hint is None:
         return Check("gpu", "warn", "no NVIDIA or Apple Silicon GPU: the lite companion runs; KAME needs a CUDA "
                      "or MPS GPU with about 17.7 GB free (11.1 GB in int8)")
-    if _kame_missing():
+    if kame_extra_missing():
         return Check("gpu", "warn", f"{hint}, but torch is not installed: the lite companion runs", KAME_EXTRA_HINT)
     from kame_desktop.compute import free_memory_bytes, int8_unavailable_reason, parse_dtype, pick_device
     from kame_desktop.frontend.select import kame_memory_bytes
@@ -231,7 +226,7 @@ def check_weights(kame_wanted: bool) -> Check:
     except KameError as e:
         return Check("weights", "fail", str(e), "reinstall kame-desktop (or the package the message names)")
     detail = f"embedded Whisper base (verified), {llm.name}, Piper voice {voice.name}"
-    if kame_wanted and gpu_hint() is not None and not _kame_missing():
+    if kame_wanted and gpu_hint() is not None and not kame_extra_missing():
         from kame_desktop.choices import DEFAULT_KAME_REPO
         from kame_desktop.frontend.select import kame_weights_cached
 

@@ -138,10 +138,13 @@ class MainWindow(QMainWindow):
             self.open_model_manager()
 
     def needs_kame_weights(self) -> bool:
+        """Without the `kame` extra the weights are no use: the banner says what to install."""
+        from kame_desktop.accelerator import kame_extra_missing
         from kame_desktop.frontend.select import DEFAULT_KAME_REPO, kame_weights_cached
 
         fe = self.settings.frontend
-        return fe.kind == "kame" and fe.checkpoint == DEFAULT_KAME_REPO and not kame_weights_cached(DEFAULT_KAME_REPO)
+        return (fe.kind == "kame" and fe.checkpoint == DEFAULT_KAME_REPO and not kame_extra_missing()
+                and not kame_weights_cached(DEFAULT_KAME_REPO))
 
     def on_notice(self, obj: object) -> None:
         self.state_indicator.on_notice(obj)  # the live companion's state, even while viewing history

@@ -63,7 +63,7 @@ def test_frontend_kame_without_the_extra_is_one_line(tmp_path):
 
 
 SMOKE = """
-import dataclasses, time
+import dataclasses, os, time
 from PySide6.QtCore import QTimer
 from kame_desktop.audio.files import read_audio
 from kame_desktop.audio.sources import FileSource, NullSink
@@ -74,29 +74,47 @@ from kame_desktop.gui.mainwindow import MainWindow
 app = make_app()
 pcm = read_audio(sys.argv[1])
 settings = Settings()
-settings = dataclasses.replace(settings, audio=dataclasses.replace(settings.audio, open_mic=True))
+settings = dataclasses.replace(settings, audio=dataclasses.replace(settings.audio, open_mic=True),
+                               frontend=dataclasses.replace(settings.frontend, kind=sys.argv[2]))
 window = MainWindow(settings, audio_factory=lambda s, status: (FileSource(pcm, 20.0, realtime=True), NullSink()))
 window.show()
 window.start()
 
 def check():
     kinds = [r.event.kind for r in window.controller.records]
-    if "asr_final" in kinds or not window.controller.running or time.monotonic() > give_up:
-        print("STATUS", window.status.status.text(), "| KINDS", ",".join(dict.fromkeys(kinds)), "| BANNER", window.banner.text)
+    if "asr_final" in kinds or window.banner.text or time.monotonic() > give_up:
+        print("STATUS", window.status.status.text(), "| KINDS", ",".join(dict.fromkeys(kinds)), "| BANNER", window.banner.text,
+              "| DIALOGS", hasattr(window, "model_dialog"))
         window.close()
         app.quit()
 
 give_up = time.monotonic() + 60  # a hang fails the asserts below, not the test's timeout
 timer = QTimer(); timer.timeout.connect(check); timer.start(100)
 app.exec()
-window.controller.stop(join_timeout=30)  # the session's threads end before the interpreter does
+window.controller.stop(join_timeout=30)  # the session's threads end before the process does
+if sys.modules.get("torch") is not None:
+    print("TORCH WAS IMPORTED", file=sys.stderr)
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(0)  # PySide6 objects collected at interpreter teardown may abort it: not what this tests
 """
+
+
+def smoke(tmp_path: Path, frontend: str) -> subprocess.CompletedProcess:
+    code = SMOKE.replace("sys.argv[1]", repr(str(QUESTION))).replace("sys.argv[2]", repr(frontend))
+    proc = run_blocked(code, isolated_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "TORCH WAS IMPORTED" not in proc.stderr, proc.stderr
+    return proc
 
 
 def test_the_app_runs_a_lite_session_without_torch(tmp_path):
     """The offscreen app with default settings (auto) hears examples/question.wav as a microphone."""
-    code = SMOKE.replace("sys.argv[1]", repr(str(QUESTION)))
-    proc = run_blocked(code, isolated_env(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr and "TORCH WAS IMPORTED" not in proc.stderr, proc.stderr
-    assert "STATUS lite" in proc.stdout and "asr_final" in proc.stdout, proc.stdout + proc.stderr
+    proc = smoke(tmp_path, "auto")
+    assert "STATUS lite" in proc.stdout and "asr_final" in proc.stdout and "| BANNER  |" in proc.stdout, proc.stdout
+
+
+def test_the_app_asked_for_kame_shows_the_install_command(tmp_path):
+    """A banner with the command, and no offer to download weights it could not run."""
+    proc = smoke(tmp_path, "kame")
+    banner = proc.stdout.split("| BANNER ", 1)[1]
+    assert "pip install 'kame-desktop[kame]'" in banner and "DIALOGS False" in banner, proc.stdout
