@@ -44,13 +44,17 @@ def kame_extra_missing() -> list[str]:
 def require_kame(what: str = "the KAME front-end") -> None:
     """Before anything of the `kame` extra (moshi, torch) loads: one actionable line, not an
     ImportError, when it is missing."""
-    try:
-        import moshi  # noqa: F401  (imports torch)
-    except ImportError as e:
+    missing = kame_extra_missing()
+    if not missing:
+        try:
+            import moshi  # noqa: F401  (imports torch)
+        except ImportError as e:  # installed but broken (a missing dependency of theirs)
+            missing = [e.name or "moshi"]
+    if missing:
         from kame_desktop.errors import NotInstalledError
 
-        raise NotInstalledError(f"{what} needs {e.name or 'torch and moshi'}: {KAME_EXTRA_HINT} "
-                                "(or choose the lite front-end and the Whisper recognizer)") from None
+        raise NotInstalledError(f"{what} needs {' and '.join(missing)}: {KAME_EXTRA_HINT} "
+                                "(or choose the lite front-end and the Whisper recognizer)")
 
 
 def main() -> int:
