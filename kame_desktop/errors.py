@@ -94,6 +94,13 @@ class DeviceError(KameError):
     default_kind = "device"
 
 
+class NotInstalledError(KameError):
+    """An optional part (the `kame` extra: torch, moshi) is not installed; the message says
+    how to install it. A setting (another front-end) also avoids it."""
+
+    default_kind = "bad_input"
+
+
 class LlmError(KameError):
     """The back-end LLM failed: unreachable, refused the key, rate-limited, timed out, or sent a
     broken stream. `retryable` says whether asking again later may help."""

@@ -31,10 +31,16 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
 
 def sha256_file(path: Path) -> str:
     """The file's sha256, read in 4 MB blocks (model files are hundreds of MB)."""
+    return sha256_files([path])
+
+
+def sha256_files(paths: list[Path]) -> str:
+    """The sha256 of the files' bytes one after the other (a model shipped in parts)."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
+    for path in paths:
+        with path.open("rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
     return h.hexdigest()
 
 

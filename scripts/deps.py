@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Print the Python requirements for a CPU install, one per line.
 
-Usage: scripts/deps.py [EXTRA ...]     e.g. `scripts/deps.py test`
+Usage: scripts/deps.py [EXTRA ...]     e.g. `scripts/deps.py kame test`
        scripts/deps.py --spec NAME      print pyproject's requirement for NAME (e.g. moshi)
        scripts/deps.py --no-deps        print [tool.kame-desktop] no-deps (installed with --no-deps)
 
-pyproject.toml stays right for GPU users (moshi pulls CUDA torch <2.10). For the CPU
+No extra: the lite set (no torch). An extra that names `kame-desktop[other]` brings that
+extra too. pyproject.toml stays right for GPU users (moshi pulls CUDA torch <2.10). For the CPU
 install, scripts/setup pins torch itself and installs moshi with --no-deps, so here:
   * `moshi` is replaced by moshi's own Requires-Dist (read from the installed moshi),
   * `torch` is dropped (already pinned by constraints/cpu.txt),
@@ -36,20 +37,25 @@ def main(argv: list[str]) -> int:
         print("\n".join(pyproject.get("tool", {}).get("kame-desktop", {}).get("no-deps", [])))
         return 0
     reqs = list(project.get("dependencies", []))
+    extras = project.get("optional-dependencies", {})
     if argv[:1] == ["--spec"]:
-        found = [r for r in reqs if name_of(r) == name_of(argv[1])]
+        found = [r for r in reqs + [r for e in extras.values() for r in e] if name_of(r) == name_of(argv[1])]
         if not found:
-            sys.exit(f"deps.py: {argv[1]} is not in [project.dependencies]")
+            sys.exit(f"deps.py: {argv[1]} is not in pyproject's dependencies or extras")
         print(found[0])
         return 0
 
-    extras = project.get("optional-dependencies", {})
-    for extra in argv:
+    wanted = list(argv)
+    for extra in wanted:  # grows while extras name other extras
         if extra not in extras:
             sys.exit(f"deps.py: unknown extra {extra!r} (have: {', '.join(extras)})")
-        reqs += extras[extra]
+        for req in extras[extra]:
+            if name_of(req) == name_of(project["name"]):
+                wanted += [e for e in re.findall(r"[\w-]+", req.split("[", 1)[1]) if e not in wanted]
+            else:
+                reqs.append(req)
 
-    drop = {"torch"} | (set() if "int8" in argv else {"bitsandbytes"})
+    drop = {"torch"} | (set() if "int8" in wanted else {"bitsandbytes"})
     out: list[str] = []
     for req in reqs:
         if name_of(req) == "moshi":

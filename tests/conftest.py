@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+if "KAME_LOG_DIR" not in os.environ:  # the CLI's log file (logs.py): never the developer's own
+    import tempfile
+
+    os.environ["KAME_LOG_DIR"] = tempfile.mkdtemp(prefix="kame-test-logs-")
 
 pytest_plugins = ["fixtures.checkpoint", "fixtures.llm", "fixtures.hub", "fixtures.sound", "fixtures.speech", "fixtures.training"]
 
@@ -32,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch) -> Iterator[Path]:
-    """Own config and data folders, no API key in the environment, and an empty in-memory
+    """Own config, data and log folders, no API key in the environment, and an empty in-memory
     keyring (the previous one restored after): settings, secrets and history tests never touch
     the developer's own. Yields the test's tmp_path."""
     import keyring
@@ -40,6 +44,7 @@ def isolated(tmp_path, monkeypatch) -> Iterator[Path]:
 
     monkeypatch.setenv("KAME_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("KAME_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KAME_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.delenv("KAME_LLM_API_KEY", raising=False)
     previous = keyring.get_keyring()
     keyring.set_keyring(MemoryKeyring())

@@ -128,6 +128,14 @@ def resolve_device(spec: DeviceSpec, kind: str) -> AudioDevice:
     raise DeviceError(f"{what} {spec!r} matches several devices — pick one in Settings (available: {names})")
 
 
+def usable_device(spec: DeviceSpec, kind: str, rate: int = SAMPLE_RATE) -> tuple[AudioDevice, int]:
+    """The device a session would open for `spec` and the rate it would run at (for `doctor`);
+    DeviceError when there is none."""
+    device = resolve_device(spec, kind)
+    channels = 1 if kind == "input" else min(2, device.max_output_channels)  # as the session opens it
+    return device, _supported_rate(import_sounddevice(), device, kind, channels, rate)
+
+
 def _supported_rate(sd: Any, device: AudioDevice, kind: str, channels: int, rate: int) -> int:
     """`rate` when the device takes it, else its own default rate (we resample to/from it)."""
     check = sd.check_input_settings if kind == "input" else sd.check_output_settings
@@ -283,11 +291,9 @@ class DuplexAudio:
         sd = self._sd = import_sounddevice()
         import soxr
 
-        indev = resolve_device(self.input_spec, "input")
-        outdev = resolve_device(self.output_spec, "output")
+        indev, in_rate = usable_device(self.input_spec, "input", self.sample_rate)
+        outdev, out_rate = usable_device(self.output_spec, "output", self.sample_rate)
         out_channels = min(2, outdev.max_output_channels)  # mono copied to both sides of a stereo device
-        in_rate = _supported_rate(sd, indev, "input", 1, self.sample_rate)
-        out_rate = _supported_rate(sd, outdev, "output", out_channels, self.sample_rate)
         # The input ring holds 3 s: a reader stalled for less (a model warming up) finds the
         # newest audio there and drops the stale part itself; beyond that the callback loses
         # the newest samples (counted) until the reader is back.

@@ -1,7 +1,8 @@
-"""Streaming voice activity detection with Silero VAD (the model that ships in `silero-vad`).
+"""Streaming voice activity detection with Silero VAD (v6, the ONNX model faster-whisper ships
+under `faster_whisper/assets/`).
 
-The ONNX model is run directly with onnxruntime and numpy: the `silero_vad` Python package
-imports torch, which the ASR worker does not otherwise need. The start/end state machine is the
+The model is run directly with onnxruntime and numpy: the `silero-vad` package would add a hard
+torch requirement, which the lite set does not otherwise need. The start/end state machine is the
 one of silero's `VADIterator`; `min_silence_ms` is the end-of-turn hang-over (how long the user
 must be silent before the turn counts as over).
 """
@@ -26,13 +27,13 @@ VadEvent = tuple[Literal["start", "end"], float]  # (kind, seconds on the VAD's 
 
 
 def silero_model_path() -> Path:
-    # find_spec on the top-level package finds its folder without importing it (and torch).
-    spec = importlib.util.find_spec("silero_vad")
+    # find_spec on the top-level package finds its folder without importing it.
+    spec = importlib.util.find_spec("faster_whisper")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError("Silero VAD is not installed: pip install silero-vad")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+        raise ModelFileError("faster-whisper (which ships Silero VAD) is not installed: pip install faster-whisper")
+    path = Path(next(iter(spec.submodule_search_locations))) / "assets" / "silero_vad_v6.onnx"
     if not path.is_file():
-        raise ModelFileError(f"Silero VAD's model is missing ({path}); reinstall it: pip install --force-reinstall silero-vad")
+        raise ModelFileError(f"Silero VAD's model is missing ({path}); reinstall it: pip install --force-reinstall faster-whisper")
     return path
 
 
@@ -40,7 +41,8 @@ def silero_model_path() -> Path:
 class _VadState:
     """Everything that changes while streaming, reset in one place."""
 
-    rnn: np.ndarray = field(default_factory=lambda: np.zeros((2, 1, 128), np.float32))
+    h: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 128), np.float32))  # LSTM state
+    c: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 128), np.float32))
     context: np.ndarray = field(default_factory=lambda: np.zeros(_CONTEXT, np.float32))
     pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # < one chunk
     samples: int = 0  # samples run through the model so far
@@ -64,7 +66,6 @@ class SileroVad:
         self.threshold = threshold
         self.min_silence = SAMPLE_RATE * min_silence_ms // 1000
         self.speech_pad = SAMPLE_RATE * speech_pad_ms // 1000
-        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
         self.state = _VadState()
 
     def reset(self) -> None:
@@ -78,9 +79,9 @@ class SileroVad:
         """Speech probability of one 512-sample chunk (advances the model state)."""
         s = self.state
         x = np.concatenate([s.context, chunk])[None, :]
-        out, s.rnn = self._session.run(None, {"input": x, "state": s.rnn, "sr": self._sr})
+        out, s.h, s.c = self._session.run(None, {"input": x, "h": s.h, "c": s.c})
         s.context = x[0, -_CONTEXT:]
-        return float(out[0, 0])
+        return float(out.reshape(-1)[0])
 
     def process(self, pcm16k: np.ndarray) -> list[VadEvent]:
         s = self.state

@@ -90,6 +90,9 @@ def load_parts(settings: RunSettings) -> Parts:
         from kame_desktop.frontend.lite.tts import PiperTts
 
         return Parts(WhisperAsr(cpu_threads=1), tts=PiperTts(threads=1))
+    from kame_desktop.accelerator import require_kame
+
+    require_kame()
     import torch
 
     torch.set_num_threads(1)  # 2 cores: whisper and llama.cpp take one thread each too

@@ -2,7 +2,8 @@
 lite; always with the reason, so the user knows why (and what would change it).
 
 The choice also carries how to load KAME (device, dtype, int8), so the load runs exactly what
-was sized. torch is imported only to probe for a GPU: `auto` works without it (lite)."""
+was sized. torch is imported only where a GPU is there to probe (accelerator.py asks without
+it): `auto` works without torch (lite), and a lite session never loads it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import functools
 import importlib.util
 from dataclasses import dataclass
 
-from kame_desktop.choices import DEFAULT_KAME_REPO, FRONTEND_KINDS, check_choice
+from kame_desktop.accelerator import KAME_EXTRA_HINT, gpu_hint
+from kame_desktop.choices import CHECKPOINT_NAMES, DEFAULT_KAME_REPO, FRONTEND_KINDS, check_choice
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,8 @@ def kame_weights_cached(repo: str) -> bool:
         return False
     if not isinstance(raw, dict):
         return False
-    from kame_desktop.frontend.kame.checkpoint import DEFAULT_NAMES
-
-    names = [raw.get(key, default) for key, default in DEFAULT_NAMES.items()]
-    names += [raw[key] for key in ("mimi_config_name", "lora_name") if raw.get(key)]
-    return all(_cached(repo, str(name)) for name in names)
+    names = [raw.get(key) or default for key, default in CHECKPOINT_NAMES.items()]  # None: optional, not set
+    return all(_cached(repo, str(name)) for name in names if name)
 
 
 def _cached(repo: str, name: str) -> bool:
@@ -61,7 +60,7 @@ def _cached(repo: str, name: str) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _need_7b(dtype, int8: bool) -> int:
+def kame_memory_bytes(dtype, int8: bool) -> int:
     """Bytes the released model needs (counted on a meta-device build, so done once)."""
     from kame_desktop.frontend.kame.checkpoint import estimate_memory, moshi_7b_kwargs
 
@@ -88,6 +87,9 @@ def choose_frontend(
         return Choice("lite", None, "the lite front-end was asked for")
     check_choice(requested, FRONTEND_KINDS, "front-end")
 
+    hint = gpu_hint()
+    if device == "cpu" or (device == "auto" and hint is None):
+        return Choice("lite", None, "no NVIDIA or Apple Silicon GPU: KAME needs one")
     try:
         from kame_desktop.compute import (
             dtype_name,
@@ -97,19 +99,19 @@ def choose_frontend(
             pick_device,
         )
     except ImportError:  # compute imports torch
-        return Choice("lite", None, "no GPU: torch is not installed (KAME needs it and a GPU)")
+        return Choice("lite", None, f"{hint or 'a GPU'} is here but torch is not installed: {KAME_EXTRA_HINT}")
     gpu = pick_device(device)
     if gpu.type == "cpu":
         return Choice("lite", None, "no CUDA or Apple MPS GPU: KAME needs one")
     if importlib.util.find_spec("moshi") is None:
-        return Choice("lite", None, f"{gpu} is here but KAME's moshi package is not installed")
+        return Choice("lite", None, f"{gpu} is here but KAME's moshi package is not installed: {KAME_EXTRA_HINT}")
     torch_dtype = parse_dtype(dtype, gpu)
     free = free_memory_bytes(gpu)
     no_int8 = int8_unavailable_reason(gpu)
     if int8 and no_int8:
         return Choice("lite", None, f"{no_int8}; or turn int8 off")
 
-    full, quantized = _need_7b(torch_dtype, False), _need_7b(torch_dtype, True)
+    full, quantized = kame_memory_bytes(torch_dtype, False), kame_memory_bytes(torch_dtype, True)
     gb = 1e9
     if free is not None and int8 and free < quantized:
         return Choice("lite", None, f"{gpu} has {free / gb:.1f} GB free; KAME needs about {quantized / gb:.0f} GB in int8")
@@ -137,3 +139,4 @@ def choose_frontend(
         dtype=dtype_name(torch_dtype),
         int8=use_int8,
     )
+

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QWidget
 
+from kame_desktop.desktop import APP_ID, assets_dir
+from kame_desktop.errors import KameError
 from kame_desktop.gui.single_instance import SingleInstance, hand_over
-
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
 def app_icon() -> QIcon:
-    for name in ("kame-desktop.svg", "kame-desktop.png"):
-        path = ASSETS / name
-        if path.exists():
-            return QIcon(str(path))
+    try:
+        assets = assets_dir()
+    except KameError:  # a broken install still opens, without its icon
+        return QIcon()
+    for name in (f"{APP_ID}.svg", f"{APP_ID}.png"):
+        if (assets / name).exists():
+            return QIcon(str(assets / name))
     return QIcon()
 
 

@@ -125,6 +125,11 @@ class MainWindow(QMainWindow):
             if key:
                 action.setShortcut(QKeySequence(key))
             menu.addAction(action)
+        help_menu = self.menuBar().addMenu("&Help")
+        for text, slot in (("&Check this machine…", lambda: self.open_doctor()), ("&Report a problem…", self.report_problem)):
+            action = QAction(text, self)
+            action.triggered.connect(slot)
+            help_menu.addAction(action)
 
     # --- session --------------------------------------------------------------------------------
 
@@ -134,10 +139,13 @@ class MainWindow(QMainWindow):
             self.open_model_manager()
 
     def needs_kame_weights(self) -> bool:
+        """Without the `kame` extra the weights are no use: the banner says what to install."""
+        from kame_desktop.accelerator import kame_extra_missing
         from kame_desktop.frontend.select import DEFAULT_KAME_REPO, kame_weights_cached
 
         fe = self.settings.frontend
-        return fe.kind == "kame" and fe.checkpoint == DEFAULT_KAME_REPO and not kame_weights_cached(DEFAULT_KAME_REPO)
+        return (fe.kind == "kame" and fe.checkpoint == DEFAULT_KAME_REPO and not kame_extra_missing()
+                and not kame_weights_cached(DEFAULT_KAME_REPO))
 
     def on_notice(self, obj: object) -> None:
         self.state_indicator.on_notice(obj)  # the live companion's state, even while viewing history
@@ -265,6 +273,18 @@ class MainWindow(QMainWindow):
             self.controller.restart(new)
         else:
             self.controller.settings = new
+
+    # --- help -----------------------------------------------------------------------------------
+
+    def open_doctor(self, report: bool = False) -> None:
+        """The doctor report; with `report`, then where to save the problem report's zip."""
+        from kame_desktop.gui.doctor_dialog import DoctorDialog
+
+        self.doctor_dialog = DoctorDialog(self.settings, self, report=report)
+        self.doctor_dialog.open()
+
+    def report_problem(self) -> None:
+        self.open_doctor(report=True)
 
     # --- models ---------------------------------------------------------------------------------
 

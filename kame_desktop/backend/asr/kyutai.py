@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kame_desktop.accelerator import require_kame
 from kame_desktop.audio.vad import SileroVad
 from kame_desktop.backend.asr.base import SegmentingAsr
 from kame_desktop.errors import AsrError, DeviceError
@@ -34,6 +35,7 @@ class KyutaiStt(SegmentingAsr):
     keeps_audio = False
 
     def __init__(self, hf_repo: str = "kyutai/stt-1b-en_fr", device: str = "cuda", vad: SileroVad | None = None) -> None:
+        require_kame("Kyutai STT")
         import torch
 
         if not (device.startswith("cuda") and torch.cuda.is_available()):

