@@ -76,7 +76,7 @@ pcm = read_audio(sys.argv[1])
 settings = Settings()
 settings = dataclasses.replace(settings, audio=dataclasses.replace(settings.audio, open_mic=True),
                                frontend=dataclasses.replace(settings.frontend, kind=sys.argv[2]))
-window = MainWindow(settings, audio_factory=lambda s, status: (FileSource(pcm, 20.0, realtime=True), NullSink()))
+window = MainWindow(settings, audio_factory=lambda _s, _on_error, _on_recover: (FileSource(pcm, 20.0, realtime=True), NullSink()))
 window.show()
 window.start()
 
@@ -94,8 +94,6 @@ app.exec()
 window.controller.stop(join_timeout=30)  # the session's threads end before the process does
 if sys.modules.get("torch") is not None:
     print("TORCH WAS IMPORTED", file=sys.stderr)
-sys.stdout.flush(); sys.stderr.flush()
-os._exit(0)  # PySide6 objects collected at interpreter teardown may abort it: not what this tests
 """
 
 
