@@ -148,7 +148,7 @@ def _sources(bundle: Bundle) -> tuple[list[Path], dict[str, Path]]:
     for path in [*parts, *small.values()]:
         if not path.is_file():
             raise ModelFileError(f"The embedded {bundle.title} is incomplete ({path} is missing); reinstall it: {bundle.hint}")
-    for path, (_, _, size) in zip(parts, bundle.parts):  # cheap check before copying it all
+    for path, (_, _, size) in zip(parts, bundle.parts, strict=True):  # cheap check before copying it all
         if path.stat().st_size != size:
             raise ModelFileError(f"{path} has an unexpected size (another version?); reinstall: {bundle.hint}")
     return parts, small

@@ -101,7 +101,7 @@ class LocalLlm:
         n_threads: int = 2,
         max_tokens: int = 128,
         name: str | None = None,
-        temperature: float = 0.3,  # low: short, on-topic replies from a small model
+        temperature: float = 0.0,  # greedy: a small model's most likely answer is its best (facts: 61 % vs 58 % at 0.3)
         repeat_penalty: float = 1.0,
         history_tokens: int = 0,  # > 0: at most this much history in a prompt
         first_chunk_timeout: float = 10.0,  # generation started -> first text

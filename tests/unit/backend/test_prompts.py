@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from kame_desktop.backend.oracle_manager import OracleManager
-from kame_desktop.backend.prompts import ANSWER_TOKENS, ASSISTANT, USER, Conversation, build_messages, fit_history
+from kame_desktop.backend.prompts import (
+    ANSWER_TOKENS,
+    ASSISTANT,
+    USER,
+    Conversation,
+    build_messages,
+    fit_history,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +48,6 @@ def long_conversation(exchanges: int) -> Conversation:
 def test_a_late_request_carries_the_turns_the_budget_allows(smollm2):
     conversation = long_conversation(60)  # ~2,000 tokens of history against a 512-token context
     conversation.add(USER, "and what about the last one?")
-    sent = []
     manager = OracleManager(smollm2, lambda s: True, lambda e: None)
     manager.conversation = conversation
     messages = manager._messages()
@@ -108,5 +114,5 @@ def test_the_prompt_keeps_its_start_between_cuts():
         firsts.append(turns[0][1])
         sizes.append(sum(count(t) + 6 for _, t in turns))
     assert max(sizes) <= 200 and min(sizes[50:]) >= 100 - 16  # half, less the turn at the edge
-    changes = sum(a != b for a, b in zip(firsts, firsts[1:]))
+    changes = sum(a != b for a, b in zip(firsts, firsts[1:], strict=False))
     assert 0 < changes <= 200 // 5  # the start moved, but not at every turn
