@@ -23,9 +23,23 @@ _PREAMBLE = re.compile(
     r"(?:here(?:'s| is) (?:the|my|a|your)\b[^:.!?\n]{0,40}|(?:corrected |revised )?(?:text|reply|response|answer)):\s*",
     re.IGNORECASE,
 )
-_MAYBE_PREAMBLE = re.compile(r"^\s*(?:sure|okay|ok|certainly|here|corrected|revised|text|reply|response|answer)\b", re.IGNORECASE)
-_DECIDED = re.compile(r"[:.!?]")
+_OPENERS = ("sure", "okay", "ok", "certainly")
+_STARTERS = ("here", "corrected", "revised", "text", "reply", "response", "answer")
+_OPENER = re.compile(rf"(?:{'|'.join(_OPENERS)})\W*")
+_STARTER = re.compile(rf"(?:{'|'.join(_STARTERS)})\b")
 _PREAMBLE_CHARS = 60  # a preamble has reached its colon by then
+
+
+def _may_be_preamble(head: str) -> bool:
+    """The reply's opening so far could still become a preamble: hold it back."""
+    low = head.lower()
+    if any(w.startswith(low) for w in _OPENERS):  # "", "s", "sur"
+        return True
+    opener = _OPENER.match(low)
+    rest = low[opener.end() :] if opener else low
+    if any(w.startswith(rest) for w in _STARTERS):  # "", "he", "correc"
+        return True
+    return bool(_STARTER.match(rest)) and not re.search(r"[:.!?]", rest) and len(head) < _PREAMBLE_CHARS
 
 
 class ReplyCleaner:
@@ -49,10 +63,8 @@ class ReplyCleaner:
             return ""
         text = self._buffer
         if not self._opened:
-            head = text.lstrip()
-            undecided = not head or (_MAYBE_PREAMBLE.match(head) and not _DECIDED.search(head))
-            if not final and undecided and len(head) < _PREAMBLE_CHARS:
-                return ""  # may still be a preamble: wait for its colon (or a sentence's end)
+            if not final and _may_be_preamble(text.lstrip()):
+                return ""  # wait for its colon (or for it to be something else)
             text = _PREAMBLE.sub("", text, count=1)
             self._opened = True
         out, pos = [], 0

@@ -99,5 +99,13 @@ def test_qwen_gguf_is_assembled_from_its_six_packages(cache):
     assert path == cache / "models" / "qwen2.5-coder-0.5b-instruct" / "Qwen2.5-Coder-0.5B-Instruct.Q4.gguf"
     assert sha256_file(path) == embedded.QWEN_CODER.files[path.name][1]
     assert embedded.embedded_qwen_gguf(cache) == path  # complete: not rebuilt
+    from llama_cpp import Llama
+
+    from kame_desktop.backend.llm.local import check_gguf
+
+    check_gguf(path)
+    vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)  # llama.cpp reads it
+    assert vocab.metadata["general.architecture"] == "qwen2"
+    assert vocab.tokenize(b"Hello world", add_bos=False) == [9707, 1879]
 
 
