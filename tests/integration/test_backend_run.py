@@ -246,7 +246,7 @@ def answered(tiny_checkpoint, question, llama_server, tmp_path_factory) -> dict[
     warm_up(llama_server)
     return run_all({
         "local": lambda: start_run(folder / "local", tiny_checkpoint, question, "--llm", "local",
-                                   tail=ANSWER_TAIL),
+                                   "--llm-model", "smollm2-135m", tail=ANSWER_TAIL),
         "openai": lambda: start_run(folder / "openai", tiny_checkpoint, question, "--llm", "openai",
                                     "--llm-url", llama_server, "--llm-model", "anything", tail=ANSWER_TAIL),
     }, limit=1)  # fmt: skip
