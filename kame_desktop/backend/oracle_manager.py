@@ -275,8 +275,6 @@ class OracleManager:
     def _messages(self) -> list[dict[str, str]]:
         count = self.llm.count_tokens
         budget = self.llm.context_tokens - count(self.system_prompt) - ANSWER_TOKENS - 2 * MESSAGE_TOKENS
-        if self.llm.history_tokens > 0:  # the model's own limit: small ones lose the thread in long ones
-            budget = min(budget, self.llm.history_tokens)
         turns = self.conversation.window(self.pending, count, budget)
         return build_messages(self.system_prompt, turns, count, budget, self.llm.dialogue)
 

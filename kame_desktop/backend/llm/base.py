@@ -12,7 +12,6 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 class LlmProvider(Protocol):
     name: str  # what the status line shows, e.g. "local:SmolLM2-135M-Instruct"
     context_tokens: int  # the model's context window, for trimming the history
-    history_tokens: int  # > 0: the most history the model is given (its own limit, below the context)
     dialogue: str  # how it is shown the dialogue: "chat" turns or the reference's "transcript" (prompts.py)
 
     def stream(self, messages: list[Message]) -> AsyncIterator[str]:
@@ -34,7 +33,6 @@ class UnavailableLlm:
     and the user keeps being told why."""
 
     context_tokens = 4096
-    history_tokens = 0
     dialogue = "chat"
 
     def __init__(self, name: str, reason: str, kind: str = "bad_model") -> None:

@@ -102,8 +102,6 @@ class LocalLlm:
         max_tokens: int = 128,
         name: str | None = None,
         temperature: float = 0.0,  # greedy: a small model's most likely answer is its best (facts: 61 % vs 58 % at 0.3)
-        repeat_penalty: float = 1.0,
-        history_tokens: int = 0,  # > 0: at most this much history in a prompt
         first_chunk_timeout: float = 10.0,  # generation started -> first text
         chunk_timeout: float = 5.0,  # text -> next text
     ) -> None:
@@ -115,8 +113,6 @@ class LocalLlm:
         self.n_threads = n_threads
         self.max_tokens = max_tokens
         self.temperature = temperature
-        self.repeat_penalty = repeat_penalty
-        self.history_tokens = history_tokens
         self.dialogue = "chat"  # small local models answer chat turns; a transcript they continue
         self.first_chunk_timeout = first_chunk_timeout
         self.chunk_timeout = chunk_timeout
@@ -235,7 +231,6 @@ class LocalLlm:
             stream=True,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
-            repeat_penalty=self.repeat_penalty,
         )
         finished = False
         try:

@@ -46,7 +46,6 @@ class OpenAiLlm:
         self.model = model
         self.timeout = timeout
         self.context_tokens = context_tokens
-        self.history_tokens = 0  # a server's model: its whole context
         self.dialogue = dialogue
         self.name = name or f"openai:{model}"
         self.max_tokens = max_tokens

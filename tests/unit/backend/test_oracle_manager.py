@@ -36,7 +36,6 @@ class ScriptedLlm:
     error: LlmError | None = None
     name: str = "scripted"
     context_tokens: int = 4096
-    history_tokens: int = 0
     dialogue: str = "chat"
     prompts: list[list[dict]] = field(default_factory=list)
 
