@@ -36,7 +36,7 @@ MESSAGE_TOKENS = 6  # a chat template's wrapping of one message (<|im_start|>rol
 _MIN_CUT_TOKENS = 8  # a turn at the budget's edge is cut to its last words when this much room is left
 
 Turn = tuple[str, str]  # (speaker, words)
-Counter = Callable[[str], int]
+TokenCounter = Callable[[str], int]
 
 
 class Conversation:
@@ -72,7 +72,7 @@ class Conversation:
                 turns.append((USER, pending))
         return [(speaker, " ".join(text.split())) for speaker, text in turns]
 
-    def window(self, pending: str, count: Counter, budget: int) -> list[Turn]:
+    def window(self, pending: str, count: TokenCounter, budget: int) -> list[Turn]:
         """The turns from `start` on; when they outgrow `budget`, `start` moves up at once to
         where the newest turns take half of it."""
         turns = self.turns(pending)
@@ -86,7 +86,7 @@ class Conversation:
         return "\n".join(f"{speaker}: {text}" for speaker, text in self.turns(pending))
 
 
-def _cut_to(text: str, tokens: int, count: Counter) -> str:
+def _cut_to(text: str, tokens: int, count: TokenCounter) -> str:
     """The last words of `text` that fit in `tokens` (binary search over the word count)."""
     words = text.split()
     lo, hi = 0, len(words)  # lo words always fit
@@ -99,7 +99,7 @@ def _cut_to(text: str, tokens: int, count: Counter) -> str:
     return " ".join(words[-lo:]) if lo else ""
 
 
-def fit_history(turns: list[Turn], count: Counter, budget: int, overhead: int) -> list[Turn]:
+def fit_history(turns: list[Turn], count: TokenCounter, budget: int, overhead: int) -> list[Turn]:
     """The newest turns whose words (+ `overhead` tokens each) fit in `budget`; the turn at the
     edge keeps its last words when there is room for a few. The newest turn is always kept, cut
     if it alone is over the budget. Linear in the history: each turn is counted once."""
@@ -121,7 +121,7 @@ def fit_history(turns: list[Turn], count: Counter, budget: int, overhead: int) -
 
 
 def build_messages(
-    system_prompt: str, turns: list[Turn], count: Counter, budget: int, dialogue: str = "chat"
+    system_prompt: str, turns: list[Turn], count: TokenCounter, budget: int, dialogue: str = "chat"
 ) -> list[dict[str, str]]:
     """The request's messages: the system prompt, then the dialogue fitted to `budget` tokens."""
     if dialogue == "transcript":  # one message: each line costs its label and a newline
