@@ -88,10 +88,10 @@ def run(
     tail: Annotated[float, typer.Option(help="Seconds of silence streamed after the input.")] = 5.0,
     llm: Annotated[
         str | None,
-        typer.Option(help="Back-end LLM: local (embedded SmolLM2 or --llm-model GGUF) or openai. Lite defaults to local."),
+        typer.Option(help="Back-end LLM: local (embedded Qwen2.5-Coder-0.5B, or --llm-model GGUF or smollm2-135m) or openai. Lite defaults to local."),
     ] = None,
     llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
-    llm_model: Annotated[str | None, typer.Option(help="Model name (openai) or GGUF path (local).")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name (openai); GGUF path or embedded model (local: qwen2.5-coder-0.5b, smollm2-135m).")] = None,
     asr: Annotated[str, typer.Option(help="Speech recognition: whisper, openai or kyutai-stt.")] = "whisper",
     policy: Annotated[str, typer.Option(help="When to ask the LLM: reactive, polling or end_of_turn.")] = "reactive",
     realtime: Annotated[

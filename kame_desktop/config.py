@@ -71,7 +71,7 @@ class LlmSettings:
     preset: str = "openai"  # a key of LLM_PRESETS (for provider openai)
     base_url: str = OPENAI_URL
     model: str = OPENAI_MODEL  # model name for provider openai
-    gguf_path: str = ""  # empty: the embedded SmolLM2-135M-Instruct
+    gguf_path: str = ""  # a GGUF file, or an embedded model's name; empty: the embedded default (backend/llm/local.py)
     threads: int = 1
     policy: Policy = "reactive"
     first_chunk_timeout_s: float = 10.0  # no answer this long after asking: an error (and a retry)

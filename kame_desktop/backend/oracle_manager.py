@@ -23,10 +23,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kame_desktop.backend.cleaning import ReplyCleaner
 from kame_desktop.backend.llm.base import LlmProvider
 from kame_desktop.backend.prompts import (
     ANSWER_TOKENS,
     ASSISTANT,
+    DIALOGUE_FORMATS,
+    MESSAGE_TOKENS,
     SYSTEM_PROMPT,
     USER,
     Conversation,
@@ -131,6 +134,7 @@ class OracleManager:
         check_choice(self.policy.name, POLICIES, "policy")
         self.system_prompt = system_prompt
         self.merge_words = merge_words  # False = the reference: each delta stripped and sent alone
+        check_choice(llm.dialogue, DIALOGUE_FORMATS, "dialogue format")
         self.clock = clock
         self.conversation = Conversation()
         self.request = 0
@@ -269,9 +273,10 @@ class OracleManager:
         self._task = None
 
     def _messages(self) -> list[dict[str, str]]:
-        budget = self.llm.context_tokens - self.llm.count_tokens(self.system_prompt) - ANSWER_TOKENS
-        text = self.conversation.render(self.pending, self.llm.count_tokens, budget)
-        return build_messages(self.system_prompt, text)
+        count = self.llm.count_tokens
+        budget = self.llm.context_tokens - count(self.system_prompt) - ANSWER_TOKENS - 2 * MESSAGE_TOKENS
+        turns = self.conversation.window(self.pending, count, budget)
+        return build_messages(self.system_prompt, turns, count, budget, self.llm.dialogue)
 
     def _start(self) -> None:
         if self._closed:
@@ -288,6 +293,7 @@ class OracleManager:
     async def _stream(self, request: int, messages: list[dict[str, str]]) -> None:
         started = time.monotonic()
         merger = WordMerger() if self.merge_words else None
+        cleaner = ReplyCleaner()
         first = True  # no oracle text sent yet
         timed = False  # llm_first_chunk emitted
 
@@ -314,14 +320,22 @@ class OracleManager:
                     timed = True
                     self.emit(LlmFirstChunkEvent(request, round((time.monotonic() - started) * 1000, 1)))
                 if chunk:
-                    self.emit(LlmChunkEvent(request, chunk))
-                    send(merger.push(chunk) if merger else chunk.strip())
+                    self.emit(LlmChunkEvent(request, chunk))  # the timeline keeps what the LLM said
+                    clean = cleaner.push(chunk)
+                    send(merger.push(clean) if merger else clean.strip())
+                if cleaner.ended:  # it went on to write the user's turn
+                    await _aclose(stream)
+                    break
                 if reason == "length":
                     self.emit(ErrorEvent("llm", TOO_LONG, "bad_server"))
                     await _aclose(stream)  # drop the connection (or stop the model) now
                     break
+            clean = cleaner.flush()
             if merger:
+                send(merger.push(clean))
                 send(merger.flush())
+            else:
+                send(clean.strip())
             self.post_signal(OracleDone(request))
             self._retry_delay = 0.0
             self.emit(LlmDoneEvent(request, reason))

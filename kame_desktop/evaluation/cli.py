@@ -33,7 +33,7 @@ def run_cmd(
     checkpoint: Annotated[str | None, typer.Option(help="KAME checkpoint folder or repo id (means --frontend kame).")] = None,
     llm: Annotated[str, typer.Option(help="Back-end LLM: local or openai.")] = "local",
     llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
-    llm_model: Annotated[str | None, typer.Option(help="Model name (openai) or GGUF path (local).")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name (openai); GGUF path or embedded model (local: qwen2.5-coder-0.5b, smollm2-135m).")] = None,
     policy: Annotated[str, typer.Option(help="When to ask the LLM: reactive, polling or end_of_turn.")] = "reactive",
     voice: Annotated[str, typer.Option(help="Who speaks the questions: piper or espeak-ng.")] = "piper",
     judge_url: Annotated[str | None, typer.Option(help="OpenAI-compatible judge for MT-Bench sets.")] = None,

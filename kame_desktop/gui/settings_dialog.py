@@ -100,7 +100,7 @@ class SettingsDialog(QDialog):
         self.llm_provider.currentIndexChanged.connect(self._update_llm_fields)
         form.addRow("Provider", self.llm_provider)
         self.gguf_path = QLineEdit(s.llm.gguf_path)
-        self.gguf_path.setPlaceholderText("embedded SmolLM2-135M-Instruct")
+        self.gguf_path.setPlaceholderText("embedded Qwen2.5-Coder-0.5B-Instruct (smollm2-135m: the fastest)")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_gguf)
         row = QHBoxLayout()

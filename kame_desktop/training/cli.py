@@ -42,7 +42,7 @@ def prepare(
 def simulate_oracle(
     data: Annotated[Path, typer.Argument(help="Dataset folder (from `train prepare`).")],
     strategy: Annotated[str, typer.Option(help="llm (ask an LLM) or random (no LLM: distractors, then the truth).")] = "llm",
-    llm: Annotated[str, typer.Option(help="local (embedded SmolLM2, or --llm-model GGUF) or openai (any compatible server).")] = "local",
+    llm: Annotated[str, typer.Option(help="local (embedded Qwen2.5-Coder-0.5B, or --llm-model GGUF or smollm2-135m) or openai (any compatible server).")] = "local",
     llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
     llm_model: Annotated[str | None, typer.Option(help="Model name (openai; default gpt-4.1-nano) or GGUF path (local).")] = None,
     llm_threads: Annotated[int, typer.Option(help="CPU threads of the local model (prompt and generation).")] = 2,

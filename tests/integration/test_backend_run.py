@@ -246,7 +246,7 @@ def answered(tiny_checkpoint, question, llama_server, tmp_path_factory) -> dict[
     warm_up(llama_server)
     return run_all({
         "local": lambda: start_run(folder / "local", tiny_checkpoint, question, "--llm", "local",
-                                   tail=ANSWER_TAIL),
+                                   "--llm-model", "smollm2-135m", tail=ANSWER_TAIL),
         "openai": lambda: start_run(folder / "openai", tiny_checkpoint, question, "--llm", "openai",
                                     "--llm-url", llama_server, "--llm-model", "anything", tail=ANSWER_TAIL),
     }, limit=1)  # fmt: skip
@@ -438,7 +438,7 @@ def test_ten_minute_session_memory_stays_flat(tiny_checkpoint, tmp_path):
 
     from kame_desktop.audio.sources import FileSource, NullSink
     from kame_desktop.backend.asr.whisper import WhisperAsr
-    from kame_desktop.backend.llm.local import LocalLlm
+    from kame_desktop.backend.llm.local import SMOLLM2, LocalLlm
     from kame_desktop.backend.worker import Backend
     from kame_desktop.events import EventBus
     from kame_desktop.frontend.kame.engine import KameFrontEnd
@@ -463,7 +463,7 @@ def test_ten_minute_session_memory_stays_flat(tiny_checkpoint, tmp_path):
     counts: Counter[str] = Counter()
     bus.subscribe(lambda stamped: counts.update([stamped.event.kind]))  # counts only: keeps nothing
     session = Session(frontend, bus)
-    llm = LocalLlm(n_threads=1)
+    llm = LocalLlm(SMOLLM2, n_threads=1)
     model = llm.load()
     # llama.cpp allocates the KV cache for the whole context at load, but the OS commits its
     # pages as positions are first written: as the conversation grows to fill the context, RSS

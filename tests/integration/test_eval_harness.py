@@ -39,7 +39,7 @@ def test_harness_on_facts_and_mtbench(tmp_path, llama_server, monkeypatch):
     ids = question_set(tmp_path / "set.jsonl")
     out = tmp_path / "run"
     args = ["eval", "run", "--set", str(tmp_path / "set.jsonl"), "--out", str(out), "--judge-url", llama_server,
-            "--judge-model", "smollm2", "--judge-grammar", "--json",
+            "--judge-model", "smollm2", "--judge-grammar", "--json", "--llm-model", "smollm2-135m",
             "--max-wait", "90"]  # every turn waits for its reply, however busy the machine
     report = json.loads(cli(*args).stdout.strip().splitlines()[-1])
 

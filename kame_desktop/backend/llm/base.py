@@ -12,6 +12,7 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 class LlmProvider(Protocol):
     name: str  # what the status line shows, e.g. "local:SmolLM2-135M-Instruct"
     context_tokens: int  # the model's context window, for trimming the history
+    dialogue: str  # how it is shown the dialogue: "chat" turns or the reference's "transcript" (prompts.py)
 
     def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         """Yield the answer's text chunks as they arrive. Cancelling the consuming task stops
@@ -32,6 +33,7 @@ class UnavailableLlm:
     and the user keeps being told why."""
 
     context_tokens = 4096
+    dialogue = "chat"
 
     def __init__(self, name: str, reason: str, kind: str = "bad_model") -> None:
         self.name = name

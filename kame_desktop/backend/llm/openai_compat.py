@@ -36,6 +36,7 @@ class OpenAiLlm:
         api_key: str | None = None,
         timeout: float = 30.0,
         context_tokens: int = 8192,
+        dialogue: str = "chat",
         name: str | None = None,
         max_tokens: int | None = None,  # None: the server's default (the reference sets none)
         first_chunk_timeout: float = 10.0,  # request sent -> first text: a voice app cannot wait longer
@@ -45,6 +46,7 @@ class OpenAiLlm:
         self.model = model
         self.timeout = timeout
         self.context_tokens = context_tokens
+        self.dialogue = dialogue
         self.name = name or f"openai:{model}"
         self.max_tokens = max_tokens
         self.first_chunk_timeout = first_chunk_timeout

@@ -36,6 +36,7 @@ class ScriptedLlm:
     error: LlmError | None = None
     name: str = "scripted"
     context_tokens: int = 4096
+    dialogue: str = "chat"
     prompts: list[list[dict]] = field(default_factory=list)
 
     async def stream(self, messages):
@@ -122,8 +123,8 @@ def test_polling_asks_on_its_ticks_and_cancels_the_stale_stream():
     cancelled = [e.request for _, e in rec.of(LlmCancelledEvent)]
     assert cancelled == [1, 2]  # each was still streaming (0.3 s per chunk) when superseded
     assert [e.request for _, e in rec.of(LlmDoneEvent)] == [3]
-    # The last request saw the committed question, as one user message after the system prompt.
-    assert llm.prompts[-1][1]["content"] == "user: what is the capital of France"
+    # The last request saw the committed question, as the user's turn after the system prompt.
+    assert llm.prompts[-1][1:] == [{"role": "user", "content": "what is the capital of France"}]
 
 
 def test_polling_needs_two_new_words():
@@ -211,14 +212,18 @@ def test_history_holds_the_companions_words_and_new_conversation_clears_it():
         manager.on_companion_text("lo friend")
         manager.on_asr(partial("how are"))
         await asyncio.sleep(0.2)
-        content = llm.prompts[-1][1]["content"]
+        dialogue = llm.prompts[-1][1:]
         manager.new_conversation()
         assert manager.total_words() == 0 and not manager.conversation.lines
         await manager.close()
-        return content
+        return dialogue
 
-    content = asyncio.run(main())
-    assert content == "user: hi there\nkame: Hello friend\nuser: how are"
+    dialogue = asyncio.run(main())
+    assert dialogue == [
+        {"role": "user", "content": "hi there"},
+        {"role": "assistant", "content": "Hello friend"},
+        {"role": "user", "content": "how are"},
+    ]
 
 
 def test_history_is_trimmed_to_the_context():
@@ -234,10 +239,11 @@ def test_history_is_trimmed_to_the_context():
         await manager.close()
 
     asyncio.run(main())
-    content = llm.prompts[-1][1]["content"]
+    dialogue = llm.prompts[-1][1:]
     budget = 400 - llm.count_tokens(llm.prompts[-1][0]["content"]) - 128
-    assert llm.count_tokens(content) <= budget
-    assert content.endswith("latest question here") and "line 0 " not in content
+    assert sum(llm.count_tokens(m["content"]) for m in dialogue) <= budget
+    assert dialogue[-1]["content"].endswith("latest question here")
+    assert not any("line 0 " in m["content"] for m in dialogue)
 
 
 def test_reactive_final_that_only_confirms_the_asked_words_does_not_re_ask():

