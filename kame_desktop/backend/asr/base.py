@@ -5,7 +5,9 @@ session time at the end of each chunk, and answers with events on the same clock
 `AsrPartialEvent` (a revision of the words not yet committed), `AsrFinalEvent` (committed words,
 never revised), and from its VAD `SpeechStartEvent("user")`, `SpeechEndEvent("user")` and
 `TurnEndEvent("vad")`. Calls are synchronous and may take a while (the back-end runs them on its
-own thread, never on the inference thread).
+own thread, never on the inference thread). The back-end decides the turn on its own path
+(backend/turn.py), ignores the VAD events of its recognizer and calls `end_turn` when the turn is
+over, so the last words are committed then, not after the recognizer's own hang-over.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class AsrProvider(Protocol):
 
     def flush(self, t_end: float) -> list[Event]:
         """The audio ended: commit whatever is pending."""
+        ...
+
+    def end_turn(self, t_end: float) -> list[Event]:
+        """The user's turn is over: commit the words of the speech in progress now."""
         ...
 
     def reset(self) -> None:
@@ -128,6 +134,15 @@ class SegmentingAsr:
             events.append(SpeechEndEvent("user"))
         self.reset()
         return events
+
+    def end_turn(self, t_end: float) -> list[Event]:
+        """The turn detector ended the turn: commit the utterance now; speech that follows starts
+        a new one (the VAD forgets the speech it was still in)."""
+        if not self.in_speech:
+            return []
+        self.in_speech = False
+        self.vad.end_speech()
+        return self._utterance_ended(self._buf.total)
 
     def _utterance_started(self, sample: int) -> list[Event]:
         return []
