@@ -153,6 +153,11 @@ class WhisperAsr(SegmentingAsr):
         self._utt = None
         return events
 
+    def word_times(self, pcm16k: np.ndarray) -> list[Word]:
+        """The words of a whole clip (16 kHz) with their times in it: where benchmarks and tests
+        cut speech at a word boundary."""
+        return self._transcribe(np.asarray(pcm16k, np.float32), 0.0, len(pcm16k) / SR, None, True)
+
     # --- internals -----------------------------------------------------------------------------
 
     def _decode(self, final: bool, end_sample: int | None = None) -> list[Event]:
