@@ -126,15 +126,15 @@ def _run_one(asr, tts, pcm: np.ndarray, mode: str, llm_model: str) -> tuple[np.n
     return np.concatenate(out), records
 
 
-def paused(asr, piper, text: str) -> tuple[np.ndarray, float]:
-    """`text` spoken with a PAUSE_S silence before its last word, and where the pause ends (s)."""
+def paused(asr, piper, text: str, pause_s: float = PAUSE_S) -> tuple[np.ndarray, float]:
+    """`text` spoken with a `pause_s` silence before its last word, and where the pause ends (s)."""
     import soxr
 
     audio = piper.synthesize(text)
     words = asr.word_times(soxr.resample(audio, SAMPLE_RATE, asr.RATE))
     cut = round(words[-1].start * SAMPLE_RATE)
-    pcm = np.concatenate([audio[:cut], np.zeros(round(PAUSE_S * SAMPLE_RATE), np.float32), audio[cut:]])
-    return pcm, cut / SAMPLE_RATE + PAUSE_S
+    pcm = np.concatenate([audio[:cut], np.zeros(round(pause_s * SAMPLE_RATE), np.float32), audio[cut:]])
+    return pcm, cut / SAMPLE_RATE + pause_s
 
 
 def turn_ends(detector, pcm: np.ndarray) -> list[tuple[float, TurnEndEvent]]:

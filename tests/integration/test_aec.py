@@ -215,27 +215,20 @@ def speak_first_reply(tts, echo_settle_s: float | None = None, user: np.ndarray 
     return events
 
 
-@pytest.fixture(scope="module")
-def piper():
-    from kame_desktop.frontend.lite.tts import PiperTts
-
-    return PiperTts()
-
-
-def test_the_first_reply_does_not_interrupt_itself(piper):
+def test_the_first_reply_does_not_interrupt_itself(piper_voice):
     from kame_desktop.events import BargeInEvent
 
-    settled = speak_first_reply(piper)
+    settled = speak_first_reply(piper_voice)
     assert any(e.kind == "assistant_token" for e in settled)
     assert not [e for e in settled if isinstance(e, BargeInEvent)]
     # The control: counting every onset from the first frame, the unconverged echo interrupts the reply.
-    raw = speak_first_reply(piper, echo_settle_s=0.0)
+    raw = speak_first_reply(piper_voice, echo_settle_s=0.0)
     assert [e for e in raw if isinstance(e, BargeInEvent)]
 
 
-def test_the_user_still_interrupts_the_first_reply(piper, scene):
+def test_the_user_still_interrupts_the_first_reply(piper_voice, scene):
     from kame_desktop.bench.speech import speak
     from kame_desktop.events import BargeInEvent
 
     user = at_level(speak(USER[0], speed=150))
-    assert [e for e in speak_first_reply(piper, user=user) if isinstance(e, BargeInEvent)]
+    assert [e for e in speak_first_reply(piper_voice, user=user) if isinstance(e, BargeInEvent)]
