@@ -30,7 +30,14 @@ from PySide6.QtWidgets import (
 )
 
 from kame_desktop import config
-from kame_desktop.choices import ASR_KINDS, COMPUTE_DEVICES, FRONTEND_KINDS, POLICIES, PRECISIONS, TURN_DETECTIONS
+from kame_desktop.choices import (
+    ASR_KINDS,
+    COMPUTE_DEVICES,
+    FRONTEND_KINDS,
+    POLICIES,
+    PRECISIONS,
+    TURN_DETECTIONS,
+)
 from kame_desktop.config import LLM_PRESETS, Settings
 from kame_desktop.gui.banner import ErrorBanner
 from kame_desktop.gui.bridge import EventBridge

@@ -17,7 +17,13 @@ from kame_desktop.events import (
     TurnEnded,
     UserSpeechStarted,
 )
-from kame_desktop.frontend.lite.engine import ECHO_SETTLE_S, LiteFrontEnd, split_ready, spoken_length, word_schedule
+from kame_desktop.frontend.lite.engine import (
+    ECHO_SETTLE_S,
+    LiteFrontEnd,
+    split_ready,
+    spoken_length,
+    word_schedule,
+)
 from kame_desktop.frontend.select import choose_frontend
 
 SILENCE = np.zeros(FRAME_SIZE, dtype=np.float32)
