@@ -199,8 +199,8 @@ def speak_first_reply(tts, echo_settle_s: float | None = None, user: np.ndarray 
                 if 0 <= at < len(user):
                     mic[: len(user[at : at + FRAME_SIZE])] += user[at : at + FRAME_SIZE]
             result = front.step(canceller.process(mic), signals if n == 10 else ())
-            canceller.far_end(result.audio)
-            pending = np.concatenate([pending, ECHO_GAIN * result.audio])
+            canceller.far_end(result.pcm)
+            pending = np.concatenate([pending, ECHO_GAIN * result.pcm])
             events += result.events
             if front.play.speaking:
                 spoken += 1
@@ -216,14 +216,14 @@ def speak_first_reply(tts, echo_settle_s: float | None = None, user: np.ndarray 
 
 
 def test_the_first_reply_does_not_interrupt_itself(piper_voice):
+    # A cold canceller (it has heard only silence) and the reply's own echo: spoken to the end.
+    # (On this echo path WebRTC converges fast enough that it holds without the settle window too.)
     from kame_desktop.events import BargeInEvent
 
-    settled = speak_first_reply(piper_voice)
-    assert any(e.kind == "assistant_token" for e in settled)
-    assert not [e for e in settled if isinstance(e, BargeInEvent)]
-    # The control: counting every onset from the first frame, the unconverged echo interrupts the reply.
-    raw = speak_first_reply(piper_voice, echo_settle_s=0.0)
-    assert [e for e in raw if isinstance(e, BargeInEvent)]
+    events = speak_first_reply(piper_voice)
+    said = "".join(e.piece for e in events if e.kind == "assistant_token")
+    assert said.split() == "The quick brown fox jumps over the lazy dog near the river bank.".split()
+    assert not [e for e in events if isinstance(e, BargeInEvent)]
 
 
 def test_the_user_still_interrupts_the_first_reply(piper_voice, scene):
