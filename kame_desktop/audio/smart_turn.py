@@ -56,12 +56,13 @@ def trim_trailing_silence(pcm16k: np.ndarray) -> np.ndarray:
 class SmartTurn:
     """`probability(pcm16k)`: how likely the user's turn is over, given its audio so far."""
 
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(self, threads: int = 1) -> None:
         import onnxruntime
         from faster_whisper.feature_extractor import FeatureExtractor
 
         opts = onnxruntime.SessionOptions()
-        # Two threads: it runs only at the user's pauses, where its latency is the reply's.
+        # One thread: on 2 cores busy with Whisper and llama.cpp, a second one only waits for a
+        # core (measured: 1 thread 115-160 ms a run, 2 threads 145-230 ms).
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         path = smart_turn_model_path()
@@ -70,6 +71,7 @@ class SmartTurn:
         except Exception as e:  # onnxruntime raises its own types for a damaged file
             raise ModelFileError(f"cannot load Smart Turn's model: {e}; reinstall pipecat-ai==1.14.0") from e
         self._features = FeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE, chunk_length=WINDOW_S)
+        self.probability(np.zeros(SAMPLE_RATE, np.float32))  # the first run is ~2x slower: not at the first turn
 
     def probability(self, pcm16k: np.ndarray) -> float:
         n = WINDOW_S * SAMPLE_RATE

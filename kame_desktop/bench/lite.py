@@ -14,7 +14,7 @@ deciding the user has finished. `pause_cutoffs`: five questions spoken with a 60
 their last word, fed to each turn detector (its decision is on the audio clock, so no session is
 needed): how many turns it ended in the pause. The voice is Piper's, not espeak-ng's: espeak's
 gaps between words and flat melody are no human's, and Smart Turn listens to exactly that.
-Thread budget (2 cores): whisper 1, llama.cpp 1, Piper 1, Smart Turn 2 (at pauses only).
+Thread budget (2 cores): whisper 1, llama.cpp 1, Piper 1, Smart Turn 1 (at pauses only).
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def run_bench(questions: int = 10, llm_model: str | None = None) -> dict:
         "asr_rtf": round(asr.busy_s / input_s, 3),
         "tts_rtf": round(tts.busy_s / tts_audio_s, 3) if tts_audio_s else None,
         "questions": results,
-        "threads": {"whisper": 1, "llama": 1, "piper": 1, "smart_turn": 2},
+        "threads": {"whisper": 1, "llama": 1, "piper": 1, "smart_turn": 1},
         "frame_ms": FRAME_SECONDS * 1000,
         "machine": {"platform": platform.platform()},
     }
