@@ -62,6 +62,7 @@ class TurnDetector:
         self.in_turn = False
         self._checked = False  # the model has judged this pause
         self.probability: float | None = None  # the last check's answer in this turn
+        self.speech_end_t = 0.0  # session time at the end of the last frame heard as speech
 
     def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
         x = self._resampler.resample_chunk(np.asarray(pcm, np.float32).reshape(-1))
@@ -75,6 +76,8 @@ class TurnDetector:
                 events.append(SpeechStartEvent("user"))
             elif kind == "end" and self.in_turn:  # the hang-over, or smart's maximum silence
                 events += self._end_turn()
+        if self.in_turn and not self.vad.silence_samples:
+            self.speech_end_t = t_end
         if not self.vad.silence_samples:
             self._checked = False  # speaking (again): the next pause is judged afresh
         elif self.model is not None and self.in_turn and not self._checked:

@@ -2,9 +2,10 @@
 stream, one thread for the ASR (recognition is CPU-heavy and would stall the loop) and one for
 the turn detector (backend/turn.py), so the end of the user's turn never waits behind a
 recognition pass. At the turn's end the front-end hears at once (`TurnEnded`: it may speak the
-answer already written from the partial words), the ASR commits the last words, and only then
-does the OracleManager see the turn end (`end_of_turn` asks with the final words; it is also the
-one policy whose `TurnEnded` waits for them, since its answer is asked only then).
+answer already written from the partial words) when the recognizer has already decoded the
+audio past the end of the speech; else `TurnEnded` waits for the turn's final words, as it does
+with `end_of_turn` (which asks only then). The ASR commits the last words at once (`end_turn`),
+and only then does the OracleManager see the turn end.
 
 Everything that reaches it from the session is thread-safe and never blocks: audio goes into a
 bounded queue (the oldest audio is dropped, with an error event, if recognition falls behind),
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable
@@ -80,6 +82,7 @@ class Backend:
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
         self._threads: list[threading.Thread] = []
+        self._turn_deferred = False  # on the loop: TurnEnded waits for the turn's final words
 
     @property
     def manager(self) -> OracleManager:
@@ -252,11 +255,11 @@ class Backend:
                 self.publish(ErrorEvent("asr", f"turn detection failed: {e}", error_kind(e)))
                 self.turns.reset()
                 continue
-            if events:
-                self._to_loop(self._on_turn_events, events)
-            for event in events:
+            for event in events:  # the ASR first: its words then follow whatever comes of the events
                 if isinstance(event, TurnEndEvent):
                     self._put(self._audio, (_END_TURN, t_end, event))
+            if events:
+                self._to_loop(self._on_turn_events, events, self.turns.speech_end_t)
 
     # --- on the loop -----------------------------------------------------------------------------
 
@@ -270,14 +273,21 @@ class Backend:
                 self.post_signal(TurnEnded(event.source, self.manager.answer_request()))
         if then is not None:  # the turn's words are all in: now the manager hears that it ended
             self.manager.on_asr(then)
-            if self._turn_waits_for_words():
+            if self._turn_deferred:
+                self._turn_deferred = False
                 self.post_signal(TurnEnded(then.source, self.manager.answer_request()))
 
-    def _on_turn_events(self, events: list[Event]) -> None:
+    def _on_turn_events(self, events: list[Event], speech_end_t: float) -> None:
         for event in events:
             self._publish_user(event)
-            if isinstance(event, TurnEndEvent) and not self._turn_waits_for_words():
-                self.post_signal(TurnEnded(event.source, self.manager.answer_request()))
+            if isinstance(event, TurnEndEvent):
+                # The answer can be named now only if it was asked with all the turn's words: the
+                # recognizer has decoded past the end of the speech (else it would answer "What is
+                # the capital of"), and the policy asks before the turn ends.
+                heard = getattr(self.asr, "heard_until", -math.inf) >= speech_end_t
+                self._turn_deferred = self._turn_waits_for_words() or not heard
+                if not self._turn_deferred:
+                    self.post_signal(TurnEnded(event.source, self.manager.answer_request()))
 
     def _publish_user(self, event: Event) -> None:
         self.publish(event)

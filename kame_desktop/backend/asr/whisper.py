@@ -169,6 +169,7 @@ class WhisperAsr(SegmentingAsr):
         prompt = _text([w for w in u.committed if w.end <= t0][-30:]) or None
         started = time.perf_counter()
         words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final)
+        self.heard_until = t1
         self.last_decode_s = time.perf_counter() - started
         u.since_decode = 0
         new = self._unseen(words, u)
