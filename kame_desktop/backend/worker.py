@@ -255,11 +255,11 @@ class Backend:
                 self.publish(ErrorEvent("asr", f"turn detection failed: {e}", error_kind(e)))
                 self.turns.reset()
                 continue
-            for event in events:  # the ASR first: its words then follow whatever comes of the events
+            if events:  # on the loop before anything the ASR sends about the same turn end
+                self._to_loop(self._on_turn_events, events, self.turns.speech_end_t)
+            for event in events:
                 if isinstance(event, TurnEndEvent):
                     self._put(self._audio, (_END_TURN, t_end, event))
-            if events:
-                self._to_loop(self._on_turn_events, events, self.turns.speech_end_t)
 
     # --- on the loop -----------------------------------------------------------------------------
 

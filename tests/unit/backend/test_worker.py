@@ -40,14 +40,20 @@ def run_held(whisper_asr, piper_voice, heard_until: float):
     asr = HeldAsr(whisper_asr)
     asr.heard_until = heard_until  # what the recognizer claims to have decoded
     signals, events = [], []
-    decided = threading.Event()
+    decided, told = threading.Event(), threading.Event()
+
+    def post(signal) -> bool:
+        signals.append(signal)
+        if isinstance(signal, TurnEnded):
+            told.set()
+        return True
 
     def publish(event) -> None:
         events.append(event)
         if isinstance(event, TurnEndEvent):
             decided.set()
 
-    backend = Backend(UnavailableLlm("none", "no LLM in this test"), asr, lambda s: signals.append(s) or True, publish,
+    backend = Backend(UnavailableLlm("none", "no LLM in this test"), asr, post, publish,
                       turns=TurnDetector("smart"), policy=PolicyConfig(name="reactive"))
     backend.start()
     try:
@@ -57,6 +63,7 @@ def run_held(whisper_asr, piper_voice, heard_until: float):
         backend._to_loop(asr.release.set)  # after what the loop had to do with the turn end
         asr.release.wait(60)
         held = (list(signals), list(events))
+        assert told.wait(60), "the front-end was told the turn ended"
     finally:
         asr.release.set()
         backend.stop()
