@@ -59,6 +59,7 @@ def backend_settings(settings: Settings) -> BackendSettings:
         asr=asr.provider,
         asr_model=asr.whisper_model,
         asr_threads=asr.threads,
+        turn_detection=asr.turn_detection,
         policy=llm.policy,
         system_prompt=settings.system_prompt,
     )

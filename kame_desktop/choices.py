@@ -23,6 +23,9 @@ ASR_KINDS: tuple[str, ...] = get_args(AsrKind)
 Policy = Literal["reactive", "polling", "end_of_turn"]  # when the back-end (re-)asks the LLM
 POLICIES: tuple[str, ...] = get_args(Policy)
 
+TurnDetection = Literal["smart", "silence"]  # how the back-end hears that the user has finished
+TURN_DETECTIONS: tuple[str, ...] = get_args(TurnDetection)
+
 ComputeDevice = Literal["auto", "cuda", "mps", "cpu"]
 COMPUTE_DEVICES: tuple[str, ...] = get_args(ComputeDevice)
 

@@ -307,12 +307,18 @@ def bench_oracle_lag(
 @bench_app.command("lite")
 def bench_lite(
     json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
-    questions: Annotated[int, typer.Option(help="How many espeak-ng questions (each runs with and without speculation).")] = 10,
+    questions: Annotated[
+        int, typer.Option(help="How many Piper-spoken questions (each runs smart, silence and without speculation).")
+    ] = 10,
+    llm_model: Annotated[
+        str | None, typer.Option(help="A GGUF file instead of SmolLM2-135M (the benchmark's yardstick).")
+    ] = None,
 ) -> None:
-    """Lite front-end response latency (end of user speech → first answer sample), speculative vs not."""
+    """Lite front-end response latency (end of user speech → first answer sample): smart vs silence turn
+    detection, speculative vs not, and mid-sentence pauses cut off."""
     from kame_desktop.bench.lite import run_bench
 
-    _print_bench(run_bench(questions=questions), json_output)
+    _print_bench(run_bench(questions=questions, llm_model=llm_model), json_output)
 
 
 @bench_app.command("idle")

@@ -33,6 +33,7 @@ from kame_desktop.choices import (
     LlmKind,
     Policy,
     Precision,
+    TurnDetection,
 )
 from kame_desktop.fileio import atomic_write_bytes
 
@@ -83,6 +84,7 @@ class AsrSettings:
     provider: AsrKind = "whisper"
     whisper_model: str = "base"  # "base" (embedded), another size name, or a CTranslate2 folder
     threads: int = 1
+    turn_detection: TurnDetection = "smart"  # the end of the user's turn: by meaning, or after a fixed silence
 
 
 @dataclass(frozen=True)

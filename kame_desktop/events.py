@@ -148,6 +148,8 @@ class SpeechEndEvent(Event):
 @dataclass(frozen=True)
 class TurnEndEvent(Event):
     source: str  # "vad", "ptt" or "asr"
+    turn_detection: str | None = None  # "smart" or "silence" (source "vad")
+    probability: float | None = None  # smart: the model's last answer (below 0.5: the maximum silence ended it)
 
 
 @dataclass(frozen=True)

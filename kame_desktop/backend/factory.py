@@ -19,6 +19,7 @@ from kame_desktop.choices import (
     AsrKind,
     LlmKind,
     Policy,
+    TurnDetection,
     check_choice,
 )
 from kame_desktop.config import llm_api_key
@@ -42,6 +43,7 @@ class BackendSettings:
     asr_model: str = "base"
     asr_threads: int = 1
     asr_url: str | None = None
+    turn_detection: TurnDetection = "smart"  # how the end of the user's turn is heard
     policy: Policy = "reactive"  # when to ask the LLM
     system_prompt: str = ""  # empty: the built-in prompt
 
@@ -99,6 +101,7 @@ def make_backend(
     from kame_desktop.backend.llm.base import UnavailableLlm
     from kame_desktop.backend.oracle_manager import PolicyConfig
     from kame_desktop.backend.prompts import SYSTEM_PROMPT
+    from kame_desktop.backend.turn import TurnDetector
     from kame_desktop.backend.worker import Backend
     from kame_desktop.events import ErrorEvent
 
@@ -116,6 +119,7 @@ def make_backend(
         asr if asr is not None else make_asr(settings),
         post_signal,
         publish,
+        turns=TurnDetector(settings.turn_detection),
         policy=PolicyConfig(name=settings.policy),
         system_prompt=settings.system_prompt.strip() or SYSTEM_PROMPT,
         notices=notices,

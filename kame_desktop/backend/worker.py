@@ -1,5 +1,11 @@
 """The back-end worker: a thread with its own asyncio loop for the OracleManager and the LLM
-stream, plus one thread for the ASR (recognition is CPU-heavy and would stall the loop).
+stream, one thread for the ASR (recognition is CPU-heavy and would stall the loop) and one for
+the turn detector (backend/turn.py), so the end of the user's turn never waits behind a
+recognition pass. At the turn's end the front-end hears at once (`TurnEnded`: it may speak the
+answer already written from the partial words) when the recognizer has already decoded the
+audio past the end of the speech; else `TurnEnded` waits for the turn's final words, as it does
+with `end_of_turn` (which asks only then). The ASR commits the last words at once (`end_turn`),
+and only then does the OracleManager see the turn end.
 
 Everything that reaches it from the session is thread-safe and never blocks: audio goes into a
 bounded queue (the oldest audio is dropped, with an error event, if recognition falls behind),
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable
@@ -21,11 +28,13 @@ from kame_desktop.backend.asr.base import AsrProvider
 from kame_desktop.backend.llm.base import LlmProvider
 from kame_desktop.backend.oracle_manager import OracleManager, PolicyConfig
 from kame_desktop.backend.prompts import SYSTEM_PROMPT
+from kame_desktop.backend.turn import TurnDetector
 from kame_desktop.errors import error_kind
 from kame_desktop.events import (
     ErrorEvent,
     Event,
     Signal,
+    SpeechEndEvent,
     SpeechStartEvent,
     TurnEnded,
     TurnEndEvent,
@@ -38,6 +47,7 @@ SignalSink = Callable[[Signal], bool]  # posts a signal for the front-end; False
 EventSink = Callable[[Event], None]  # publishes an event (the session stamps it)
 
 _FLUSH = object()  # end of the audio: commit pending words
+_END_TURN = object()  # the turn detector ended the turn: commit its words
 _RESET = object()  # new conversation: forget buffered audio
 _STOP = object()
 
@@ -50,6 +60,7 @@ class Backend:
         post_signal: SignalSink,
         publish: EventSink,
         *,
+        turns: TurnDetector | None = None,  # None: the recognizer's own VAD events end turns
         policy: PolicyConfig | None = None,
         system_prompt: str = SYSTEM_PROMPT,
         audio_queue_frames: int = 250,  # 20 s of audio
@@ -57,18 +68,21 @@ class Backend:
     ) -> None:
         self.llm = llm
         self.asr = asr
+        self.turns = turns if asr is not None else None
         self.post_signal = post_signal
         self.publish = publish
         self.policy = policy or PolicyConfig()
         self.system_prompt = system_prompt
         self.notices = tuple(notices)  # e.g. why the LLM is unavailable, published once started
         self._audio: queue.Queue = queue.Queue(audio_queue_frames)
+        self._turn_audio: queue.Queue = queue.Queue(audio_queue_frames)
         self.dropped_audio_frames = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._manager: OracleManager | None = None
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
         self._threads: list[threading.Thread] = []
+        self._turn_deferred = False  # on the loop: TurnEnded waits for the turn's final words
 
     @property
     def manager(self) -> OracleManager:
@@ -81,6 +95,8 @@ class Backend:
         self._threads = [threading.Thread(target=self._run_loop, name="kame-backend", daemon=True)]
         if self.asr is not None:
             self._threads.append(threading.Thread(target=self._run_asr, name="kame-asr", daemon=True))
+        if self.turns is not None:
+            self._threads.append(threading.Thread(target=self._run_turns, name="kame-turn", daemon=True))
         for thread in self._threads:
             thread.start()
         self._ready.wait()
@@ -89,7 +105,7 @@ class Backend:
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.asr is not None:
-            self._put(_STOP)
+            self._send(_STOP)
             # Recognition finishes first: the words of a final flush still reach the loop, and
             # the loop does not close under the ASR thread.
             for thread in self._threads[1:]:
@@ -119,11 +135,11 @@ class Backend:
     def push_audio(self, frame: np.ndarray, t_end: float) -> None:
         """A copy of the user's audio frame ending at session time `t_end`."""
         if self.asr is not None:
-            self._put((frame.copy(), t_end))
+            self._send((frame.copy(), t_end))
 
     def finish_audio(self, t_end: float) -> None:
         if self.asr is not None:
-            self._put((_FLUSH, t_end))
+            self._send((_FLUSH, t_end))
 
     def on_companion_text(self, text: str) -> None:
         if text and self._loop is not None:
@@ -131,7 +147,7 @@ class Backend:
 
     def new_conversation(self) -> None:
         if self.asr is not None:
-            self._put(_RESET)
+            self._send(_RESET)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.manager.new_conversation)
 
@@ -140,14 +156,20 @@ class Backend:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._on_asr_events, events)
 
-    def _put(self, item) -> None:
+    def _send(self, item) -> None:
+        """To the ASR, then to the turn detector (so the ASR holds a turn's audio before its end)."""
+        self._put(self._audio, item)
+        if self.turns is not None:
+            self._put(self._turn_audio, item)
+
+    def _put(self, q: queue.Queue, item) -> None:
         while True:
             try:
-                self._audio.put_nowait(item)
+                q.put_nowait(item)
                 return
             except queue.Full:
                 try:
-                    self._audio.get_nowait()  # drop the oldest audio, never block the caller
+                    q.get_nowait()  # drop the oldest audio, never block the caller
                     self.dropped_audio_frames += 1
                     if self.dropped_audio_frames % 25 == 1:
                         self.publish(
@@ -174,6 +196,10 @@ class Backend:
                     self._recognise(batch, t_end)
                     batch = []
                     self._guarded(lambda t=item[1]: self.asr.flush(t))
+                elif item[0] is _END_TURN:
+                    self._recognise(batch, t_end)
+                    batch = []
+                    self._guarded(lambda t=item[1]: self.asr.end_turn(t), then=item[2])
                 else:
                     batch.append(item[0])
                     t_end = item[1]
@@ -191,27 +217,89 @@ class Backend:
         pcm = np.concatenate(batch)
         return self._guarded(lambda: self.asr.feed(pcm, t_end))
 
-    def _guarded(self, call: Callable[[], list[Event]]) -> bool:
+    def _guarded(self, call: Callable[[], list[Event]], then: TurnEndEvent | None = None) -> bool:
+        """Run one recognizer call; its events (and `then`, the turn end they complete) go to the loop."""
         try:
             events = call()
         except Exception as e:
             log.exception("ASR failed")
             self.publish(ErrorEvent("asr", f"speech recognition failed: {e}; retrying", error_kind(e)))
-            return False
-        if events and self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._on_asr_events, events)
-            except RuntimeError:  # the loop has closed (stop() timed out waiting for us)
-                log.debug("ASR events after the back-end stopped: dropped")
-        return True
+            events, ok = [], False
+        else:
+            ok = True
+        if events or then is not None:
+            self._to_loop(self._on_asr_events, events, then)
+        return ok
+
+    def _to_loop(self, handler: Callable, *args) -> None:
+        if self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(handler, *args)
+        except RuntimeError:  # the loop has closed (stop() timed out waiting for us)
+            log.debug("back-end events after it stopped: dropped")
+
+    # --- the turn-detector thread ----------------------------------------------------------------
+
+    def _run_turns(self) -> None:
+        assert self.turns is not None
+        while (item := self._turn_audio.get()) is not _STOP:
+            if item is _RESET:
+                self.turns.reset()
+                continue
+            frame, t_end = item
+            try:  # frame by frame, never coalesced: its decisions are on the audio clock
+                events = self.turns.flush() if frame is _FLUSH else self.turns.feed(frame, t_end)
+            except Exception as e:
+                log.exception("turn detection failed")
+                self.publish(ErrorEvent("asr", f"turn detection failed: {e}", error_kind(e)))
+                self.turns.reset()
+                continue
+            if events:  # on the loop before anything the ASR sends about the same turn end
+                self._to_loop(self._on_turn_events, events, self.turns.speech_end_t)
+            for event in events:
+                if isinstance(event, TurnEndEvent):
+                    self._put(self._audio, (_END_TURN, t_end, event))
 
     # --- on the loop -----------------------------------------------------------------------------
 
-    def _on_asr_events(self, events: list[Event]) -> None:
+    def _on_asr_events(self, events: list[Event], then: TurnEndEvent | None = None) -> None:
         for event in events:
-            self.publish(event)
-            if isinstance(event, SpeechStartEvent) and event.source == "user":
-                self.post_signal(UserSpeechStarted())
+            if self.turns is not None and _is_turn_event(event):
+                continue  # the turn detector's are the ones that count
+            self._publish_user(event)
             self.manager.on_asr(event)
             if isinstance(event, TurnEndEvent):
                 self.post_signal(TurnEnded(event.source, self.manager.answer_request()))
+        if then is not None:  # the turn's words are all in: now the manager hears that it ended
+            self.manager.on_asr(then)
+            if self._turn_deferred:
+                self._turn_deferred = False
+                self.post_signal(TurnEnded(then.source, self.manager.answer_request()))
+
+    def _on_turn_events(self, events: list[Event], speech_end_t: float) -> None:
+        for event in events:
+            self._publish_user(event)
+            if isinstance(event, TurnEndEvent):
+                # The answer can be named now only if it was asked with all the turn's words: the
+                # recognizer has decoded past the end of the speech (else it would answer "What is
+                # the capital of"), and the policy asks before the turn ends.
+                heard = getattr(self.asr, "heard_until", -math.inf) >= speech_end_t
+                self._turn_deferred = self._turn_waits_for_words() or not heard
+                if not self._turn_deferred:
+                    self.post_signal(TurnEnded(event.source, self.manager.answer_request()))
+
+    def _publish_user(self, event: Event) -> None:
+        self.publish(event)
+        if isinstance(event, SpeechStartEvent) and event.source == "user":
+            self.post_signal(UserSpeechStarted())
+
+    def _turn_waits_for_words(self) -> bool:
+        return self.manager.policy.name == "end_of_turn"
+
+
+def _is_turn_event(event: Event) -> bool:
+    """The user's speech boundaries and turn end, as a recognizer's own VAD reports them."""
+    if isinstance(event, SpeechStartEvent | SpeechEndEvent):
+        return event.source == "user"
+    return isinstance(event, TurnEndEvent) and event.source == "vad"

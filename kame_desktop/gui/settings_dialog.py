@@ -30,7 +30,14 @@ from PySide6.QtWidgets import (
 )
 
 from kame_desktop import config
-from kame_desktop.choices import ASR_KINDS, COMPUTE_DEVICES, FRONTEND_KINDS, POLICIES, PRECISIONS
+from kame_desktop.choices import (
+    ASR_KINDS,
+    COMPUTE_DEVICES,
+    FRONTEND_KINDS,
+    POLICIES,
+    PRECISIONS,
+    TURN_DETECTIONS,
+)
 from kame_desktop.config import LLM_PRESETS, Settings
 from kame_desktop.gui.banner import ErrorBanner
 from kame_desktop.gui.bridge import EventBridge
@@ -144,6 +151,10 @@ class SettingsDialog(QDialog):
         form.addRow("Provider", self.asr_provider)
         self.whisper_model = QLineEdit(s.asr.whisper_model)
         form.addRow("Whisper model", self.whisper_model)
+        self.turn_detection = _combo(TURN_DETECTIONS, s.asr.turn_detection)
+        self.turn_detection.setToolTip("smart: end your turn when the sentence sounds finished (Smart Turn); "
+                                       "silence: after a fixed 0.5 s of silence")
+        form.addRow("End of turn", self.turn_detection)
         return page
 
     def _audio_page(self, s: Settings) -> QWidget:
@@ -259,7 +270,8 @@ class SettingsDialog(QDialog):
                 policy=self.policy.currentText(),
             ),
             asr=dataclasses.replace(s.asr, provider=self.asr_provider.currentText(),
-                                    whisper_model=self.whisper_model.text().strip() or "base"),
+                                    whisper_model=self.whisper_model.text().strip() or "base",
+                                    turn_detection=self.turn_detection.currentText()),
             audio=dataclasses.replace(
                 s.audio,
                 input_device=self.input_device.currentText(),

@@ -35,6 +35,7 @@ def test_settings_round_trip(make_window, qtbot, parts):
     d.policy.setCurrentText("polling")
     d.asr_provider.setCurrentText("openai")
     d.whisper_model.setText("small")
+    d.turn_detection.setCurrentText("silence")
     d.open_mic.setChecked(True)
     d.echo_cancellation.setChecked(False)
     d.ptt_key.setText("F5")
@@ -50,7 +51,7 @@ def test_settings_round_trip(make_window, qtbot, parts):
     expected = Settings(
         llm=LlmSettings(provider="openai", preset="lmstudio", base_url="http://localhost:1234/v1",
                         model="qwen2.5-7b", policy="polling"),
-        asr=AsrSettings(provider="openai", whisper_model="small"),
+        asr=AsrSettings(provider="openai", whisper_model="small", turn_detection="silence"),
         audio=AudioSettings(echo_cancellation=False, open_mic=True, ptt_key="F5"),
         frontend=FrontEndSettings(kind="lite", checkpoint="/models/kame", device="cpu", dtype="fp32", int8=True),
         system_prompt="You are a turtle.",

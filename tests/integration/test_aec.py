@@ -171,3 +171,64 @@ def test_missing_livekit_says_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "livekit", None)  # import livekit → ImportError
     with pytest.raises(DeviceError, match=r"pip install livekit .*headset"):
         EchoCanceller()
+
+
+# --- the first reply: the canceller has heard no far-end speech yet ---------------------------------
+
+
+def speak_first_reply(tts, echo_settle_s: float | None = None, user: np.ndarray | None = None) -> list:
+    """A lite front-end speaks its session's first reply over the simulated echo path (after
+    silence, as a session starts), with echo cancellation on; `user` talks from 1 s into the
+    reply. Returns the front-end's events."""
+    from kame_desktop.events import OracleDone, OracleReset, OracleText, TurnEnded
+    from kame_desktop.frontend.lite.engine import ECHO_SETTLE_S, LiteFrontEnd
+
+    front = LiteFrontEnd(tts, echo_settle_s=ECHO_SETTLE_S if echo_settle_s is None else echo_settle_s)
+    canceller = EchoCanceller()
+    delay = round(ECHO_DELAY_S * SAMPLE_RATE)
+    pending = np.zeros(delay, np.float32)  # what the microphone picks up next (the echo path)
+    signals = [OracleReset(1), OracleText(1, "The quick brown fox jumps over the lazy dog near the river bank."),
+               OracleDone(1), TurnEnded("vad", 1)]
+    events, spoken, silent = [], 0, 0
+    try:
+        for n in range(2000):
+            mic = pending[:FRAME_SIZE].copy()
+            pending = pending[FRAME_SIZE:]
+            if user is not None and spoken:  # the user's voice joins the echo at 1 s into the reply
+                at = spoken * FRAME_SIZE - SAMPLE_RATE
+                if 0 <= at < len(user):
+                    mic[: len(user[at : at + FRAME_SIZE])] += user[at : at + FRAME_SIZE]
+            result = front.step(canceller.process(mic), signals if n == 10 else ())
+            canceller.far_end(result.pcm)
+            pending = np.concatenate([pending, ECHO_GAIN * result.pcm])
+            events += result.events
+            if front.play.speaking:
+                spoken += 1
+            elif spoken:
+                silent += 1
+                if silent > 10:
+                    break
+            else:
+                time.sleep(0.002)  # let the TTS thread synthesize the reply
+    finally:
+        front.close()
+    return events
+
+
+def test_the_first_reply_does_not_interrupt_itself(piper_voice):
+    # A cold canceller (it has heard only silence) and the reply's own echo: spoken to the end.
+    # (On this echo path WebRTC converges fast enough that it holds without the settle window too.)
+    from kame_desktop.events import BargeInEvent
+
+    events = speak_first_reply(piper_voice)
+    said = "".join(e.piece for e in events if e.kind == "assistant_token")
+    assert said.split() == ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "near", "the", "river", "bank."]
+    assert not [e for e in events if isinstance(e, BargeInEvent)]
+
+
+def test_the_user_still_interrupts_the_first_reply(piper_voice, scene):
+    from kame_desktop.bench.speech import speak
+    from kame_desktop.events import BargeInEvent
+
+    user = at_level(speak(USER[0], speed=150))
+    assert [e for e in speak_first_reply(piper_voice, user=user) if isinstance(e, BargeInEvent)]

@@ -39,7 +39,7 @@ DESIGN_TABLE: dict[str, dict] = {
     "asr_final": {"text": "what's the", "words": WORDS},
     "speech_start": {"source": "user"},
     "speech_end": {"source": "assistant"},
-    "turn_end": {"source": "vad"},
+    "turn_end": {"source": "vad", "turn_detection": "smart", "probability": 0.93},
     "llm_request": {"request": 2, "policy": "partial", "word_count": 2},
     "llm_first_chunk": {"request": 2, "ttft_ms": 84.5},
     "llm_chunk": {"request": 2, "text": "The capital"},

@@ -5,11 +5,14 @@ session time at the end of each chunk, and answers with events on the same clock
 `AsrPartialEvent` (a revision of the words not yet committed), `AsrFinalEvent` (committed words,
 never revised), and from its VAD `SpeechStartEvent("user")`, `SpeechEndEvent("user")` and
 `TurnEndEvent("vad")`. Calls are synchronous and may take a while (the back-end runs them on its
-own thread, never on the inference thread).
+own thread, never on the inference thread). The back-end decides the turn on its own path
+(backend/turn.py), ignores the VAD events of its recognizer and calls `end_turn` when the turn is
+over, so the last words are committed then, not after the recognizer's own hang-over.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +31,10 @@ class AsrProvider(Protocol):
 
     def flush(self, t_end: float) -> list[Event]:
         """The audio ended: commit whatever is pending."""
+        ...
+
+    def end_turn(self, t_end: float) -> list[Event]:
+        """The user's turn is over: commit the words of the speech in progress now."""
         ...
 
     def reset(self) -> None:
@@ -81,6 +88,7 @@ class SegmentingAsr:
     buffer at every chunk."""
 
     RATE = ClockedAudio.RATE
+    heard_until = -math.inf  # session time up to which the words are decoded (whisper: its last pass)
     PREROLL_S = 0.3  # audio kept before the VAD's start: its onset detection lags the first phoneme
     IDLE_KEEP_S = 1.0  # audio kept between utterances: the start is reported up to ~0.2 s late
     keeps_audio = True
@@ -128,6 +136,15 @@ class SegmentingAsr:
             events.append(SpeechEndEvent("user"))
         self.reset()
         return events
+
+    def end_turn(self, t_end: float) -> list[Event]:
+        """The turn detector ended the turn: commit the utterance now; speech that follows starts
+        a new one (the VAD forgets the speech it was still in)."""
+        if not self.in_speech:
+            return []
+        self.in_speech = False
+        self.vad.end_speech()
+        return self._utterance_ended(self._buf.total)
 
     def _utterance_started(self, sample: int) -> list[Event]:
         return []

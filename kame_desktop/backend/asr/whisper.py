@@ -153,6 +153,11 @@ class WhisperAsr(SegmentingAsr):
         self._utt = None
         return events
 
+    def word_times(self, pcm16k: np.ndarray) -> list[Word]:
+        """The words of a whole clip (16 kHz) with their times in it: where benchmarks and tests
+        cut speech at a word boundary."""
+        return self._transcribe(np.asarray(pcm16k, np.float32), 0.0, len(pcm16k) / SR, None, True)
+
     # --- internals -----------------------------------------------------------------------------
 
     def _decode(self, final: bool, end_sample: int | None = None) -> list[Event]:
@@ -164,6 +169,7 @@ class WhisperAsr(SegmentingAsr):
         prompt = _text([w for w in u.committed if w.end <= t0][-30:]) or None
         started = time.perf_counter()
         words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final)
+        self.heard_until = t1
         self.last_decode_s = time.perf_counter() - started
         u.since_decode = 0
         new = self._unseen(words, u)

@@ -6,9 +6,15 @@ at once when r already has text (the final transcript added nothing material, so
 the right answer), else as soon as r's first words arrive. Speech is synthesized sentence by
 sentence on a worker thread while the text streams in, so `step()` never waits for the TTS and
 always returns one 1920-sample frame. The first clause of the newest answer is synthesized
-ahead, while the user is still talking, so a reply can start in the frame the turn ends. A user
+ahead, while the user is still talking, so a reply can start in the frame the turn ends. Only
+what fits a spoken reply is kept of an answer: at most two sentences, and a second one only if
+the two stay within ~30 words (`spoken_length`), so it never trails off mid-sentence. A user
 who starts speaking while it talks (its own VAD on
-the input, no cross-thread delay) stops it within a frame or two: barge-in.
+the input, no cross-thread delay) stops it within a frame or two: barge-in. Except in the first
+`ECHO_SETTLE_S` of the session's first reply: on open mic the echo canceller has heard no far-end
+speech yet and needs ~0.3 s of it to converge (silence does not train it), so what the VAD hears
+then is mostly the companion's own echo; those onsets are ignored, and the VAD starts afresh
+after it, so a user who really is talking interrupts a few frames later.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ log = logging.getLogger(__name__)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 SCAN_CHARS = 600  # answer text split per frame at most: a huge answer never stalls a frame
 _LONG_CLAUSE_WORDS = 14  # speak a long unpunctuated stretch at its last comma rather than wait
+ECHO_SETTLE_S = 0.5
+MAX_SENTENCES = 2
+MAX_WORDS = 30  # the prompt's length for a spoken answer
 
 
 @dataclass
@@ -112,6 +121,20 @@ def first_clause(text: str, done: bool) -> tuple[list[str], int]:
     return split_ready(text, done, limit=1)
 
 
+def spoken_length(text: str) -> int | None:
+    """Where the spoken part of a streaming answer ends, once that is known: after its second
+    sentence, or after its first when the second would take it past MAX_WORDS (the first is
+    always spoken whole). None: not known yet, keep all of it."""
+    ends = [m.start() for m in _SENTENCE_END.finditer(text)][:MAX_SENTENCES]
+    if not ends:
+        return None
+    if len(ends) == MAX_SENTENCES and len(text[: ends[1]].split()) <= MAX_WORDS:
+        return ends[1]
+    if len(ends) == MAX_SENTENCES or len(text.split()) > MAX_WORDS:
+        return ends[0]
+    return None
+
+
 def split_ready(text: str, done: bool, limit: int | None = None) -> tuple[list[str], int]:
     """Complete sentences at the start of `text` (at most `limit`) and how many characters they
     use; with `done`, the rest counts as a sentence too."""
@@ -132,6 +155,10 @@ def split_ready(text: str, done: bool, limit: int | None = None) -> tuple[list[s
     return [s for s in sentences if s], used
 
 
+def _newer(request: int | None, than: int | None) -> bool:
+    return request is not None and than is not None and request > than
+
+
 def word_schedule(sentence: str, samples: int) -> list[tuple[int, str]]:
     """When each word starts in the sentence's audio, spread by character count."""
     words = sentence.split()
@@ -146,7 +173,7 @@ def word_schedule(sentence: str, samples: int) -> list[tuple[int, str]]:
 class LiteFrontEnd:
     kind = "lite"
 
-    def __init__(self, tts, *, barge_in: bool = True, vad=None) -> None:
+    def __init__(self, tts, *, barge_in: bool = True, vad=None, echo_settle_s: float = ECHO_SETTLE_S) -> None:
         import soxr
 
         self.tts = tts
@@ -165,6 +192,7 @@ class LiteFrontEnd:
         self._worker = threading.Thread(target=self._synthesize_loop, name="kame-tts", daemon=True)
         self._worker.start()
         self._epoch = 0
+        self._settle_frames = round(echo_settle_s * SAMPLE_RATE / FRAME_SIZE)  # of the first reply
         self.reset()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -202,13 +230,13 @@ class LiteFrontEnd:
         events: list[Event] = []
         for signal in signals:
             self._apply(signal, events)
-        play = self.play
-        if self.barge_in and play.speaking and self._user_started(frame):
+        started = self._user_started(frame)  # also keeps the VAD's state current
+        if self.play.speaking and self._echo_settling():
+            started = False
+        if self.barge_in and self.play.speaking and started:
             self._interrupt(events)
-        elif self._vad is not None:
-            self._user_started(frame)  # keep the VAD's state current
         play = self.play
-        if play.reply is None and play.awaiting_turn and self.answers.get(self.awaiting, Answer()).text:
+        if play.reply is None and play.awaiting_turn and self._has_text(self.awaiting):
             self._start_reply(self.awaiting)
         if play.reply is not None:
             self._feed_tts(play.reply.key)
@@ -225,6 +253,10 @@ class LiteFrontEnd:
                 self.answers.setdefault(play.reply.request, Answer()).done = True
             self.answers[signal.request] = Answer()
             self.latest = signal.request
+            if play.awaiting_turn and _newer(signal.request, self.awaiting) and not self._has_text(self.awaiting):
+                # The turn ended before its last words were recognized, and this request has
+                # them: the one awaited (asked with fewer words) will never be spoken.
+                self.awaiting = signal.request
             if signal.request is not None:  # keep memory bounded over long sessions
                 for old in [r for r in self.answers if r is not None and r < signal.request - 8]:
                     del self.answers[old]
@@ -232,13 +264,17 @@ class LiteFrontEnd:
                     play.done.pop((self._epoch, old), None)
         elif isinstance(signal, OracleText):
             answer = self.answers.setdefault(signal.request, Answer())
+            if answer.done:
+                return  # capped at what a reply says (or finished): the rest is not spoken
             answer.text = f"{answer.text} {signal.text}" if answer.text else signal.text
+            if (cut := spoken_length(answer.text)) is not None:
+                answer.text, answer.done = answer.text[:cut], True
         elif isinstance(signal, OracleDone):
             self.answers.setdefault(signal.request, Answer()).done = True
         elif isinstance(signal, TurnEnded):
             self.awaiting = signal.request if signal.request is not None else self.latest
             play.awaiting_turn = play.reply is None or play.reply.request != self.awaiting
-        elif isinstance(signal, UserSpeechStarted) and play.speaking and self.barge_in:
+        elif isinstance(signal, UserSpeechStarted) and play.speaking and self.barge_in and not self._settle_frames:
             self._interrupt(events)
 
     def _user_started(self, frame: np.ndarray) -> bool:
@@ -246,6 +282,18 @@ class LiteFrontEnd:
             return False
         pcm16k = self._resampler.resample_chunk(np.ascontiguousarray(frame, dtype=np.float32))
         return any(kind == "start" for kind, _t in self._vad.process(pcm16k))
+
+    def _has_text(self, request: int | None) -> bool:
+        return bool(self.answers.get(request, Answer()).text)
+
+    def _echo_settling(self) -> bool:
+        """Counts down the first reply's settle window (once per frame spoken); True inside it."""
+        if not self._settle_frames:
+            return False
+        self._settle_frames -= 1
+        if not self._settle_frames and self._vad is not None:
+            self._vad.reset()  # what it heard was the echo: onsets from here on are the user's
+        return True
 
     def _start_reply(self, request: int | None) -> None:
         self.play.reply = Reply(request, (self._epoch, request))
@@ -264,7 +312,8 @@ class LiteFrontEnd:
         rest = answer.text[start : start + SCAN_CHARS]
         whole = start + SCAN_CHARS >= len(answer.text)  # the window reaches the end of the text
         done = answer.done and whole
-        sentences, used = first_clause(rest, done) if not progress.queued else split_ready(rest, done)
+        opening = not progress.queued
+        sentences, used = first_clause(rest, done) if opening else split_ready(rest, done)
         if not sentences and not whole:  # a full window with nowhere to cut: speak it to its last space
             used = rest.rfind(" ") + 1 or len(rest)
             sentences = [rest[:used].strip()]
@@ -272,9 +321,9 @@ class LiteFrontEnd:
             self._jobs.put((key, progress.queued, sentence))
             progress.queued += 1
         progress.sent_chars += used
-        # All of the text seen: wait for more. Else the next window goes next frame; and a clause
-        # spoken ahead leaves the rest for when the reply starts.
-        progress.scanned = state if whole and not (ahead and sentences) else None
+        # All of the text seen: wait for more. Else the next window goes next frame; and the
+        # opening clause leaves the rest for the next scan (when the reply starts, if spoken ahead).
+        progress.scanned = state if whole and not (opening and sentences) else None
 
     def _collect_audio(self, events: list[Event]) -> None:
         play = self.play

@@ -17,7 +17,13 @@ from kame_desktop.events import (
     TurnEnded,
     UserSpeechStarted,
 )
-from kame_desktop.frontend.lite.engine import LiteFrontEnd, split_ready, word_schedule
+from kame_desktop.frontend.lite.engine import (
+    ECHO_SETTLE_S,
+    LiteFrontEnd,
+    split_ready,
+    spoken_length,
+    word_schedule,
+)
 from kame_desktop.frontend.select import choose_frontend
 
 SILENCE = np.zeros(FRAME_SIZE, dtype=np.float32)
@@ -148,15 +154,62 @@ def test_waits_for_the_re_asked_answer_named_by_the_turn_end(lite):
     assert words.strip() == "The right answer."
 
 
-def test_barge_in_stops_the_output_at_once_and_is_recorded(lite):
-    answer = "Once upon a time a small turtle watched the birds. It dreamed of flying high above the sea."
-    signals = {0: [OracleReset(4), OracleText(4, answer), OracleDone(4), TurnEnded("vad", 4)]}
-    pcm = run_until_loud(lite, signals)
-    assert first_loud_frame(pcm) is not None  # it is talking
-    result = lite.step(SILENCE, [UserSpeechStarted()])
-    assert BargeInEvent(4) in result.events and SpeechEndEvent("assistant") in result.events
-    after, _ = run_frames(lite, 15)
-    assert not np.any(result.pcm) and not np.any(after)  # silent from the barge-in frame on
+TURTLE = "Once upon a time a small turtle watched the birds. It dreamed of flying high above the sea."
+
+
+def test_barge_in_stops_the_output_at_once_and_is_recorded(tts):
+    lite = LiteFrontEnd(tts, echo_settle_s=0.0)  # a headset: no echo to wait out
+    try:
+        signals = {0: [OracleReset(4), OracleText(4, TURTLE), OracleDone(4), TurnEnded("vad", 4)]}
+        pcm = run_until_loud(lite, signals)
+        assert first_loud_frame(pcm) is not None  # it is talking
+        result = lite.step(SILENCE, [UserSpeechStarted()])
+        assert BargeInEvent(4) in result.events and SpeechEndEvent("assistant") in result.events
+        after, _ = run_frames(lite, 15)
+        assert not np.any(result.pcm) and not np.any(after)  # silent from the barge-in frame on
+    finally:
+        lite.close()
+
+
+def test_the_first_reply_is_not_interrupted_while_the_echo_canceller_settles(lite):
+    signals = {0: [OracleReset(4), OracleText(4, TURTLE), OracleDone(4), TurnEnded("vad", 4)]}
+    run_until_loud(lite, signals)  # its first frame of speech
+    settle = round(ECHO_SETTLE_S / 0.08)
+    for _ in range(settle):  # the echo of an unconverged canceller sounds like a user
+        assert not [e for e in lite.step(SILENCE, [UserSpeechStarted()]).events if isinstance(e, BargeInEvent)]
+    assert BargeInEvent(4) in lite.step(SILENCE, [UserSpeechStarted()]).events  # from then on, it is one
+
+
+def test_spoken_length_keeps_two_sentences_within_30_words():
+    two = "The capital of France is Paris. It is known for the Eiffel Tower."
+    assert spoken_length(two + " It also has") == len(two)
+    assert spoken_length("The capital of France is Paris.") is None  # more may come: keep all
+    assert spoken_length("The capital of France is Paris. It") is None
+    first = "Paris is the capital."
+    long_second = " It is a city of " + "many " * 30
+    assert spoken_length(first + long_second) == len(first)  # the second would pass 30 words
+    assert spoken_length(first + " It is a city of " + "many " * 25 + "museums. More.") == len(first)
+    assert spoken_length("word " * 40) is None  # a long first sentence is spoken whole
+
+
+def test_speaks_at_most_two_sentences_and_ends_at_a_sentence_boundary(lite):
+    answer = ["The capital of France is Paris.", "It is known for the Eiffel", "Tower. It also has", "many museums and"]
+    signals = {0: [OracleReset(1)] + [OracleText(1, t) for t in answer] + [TurnEnded("vad", 1)]}
+    _, events = run_frames(lite, 1, signals)  # no OracleDone: the answer streams on, and is cut
+    while lite.play.reply is not None or not events[-1]:  # sentence by sentence, to the reply's end
+        events += run_until_said(lite)
+    words = "".join(e.piece for es in events for e in es if isinstance(e, AssistantTokenEvent))
+    assert words.strip() == "The capital of France is Paris. It is known for the Eiffel Tower."
+
+
+def test_a_request_asked_after_the_turn_ended_replaces_one_with_no_text(lite):
+    # The turn ended while the ASR still had the last words; request 1 (asked without them) is
+    # superseded before it wrote anything: request 2, asked with them, is the one spoken.
+    signals = {0: [TurnEnded("vad", 1)], 2: [OracleReset(2), OracleText(2, "It is Paris."), OracleDone(2)]}
+    _, events = run_frames(lite, 3, signals)
+    events += run_until_said(lite)
+    words = "".join(e.piece for es in events for e in es if isinstance(e, AssistantTokenEvent))
+    assert words.strip() == "It is Paris."
 
 
 def test_auto_picks_lite_without_a_gpu_and_says_why():

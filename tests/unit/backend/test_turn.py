@@ -1,0 +1,99 @@
+"""The turn detector on Piper-spoken questions, decided on the audio clock (no wall time):
+finished questions end the turn at once, questions cut before their last word wait, and a
+mid-sentence pause is not taken for the end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kame_desktop.backend.turn import MAX_SILENCE_MS, SMART_THRESHOLD, TurnDetector
+from kame_desktop.bench.lite import paused, speech_end_s, turn_ends
+from kame_desktop.events import SAMPLE_RATE, SpeechStartEvent, TurnEndEvent
+
+# Questions whose last word finishes them ("... of", "... for the" is plainly unfinished).
+QUESTIONS = (
+    "What is the capital of France?",
+    "What is the population of Japan?",
+    "Please tell me the weather for tomorrow.",
+    "What is the best way to learn Spanish?",
+    "Could you play some music by the Beatles?",
+    "How many people live in London?",
+    "Tell me a joke about a penguin.",
+    "Where can I buy a new pair of shoes?",
+    "I want to buy a present for my mother.",
+    "Remind me to call my sister.",
+)
+LEAD = np.zeros(SAMPLE_RATE // 2, np.float32)
+
+
+@pytest.fixture(scope="module")
+def smart():
+    return TurnDetector("smart")
+
+
+@pytest.fixture(scope="module")
+def spoken(piper_voice, whisper_asr):
+    """(whole question, the question cut before its last word) for each, after 0.5 s of silence."""
+    import soxr
+
+    out = []
+    for text in QUESTIONS:
+        audio = piper_voice.synthesize(text)
+        words = whisper_asr.word_times(soxr.resample(audio, SAMPLE_RATE, whisper_asr.RATE))
+        cut = round(words[-1].start * SAMPLE_RATE)
+        out.append((np.concatenate([LEAD, audio]), np.concatenate([LEAD, audio[:cut]])))
+    return out
+
+
+def ended_by_the_model(ends: list[tuple[float, TurnEndEvent]]) -> bool:
+    return bool(ends) and ends[0][1].probability is not None and ends[0][1].probability >= SMART_THRESHOLD
+
+
+def test_finished_questions_end_the_turn_and_cut_ones_wait(smart, spoken):
+    complete, incomplete = [], []
+    for (whole, cut), text in zip(spoken, QUESTIONS, strict=True):
+        complete.append(ended_by_the_model(turn_ends(smart, whole)))
+        p_whole = smart.probability
+        ends = turn_ends(smart, cut)
+        incomplete.append(not ended_by_the_model(ends))
+        if incomplete[-1]:  # nobody is left hanging: the maximum silence ends it
+            assert ends and ends[0][0] - speech_end_s(cut) >= MAX_SILENCE_MS / 1000
+        print(f"\n{text!r}: whole {p_whole}, cut {ends[0][1].probability if ends else None}", end="")
+    print(f"\ncomplete {sum(complete)}/10, cut incomplete {sum(incomplete)}/10")
+    assert sum(complete) >= 8, complete
+    assert sum(incomplete) >= 7, incomplete
+
+
+def test_smart_ends_finished_questions_sooner_than_the_fixed_silence(smart, spoken):
+    silence = TurnDetector("silence", model=smart.model)
+    for whole, _ in spoken:
+        end = speech_end_s(whole)
+        (t_silence, e_silence), = turn_ends(silence, whole)
+        assert e_silence == TurnEndEvent("vad", "silence", None)
+        assert t_silence - end >= 0.5  # the hang-over, on the audio clock
+        ends = turn_ends(smart, whole)
+        if ended_by_the_model(ends):
+            assert ends[0][0] < t_silence - 0.3
+
+
+def test_a_mid_sentence_pause_is_not_the_end_for_smart_but_is_for_silence(smart, piper_voice, whisper_asr):
+    # 0.8 s: longer than the fixed hang-over plus the VAD's own lag, shorter than the maximum silence.
+    pcm, resumed = paused(whisper_asr, piper_voice, "What is the capital of France?", pause_s=0.8)
+    assert all(t > resumed for t, _ in turn_ends(smart, pcm))
+    assert any(t < resumed for t, _ in turn_ends(TurnDetector("silence", model=smart.model), pcm))
+
+
+def test_speech_starts_once_per_turn_and_flush_closes_it(smart, spoken):
+    whole, _ = spoken[0]
+    smart.reset()
+    events = smart.feed(whole[: len(whole) // 2], len(whole) / 2 / SAMPLE_RATE)
+    assert [e for e in events if isinstance(e, SpeechStartEvent)] == [SpeechStartEvent("user")]
+    assert smart.in_turn and [e.kind for e in smart.flush()] == ["speech_end"] and not smart.in_turn
+
+
+def test_an_unknown_mode_is_one_clear_error():
+    from kame_desktop.errors import ChoiceError
+
+    with pytest.raises(ChoiceError, match="unknown turn detection 'fast'; use one of smart, silence"):
+        TurnDetector("fast")
