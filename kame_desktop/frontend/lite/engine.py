@@ -23,8 +23,9 @@ import logging
 import queue
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import NamedTuple
 
 import numpy as np
@@ -50,6 +51,10 @@ from kame_desktop.frontend.base import FrameResult
 log = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# A full stop after these ends no sentence: "J.K. Rowling", "Dr. Jones", "the U.S. Navy".
+_INITIALS = re.compile(r"(?:\b[A-Za-z]\.)+$")
+_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "mt.", "jr.", "sr.", "prof.", "vs.", "e.g.", "i.e.",
+                            "approx.", "no."})
 SCAN_CHARS = 600  # answer text split per frame at most: a huge answer never stalls a frame
 _LONG_CLAUSE_WORDS = 14  # speak a long unpunctuated stretch at its last comma rather than wait
 ECHO_SETTLE_S = 0.5
@@ -112,6 +117,17 @@ _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 _FIRST_CLAUSE_WORDS = 3
 
 
+def sentence_ends(text: str) -> Iterator[re.Match[str]]:
+    """The gaps after the sentences of `text` (a match spans the whitespace), abbreviations and
+    initials excepted."""
+    for match in _SENTENCE_END.finditer(text):
+        before = text[: match.start()]
+        word = before[before.rfind(" ") + 1 :]
+        if before.endswith(".") and (_INITIALS.search(word) or word.lower() in _ABBREVIATIONS):
+            continue
+        yield match
+
+
 def first_clause(text: str, done: bool) -> tuple[list[str], int]:
     """The opening clause of an answer (up to its first , ; : or sentence end, at least a few
     words): short, so the reply can start as soon as possible."""
@@ -125,7 +141,7 @@ def spoken_length(text: str) -> int | None:
     """Where the spoken part of a streaming answer ends, once that is known: after its second
     sentence, or after its first when the second would take it past MAX_WORDS (the first is
     always spoken whole). None: not known yet, keep all of it."""
-    ends = [m.start() for m in _SENTENCE_END.finditer(text)][:MAX_SENTENCES]
+    ends = [m.start() for m in islice(sentence_ends(text), MAX_SENTENCES)]
     if not ends:
         return None
     if len(ends) == MAX_SENTENCES and len(text[: ends[1]].split()) <= MAX_WORDS:
@@ -139,7 +155,7 @@ def split_ready(text: str, done: bool, limit: int | None = None) -> tuple[list[s
     """Complete sentences at the start of `text` (at most `limit`) and how many characters they
     use; with `done`, the rest counts as a sentence too."""
     sentences, used = [], 0
-    for match in _SENTENCE_END.finditer(text):
+    for match in sentence_ends(text):
         sentences.append(text[used : match.start()].strip())
         used = match.end()
         if limit is not None and len(sentences) >= limit:

@@ -192,6 +192,14 @@ def test_spoken_length_keeps_two_sentences_within_30_words():
     assert spoken_length("word " * 40) is None  # a long first sentence is spoken whole
 
 
+def test_initials_and_abbreviations_end_no_sentence():
+    # "J.K." once ended the first sentence, and all the companion said was "… written by J.K."
+    rowling = "The Harry Potter books were written by J.K. Rowling."
+    assert spoken_length(rowling + " She lives in Edinburgh. She") == len(rowling + " She lives in Edinburgh.")
+    assert split_ready("Ask Dr. Jones. Or the U.S. Navy. Or", False) == (["Ask Dr. Jones.", "Or the U.S. Navy."], 33)
+    assert split_ready("It is in Paris. Yes", False) == (["It is in Paris."], 16)  # a word ending in s is no initial
+
+
 def test_speaks_at_most_two_sentences_and_ends_at_a_sentence_boundary(lite):
     answer = ["The capital of France is Paris.", "It is known for the Eiffel", "Tower. It also has", "many museums and"]
     signals = {0: [OracleReset(1)] + [OracleText(1, t) for t in answer] + [TurnEnded("vad", 1)]}
