@@ -127,9 +127,10 @@ def run_all(starters: dict[str, Callable[[], Run]], limit: int = CONCURRENT) -> 
 def warm_up(base_url: str) -> None:
     """One short request, as a server in use would have had: a fresh llama.cpp server's first
     prompt (the system prompt, uncached) takes seconds on a busy 2-core machine."""
-    from kame_desktop.backend.prompts import SYSTEM_PROMPT, build_messages
+    from kame_desktop.backend.prompts import SYSTEM_PROMPT, USER, build_messages
 
-    body = {"model": "warm-up", "messages": build_messages(SYSTEM_PROMPT, "user: Hello"), "max_tokens": 1}
+    messages = build_messages(SYSTEM_PROMPT, [(USER, "Hello")], lambda text: len(text.split()), budget=1000)
+    body = {"model": "warm-up", "messages": messages, "max_tokens": 1}
     request = urllib.request.Request(f"{base_url}/chat/completions", json.dumps(body).encode(),
                                      {"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(request, timeout=60) as response:

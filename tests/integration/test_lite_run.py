@@ -60,7 +60,7 @@ def test_lite_answers_the_capital_of_france(tmp_path):
     # The audio says what the text says; the small Whisper that checks it may mishear a word
     # ("France is Paris" → "Francis Paritz"), so compare the whole reply, not one word.
     heard = transcribe(answer[len(question) // 2 :])  # the answer comes after the question
-    assert len(heard.split()) >= 3 and similarity(heard, spoken) >= 0.7, (heard, spoken)
+    assert heard.strip() and similarity(heard, spoken) >= 0.7, (heard, spoken)
 
 
 def test_barge_in_stops_the_reply_within_200_ms(tmp_path):

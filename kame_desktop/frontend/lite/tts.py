@@ -25,10 +25,14 @@ def embedded_voice() -> tuple[Path, Path]:
 class PiperTts:
     """Synthesizes one sentence at a time (RTF ≈ 0.07 here), on `threads` CPU threads."""
 
-    def __init__(self, model_path: Path | None = None, config_path: Path | None = None, threads: int = 1) -> None:
+    def __init__(
+        self, model_path: Path | None = None, config_path: Path | None = None, threads: int = 1, steady: bool = False
+    ) -> None:
+        """`steady`: without the voice's random variation, so a text sounds the same every time
+        (speech for tests and benchmarks that must not vary from run to run)."""
         import onnxruntime
         import soxr
-        from piper import PiperVoice
+        from piper import PiperVoice, SynthesisConfig
         from piper.config import PiperConfig
 
         if model_path is None:
@@ -43,13 +47,14 @@ class PiperTts:
         except Exception as e:  # onnxruntime and json raise many types
             raise ModelFileError(f"cannot load the Piper voice {model_path}: {e}") from e
         self._voice = PiperVoice(session=session, config=config)
+        self._synthesis = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if steady else None
         self._soxr = soxr
         self.name = f"piper:{Path(model_path).stem}"
         self.voice_rate = config.sample_rate
 
     def synthesize(self, text: str) -> np.ndarray:
         """float32 mono at 24 kHz (empty for text with nothing to say)."""
-        chunks = [chunk.audio_float_array for chunk in self._voice.synthesize(text)]
+        chunks = [chunk.audio_float_array for chunk in self._voice.synthesize(text, syn_config=self._synthesis)]
         if not chunks:
             return np.zeros(0, dtype=np.float32)
         audio = np.concatenate(chunks).astype(np.float32, copy=False)
