@@ -124,7 +124,10 @@ def heard(asr, processed):
 
 def test_with_aec_the_user_is_heard_over_playback_and_the_echo_is_not(heard):
     words = set(heard["on"])
-    assert len(USER_WORDS & words) >= 0.6 * len(USER_WORDS), heard["on"]
+    # A user word counts when Whisper heard it, inflected or not ("open" in "opened"): the
+    # small model's endings on processed speech are not what this tests.
+    found = {w for w in USER_WORDS if any(h.startswith(w) for h in words)}
+    assert len(found) >= 0.6 * len(USER_WORDS), heard["on"]
     assert not APP_WORDS & words, heard["on"]
 
 
