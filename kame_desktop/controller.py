@@ -211,11 +211,12 @@ class Controller:
                 source.close()  # unblocks a device read
             except Exception:
                 log.exception("closing the audio source failed")
-        if self._thread is not None:
-            self._thread.join(join_timeout)
-            if self._thread.is_alive():
+        thread = self._thread or self._previous  # a second stop() still waits for the run the first stopped
+        if thread is not None:
+            thread.join(join_timeout)
+            if thread.is_alive():
                 log.warning("the inference thread did not stop within %.1f s", join_timeout)
-            self._previous = self._thread
+            self._previous = thread
         self._thread = None
         self._source = None
 

@@ -60,4 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     window.start()
     code = app.exec()
     instance.close()
+    # The window closed at once; the session may still be closing its models: let it finish
+    # before the interpreter shuts down under it.
+    window.controller.stop(join_timeout=15)
     return code
