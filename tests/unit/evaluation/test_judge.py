@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fixtures.llm import chat_reply
 
 from kame_desktop.evaluation.judge import Judge, JudgeSettings, Prompt, build_prompt, parse_rating
 from kame_desktop.evaluation.questions import Question
@@ -70,17 +71,7 @@ class _Client:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-
-        class Message:
-            content = answer
-
-        class Choice:
-            message = Message
-
-        class Reply:
-            choices = [Choice]
-
-        return Reply
+        return chat_reply(answer)
 
 
 def test_verdicts_are_cached_and_failures_are_not(tmp_path):

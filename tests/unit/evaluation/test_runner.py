@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from fixtures.llm import chat_reply
 
 from kame_desktop.audio.files import write_wav
 from kame_desktop.errors import KameError
@@ -49,17 +50,7 @@ class _Client:
     def create(self, **kwargs):
         self.calls += 1
         answer = self.answer
-
-        class Message:
-            content = answer
-
-        class Choice:
-            message = Message
-
-        class Reply:
-            choices = [Choice]
-
-        return Reply
+        return chat_reply(answer)
 
 
 def test_score_run_fills_in_hits_flags_and_verdicts(tmp_path):
