@@ -42,11 +42,12 @@ def transcribe(pcm: np.ndarray) -> str:
 
 
 def similarity(heard: str, spoken: str) -> float:
-    """How alike the starts of two texts are (0..1), letters and digits only: the run may end
-    before a long reply has been said to its end."""
+    """How alike what was heard is to the start of what was spoken (0..1), letters and digits
+    only: the run may end before a long reply has been said to its end, so only as much of the
+    reply as was heard counts (a little more, for a letter the recognizer dropped)."""
     a, b = (" ".join(re.findall(r"[a-z0-9']+", t.lower())) for t in (heard, spoken))
-    n = min(len(a), len(b))
-    return difflib.SequenceMatcher(None, a[:n], b[:n]).ratio() if n else 0.0
+    b = b[: len(a) + 2]
+    return difflib.SequenceMatcher(None, a, b).ratio() if a and b else 0.0
 
 
 def test_lite_answers_the_capital_of_france(tmp_path):
@@ -58,7 +59,7 @@ def test_lite_answers_the_capital_of_france(tmp_path):
     spoken = "".join(r.event.piece for r in records if r.event.kind == "assistant_token")
     assert "Paris" in spoken
     # The audio says what the text says; the small Whisper that checks it may mishear a word
-    # ("France is Paris" → "Francis Paritz"), so compare the whole reply, not one word.
+    # ("France is Paris" → "Francis Paritz", "Paris" → "Harris"), so compare letters, not words.
     heard = transcribe(answer[len(question) // 2 :])  # the answer comes after the question
     assert heard.strip() and similarity(heard, spoken) >= 0.7, (heard, spoken)
 
