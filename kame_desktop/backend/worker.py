@@ -82,7 +82,8 @@ class Backend:
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
         self._threads: list[threading.Thread] = []
-        self._turn_deferred = False  # on the loop: TurnEnded waits for the turn's final words
+        # On the loop: the turn end whose TurnEnded waits for that turn's final words.
+        self._deferred_turn: TurnEndEvent | None = None
 
     @property
     def manager(self) -> OracleManager:
@@ -273,8 +274,8 @@ class Backend:
                 self.post_signal(TurnEnded(event.source, self.manager.answer_request()))
         if then is not None:  # the turn's words are all in: now the manager hears that it ended
             self.manager.on_asr(then)
-            if self._turn_deferred:
-                self._turn_deferred = False
+            if then is self._deferred_turn:  # not an earlier turn's, reopened since
+                self._deferred_turn = None
                 self.post_signal(TurnEnded(then.source, self.manager.answer_request()))
 
     def _on_turn_events(self, events: list[Event], speech_end_t: float) -> None:
@@ -285,13 +286,17 @@ class Backend:
                 # recognizer has decoded past the end of the speech (else it would answer "What is
                 # the capital of"), and the policy asks before the turn ends.
                 heard = getattr(self.asr, "heard_until", -math.inf) >= speech_end_t
-                self._turn_deferred = self._turn_waits_for_words() or not heard
-                if not self._turn_deferred:
+                wait = self._turn_waits_for_words() or not heard
+                self._deferred_turn = event if wait else None
+                if not wait:
                     self.post_signal(TurnEnded(event.source, self.manager.answer_request()))
 
     def _publish_user(self, event: Event) -> None:
         self.publish(event)
         if isinstance(event, SpeechStartEvent) and event.source == "user":
+            # Talking again before a deferred turn end was announced: that turn is open again
+            # (announcing it now would have the companion answer half a question over the user).
+            self._deferred_turn = None
             self.post_signal(UserSpeechStarted())
 
     def _turn_waits_for_words(self) -> bool:

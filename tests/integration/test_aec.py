@@ -122,17 +122,23 @@ def heard(asr, processed):
     return result
 
 
-def test_with_aec_the_user_is_heard_over_playback_and_the_echo_is_not(heard):
-    words = set(heard["on"])
-    # A user word counts when Whisper heard it, inflected or not ("open" in "opened"): the
-    # small model's endings on processed speech are not what this tests.
+def user_heard_and_echo_not(words: list[str]) -> bool:
+    """Most of the user's words are in the transcript and none of the app's. A user word counts
+    when Whisper heard it, inflected or not ("open" in "opened"): the small model's endings on
+    processed speech are not what this tests."""
     found = {w for w in USER_WORDS if any(h.startswith(w) for h in words)}
-    assert len(found) >= 0.6 * len(USER_WORDS), heard["on"]
-    assert not APP_WORDS & words, heard["on"]
+    return len(found) >= 0.6 * len(USER_WORDS) and not APP_WORDS & set(words)
+
+
+def test_with_aec_the_user_is_heard_over_playback_and_the_echo_is_not(heard):
+    assert user_heard_and_echo_not(heard["on"]), heard["on"]
 
 
 def test_without_aec_the_echo_is_transcribed(heard):
-    assert APP_WORDS & set(heard["off"]), heard["off"]  # the control: the test can fail
+    # The control: the same check fails on the unprocessed microphone. Whisper hears the two
+    # overlapping voices as the app's words, or as neither ("release me i'll be a mouth"),
+    # depending on the model build; either way the echo costs the user's words.
+    assert not user_heard_and_echo_not(heard["off"]), heard["off"]
 
 
 def test_no_barge_in_on_the_echo(processed, scene):

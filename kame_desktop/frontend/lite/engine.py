@@ -10,7 +10,9 @@ ahead, while the user is still talking, so a reply can start in the frame the tu
 what fits a spoken reply is kept of an answer: at most two sentences, and a second one only if
 the two stay within ~30 words (`spoken_length`), so it never trails off mid-sentence. A user
 who starts speaking while it talks (its own VAD on
-the input, no cross-thread delay) stops it within a frame or two: barge-in. Except in the first
+the input, no cross-thread delay) stops it within a frame or two: barge-in; one who goes on
+talking after the turn ended, before the reply made a sound, gets no reply until the back-end
+ends the turn again (it never starts talking over the user). Except in the first
 `ECHO_SETTLE_S` of the session's first reply: on open mic the echo canceller has heard no far-end
 speech yet and needs ~0.3 s of it to converge (silence does not train it), so what the VAD hears
 then is mostly the companion's own echo; those onsets are ignored, and the VAD starts afresh
@@ -290,8 +292,15 @@ class LiteFrontEnd:
         elif isinstance(signal, TurnEnded):
             self.awaiting = signal.request if signal.request is not None else self.latest
             play.awaiting_turn = play.reply is None or play.reply.request != self.awaiting
-        elif isinstance(signal, UserSpeechStarted) and play.speaking and self.barge_in and not self._settle_frames:
-            self._interrupt(events)
+        elif isinstance(signal, UserSpeechStarted):
+            if play.speaking:
+                if self.barge_in and not self._settle_frames:
+                    self._interrupt(events)
+            elif play.awaiting_turn or play.reply is not None:
+                # The user went on talking after the turn ended and before the reply made a
+                # sound (a pause the detector took for the end): the turn is open again, and
+                # the back-end ends it anew. Nothing was said, so nothing is cut.
+                play.awaiting_turn, play.reply = False, None
 
     def _user_started(self, frame: np.ndarray) -> bool:
         if self._vad is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -87,3 +88,60 @@ def test_a_recognizer_that_heard_it_all_lets_the_reply_start_at_once(whisper_asr
     (held_signals, _), signals, _ = run_held(whisper_asr, piper_voice, heard_until=math.inf)
     assert [type(s) for s in held_signals if isinstance(s, TurnEnded)] == [TurnEnded]
     assert len([s for s in signals if isinstance(s, TurnEnded)]) == 1
+
+
+def test_talking_again_reopens_a_turn_not_yet_announced(whisper_asr, piper_voice):
+    """The detector ends the turn in a pause, the user goes on before the recognizer has the
+    words: the front-end is told of one turn, after the last words, never of the first half."""
+    from kame_desktop.events import SpeechStartEvent, UserSpeechStarted
+
+    def say(text: str, pause_s: float) -> list[np.ndarray]:
+        return [piper_voice.synthesize(text), np.zeros(round(pause_s * SAMPLE_RATE), np.float32)]
+
+    first = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), *say("What is the capital of France?", 0.5)])
+    second = np.concatenate(say("And what about Spain?", 2.0))
+    whisper_asr.reset()
+    asr = HeldAsr(whisper_asr)
+    asr.heard_until = -math.inf  # the recognizer never has the words when the turn ends
+    signals, events, both = [], [], []  # both: signals and events in the order they went out
+    decided, spoke_again, told = threading.Event(), threading.Event(), threading.Event()
+
+    def post(signal) -> bool:
+        signals.append(signal)
+        both.append(signal)
+        if isinstance(signal, TurnEnded) and spoke_again.is_set():
+            told.set()
+        return True
+
+    def publish(event) -> None:
+        events.append(event)
+        both.append(event)
+        if isinstance(event, TurnEndEvent):
+            decided.set()
+        if isinstance(event, SpeechStartEvent) and sum(isinstance(e, SpeechStartEvent) for e in events) == 2:
+            spoke_again.set()
+
+    backend = Backend(UnavailableLlm("none", "no LLM in this test"), asr, post, publish,
+                      turns=TurnDetector("smart"), policy=PolicyConfig(name="reactive"))
+    backend.start()
+    try:
+        # The second half reaches the recognizer after the first turn end, as it would live.
+        for i in range(0, len(first), FRAME_SIZE):
+            backend.push_audio(first[i : i + FRAME_SIZE], (i + FRAME_SIZE) / SAMPLE_RATE)
+        assert decided.wait(60), "the detector ended the turn in the pause"
+        time.sleep(0.5)  # the turn thread queues that turn end for the recognizer just after announcing it
+        for i in range(0, len(second), FRAME_SIZE):
+            backend.push_audio(second[i : i + FRAME_SIZE], (len(first) + i + FRAME_SIZE) / SAMPLE_RATE)
+        assert spoke_again.wait(60), "the turn detector heard two stretches of speech"
+        backend._to_loop(asr.release.set)
+        assert told.wait(60), "the front-end was told the reopened turn ended"
+    finally:
+        asr.release.set()
+        backend.stop()
+    ended = [e for e in events if isinstance(e, TurnEndEvent)]
+    assert len(ended) == 2 and ended[0].probability >= 0.5  # the detector did end the first half
+    kinds = [type(s) for s in signals if isinstance(s, TurnEnded | UserSpeechStarted)]
+    assert kinds == [UserSpeechStarted, UserSpeechStarted, TurnEnded], kinds
+    told_at = next(i for i, x in enumerate(both) if isinstance(x, TurnEnded))
+    heard = " ".join(x.text for x in both[:told_at] if isinstance(x, AsrFinalEvent)).lower()
+    assert "spain" in heard, heard  # told once the second half's words were in

@@ -281,3 +281,19 @@ def test_the_frame_step_splits_a_bounded_amount_of_text(monkeypatch):
     finally:
         frontend.close()
     assert "".join(said).split() == answer.split()  # every word was still spoken, in order
+
+
+def test_a_user_who_goes_on_talking_before_the_reply_sounds_gets_it_at_the_next_turn_end(lite):
+    signals = {
+        0: [OracleReset(1), OracleText(1, "Half an answer."), OracleDone(1), TurnEnded("vad", 1)],
+        1: [UserSpeechStarted()],  # before the TTS has the first clause back: nothing said yet
+    }
+    pcm, events = run_frames(lite, 2, signals)
+    assert first_loud_frame(pcm) is None and not lite.play.awaiting_turn and lite.play.reply is None
+    quiet, more = run_frames(lite, 40)  # the text is ready, the turn is open: it waits
+    assert first_loud_frame(quiet) is None
+    assert not [e for es in events + more for e in es if isinstance(e, BargeInEvent)]  # nothing was cut
+    pcm = run_until_loud(lite, {0: [OracleReset(2), OracleText(2, "The whole answer."), OracleDone(2), TurnEnded("vad", 2)]})
+    assert first_loud_frame(pcm) is not None
+    words = "".join(e.piece for es in run_until_said(lite) for e in es if isinstance(e, AssistantTokenEvent))
+    assert "whole" in words.lower()  # the reply to the whole turn
