@@ -81,6 +81,13 @@ class SileroVad:
         s = self.state
         return s.samples - s.temp_end + CHUNK if s.triggered and s.temp_end else 0
 
+    @property
+    def silence_start(self) -> int | None:
+        """Where the pause in the speech in progress began, in samples since `reset()` (None:
+        speaking, or not in speech)."""
+        s = self.state
+        return s.temp_end - CHUNK if s.triggered and s.temp_end else None
+
     def end_speech(self) -> None:
         """The turn was ended by someone else (the turn detector): what follows starts anew."""
         self.state.triggered = False

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SR = SegmentingAsr.RATE
 _TAIL_S = 0.2  # audio kept after the VAD's end point for the last pass
+_PAUSE_TAIL_S = 0.1  # silence a pass must have heard after the speech to count as its end
 _FORCE_KEEP_S = 1.0  # at the length cap, words ending this close to the buffer end stay open
 
 
@@ -81,6 +82,10 @@ class _Utterance:
     partial: str = ""  # text of the last partial sent
     committed: list[Word] = field(default_factory=list)
     committed_end: float = -math.inf  # session time where the committed words end
+    decoded_to: int = 0  # absolute 16 kHz sample the last pass heard up to
+    # The last pass heard the speech up to the pause still going on (and a little of it): the
+    # words so far are all known, and they are the final ones if the turn ends in this pause.
+    covered_pause: bool = False
 
 
 class WhisperAsr(SegmentingAsr):
@@ -135,21 +140,37 @@ class WhisperAsr(SegmentingAsr):
     def reset(self) -> None:
         super().reset()
         self._utt: _Utterance | None = None
+        self.heard_until = -math.inf  # a new conversation's clock starts again at 0
 
     def _utterance_started(self, sample: int) -> list[Event]:
         self._utt = _Utterance()
         return []
 
     def _more_audio(self, n: int) -> list[Event]:
-        assert self._utt is not None
-        self._utt.since_decode += n
+        u = self._utt
+        assert u is not None
+        u.since_decode += n
+        silence = self.vad.silence_start
+        u.covered_pause = silence is not None and u.decoded_to >= silence + _PAUSE_TAIL_S * SR
+        if u.covered_pause:
+            self.heard_until = self._buf.t_end  # silence since: nothing more to decode
+            return []
+        if silence is not None and self._buf.total >= silence + _PAUSE_TAIL_S * SR:
+            # A pause the last pass did not reach: decode now, not at the next interval, so the
+            # words up to it are known when the turn detector ends the turn here.
+            return self._decode(final=False)
         pace = self.last_decode_s if self.adaptive_pacing else 0.0
-        if self._utt.since_decode >= max(self.partial_interval, pace) * SR:
+        if u.since_decode >= max(self.partial_interval, pace) * SR:
             return self._decode(final=False)
         return []
 
     def _utterance_ended(self, sample: int) -> list[Event]:
-        events = self._decode(final=True, end_sample=sample + round(_TAIL_S * SR))
+        u = self._utt
+        assert u is not None
+        if u.covered_pause:  # the turn ends in a pause the last pass heard: its words are final
+            events = self._settle(u, list(u.tail), final=True, t0=0.0, t1=0.0)
+        else:
+            events = self._decode(final=True, end_sample=sample + round(_TAIL_S * SR))
         self._utt = None
         return events
 
@@ -172,7 +193,17 @@ class WhisperAsr(SegmentingAsr):
         self.heard_until = t1
         self.last_decode_s = time.perf_counter() - started
         u.since_decode = 0
-        new = self._unseen(words, u)
+        u.decoded_to = self._buf.start + n
+        silence = self.vad.silence_start
+        u.covered_pause = silence is not None and u.decoded_to >= silence + _PAUSE_TAIL_S * SR
+        events = self._settle(u, self._unseen(words, u), final, t0, t1)
+        if not final and t1 - t0 > self.trim_s:
+            self._trim(u, t1)
+        return events
+
+    def _settle(self, u: _Utterance, new: list[Word], final: bool, t0: float, t1: float) -> list[Event]:
+        """Commit what the hypothesis `new` of the audio [t0, t1] agrees on with the last one
+        (all of it when final); the rest is the partial."""
         if final:
             commit, tail = new, []
         else:
@@ -194,8 +225,6 @@ class WhisperAsr(SegmentingAsr):
         if _text(tail) != u.partial:
             u.partial = _text(tail)
             events.append(AsrPartialEvent(u.partial, tuple(tail)))
-        if not final and t1 - t0 > self.trim_s:
-            self._trim(u, t1)
         return events
 
     def _trim(self, u: _Utterance, t1: float) -> None:

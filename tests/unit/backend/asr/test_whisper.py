@@ -127,3 +127,37 @@ def test_long_utterance_is_trimmed_and_capped(whisper_asr, speech):
     assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
 
 
+
+
+def test_a_pause_is_decoded_at_once_and_its_words_are_the_final_ones(whisper_asr, piper_voice):
+    """At the first silent chunk after speech the recognizer decodes (however long since its
+    last pass), so the turn's words are in when the turn detector ends it there; ending the
+    turn in that pause then costs no second pass."""
+    from kame_desktop.bench.lite import speech_end_s
+
+    speech = piper_voice.synthesize("What is the capital of France?")
+    pcm = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speech, np.zeros(SAMPLE_RATE // 2, np.float32)])
+    end = SAMPLE_RATE // 2 + round(speech_end_s(speech) * SAMPLE_RATE)  # the end of the speech, in samples
+    passes = []
+    transcribe = whisper_asr._transcribe
+    whisper_asr.reset()
+    interval = whisper_asr.partial_interval
+    whisper_asr.partial_interval = 60.0  # no interval pass: only the pause can explain one
+    whisper_asr._transcribe = lambda *a: passes.append(a[2]) or transcribe(*a)
+    try:
+        events, i = [], 0
+        while whisper_asr.heard_until < end / SAMPLE_RATE and i < len(pcm):
+            events += whisper_asr.feed(pcm[i : i + FRAME_SIZE], (i + FRAME_SIZE) / SAMPLE_RATE)
+            i += FRAME_SIZE
+        assert whisper_asr.heard_until >= end / SAMPLE_RATE, "a pass heard the speech to its end"
+        assert i <= end + 0.4 * SAMPLE_RATE, (i - end) / SAMPLE_RATE  # within the first 0.4 s of silence
+        partial = [e for e in events if isinstance(e, AsrPartialEvent)][-1]
+        assert "france" in words_of(partial.text), partial
+        before = len(passes)
+        final = whisper_asr.end_turn(i / SAMPLE_RATE)  # the turn detector ends the turn in this pause
+    finally:
+        whisper_asr.partial_interval = interval
+        del whisper_asr._transcribe
+    assert len(passes) == before  # its words are the pause's
+    said = " ".join(e.text for e in events + final if isinstance(e, AsrFinalEvent))
+    assert words_of(said)[-1] == "france", said
