@@ -1,5 +1,6 @@
-"""`run --frontend lite` end to end, paced, with the embedded back-end: the answer is right and
-spoken, and a user who talks over it stops it within 200 ms."""
+"""The lite companion end to end, paced, with the embedded back-end (`run --frontend lite`, and the
+session it builds): the answer is right and spoken, and a user who talks over it stops it within
+200 ms."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import numpy as np
 import pytest
 
 from kame_desktop.audio.files import read_audio, write_wav
-from kame_desktop.bench.lite import first_sound_after_s, loud_windows, speech_end_s
+from kame_desktop.bench.lite import loud_windows, speech_end_s
 from kame_desktop.bench.speech import speak
-from kame_desktop.events import SAMPLE_RATE, read_timeline
+from kame_desktop.events import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE, read_timeline
 
 
 def run_lite(tmp_path: Path, pcm: np.ndarray, tail: float) -> tuple[np.ndarray, list]:
@@ -65,29 +66,75 @@ def test_lite_answers_the_capital_of_france(tmp_path):
     assert heard.strip() and similarity(heard, spoken) >= 0.7, (heard, spoken)
 
 
-def test_barge_in_stops_the_reply_within_200_ms(tmp_path):
+class TalksOver:
+    """The microphone and speaker of a user who asks `first`, waits for the reply and talks over
+    it (`second`) once it has played for `into_reply_s`, then listens for `tail_s`: paced at
+    real time, but the interruption is placed on the audio clock, after the reply's first
+    sound, however long this machine took to start it."""
+
+    def __init__(self, first: np.ndarray, second: np.ndarray, into_reply_s: float = 1.5,
+                 tail_s: float = 3.0, wait_s: float = 30.0) -> None:
+        from kame_desktop.audio.sources import _Pacer
+
+        self.first, self.second = first, second
+        self.pacer, self.frame = _Pacer(), 0
+        self.out: list[np.ndarray] = []
+        self.reply_frame: int | None = None  # the output's first loud frame after the question
+        self.second_frame: int | None = None  # where the second utterance starts in the input
+        self.into_reply = round(into_reply_s / FRAME_SECONDS)
+        self.tail, self.wait = round(tail_s / FRAME_SECONDS), round(wait_s / FRAME_SECONDS)
+        self.first_frames = -(-len(first) // FRAME_SIZE)
+
+    def read(self) -> np.ndarray | None:
+        self.pacer.wait(self.frame)
+        i, self.frame = self.frame, self.frame + 1
+        if self.second_frame is None and self.reply_frame is not None and i >= self.reply_frame + self.into_reply:
+            self.second_frame = i
+        if self.second_frame is not None:
+            pcm, at = self.second, self.second_frame
+            if i >= at + -(-len(pcm) // FRAME_SIZE) + self.tail:
+                return None
+        else:
+            pcm, at = self.first, 0
+            if i >= self.first_frames + self.wait:
+                return None  # no reply: the assertions say so
+        frame = np.zeros(FRAME_SIZE, np.float32)
+        chunk = pcm[(i - at) * FRAME_SIZE : (i - at + 1) * FRAME_SIZE]
+        frame[: len(chunk)] = chunk
+        return frame
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.reply_frame is None and len(self.out) >= self.first_frames and len(loud_windows(frame)):
+            self.reply_frame = len(self.out)
+        self.out.append(frame)
+
+    def close(self) -> None:
+        pass
+
+
+def test_barge_in_stops_the_reply_within_200_ms():
+    from kame_desktop.assembly import build_session, run_settings
+    from kame_desktop.events import EventBus
+
     first = speak("Can you tell me a long story about a little turtle who wanted to fly?")
     second = speak("Wait, stop, tell me about birds instead.")
-    # When the reply starts depends on the machine (and on what else runs on it): measure it on
-    # this machine first, then interrupt 2 s into the reply, whatever that took: well past the
-    # first reply's echo-settling window (ECHO_SETTLE_S), though the reply may start a little
-    # later or sooner the second time.
-    alone, _ = run_lite(tmp_path / "alone", first, tail=10.0)
-    reply_start = first_sound_after_s(alone, speech_end_s(first))
-    assert reply_start is not None, "the first question got no spoken reply"
-    gap_s = reply_start - len(first) / SAMPLE_RATE + 2.0
-    gap = np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.float32)
-    pcm = np.concatenate([first, gap, second])
-    onset = (len(first) + len(gap)) / SAMPLE_RATE + loud_windows(second)[0] * 0.02
-    answer, records = run_lite(tmp_path / "interrupted", pcm, tail=3.0)
-
-    talking_before = first_sound_after_s(answer, speech_end_s(first))
-    assert talking_before is not None and talking_before < onset, "the first reply never started before the interruption"
+    user = TalksOver(first, second)  # 1.5 s into the reply: past the first reply's ECHO_SETTLE_S
+    records = []
+    bus = EventBus()
+    bus.subscribe(records.append)
+    session = build_session(run_settings(frontend="lite"), bus)  # what `run --frontend lite` builds
+    try:
+        session.run(user, user)
+    finally:
+        session.close()
+    assert user.second_frame is not None, "the first question got no spoken reply"
+    answer = np.concatenate(user.out)
+    onset = user.second_frame * FRAME_SECONDS + loud_windows(second)[0] * 0.02
     loud = loud_windows(answer) * 0.02
     assert np.any((loud > onset - 0.3) & (loud < onset)), "the reply was not playing when the user spoke again"
     # The barge-in is judged on the audio clock (frames), so these hold on a slow machine too.
     barge = [r for r in records if r.event.kind == "barge_in"]
-    assert barge and barge[0].t <= onset + 0.2
+    assert barge and barge[0].t <= onset + 0.2, (barge, onset)
     second_end = onset + speech_end_s(second) - loud_windows(second)[0] * 0.02
     assert not np.any((loud >= onset + 0.2) & (loud < second_end)), "output went on after the barge-in"
 

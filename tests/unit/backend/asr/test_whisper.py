@@ -161,3 +161,30 @@ def test_a_pause_is_decoded_at_once_and_its_words_are_the_final_ones(whisper_asr
     assert len(passes) == before  # its words are the pause's
     said = " ".join(e.text for e in events + final if isinstance(e, AsrFinalEvent))
     assert words_of(said)[-1] == "france", said
+
+
+def test_speech_after_a_heard_pause_is_decoded_when_it_comes_in_one_chunk(whisper_asr, piper_voice):
+    """A recognizer that falls behind gets the rest of the turn in one chunk, its end included:
+    the pause heard earlier does not stand in for the words after it."""
+    from kame_desktop.bench.lite import WINDOW, loud_windows
+
+    def silence(s: float) -> np.ndarray:
+        return np.zeros(round(s * SAMPLE_RATE), np.float32)
+
+    def voiced(text: str) -> np.ndarray:  # without Piper's own silence around it
+        pcm = piper_voice.synthesize(text)
+        loud = loud_windows(pcm)
+        return pcm[loud[0] * WINDOW : (loud[-1] + 1) * WINDOW]
+
+    # A 0.3 s pause: shorter than the recognizer's own end-of-speech silence (0.5 s).
+    first = np.concatenate([silence(0.5), voiced("What is the"), silence(0.3)])
+    rest = np.concatenate([voiced("capital of France?"), silence(1.0)])
+    whisper_asr.reset()
+    events = []
+    for i in range(0, len(first), FRAME_SIZE):
+        events += whisper_asr.feed(first[i : i + FRAME_SIZE], (i + FRAME_SIZE) / SAMPLE_RATE)
+    assert whisper_asr._utt is not None and whisper_asr._utt.covered_at >= 0, "the pause was heard"
+    events += whisper_asr.feed(rest, (len(first) + len(rest)) / SAMPLE_RATE)
+    assert [e for e in events if isinstance(e, SpeechEndEvent)] == [SpeechEndEvent("user")]  # one utterance
+    said = words_of(" ".join(e.text for e in events if isinstance(e, AsrFinalEvent)))
+    assert said[-2:] == ["of", "france"], said
