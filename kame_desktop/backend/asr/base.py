@@ -88,7 +88,7 @@ class SegmentingAsr:
     buffer at every chunk."""
 
     RATE = ClockedAudio.RATE
-    heard_until = -math.inf  # session time up to which the words are decoded (whisper: its last pass)
+    heard_until = -math.inf  # session time up to which the words are decoded (whisper: its last pass, or now in a pause it heard)
     PREROLL_S = 0.3  # audio kept before the VAD's start: its onset detection lags the first phoneme
     IDLE_KEEP_S = 1.0  # audio kept between utterances: the start is reported up to ~0.2 s late
     keeps_audio = True
