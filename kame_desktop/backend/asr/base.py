@@ -143,8 +143,10 @@ class SegmentingAsr:
         if not self.in_speech:
             return []
         self.in_speech = False
-        self.vad.end_speech()
-        return self._utterance_ended(self._buf.total)
+        try:  # the recognizer may look at the pause the VAD is in before it forgets it
+            return self._utterance_ended(self._buf.total)
+        finally:
+            self.vad.end_speech()
 
     def _utterance_started(self, sample: int) -> list[Event]:
         return []

@@ -83,10 +83,6 @@ class _Utterance:
     committed: list[Word] = field(default_factory=list)
     committed_end: float = -math.inf  # session time where the committed words end
     decoded_to: int = 0  # absolute 16 kHz sample the last pass heard up to
-    # The buffer's length when the pause going on was found heard by the last pass (the speech
-    # up to it, and a little of it; -1: not): with no audio since, the words so far are all
-    # known, and they are the final ones if the turn ends now.
-    covered_at: int = -1
 
 
 class WhisperAsr(SegmentingAsr):
@@ -151,10 +147,10 @@ class WhisperAsr(SegmentingAsr):
         u = self._utt
         assert u is not None
         u.since_decode += n
-        silence = self.vad.silence_start
         if self._pause_heard():
             self.heard_until = self._buf.t_end  # silence since: nothing more to decode
             return []
+        silence = self.vad.silence_start
         if silence is not None and self._buf.total >= silence + _PAUSE_TAIL_S * SR:
             # A pause the last pass did not reach: decode now, not at the next interval, so the
             # words up to it are known when the turn detector ends the turn here.
@@ -169,7 +165,7 @@ class WhisperAsr(SegmentingAsr):
         assert u is not None
         # The last pass heard the speech to its end (the VAD's end point, or the pause the turn
         # detector ended the turn in): its words are the final ones.
-        if u.decoded_to >= sample or u.covered_at == self._buf.total:
+        if u.decoded_to >= sample or self._pause_heard():
             events = self._settle(u, list(u.tail), final=True, t0=0.0, t1=0.0)
         else:
             events = self._decode(final=True, end_sample=sample + round(_TAIL_S * SR))
@@ -196,21 +192,18 @@ class WhisperAsr(SegmentingAsr):
         self.last_decode_s = time.perf_counter() - started
         u.since_decode = 0
         u.decoded_to = self._buf.start + n
-        self._pause_heard()
         events = self._settle(u, self._unseen(words, u), final, t0, t1)
         if not final and t1 - t0 > self.trim_s:
             self._trim(u, t1)
         return events
 
     def _pause_heard(self) -> bool:
-        """Whether the last pass heard the speech up to the pause going on now (noted in the
-        utterance for `_utterance_ended`)."""
-        u = self._utt
-        assert u is not None
+        """The VAD is in a pause, and the last pass heard the speech up to it and a little of it:
+        everything since is silence, so the words so far are all known (and final, if the turn
+        ends in this pause)."""
+        assert self._utt is not None
         silence = self.vad.silence_start
-        heard = silence is not None and u.decoded_to >= silence + _PAUSE_TAIL_S * SR
-        u.covered_at = self._buf.total if heard else -1
-        return heard
+        return silence is not None and self._utt.decoded_to >= silence + _PAUSE_TAIL_S * SR
 
     def _settle(self, u: _Utterance, new: list[Word], final: bool, t0: float, t1: float) -> list[Event]:
         """Commit what the hypothesis `new` of the audio [t0, t1] agrees on with the last one

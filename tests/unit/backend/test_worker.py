@@ -32,6 +32,20 @@ class HeldAsr:
         return self._asr.feed(pcm, t_end)
 
 
+def started_backend(asr, post, publish) -> Backend:
+    """A back-end with Smart Turn, the reactive policy and no LLM, started."""
+    backend = Backend(UnavailableLlm("none", "no LLM in this test"), asr, post, publish,
+                      turns=TurnDetector("smart"), policy=PolicyConfig(name="reactive"))
+    backend.start()
+    return backend
+
+
+def push(backend: Backend, pcm: np.ndarray, start_s: float = 0.0) -> None:
+    """`pcm` to the back-end in 80 ms frames, on the session clock from `start_s`."""
+    for i in range(0, len(pcm), FRAME_SIZE):
+        backend.push_audio(pcm[i : i + FRAME_SIZE], start_s + (i + FRAME_SIZE) / SAMPLE_RATE)
+
+
 def run_held(whisper_asr, piper_voice, heard_until: float):
     """One question through the back-end while the recognizer is held; returns (signals and
     events seen while it was held, all signals, all events)."""
@@ -54,12 +68,9 @@ def run_held(whisper_asr, piper_voice, heard_until: float):
         if isinstance(event, TurnEndEvent):
             decided.set()
 
-    backend = Backend(UnavailableLlm("none", "no LLM in this test"), asr, post, publish,
-                      turns=TurnDetector("smart"), policy=PolicyConfig(name="reactive"))
-    backend.start()
+    backend = started_backend(asr, post, publish)
     try:
-        for i in range(0, len(pcm), FRAME_SIZE):
-            backend.push_audio(pcm[i : i + FRAME_SIZE], (i + FRAME_SIZE) / SAMPLE_RATE)
+        push(backend, pcm)
         assert decided.wait(60), "the turn ended while the recognizer was still held"
         backend._to_loop(asr.release.set)  # after what the loop had to do with the turn end
         asr.release.wait(60)
@@ -121,17 +132,13 @@ def test_talking_again_reopens_a_turn_not_yet_announced(whisper_asr, piper_voice
         if isinstance(event, SpeechStartEvent) and sum(isinstance(e, SpeechStartEvent) for e in events) == 2:
             spoke_again.set()
 
-    backend = Backend(UnavailableLlm("none", "no LLM in this test"), asr, post, publish,
-                      turns=TurnDetector("smart"), policy=PolicyConfig(name="reactive"))
-    backend.start()
+    backend = started_backend(asr, post, publish)
     try:
         # The second half reaches the recognizer after the first turn end, as it would live.
-        for i in range(0, len(first), FRAME_SIZE):
-            backend.push_audio(first[i : i + FRAME_SIZE], (i + FRAME_SIZE) / SAMPLE_RATE)
+        push(backend, first)
         assert decided.wait(60), "the detector ended the turn in the pause"
         time.sleep(0.5)  # the turn thread queues that turn end for the recognizer just after announcing it
-        for i in range(0, len(second), FRAME_SIZE):
-            backend.push_audio(second[i : i + FRAME_SIZE], (len(first) + i + FRAME_SIZE) / SAMPLE_RATE)
+        push(backend, second, len(first) / SAMPLE_RATE)
         assert spoke_again.wait(60), "the turn detector heard two stretches of speech"
         backend._to_loop(asr.release.set)
         assert told.wait(60), "the front-end was told the reopened turn ended"
