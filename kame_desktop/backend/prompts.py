@@ -16,11 +16,15 @@ from collections.abc import Callable
 COMPANION = "Kame"
 
 # The seven rules of spec §3.5, put the way a small model follows them best (measured with the
-# facts set: "answer directly, in one short sentence that states the answer" beat "guess where
-# the User's words are heading and write the reply", 65 % against 61 % for Qwen2.5-Coder-0.5B).
+# facts set, the text straight into the model: "answer directly, in one short sentence that
+# states the answer" beat "guess where the User's words are heading and write the reply", 65 %
+# against 61 % for Qwen2.5-Coder-0.5B; asking for a complete sentence that repeats what was asked
+# ended the one-word replies ("8.", "12.") that repeated each other in a conversation: 10 of 66
+# repeats → 0, accuracy 64 → 67 % alone and 59 → 70 % in a conversation).
 SYSTEM_PROMPT = f"""\
 You are {COMPANION}, a friendly voice companion talking with the User. Answer the User's latest \
-words directly, in one short sentence of at most 30 words that states the answer. The User may \
+words directly, in one short, complete sentence of at most 30 words that repeats what was asked \
+and states the answer (never a single word). The User may \
 still be speaking: answer what they are most likely asking, and never ask them to confirm. Your \
 earlier replies may contain mistakes: follow what the User actually said and give correct facts. \
 Say only your reply, with no notes and no "{COMPANION.lower()}:" label. Your words are read aloud: \

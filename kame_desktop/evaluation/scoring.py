@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterable
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")  # 1,000 → 1000
@@ -14,8 +15,9 @@ REPEAT_JACCARD = 0.8
 
 def normalize(text: str) -> str:
     """Lower case, punctuation and hyphens to spaces, digit groups joined: the form both the
-    reply and the accepted answers are compared in."""
-    return " ".join(_TOKEN.findall(_THOUSANDS.sub("", text.lower())))
+    reply and the accepted answers are compared in. Compatibility forms first (NFKC): "H₂O" is
+    "H2O", "ﬁve" is "five"."""
+    return " ".join(_TOKEN.findall(_THOUSANDS.sub("", unicodedata.normalize("NFKC", text).lower())))
 
 
 def fact_hit(said: str, answers: Iterable[str]) -> bool:

@@ -29,6 +29,7 @@ from kame_desktop.evaluation.scoring import (
         ("About 1,000 of them", ["1000"], True),  # digit groups
         ("twenty-four hours", ["twenty four"], True),  # hyphenated number words
         ("The formula is H2O.", ["h2o"], True),
+        ("Water is H₂O.", ["h2o"], True),  # subscript digits
         ("The largest planet is Neptune.", ["jupiter"], False),
         ("", ["jupiter"], False),
     ],

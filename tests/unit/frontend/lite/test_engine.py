@@ -100,6 +100,17 @@ def test_first_clause_is_short():
     assert first_clause("It is", False) == ([], 0) and first_clause("It is", True) == (["It is"], 5)
 
 
+def test_a_long_first_sentence_starts_at_its_first_phrase():
+    from kame_desktop.frontend.lite.engine import first_clause
+
+    streaming = "The sky is blue during the day because of"
+    assert first_clause(streaming, False) == (["The sky is blue during the day"], 31)
+    assert first_clause("The sky is blue during the day because", False) == ([], 0)  # may grow
+    # short sentences and early phrase words stay whole
+    assert first_clause("Paris is the capital of France", False) == ([], 0)
+    assert first_clause("Paris is the capital of France. It", False) == (["Paris is the capital of France."], 32)
+
+
 def test_split_ready_waits_for_sentence_ends_unless_done():
     assert split_ready("The capital is Paris. It is", False) == (["The capital is Paris."], 22)
     assert split_ready("The capital is Paris. It is", True) == (["The capital is Paris.", "It is"], 27)
