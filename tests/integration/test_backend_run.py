@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -400,13 +401,19 @@ def test_llama_server_killed_mid_stream(tiny_checkpoint, question, spawn_llama, 
 def test_input_ending_mid_speech_keeps_its_last_words(tiny_checkpoint, question, stub_llm_server, tmp_path):
     """No tail: the audio stops while the user speaks; stopping the back-end flushes the ASR, and
     its last words reach the timeline (stamped at the end of the audio), with no thread crashing.
-    (The LLM is a stub that answers at once: this is about the ASR.)"""
+    (The LLM is a stub that answers at once: this is about the ASR.) The audio is cut where the
+    speech ends: with espeak's trailing silence the turn detector ends the turn first, and the
+    final pass that follows may arrive a frame before the audio ends."""
+    pcm, rate = sf.read(question, dtype="float32")
+    last_sound = int(np.flatnonzero(np.abs(pcm) > 0.01)[-1])
+    cut = tmp_path / "cut.wav"
+    sf.write(cut, pcm[: last_sound + rate // 100], rate)
     stub = stub_llm_server("ok")
-    run = start_run(tmp_path / "no-tail", tiny_checkpoint, question, "--llm", "openai", "--llm-url", stub.url,
+    run = start_run(tmp_path / "no-tail", tiny_checkpoint, cut, "--llm", "openai", "--llm-url", stub.url,
                     "--llm-model", "gpt-test", tail=0).wait()  # fmt: skip
-    assert_completed(run, question, tail=0)
+    assert_completed(run, cut, tail=0)
     assert "Exception in thread" not in run.stderr, run.describe()
-    n_frames = expected_frames(question, tail=0)
+    n_frames = expected_frames(cut, tail=0)
     last = run.kind("asr_final")[-1]
     assert last["frame"] == n_frames and "france" in last["text"].lower(), run.describe()
     # One end of speech: the turn detector's, from espeak's trailing silence, or the flush's.
@@ -435,7 +442,6 @@ def rss_mb() -> float:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ten_minute_session_memory_stays_flat(tiny_checkpoint, tmp_path):
-    import numpy as np
     import torch
 
     from kame_desktop.audio.sources import FileSource, NullSink
