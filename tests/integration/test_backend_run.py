@@ -404,10 +404,11 @@ def test_input_ending_mid_speech_keeps_its_last_words(tiny_checkpoint, question,
     (The LLM is a stub that answers at once: this is about the ASR.) The audio is cut where the
     speech ends: with espeak's trailing silence the turn detector ends the turn first, and the
     final pass that follows may arrive a frame before the audio ends."""
-    pcm, rate = sf.read(question, dtype="float32")
-    last_sound = int(np.flatnonzero(np.abs(pcm) > 0.01)[-1])
+    from kame_desktop.bench.lite import speech_end_s
+
+    pcm = read_audio(question)
     cut = tmp_path / "cut.wav"
-    sf.write(cut, pcm[: last_sound + rate // 100], rate)
+    sf.write(cut, pcm[: round(speech_end_s(pcm) * SR)], SR)
     stub = stub_llm_server("ok")
     run = start_run(tmp_path / "no-tail", tiny_checkpoint, cut, "--llm", "openai", "--llm-url", stub.url,
                     "--llm-model", "gpt-test", tail=0).wait()  # fmt: skip
