@@ -3,10 +3,24 @@ providers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import Protocol, TypeVar
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+T = TypeVar("T")
+_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
+
+
+async def by_deadline(step: Awaitable[T], deadline: float) -> T:
+    """`await step`, or asyncio.TimeoutError at the loop time `deadline`, in this task (httpx's
+    streams must stay in one). Not asyncio.wait_for where asyncio.timeout_at exists: before
+    Python 3.12 wait_for swallows the task's cancellation when `step` completes in the same loop
+    iteration, and a superseded answer then streams on to its end, the next one waiting behind it."""
+    if _timeout_at is None:  # Python 3.10
+        return await asyncio.wait_for(step, max(0.0, deadline - asyncio.get_running_loop().time()))
+    async with _timeout_at(deadline):
+        return await step
 
 
 class LlmProvider(Protocol):

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kame_desktop.backend.llm.base import Message
+from kame_desktop.backend.llm.base import Message, by_deadline
 from kame_desktop.errors import LlmError, ModelFileError
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ class LocalLlm:
                     kind, value = await queue.get()
                 else:
                     try:
-                        kind, value = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+                        kind, value = await by_deadline(queue.get(), deadline)
                     except asyncio.TimeoutError:
                         raise self._stalled(texts) from None
                 if kind == "started":

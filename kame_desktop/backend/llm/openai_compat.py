@@ -11,7 +11,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kame_desktop.backend.llm.base import Message
+from kame_desktop.backend.llm.base import Message, by_deadline
 from kame_desktop.config import redact
 from kame_desktop.errors import LlmError
 
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 TEST_PROMPT = "Say hello in three words."
 T = TypeVar("T")
-_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
 
 
 class OpenAiLlm:
@@ -83,10 +82,7 @@ class OpenAiLlm:
 
         async def within(step: Awaitable[T]) -> T:
             try:
-                if _timeout_at is None:  # Python 3.10
-                    return await asyncio.wait_for(step, max(0.0, deadline - loop.time()))
-                async with _timeout_at(deadline):  # in this task: httpx's streams stay in one task
-                    return await step
+                return await by_deadline(step, deadline)
             except asyncio.TimeoutError:
                 raise self._stalled(texts) from None
 

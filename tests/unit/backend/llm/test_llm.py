@@ -204,6 +204,47 @@ def test_local_cancel_stops_generation_then_works_again():
     assert again and "".join(again).strip()
 
 
+def test_local_cancel_in_the_iteration_a_chunk_arrives_still_stops_generation(monkeypatch):
+    # The cancel and a chunk reach the loop in one iteration: asyncio.wait_for (before Python
+    # 3.12) returned the chunk and dropped the cancel, so a superseded answer streamed on to its
+    # end while the next request waited behind it (1.2 s to its first chunk in `bench lite`).
+    llm = LocalLlm(SMOLLM2, **PATIENT)
+    stopped = []
+
+    async def go() -> list[str]:
+        loop = asyncio.get_running_loop()
+        got: list[str] = []
+
+        async def consume() -> None:
+            async for chunk in llm.stream(HELLO):
+                got.append(chunk)
+
+        task = asyncio.create_task(consume())
+
+        def generate(messages, stop, emit):
+            time.sleep(0.2)  # the consumer is waiting for the first chunk
+            emit("One")
+            loop.call_soon_threadsafe(task.cancel)  # right behind the chunk
+            for _ in range(200):  # what a long answer would go on streaming
+                if stop.wait(0.01):
+                    break
+                emit(" more")
+            stopped.append(stop.is_set())
+            return True
+
+        monkeypatch.setattr(llm, "_generate", generate)
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            await llm.aclose()
+        return got
+
+    got = run(go())
+    assert stopped == [True], "the generation ran on after its consumer was cancelled"
+    assert got in ([], ["One"])  # nothing after the cancel
+
+
 @pytest.mark.parametrize(
     "content, why",
     [
