@@ -200,7 +200,7 @@ class Backend:
                 elif item[0] is _END_TURN:
                     self._recognise(batch, t_end)
                     batch = []
-                    self._guarded(lambda t=item[1]: self.asr.end_turn(t), then=item[2])
+                    self._guarded(lambda t=item[1], end=item[3]: self.asr.end_turn(t, end), then=item[2])
                 else:
                     batch.append(item[0])
                     t_end = item[1]
@@ -260,7 +260,7 @@ class Backend:
                 self._to_loop(self._on_turn_events, events, self.turns.speech_end_t)
             for event in events:
                 if isinstance(event, TurnEndEvent):
-                    self._put(self._audio, (_END_TURN, t_end, event))
+                    self._put(self._audio, (_END_TURN, t_end, event, self.turns.speech_end_t))
 
     # --- on the loop -----------------------------------------------------------------------------
 

@@ -33,8 +33,9 @@ class AsrProvider(Protocol):
         """The audio ended: commit whatever is pending."""
         ...
 
-    def end_turn(self, t_end: float) -> list[Event]:
-        """The user's turn is over: commit the words of the speech in progress now."""
+    def end_turn(self, t_end: float, speech_end_t: float | None = None) -> list[Event]:
+        """The user's turn is over, the speech having ended at session time `speech_end_t` (None:
+        at `t_end`): commit the words of the speech in progress now."""
         ...
 
     def reset(self) -> None:
@@ -137,14 +138,16 @@ class SegmentingAsr:
         self.reset()
         return events
 
-    def end_turn(self, t_end: float) -> list[Event]:
-        """The turn detector ended the turn: commit the utterance now; speech that follows starts
-        a new one (the VAD forgets the speech it was still in)."""
+    def end_turn(self, t_end: float, speech_end_t: float | None = None) -> list[Event]:
+        """The turn detector ended the turn: commit the utterance now, up to where it heard the
+        speech end (a recognizer that decoded that far already has the words); speech that
+        follows starts a new one (the VAD forgets the speech it was still in)."""
         if not self.in_speech:
             return []
         self.in_speech = False
+        end = self._buf.total if speech_end_t is None else min(self._buf.sample_of(speech_end_t), self._buf.total)
         try:  # the recognizer may look at the pause the VAD is in before it forgets it
-            return self._utterance_ended(self._buf.total)
+            return self._utterance_ended(end)
         finally:
             self.vad.end_speech()
 

@@ -163,8 +163,8 @@ class WhisperAsr(SegmentingAsr):
     def _utterance_ended(self, sample: int) -> list[Event]:
         u = self._utt
         assert u is not None
-        # The last pass heard the speech to its end (the VAD's end point, or the pause the turn
-        # detector ended the turn in): its words are the final ones.
+        # The last pass heard the speech to its end (the VAD's end point, where the turn detector
+        # heard it end, or the pause the turn ended in): its words are the final ones.
         if u.decoded_to >= sample or self._pause_heard():
             events = self._settle(u, list(u.tail), final=True, t0=0.0, t1=0.0)
         else:

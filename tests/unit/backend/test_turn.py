@@ -84,6 +84,16 @@ def test_a_mid_sentence_pause_is_not_the_end_for_smart_but_is_for_silence(smart,
     assert any(t < resumed for t, _ in turn_ends(TurnDetector("silence", model=smart.model), pcm))
 
 
+def test_the_turn_knows_where_the_speech_ended(smart, spoken):
+    # The recognizer's last pass is the turn's final one when it heard up to speech_end_t: so all
+    # of the speech lies before it, and it is not the (later) moment the turn was decided.
+    for whole, _ in spoken:
+        decided, _event = turn_ends(smart, whole)[-1]
+        end = speech_end_s(whole)
+        print(f"\nspeech end {end:.3f}, speech_end_t {smart.speech_end_t:.3f}, decided {decided:.3f}", end="")
+        assert end <= smart.speech_end_t <= end + 0.2 and smart.speech_end_t < decided
+
+
 def test_speech_starts_once_per_turn_and_flush_closes_it(smart, spoken):
     whole, _ = spoken[0]
     smart.reset()
