@@ -35,17 +35,22 @@ log = logging.getLogger(__name__)
 
 SR = SegmentingAsr.RATE
 _TAIL_S = 0.2  # audio kept after the VAD's end point for the last pass
-_PAUSE_TAIL_S = 0.1  # silence a pass must have heard after the speech to count as its end
+_PAUSE_TAIL_S = 0.03  # silence a pass must have heard after the speech to count as its end: the VAD's first silent chunk
 _FORCE_KEEP_S = 1.0  # at the length cap, words ending this close to the buffer end stay open
 
 
 # faster-whisper pads every window to Whisper's 30 s before encoding. The CTranslate2 encoder
 # also takes shorter input, and encoding is most of a pass: 30 s costs 0.57 s here, 10 s 0.065 s,
-# 5 s 0.03 s (1 thread). So each pass pads only to its audio plus a margin, at least 10 s (whisper.cpp's
-# audio_ctx does the same); the accuracy tests run with it.
+# 5 s 0.03 s (1 thread). So each pass pads only to its audio plus a margin, at least 7.5 s (whisper.cpp's
+# audio_ctx does the same); the accuracy tests run with it. Shorter windows make Whisper loop more
+# often (a pass that repeats itself to the token limit: 5 of 348 streaming passes at 5 s, 2.7 s
+# each; none at 7.5 s or 10 s, 7.5 s taking 239 ms a pass to 10 s's 308), and a loop is cut short
+# at a token budget the speech could never need.
 _window = threading.local()
 _MARGIN_FRAMES = 100  # 1 s of mel frames after the audio
-_MIN_FRAMES = 1000  # at least 10 s: much shorter windows made Whisper loop on long utterances
+_MIN_FRAMES = 750
+_TOKENS_PER_S = 15  # budget per second of audio (speech needs ~8, timestamps included), +_TOKENS_SLACK
+_TOKENS_SLACK = 10
 
 
 def _pad_to_window(array, length: int = 3000, *, axis: int = -1):
@@ -253,6 +258,7 @@ class WhisperAsr(SegmentingAsr):
                 vad_filter=False,  # our VAD already cut the utterance
                 condition_on_previous_text=False,
                 initial_prompt=prompt,
+                max_new_tokens=math.ceil(len(audio) / SR * _TOKENS_PER_S) + _TOKENS_SLACK,
                 # Partials are revised anyway; only the last pass pays for temperature fallback.
                 temperature=(0.0, 0.2, 0.4, 0.6) if final else 0.0,
             )
