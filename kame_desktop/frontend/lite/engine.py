@@ -6,17 +6,18 @@ at once when r already has text (the final transcript added nothing material, so
 the right answer), else as soon as r's first words arrive. Speech is synthesized sentence by
 sentence on a worker thread while the text streams in, so `step()` never waits for the TTS and
 always returns one 1920-sample frame. The first clause of the newest answer is synthesized
-ahead, while the user is still talking, so a reply can start in the frame the turn ends. Only
-what fits a spoken reply is kept of an answer: at most two sentences, and a second one only if
-the two stay within ~30 words (`spoken_length`), so it never trails off mid-sentence. A user
-who starts speaking while it talks (its own VAD on
-the input, no cross-thread delay) stops it within a frame or two: barge-in; one who goes on
-talking after the turn ended, before the reply made a sound, gets no reply until the back-end
-ends the turn again (it never starts talking over the user). Except in the first
-`ECHO_SETTLE_S` of the session's first reply: on open mic the echo canceller has heard no far-end
-speech yet and needs ~0.3 s of it to converge (silence does not train it), so what the VAD hears
-then is mostly the companion's own echo; those onsets are ignored, and the VAD starts afresh
-after it, so a user who really is talking interrupts a few frames later.
+ahead, while the user is still talking, so a reply can start in the frame the turn ends, and a
+sentence synthesized for an earlier answer is not synthesized again (the answer asked again with
+the final words often opens as the speculative one did). Only what fits a spoken reply is kept
+of an answer: at most two sentences, and a second one only if the two stay within ~30 words
+(`spoken_length`), so it never trails off mid-sentence. A user who starts speaking while it
+talks (its own VAD on the input, no cross-thread delay) stops it within a frame or two:
+barge-in; one who goes on talking after the turn ended, before the reply made a sound, gets no
+reply until the back-end ends the turn again (it never starts talking over the user). Except in
+the first `ECHO_SETTLE_S` of the session's first reply: on open mic the echo canceller has heard
+no far-end speech yet and needs ~0.3 s of it to converge (silence does not train it), so what
+the VAD hears then is mostly the companion's own echo; those onsets are ignored, and the VAD
+starts afresh after it, so a user who really is talking interrupts a few frames later.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import queue
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -62,6 +64,7 @@ _LONG_CLAUSE_WORDS = 14  # speak a long unpunctuated stretch at its last comma r
 ECHO_SETTLE_S = 0.5
 MAX_SENTENCES = 2
 MAX_WORDS = 30  # the prompt's length for a spoken answer
+VOICED_SENTENCES = 16  # synthesized sentences kept for reuse (a few MB)
 
 
 @dataclass
@@ -122,6 +125,10 @@ _FIRST_CLAUSE_WORDS = 3
 # (generating and synthesizing "…during the day because of the way sunlight scatters." costs
 # 300-800 ms more here). Short sentences ("Paris is the capital of France.") stay whole.
 _FIRST_PHRASE_WORDS = 5
+# …and one with no phrase word either ("Mount Everest is approximately 8,848 meters (29,029 feet)
+# tall.": a 1.3 s synthesis before any sound) at its first _FIRST_PHRASE_WORDS words, once it has
+# _FIRST_MAX_WORDS.
+_FIRST_MAX_WORDS = 9
 _PHRASE_STARTS = frozenset({"because", "and", "but", "so", "which", "that", "when", "where", "while", "who",
                             "with", "in", "on", "at", "for", "from", "by", "of", "to", "as", "or", "than"})
 
@@ -139,8 +146,8 @@ def sentence_ends(text: str) -> Iterator[re.Match[str]]:
 
 def first_clause(text: str, done: bool) -> tuple[list[str], int]:
     """The opening clause of an answer (up to its first , ; : or sentence end, at least a few
-    words, or of a long sentence its first phrase): short, so the reply can start as soon as
-    possible."""
+    words, or of a long sentence its first phrase or first words): short, so the reply can start
+    as soon as possible."""
     for match in _CLAUSE_END.finditer(text):
         if len(text[: match.start()].split()) >= _FIRST_CLAUSE_WORDS:
             return [text[: match.start()].strip()], match.end()
@@ -151,6 +158,9 @@ def first_clause(text: str, done: bool) -> tuple[list[str], int]:
     for word in words[_FIRST_PHRASE_WORDS:-1]:  # the last may still grow ("a" → "and")
         if word.group().lower() in _PHRASE_STARTS:
             return [text[: word.start()].strip()], word.start()
+    if len(words) > _FIRST_MAX_WORDS:  # the last may still grow
+        cut = words[_FIRST_PHRASE_WORDS].start()
+        return [text[:cut].strip()], cut
     return [], 0
 
 
@@ -221,6 +231,10 @@ class LiteFrontEnd:
             self._vad = SileroVad(min_silence_ms=300)
         self._resampler = soxr.ResampleStream(SAMPLE_RATE, 16_000, 1, dtype="float32")
         self._jobs: queue.Queue = queue.Queue()
+        # The sentences spoken last, by text (only the TTS thread touches it): an answer asked
+        # again with the final words often opens as the speculative one did, and its first
+        # sentence then costs no second synthesis on the critical path.
+        self._voiced: OrderedDict[str, np.ndarray] = OrderedDict()
         self._ready: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._synthesize_loop, name="kame-tts", daemon=True)
         self._worker.start()
@@ -251,7 +265,13 @@ class LiteFrontEnd:
             if key[0] != self._epoch:
                 continue  # interrupted or reset meanwhile
             try:
-                audio = np.clip(self.tts.synthesize(sentence), -1.0, 1.0)
+                audio = self._voiced.get(sentence)
+                if audio is None:
+                    audio = np.clip(self.tts.synthesize(sentence), -1.0, 1.0)
+                    self._voiced[sentence] = audio
+                    while len(self._voiced) > VOICED_SENTENCES:
+                        self._voiced.popitem(last=False)
+                self._voiced.move_to_end(sentence)
                 self._ready.put(Synthesized(key, index, audio, word_schedule(sentence, len(audio))))
             except Exception as e:  # a TTS failure loses a sentence, not the conversation
                 log.exception("TTS failed")

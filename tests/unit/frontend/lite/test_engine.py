@@ -109,6 +109,10 @@ def test_a_long_first_sentence_starts_at_its_first_phrase():
     # short sentences and early phrase words stay whole
     assert first_clause("Paris is the capital of France", False) == ([], 0)
     assert first_clause("Paris is the capital of France. It", False) == (["Paris is the capital of France."], 32)
+    # no phrase word in it at all: its first words, once it is long
+    streaming = "Mount Everest is approximately 8,848 meters (29,029 feet) tall and"
+    assert first_clause(streaming, False) == (["Mount Everest is approximately 8,848"], 37)
+    assert first_clause("Mount Everest is approximately 8,848 meters (29,029 feet) tall", False) == ([], 0)
 
 
 def test_split_ready_waits_for_sentence_ends_unless_done():
@@ -249,6 +253,22 @@ class CountingTts:
     def synthesize(self, text: str) -> np.ndarray:
         self.sentences.append(text)
         return np.full(FRAME_SIZE // 4, 0.1, dtype=np.float32)
+
+
+def test_an_answer_that_opens_as_the_speculative_one_reuses_its_audio():
+    tts = CountingTts()
+    frontend = LiteFrontEnd(tts, barge_in=False)
+    try:
+        speculative = [OracleReset(1), OracleText(1, "A spider has eight legs. They")]
+        final = [OracleReset(2), OracleText(2, "A spider has eight legs. Most"), OracleDone(2), TurnEnded("vad", 2)]
+        pcm = run_until_loud(frontend, {0: speculative, 5: final})
+        events = run_until_said(frontend)
+        said = "".join(e.piece for frame in events for e in frame if isinstance(e, AssistantTokenEvent))
+        assert first_loud_frame(pcm) is not None and said.split()[-1] == "Most"  # request 2, all of it
+        # synthesized ahead for request 1, spoken for request 2: once
+        assert tts.sentences == ["A spider has eight legs.", "Most"]
+    finally:
+        frontend.close()
 
 
 def test_the_frame_step_splits_a_bounded_amount_of_text(monkeypatch):
