@@ -82,6 +82,12 @@ class SileroVad:
         return s.samples - s.temp_end + CHUNK if s.triggered and s.temp_end else 0
 
     @property
+    def received(self) -> int:
+        """Samples given to `process` since `reset()` (run through the model, or waiting for a
+        whole chunk): the clock `silence_start` is on, up to now."""
+        return self.state.samples + len(self.state.pending)
+
+    @property
     def silence_start(self) -> int | None:
         """Where the pause in the speech in progress began, in samples since `reset()` (None:
         speaking, or not in speech)."""

@@ -63,7 +63,6 @@ class TurnDetector:
         self._checked = False  # the model has judged this pause
         self.probability: float | None = None  # the last check's answer in this turn
         self.speech_end_t = 0.0  # session time where the speech of this turn (so far) ends
-        self._fed = 0  # 16 kHz samples given to the VAD since its reset (its clock)
 
     def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
         x = self._resampler.resample_chunk(np.asarray(pcm, np.float32).reshape(-1))
@@ -77,10 +76,9 @@ class TurnDetector:
                 events.append(SpeechStartEvent("user"))
             elif kind == "end" and self.in_turn:  # the hang-over, or smart's maximum silence
                 events += self._end_turn()
-        self._fed += len(x)
         if self.in_turn:  # now while speaking; in a pause, where the VAD heard it begin
             pause = self.vad.silence_start
-            self.speech_end_t = t_end if pause is None else t_end - (self._fed - pause) / RATE
+            self.speech_end_t = t_end if pause is None else t_end - (self.vad.received - pause) / RATE
         if not self.vad.silence_samples:
             self._checked = False  # speaking (again): the next pause is judged afresh
         elif self.model is not None and self.in_turn and not self._checked:

@@ -265,13 +265,12 @@ class LiteFrontEnd:
             if key[0] != self._epoch:
                 continue  # interrupted or reset meanwhile
             try:
-                audio = self._voiced.get(sentence)
+                audio = self._voiced.pop(sentence, None)
                 if audio is None:
                     audio = np.clip(self.tts.synthesize(sentence), -1.0, 1.0)
-                    self._voiced[sentence] = audio
-                    while len(self._voiced) > VOICED_SENTENCES:
-                        self._voiced.popitem(last=False)
-                self._voiced.move_to_end(sentence)
+                self._voiced[sentence] = audio  # the newest last
+                if len(self._voiced) > VOICED_SENTENCES:
+                    self._voiced.popitem(last=False)
                 self._ready.put(Synthesized(key, index, audio, word_schedule(sentence, len(audio))))
             except Exception as e:  # a TTS failure loses a sentence, not the conversation
                 log.exception("TTS failed")
