@@ -52,6 +52,7 @@ class ConversationInfo:
     started: str  # ISO 8601, UTC
     path: Path
     n_events: int
+    problem: str = ""  # why the file cannot be opened (listed only with include_unreadable)
 
 
 # --- records <-> files --------------------------------------------------------------------------
@@ -106,15 +107,33 @@ def write_conversation(
 
 
 def read_conversation(path: Path) -> tuple[dict[str, Any], list[Stamped]]:
-    """(header, records) of a history file or a JSON export. Raises HistoryError."""
+    """(header, records) of a history file or a JSON export. Raises HistoryError when the file
+    or its header cannot be read; a record line that cannot be read is skipped (see
+    `read_conversation_lines`)."""
+    header, records, _skipped = read_conversation_lines(path)
+    return header, records
+
+
+def read_conversation_lines(path: Path) -> tuple[dict[str, Any], list[Stamped], int]:
+    """(header, records, lines skipped). A line that is not a record this version knows (cut
+    short by a crash or a full disk, or an event kind from a newer version) costs that line,
+    not the conversation. Raises HistoryError when the file or its header is unreadable."""
     try:
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         header = json.loads(lines[0]) if lines else None
         if not isinstance(header, dict) or header.get("kind") != "header":
             raise ValueError("no header line")
-        return header, [Stamped.from_record(json.loads(line)) for line in lines[1:]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise HistoryError(f"{path} is not a readable conversation ({type(e).__name__}: {e}); delete it or restore a copy") from e
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+        raise HistoryError(f"{path} is not a readable conversation ({why}); delete it or restore a copy") from None
+    records: list[Stamped] = []
+    for line in lines[1:]:
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):  # that line only
+            records.append(Stamped.from_record(json.loads(line)))
+    skipped = len(lines) - 1 - len(records)
+    if skipped:
+        log.warning("%s: skipped %d unreadable line(s) of %d", path.name, skipped, len(lines) - 1)
+    return header, records, skipped
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -147,17 +166,24 @@ class HistoryStore:
         header = write_conversation(path, make_header(records, title, started), records, _HISTORY_FIX)
         return ConversationInfo(conversation_id, header["title"], header["started"], path, len(records))
 
-    def list(self) -> list[ConversationInfo]:
-        """Saved conversations, newest first; unreadable files are skipped with a warning."""
+    def list(self, include_unreadable: bool = False) -> list[ConversationInfo]:
+        """Saved conversations, newest first. A file that cannot be opened is skipped with a
+        warning, or with `include_unreadable` listed last with its `problem` (the History dialog
+        marks it, so the user can delete it)."""
         found: list[ConversationInfo] = []
+        broken: list[ConversationInfo] = []
         for path in self.root.glob(f"*{SUFFIX}") if self.root.is_dir() else []:
             try:
+                if not _ID_RE.match(path.stem):
+                    raise ValueError("a file name the app does not write: use letters, digits, - and _")
                 lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
                 header = json.loads(lines[0]) if lines else None
                 if not isinstance(header, dict) or header.get("kind") != "header":
                     raise ValueError("no header line")
             except (OSError, ValueError) as e:
                 log.warning("skipping history file %s: %s", path.name, type(e).__name__)
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+                broken.append(ConversationInfo(path.stem, path.name, "", path, 0, f"unreadable: {why}"))
                 continue
             title, started = header.get("title"), header.get("started")
             found.append(
@@ -170,17 +196,29 @@ class HistoryStore:
                 )
             )
         # UTC ISO strings sort as times; the id (which starts with the time) breaks ties
-        return sorted(found, key=lambda c: (c.started, c.id), reverse=True)
+        found.sort(key=lambda c: (c.started, c.id), reverse=True)
+        return found + sorted(broken, key=lambda c: c.title) if include_unreadable else found
 
     def load(self, conversation_id: str) -> list[Stamped]:
+        return self.load_lines(conversation_id)[0]
+
+    def load_lines(self, conversation_id: str) -> tuple[list[Stamped], int]:
+        """(records, lines skipped) of a saved conversation (`read_conversation_lines`)."""
         path = self.path(conversation_id)
         if not path.exists():
             raise HistoryError(f"conversation {conversation_id} is not in {self.root}")
-        return read_conversation(path)[1]
+        return read_conversation_lines(path)[1:]
 
     def delete(self, conversation_id: str) -> None:
-        """Delete a conversation; one already gone is not an error."""
-        self.path(conversation_id).unlink(missing_ok=True)
+        """Delete a conversation; one already gone is not an error. Raises HistoryError when
+        the folder does not let it go."""
+        path = self.path(conversation_id)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            raise HistoryError(
+                f"cannot delete {path.name} from {self.root} ({e.strerror or type(e).__name__}) — make that folder writable"
+            ) from None
 
 
 # --- exports ------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The history list: saved conversations, to reopen (shown read-only in the main window's
-pane), export (Markdown or JSON) or delete."""
+pane), export (Markdown or JSON) or delete. Files that cannot be opened are listed, marked, so
+they can be deleted; every failure is shown in the dialog, never only logged."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
     QHBoxLayout,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
@@ -25,12 +27,14 @@ from kame_desktop.history import export_json, export_markdown
 
 
 def entry_fields(entry: Any) -> tuple[str, str]:
-    """(id, label) of one HistoryStore.list() entry, whether an object or a dict."""
+    """(id, label) of one HistoryStore.list() entry, whether an object or a dict; an entry that
+    cannot be opened says so in its label."""
     get = entry.get if isinstance(entry, dict) else lambda k: getattr(entry, k, None)
     ident = str(get("id"))
     title = get("title") or ident
     when = get("created") or get("started") or get("saved") or ""
-    return ident, f"{when}  {title}".strip()
+    problem = get("problem") or ""
+    return ident, f"{when}  {title}".strip() + (f"  [{problem}]" if problem else "")
 
 
 class HistoryDialog(QDialog):
@@ -41,6 +45,11 @@ class HistoryDialog(QDialog):
         self.setWindowTitle("History — kame-desktop")
         self.store = store
         self.list = QListWidget()
+        self.message = QLabel("")  # what went wrong, or what was left out of an opened file
+        self.message.setObjectName("historyMessage")
+        self.message.setWordWrap(True)
+        self.message.setStyleSheet("color: #611a15;")
+        self.message.hide()
         self.open_button = QPushButton("Open")
         self.export_md = QPushButton("Export Markdown…")
         self.export_json = QPushButton("Export JSON…")
@@ -53,6 +62,7 @@ class HistoryDialog(QDialog):
         buttons.addWidget(close)
         layout = QVBoxLayout(self)
         layout.addWidget(self.list)
+        layout.addWidget(self.message)
         layout.addLayout(buttons)
         self.open_button.clicked.connect(self._open)
         self.list.itemDoubleClicked.connect(lambda _item: self._open())
@@ -62,9 +72,13 @@ class HistoryDialog(QDialog):
         close.clicked.connect(self.accept)
         self.refresh()
 
+    def show_message(self, text: str) -> None:
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+
     def refresh(self) -> None:
         self.list.clear()
-        for entry in self.store.list():
+        for entry in self.store.list(include_unreadable=True):
             ident, label = entry_fields(entry)
             item = QListWidgetItem(label)
             item.setData(Qt.ItemDataRole.UserRole, ident)
@@ -77,8 +91,20 @@ class HistoryDialog(QDialog):
         return None if item is None else item.data(Qt.ItemDataRole.UserRole)
 
     def _records(self) -> list[Stamped] | None:
+        """The selected conversation, or None (the reason shown); a note when lines were left out."""
         ident = self.selected_id()
-        return None if ident is None else list(self.store.load(ident))
+        if ident is None:
+            return None
+        try:
+            records, skipped = self.store.load_lines(ident)
+        except HistoryError as e:
+            self.show_message(str(e))
+            return None
+        self.show_message(
+            f"{skipped} line(s) of this conversation could not be read (cut short, or written by a newer "
+            "version) and are left out; the rest is shown." if skipped else ""
+        )
+        return list(records)
 
     def _open(self) -> None:
         records = self._records()
@@ -94,9 +120,15 @@ class HistoryDialog(QDialog):
 
     def _delete(self) -> None:
         ident = self.selected_id()
-        if ident is not None:
+        if ident is None:
+            return
+        try:
             self.store.delete(ident)
-            self.refresh()
+        except HistoryError as e:
+            self.show_message(str(e))
+            return
+        self.show_message("")
+        self.refresh()
 
 
 def export_with_dialog(parent: QWidget, records: list, fmt: str) -> None:

@@ -5,6 +5,8 @@ through one `EventBridge` with a queued connection."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt
@@ -38,6 +40,8 @@ from kame_desktop.gui.statusline import StatusLine
 from kame_desktop.gui.talkbar import TalkBar
 from kame_desktop.gui.transcript import TranscriptView
 from kame_desktop.history import conversation_title, render_markdown
+
+log = logging.getLogger(__name__)
 
 # Settings a running session picks up without a restart.
 LIVE_FIELDS = {("audio", "open_mic"), ("audio", "ptt_key"), ("history",)}
@@ -315,7 +319,56 @@ class MainWindow(QMainWindow):
     # --- shutdown -------------------------------------------------------------------------------
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        # The conversation is saved while the window can still say that it cannot be: a banner
+        # raised on a closing window is never seen, and the conversation would be lost silently.
+        records = list(self.controller.records)
+        saved_id: str | None = None
+        if self.settings.history and has_words(records):
+            try:
+                saved_id = self.history_store.save(records).id
+            except Exception as e:  # HistoryError: an unwritable or missing folder, a full disk
+                if not self._keep_unsaved(str(e), records):
+                    event.ignore()  # the user stays, with the conversation and the session
+                    return
         QApplication.instance().removeEventFilter(self)
         self.controller.stop()
-        self._save_history(self.controller.take_records())
+        final = self.controller.take_records()
+        if saved_id is not None and len(final) > len(records):  # what was said after the first save
+            try:
+                self.history_store.save(final, conversation_id=saved_id)
+            except Exception as e:  # it was writable a moment ago: nothing left to show it on
+                log.warning("the conversation's last events were not saved: %s", e)
         event.accept()
+
+    def _keep_unsaved(self, problem: str, records: list[Stamped]) -> bool:
+        """Ask what to do with a conversation the history cannot take: save it elsewhere (a JSON
+        export the History dialog's format), quit anyway, or stay. True: go on closing."""
+        from PySide6.QtWidgets import QFileDialog
+
+        from kame_desktop.errors import HistoryError
+        from kame_desktop.history import export_json
+
+        while True:
+            box = QMessageBox(self)
+            box.setIcon(QMessageBox.Icon.Warning)
+            box.setWindowTitle("Conversation not saved — kame-desktop")
+            box.setText(f"This conversation could not be saved to history: {problem}")
+            elsewhere = box.addButton("Save elsewhere…", QMessageBox.ButtonRole.AcceptRole)
+            quit_anyway = box.addButton("Quit anyway", QMessageBox.ButtonRole.DestructiveRole)
+            stay = box.addButton(QMessageBox.StandardButton.Cancel)
+            box.setDefaultButton(elsewhere)
+            box.exec()
+            clicked = box.clickedButton()
+            if clicked is quit_anyway:
+                return True
+            if clicked is stay or clicked is None:
+                return False
+            path, _ = QFileDialog.getSaveFileName(self, "Save the conversation", "conversation.jsonl",
+                                                  "Conversation (*.jsonl *.json)")
+            if not path:
+                continue
+            try:
+                export_json(records, Path(path))
+                return True
+            except HistoryError as e:
+                problem = str(e)
