@@ -115,6 +115,25 @@ class Settings:
     history: bool = True
 
 
+def llm_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an OpenAI-compatible base URL (one line, saying what to type), or
+    None. The app never puts another host in place of a bad one: the API key would go there."""
+    from urllib.parse import urlsplit
+
+    if not url.strip():
+        return "the base URL is empty — type the server's URL (e.g. http://localhost:11434/v1) or pick a preset"
+    if any(c.isspace() for c in url):
+        return "the base URL contains a space — remove it"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return f"the base URL {url!r} is malformed — check the host and the port"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"the base URL {url!r} must start with http:// or https:// and name a host (e.g. http://localhost:1234/v1)"
+    return None
+
+
 def apply_preset(llm: LlmSettings, preset: str) -> LlmSettings:
     """`llm` switched to an OpenAI-compatible preset; "custom" keeps the URL and model typed."""
     url, model = LLM_PRESETS[preset]
@@ -276,6 +295,46 @@ def save_settings(settings: Settings, path: Path | None = None) -> Path:
     header = "# kame-desktop settings. The API key is never stored here: it lives in the OS keyring (or a 0600 secrets.json where there is none).\n"
     atomic_write_bytes(path, (header + tomli_w.dumps(table)).encode("utf-8"))
     return path
+
+
+def save_settings_and_key(settings: Settings, key: str | None, path: Path | None = None) -> None:
+    """Save the settings and (when `key` is not None) the API key together or not at all: a
+    key that cannot be stored puts the settings file back as it was. Raises KameError with one
+    line that says where and what to do."""
+    from kame_desktop.errors import KameError
+
+    path = path or settings_path()
+    try:
+        before: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        before = None
+    except OSError:  # a folder in its place, unreadable: saving over it fails below and says so
+        before = None
+    try:
+        save_settings(settings, path)
+    except OSError as e:
+        raise KameError(
+            f"cannot save the settings to {path} ({e.strerror or type(e).__name__}) — make {path.parent} "
+            "writable (and remove anything in the file's place); nothing was changed",
+            kind="bad_input",
+        ) from None
+    if key is None:
+        return
+    try:
+        store_api_key(key)
+    except OSError as e:
+        try:
+            if before is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(path, before)
+        except OSError as e2:
+            log.warning("cannot put %s back as it was: %s", path, e2.strerror or type(e2).__name__)
+        raise KameError(
+            f"cannot store the API key in {secrets_path()} ({e.strerror or type(e).__name__}) — make "
+            f"{secrets_path().parent} writable, or install a keyring; the settings were not changed",
+            kind="bad_input",
+        ) from None
 
 
 # --- secrets ------------------------------------------------------------------------------------

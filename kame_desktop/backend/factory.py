@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from kame_desktop.backend.asr.base import AsrProvider
 from kame_desktop.backend.llm.base import LlmProvider
-from kame_desktop.backend.prompts import ANSWER_TOKENS
+from kame_desktop.backend.prompts import ANSWER_TOKENS, MESSAGE_TOKENS
 from kame_desktop.choices import (
     ASR_KINDS,
     LLM_KINDS,
@@ -22,13 +22,36 @@ from kame_desktop.choices import (
     TurnDetection,
     check_choice,
 )
-from kame_desktop.config import llm_api_key
-from kame_desktop.errors import KameError
+from kame_desktop.config import llm_api_key, llm_url_problem
+from kame_desktop.errors import AsrError, KameError, LlmError
 
 if TYPE_CHECKING:
     from kame_desktop.backend.worker import Backend, EventSink, SignalSink
 
 log = logging.getLogger(__name__)
+
+LOCAL_CONTEXT_TOKENS = 4096  # the in-process model's context window (n_ctx)
+REMOTE_CONTEXT_TOKENS = 8192  # what a remote model is assumed to take (its own is not asked)
+DIALOGUE_TOKENS = 64  # the least room a request keeps for the user's latest words
+
+
+def system_prompt_room(context_tokens: int) -> int:
+    """The most tokens a system prompt may take in a model of `context_tokens`: the rest of a
+    request is the answer, the messages' wrapping and a few of the user's words."""
+    return context_tokens - ANSWER_TOKENS - 2 * MESSAGE_TOKENS - DIALOGUE_TOKENS
+
+
+def context_tokens_of(llm: LlmKind) -> int:
+    return LOCAL_CONTEXT_TOKENS if llm == "local" else REMOTE_CONTEXT_TOKENS
+
+
+def prompt_too_long(tokens: int, context_tokens: int) -> str | None:
+    """The error for a system prompt of `tokens` tokens, or None when it fits."""
+    room = system_prompt_room(context_tokens)
+    if tokens <= room:
+        return None
+    return (f"the system prompt is too long for the model: {tokens} tokens, {tokens - room} more than the "
+            f"{room} it can take (context {context_tokens}) — shorten it in Settings → Persona")
 
 
 @dataclass(frozen=True)
@@ -55,6 +78,7 @@ def make_llm(settings: BackendSettings) -> LlmProvider:
 
         return LocalLlm(
             model_path=settings.llm_model,
+            n_ctx=LOCAL_CONTEXT_TOKENS,
             n_threads=settings.llm_threads,
             max_tokens=ANSWER_TOKENS,
             first_chunk_timeout=settings.llm_first_chunk_timeout_s,
@@ -63,10 +87,14 @@ def make_llm(settings: BackendSettings) -> LlmProvider:
     if settings.llm == "openai":
         from kame_desktop.backend.llm.openai_compat import OpenAiLlm
 
+        url = settings.llm_url or ""  # never another host in place of the user's: the key would go there
+        if problem := llm_url_problem(url):
+            raise LlmError(f"{problem} (Settings → LLM)", False, kind="bad_input")
         return OpenAiLlm(
-            settings.llm_url or OPENAI_URL,
+            url,
             settings.llm_model or OPENAI_MODEL,
             api_key=llm_api_key(),
+            context_tokens=REMOTE_CONTEXT_TOKENS,
             max_tokens=ANSWER_TOKENS,
             first_chunk_timeout=settings.llm_first_chunk_timeout_s,
             chunk_timeout=settings.llm_chunk_timeout_s,
@@ -83,7 +111,11 @@ def make_asr(settings: BackendSettings) -> AsrProvider:
     if settings.asr == "openai":
         from kame_desktop.backend.asr.openai_asr import OpenAiAsr
 
-        return OpenAiAsr(settings.asr_url or settings.llm_url or OPENAI_URL, api_key=llm_api_key())
+        # OpenAI's own service unless the LLM's server is chosen: then that server, or none
+        url = settings.asr_url or (OPENAI_URL if settings.llm_url is None else settings.llm_url)
+        if problem := llm_url_problem(url):
+            raise AsrError(f"{problem} (Settings → LLM)", kind="bad_input")
+        return OpenAiAsr(url, api_key=llm_api_key())
     if settings.asr == "kyutai-stt":
         from kame_desktop.backend.asr.kyutai import KyutaiStt
 
@@ -114,6 +146,13 @@ def make_backend(
         llm = UnavailableLlm(f"{settings.llm} (unavailable)", str(e), e.kind)
         notices.append(ErrorEvent("llm", str(e), e.kind))
         log.warning("%s", e)
+    system_prompt = settings.system_prompt.strip() or SYSTEM_PROMPT
+    if not isinstance(llm, UnavailableLlm) and (
+        too_long := prompt_too_long(llm.count_tokens(system_prompt), llm.context_tokens)
+    ):  # every request would fail with the server's "exceeds the context window": say why once
+        llm = UnavailableLlm(f"{llm.name} (prompt too long)", too_long, "bad_input")
+        notices.append(ErrorEvent("llm", too_long, "bad_input"))
+        log.warning("%s", too_long)
     return Backend(
         llm,
         asr if asr is not None else make_asr(settings),
@@ -121,6 +160,6 @@ def make_backend(
         publish,
         turns=TurnDetector(settings.turn_detection),
         policy=PolicyConfig(name=settings.policy),
-        system_prompt=settings.system_prompt.strip() or SYSTEM_PROMPT,
+        system_prompt=system_prompt,
         notices=notices,
     )

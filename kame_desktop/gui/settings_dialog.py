@@ -1,5 +1,7 @@
 """The Settings dialog: LLM, speech recognition, audio devices, front-end, persona and history.
-OK saves with `save_settings` (and the API key with `store_api_key`, never shown back in clear).
+OK saves the settings and the API key together (`save_settings_and_key`; the key is never shown
+back in clear), or says in the dialog why it cannot. A base URL that is empty or malformed is
+refused where it is typed, and a system prompt too long for the model is flagged as it is typed.
 *Test connection* streams a short reply off the GUI thread."""
 
 from __future__ import annotations
@@ -51,6 +53,15 @@ def _combo(items: tuple[str, ...] | list[str], current: str) -> QComboBox:
         box.addItem(current)
     box.setCurrentText(current)
     return box
+
+
+def _warning_label(name: str) -> QLabel:
+    label = QLabel("")
+    label.setObjectName(name)
+    label.setWordWrap(True)
+    label.setStyleSheet("color: #a01010;")
+    label.hide()
+    return label
 
 
 def _devices(kind: str) -> list[str]:
@@ -123,7 +134,10 @@ class SettingsDialog(QDialog):
         self.preset.currentTextChanged.connect(self._apply_preset)
         form.addRow("Preset", self.preset)
         self.base_url = QLineEdit(s.llm.base_url)
+        self.base_url.textChanged.connect(self._check_url)
         form.addRow("Base URL", self.base_url)
+        self.url_problem = _warning_label("urlProblem")
+        form.addRow("", self.url_problem)
         self.model = QLineEdit(s.llm.model)
         form.addRow("Model", self.model)
         self.api_key = QLineEdit()
@@ -199,7 +213,10 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(page)
         layout.addWidget(QLabel("System prompt (empty: the built-in persona)"))
         self.system_prompt = QPlainTextEdit(s.system_prompt)
+        self.system_prompt.textChanged.connect(self._check_prompt)
         layout.addWidget(self.system_prompt)
+        self.prompt_problem = _warning_label("promptProblem")
+        layout.addWidget(self.prompt_problem)
         self.history = QCheckBox("Keep a history of conversations")
         self.history.setChecked(s.history)
         layout.addWidget(self.history)
@@ -213,6 +230,32 @@ class SettingsDialog(QDialog):
         self.llm_threads.setEnabled(local)
         for w in (self.preset, self.base_url, self.model, self.api_key, self.test_button):
             w.setEnabled(not local)
+        self._check_url()
+        self._check_prompt()
+
+    def url_problem_text(self) -> str | None:
+        """Why the typed base URL cannot be used, or None (also None for the local LLM)."""
+        if self.llm_provider.currentData() != "openai":
+            return None
+        return config.llm_url_problem(self.base_url.text().strip())  # values() strips it too
+
+    def _check_url(self) -> None:
+        problem = self.url_problem_text()
+        self.url_problem.setText(problem or "")
+        self.url_problem.setVisible(problem is not None)
+
+    def prompt_problem_text(self) -> str | None:
+        """The system prompt's excess over what the chosen model takes, estimated (about four
+        characters a token; the session counts with the model's own tokenizer), or None."""
+        from kame_desktop.backend.factory import context_tokens_of, prompt_too_long
+
+        text = self.system_prompt.toPlainText().strip()
+        return prompt_too_long(-(-len(text) // 4), context_tokens_of(self.llm_provider.currentData())) if text else None
+
+    def _check_prompt(self) -> None:
+        problem = self.prompt_problem_text()
+        self.prompt_problem.setText(f"About: {problem}" if problem else "")
+        self.prompt_problem.setVisible(problem is not None)
 
     def _apply_preset(self, preset: str) -> None:
         url, model = LLM_PRESETS.get(preset, ("", ""))
@@ -293,12 +336,20 @@ class SettingsDialog(QDialog):
         )
 
     def accept(self) -> None:
+        from kame_desktop.errors import KameError
+
+        if problem := self.url_problem_text():  # refused here: the session would have no server to ask
+            self.tabs.setCurrentIndex(0)
+            self.banner.show_error(f"Cannot save: {problem}.", settings_fix=False)
+            return
         settings = self.values()
-        key = self.api_key.text()
-        if key:
-            config.store_api_key(key)
-            self.api_key.clear()
-        config.save_settings(settings)
+        key = self.api_key.text() or None
+        try:
+            config.save_settings_and_key(settings, key)
+        except KameError as e:  # the dialog stays open with what was typed; nothing half-saved
+            self.banner.show_error(f"Cannot save: {e}", settings_fix=False)
+            return
+        self.api_key.clear()
         self.saved = settings
         super().accept()
 
@@ -312,6 +363,10 @@ class SettingsDialog(QDialog):
         from kame_desktop.backend.llm.openai_compat import OpenAiLlm
 
         url, model = self.base_url.text().strip(), self.model.text().strip()
+        if problem := config.llm_url_problem(url):  # what the session would say: nothing is sent
+            self.test_result.setText("Failed.")
+            self.banner.show_error(f"Connection failed: {problem}.", settings_fix=False)
+            return
         key = self.api_key.text() or config.llm_api_key()
         self.test_button.setEnabled(False)
         self.test_result.setText("Testing…")
