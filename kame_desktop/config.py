@@ -222,14 +222,20 @@ def load_settings(path: Path | None = None) -> Settings:
     """The saved settings, or the defaults when there is no file. A file that is not valid TOML
     is copied to `<name>.bad` (so a hand edit is never lost; the last five are kept) and the
     defaults are used."""
+    return load_settings_noting(path)[0]
+
+
+def load_settings_noting(path: Path | None = None) -> tuple[Settings, str]:
+    """`load_settings`, and what the user must be told about it ("" when nothing): the settings
+    were reset, and where the old file is kept."""
     path = path or settings_path()
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return Settings()
+        return Settings(), ""
     except OSError as e:
         log.warning("cannot read %s (%s); using default settings", path, e)
-        return Settings()
+        return Settings(), f"cannot read {path} ({e.strerror or type(e).__name__}): default settings are in use — fix or remove that file"
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -239,8 +245,10 @@ def load_settings(path: Path | None = None) -> Settings:
             _keep_bad_copy(bad, raw)
         except OSError as e2:
             log.warning("cannot keep a copy at %s: %s", bad, e2)
-        return Settings()
-    return settings_from_dict(data)
+            return Settings(), (f"{path} is not valid TOML: settings were reset to the defaults, and the old "
+                                f"file could not be copied ({e2.strerror or type(e2).__name__}) — it is still there until you save")
+        return Settings(), f"{path} is not valid TOML: settings were reset to the defaults; the old file is kept as {bad}"
+    return settings_from_dict(data), ""
 
 
 def _keep_bad_copy(bad: Path, raw: bytes) -> None:

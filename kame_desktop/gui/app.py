@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QApplication, QWidget
 
 from kame_desktop.desktop import APP_ID, assets_dir
 from kame_desktop.errors import KameError
-from kame_desktop.gui.single_instance import SingleInstance, hand_over
+from kame_desktop.gui.single_instance import SingleInstance, claim
 
 
 def app_icon() -> QIcon:
@@ -32,10 +32,12 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
-def serve_window(window: QWidget) -> SingleInstance:
-    """Listen for later launches; each one raises `window`."""
-    instance = SingleInstance(parent=window)
-    instance.listen()
+def serve_window(window: QWidget, instance: SingleInstance | None = None) -> SingleInstance:
+    """Listen for later launches (unless `instance` already does); each one raises `window`."""
+    if instance is None:
+        instance = SingleInstance()
+        instance.listen()
+    instance.setParent(window)
 
     def bring_up() -> None:
         window.showNormal()
@@ -46,15 +48,25 @@ def serve_window(window: QWidget) -> SingleInstance:
     return instance
 
 
-def main(argv: list[str] | None = None) -> int:
-    app = make_app(argv)
-    if hand_over():
-        return 0  # the running instance raises its window
-    from kame_desktop.config import load_settings
+def open_window(**window_kwargs: object) -> QWidget:
+    """The main window on the saved settings; the banner says when they had to be reset."""
+    from kame_desktop.config import load_settings_noting
     from kame_desktop.gui.mainwindow import MainWindow
 
-    window = MainWindow(load_settings())
-    instance = serve_window(window)
+    settings, notice = load_settings_noting()
+    window = MainWindow(settings, **window_kwargs)
+    if notice:
+        window.banner.show_error(f"Settings: {notice}", settings_fix=False, source="settings")
+    return window
+
+
+def main(argv: list[str] | None = None) -> int:
+    app = make_app(argv)
+    instance = claim()
+    if instance is None:
+        return 0  # the running instance raises its window
+    window = open_window()
+    instance = serve_window(window, instance)
     window.show()
     app.processEvents()  # first paint before anything heavy starts (on the inference thread)
     window.start()

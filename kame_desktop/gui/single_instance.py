@@ -1,17 +1,24 @@
 """One app per user (and config folder): the first launch listens on a QLocalServer; a second
-launch connects, asks it to raise its window, and exits."""
+launch connects, asks it to raise its window, and exits. `claim` does both under a lock file,
+so two launches at the same moment cannot both find no one listening and both go on."""
 
 from __future__ import annotations
 
 import getpass
 import hashlib
+import logging
+import tempfile
+from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QLockFile, QObject, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
 from kame_desktop.config import config_dir
 
+log = logging.getLogger(__name__)
+
 RAISE = b"raise\n"
+LOCK_WAIT_MS = 10_000  # another launch holds the lock only between its hand-over and its listen()
 
 
 def server_name() -> str:
@@ -29,6 +36,25 @@ def hand_over(name: str | None = None, timeout_ms: int = 500) -> bool:
     socket.waitForBytesWritten(timeout_ms)
     socket.disconnectFromServer()
     return True
+
+
+def claim(name: str | None = None) -> SingleInstance | None:
+    """Under a lock shared by every launch for this user and config folder: hand over to a
+    running instance (None: this launch should exit), or listen as the first (returned)."""
+    name = name or server_name()
+    lock = QLockFile(str(Path(tempfile.gettempdir()) / f"{name}.lock"))  # a dead holder's lock is stale
+    locked = lock.tryLock(LOCK_WAIT_MS)
+    if not locked:  # a launch stuck while holding it: go on unlocked rather than not start
+        log.warning("could not take the single-instance lock %s (error %s)", lock.fileName(), lock.error())
+    try:
+        if hand_over(name):
+            return None
+        instance = SingleInstance(name)
+        instance.listen()
+        return instance
+    finally:
+        if locked:
+            lock.unlock()
 
 
 class SingleInstance(QObject):
