@@ -378,14 +378,30 @@ def secrets_path() -> Path:
     return config_dir() / SECRETS_FILE
 
 
-def _read_secrets_file() -> dict[str, str]:
+def secrets_file_mode() -> int | None:
+    """secrets.json's permission bits, or None when there is no such file."""
     try:
-        data = json.loads(secrets_path().read_text(encoding="utf-8"))
+        return secrets_path().stat().st_mode & 0o777
+    except OSError:
+        return None
+
+
+def _read_secrets_file() -> dict[str, str]:
+    path = secrets_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        log.warning("cannot read %s: %s", secrets_path(), type(e).__name__)
+        log.warning("cannot read %s: %s", path, type(e).__name__)
         return {}
+    mode = secrets_file_mode()
+    if mode is not None and mode & 0o077:  # copied, restored or edited: others could read the key
+        try:
+            os.chmod(path, 0o600)
+            log.warning("%s was readable by others (mode %o); it is now 0600", path, mode)
+        except OSError as e:
+            log.warning("%s is readable by others (mode %o) and cannot be fixed: %s", path, mode, e.strerror)
     return data if isinstance(data, dict) else {}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -190,6 +191,12 @@ def check_qt() -> Check:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("qt-platform: ")]
     if proc.returncode == 0 and lines:
         return Check("qt-platform", "ok", lines[-1].removeprefix("qt-platform: "))
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    on_screen = not platform or platform.startswith(("xcb", "wayland"))  # not offscreen, vnc, …
+    if sys.platform.startswith("linux") and on_screen and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        # no library is missing: there is no screen to open a window on (ssh, a service, a container)
+        return Check("qt-platform", "fail", "no display session: neither DISPLAY nor WAYLAND_DISPLAY is set",
+                     "start the app from a desktop session (or ssh -X), or run headless with QT_QPA_PLATFORM=offscreen")
     why = next((line.strip() for line in proc.stderr.splitlines() if "plugin" in line.lower()), "")
     why = why or (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
     return Check("qt-platform", "fail", f"the Qt platform plugin cannot start: {why[:200]}",
@@ -198,11 +205,16 @@ def check_qt() -> Check:
 
 
 def check_keyring() -> Check:
-    from kame_desktop.config import keyring_backend, secrets_path
+    from kame_desktop.config import keyring_backend, secrets_file_mode, secrets_path
 
     backend = keyring_backend()
+    mode = secrets_file_mode()
+    if mode is not None and mode & 0o077:  # the file is checked, not assumed: it may have been copied or restored
+        return Check("keyring", "warn", f"{secrets_path()} is readable by others (mode {mode:04o})",
+                     f"chmod 600 {secrets_path()} (the app sets 0600 when it next reads the key)")
     if backend is None:
-        return Check("keyring", "warn", f"no OS keyring: an API key would be kept in {secrets_path()} (readable only by you)",
+        where = f"is kept in {secrets_path()}" if mode is not None else f"would be kept in {secrets_path()}"
+        return Check("keyring", "warn", f"no OS keyring: an API key {where} (readable only by you, mode 0600)",
                      "install a Secret Service (gnome-keyring, KWallet), or set KAME_LLM_API_KEY")
     return Check("keyring", "ok", backend)
 
@@ -250,6 +262,10 @@ def check_llm(settings: Settings) -> Check:
         except ModelFileError as e:
             return Check("llm", "fail", str(e), "choose a .gguf file or the embedded LLM in Settings → LLM")
         return Check("llm", "ok", f"local: {path.name}")
+    from kame_desktop.config import llm_url_problem
+
+    if problem := llm_url_problem(llm.base_url):  # nothing is sent: no other host stands in for it
+        return Check("llm", "warn", problem, "fix the base URL in Settings → LLM")
     return _check_endpoint(llm.base_url, llm.model)
 
 
