@@ -117,7 +117,8 @@ class Settings:
 
 def llm_url_problem(url: str) -> str | None:
     """Why `url` cannot be an OpenAI-compatible base URL (one line, saying what to type), or
-    None. The app never puts another host in place of a bad one: the API key would go there."""
+    None. The app never puts another host in place of a bad one: the API key would go there.
+    The URL itself is not repeated: a key pasted into the wrong field must not reach a log."""
     from urllib.parse import urlsplit
 
     if not url.strip():
@@ -128,9 +129,9 @@ def llm_url_problem(url: str) -> str | None:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
-        return f"the base URL {url!r} is malformed — check the host and the port"
+        return "the base URL is malformed — check the host and the port"
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"the base URL {url!r} must start with http:// or https:// and name a host (e.g. http://localhost:1234/v1)"
+        return "the base URL must start with http:// or https:// and name a host (e.g. http://localhost:1234/v1)"
     return None
 
 

@@ -254,7 +254,7 @@ class SettingsDialog(QDialog):
 
     def _check_prompt(self) -> None:
         problem = self.prompt_problem_text()
-        self.prompt_problem.setText(f"About: {problem}" if problem else "")
+        self.prompt_problem.setText(f"Estimated: {problem}" if problem else "")
         self.prompt_problem.setVisible(problem is not None)
 
     def _apply_preset(self, preset: str) -> None:
