@@ -113,10 +113,10 @@ def read_words(path: Path) -> list[Word]:
 def audio_info(path: Path) -> AudioInfo:
     import soundfile as sf
 
+    if not path.is_file():  # libsndfile would only say "System error"
+        raise TrainingDataError(f"{path}: missing (each transcript needs its audio/<id>.wav)")
     try:
         info = sf.info(str(path))
-    except FileNotFoundError:
-        raise TrainingDataError(f"{path}: missing") from None
     except (sf.SoundFileError, RuntimeError) as e:
         raise TrainingDataError(f"{path}: not a readable WAV ({str(e).strip()})") from None
     return AudioInfo(info.channels, info.samplerate, info.frames)

@@ -6,8 +6,10 @@ Two importers, chosen by what SRC holds:
   * a folder of bare WAVs without transcripts — two-channel `<id>.wav` (left = A, right = B) or
     per-speaker pairs `<id>_A.wav` + `<id>_B.wav` — transcribed channel by channel with
     faster-whisper's word timestamps (the embedded Whisper base unless told otherwise).
-Transcripts are written sorted by start time, after the audio, so a transcript marks a finished
-dialogue: a rerun skips it. Each bad dialogue is one line; the others go on.
+A canonical transcript keeps its file order (the reference generates oracle events in file order,
+and overlapping speech makes that differ from start order); a Whisper transcript is sorted by
+start. Transcripts are written after the audio, so a transcript marks a finished dialogue: a rerun
+skips it. Each bad dialogue is one line; the others go on.
 """
 
 from __future__ import annotations
@@ -53,9 +55,8 @@ class PrepareSettings:
 
 
 def normalise_words(words: list[Word]) -> list[Word]:
-    """Stripped, non-empty words sorted by start (stable: file order breaks ties)."""
-    cleaned = [Word(w.speaker, w.word.strip(), w.start, w.end) for w in words if w.word.strip()]
-    return sorted(cleaned, key=lambda w: w.start)
+    """Stripped, non-empty words, in the order given."""
+    return [Word(w.speaker, w.word.strip(), w.start, w.end) for w in words if w.word.strip()]
 
 
 def _is_canonical(src: Path) -> bool:
@@ -236,7 +237,9 @@ def _import_bare(src: Path, out: Path, settings: PrepareSettings, show: bool) ->
                 words = whisper.words(data[:, 0], rate, "A") + whisper.words(data[:, 1], rate, "B")
                 check_words_fit(words, AudioInfo(2, rate, len(data)), f"{dialogue} (transcribed)")
                 write_stereo(audio_path(out, dialogue), data, rate)
-                write_json(text_path(out, dialogue), [w.to_json() for w in normalise_words(words)])
+                # Two channels transcribed apart: start order interleaves them into one dialogue.
+                ordered = sorted(normalise_words(words), key=lambda w: w.start)
+                write_json(text_path(out, dialogue), [w.to_json() for w in ordered])
                 report.done += 1
                 report.count("words", len(words))
     (out / ORACLE_DIR).mkdir(parents=True, exist_ok=True)

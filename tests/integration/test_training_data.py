@@ -40,15 +40,15 @@ def _copy(data: Path, dest: Path) -> Path:
     return Path(shutil.copytree(data, dest))
 
 
-def test_prepare_canonical_validates_sorts_and_skips_on_rerun(canonical_source, tmp_path):
+def test_prepare_canonical_validates_keeps_file_order_and_skips_on_rerun(canonical_source, tmp_path):
     src = Path(shutil.copytree(canonical_source, tmp_path / "src"))
     words = json.loads((src / "text" / "capital.json").read_text())
     (src / "text" / "capital.json").write_text(json.dumps(words[::-1]))  # unsorted is allowed
     out = tmp_path / "out"
     report = prepare(src, out, show_progress=False)
     assert (report.done, report.skipped, report.failed) == (3, 0, 0)
-    starts = [w.start for w in read_words(out / "text" / "capital.json")]
-    assert starts == sorted(starts)
+    # The file's order is the oracle's order (spec §4.2): kept, as the reference keeps it.
+    assert [w.start for w in read_words(out / "text" / "capital.json")] == [w["start"] for w in words[::-1]]
     mtime = (out / "audio" / "capital.wav").stat().st_mtime_ns
     again = prepare(src, out, show_progress=False)
     assert (again.done, again.skipped) == (0, 3)
@@ -291,6 +291,17 @@ def test_tokenize_bad_oracle_file_fails_alone(tiny_shards, tiny_checkpoint, tmp_
 
     (shard,) = (data / "shards").glob("*.parquet")
     assert sorted(pq.read_table(shard).column("dialogue_id").to_pylist()) == ["espeak/capital", "espeak/weather"]
+
+
+def test_tokenize_missing_wav_says_missing(tiny_shards, tiny_checkpoint, tmp_path):
+    from kame_desktop.training.tokenize import TokenizeSettings, tokenize
+
+    data = _copy(tiny_shards, tmp_path / "espeak")
+    (data / "audio" / "sister.wav").unlink()
+    report = tokenize(data, TokenizeSettings(checkpoint=str(tiny_checkpoint)), show_progress=False)
+    assert report.failed == 1
+    (line,) = report.problems
+    assert line == f"sister: {data / 'audio' / 'sister.wav'}: missing (each transcript needs its audio/<id>.wav)"
 
 
 def test_cli_chain_and_light_help(prepared, tiny_checkpoint, tmp_path):
