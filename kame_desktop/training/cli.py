@@ -41,7 +41,7 @@ def prepare(
 @app.command("simulate-oracle")
 def simulate_oracle(
     data: Annotated[Path, typer.Argument(help="Dataset folder (from `train prepare`).")],
-    strategy: Annotated[str, typer.Option(help="llm (ask an LLM) or random (no LLM: distractors, then the truth).")] = "llm",
+    strategy: Annotated[str, typer.Option(help="llm (ask an LLM) or random (no LLM: other dialogues' responses, then the truth).")] = "llm",
     llm: Annotated[str, typer.Option(help="local (embedded Qwen2.5-Coder-0.5B, or --llm-model GGUF or smollm2-135m) or openai (any compatible server).")] = "local",
     llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
     llm_model: Annotated[str | None, typer.Option(help="Model name (openai; default gpt-4.1-nano) or GGUF path (local).")] = None,
@@ -51,6 +51,8 @@ def simulate_oracle(
     interval: Annotated[float, typer.Option(help="Seconds between events.")] = 0.5,
     fallback: Annotated[bool, typer.Option(help="On a final LLM error, store '' (or the hint past half the turn) instead of failing the dialogue.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of --strategy random.")] = 0,
+    pool: Annotated[Path | None, typer.Option(help="--strategy random: training transcripts to draw responses from (a dataset or text folder; default DATA; never validation or test data).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="--strategy random: count token lengths in this checkpoint's tokenizer (default: words).")] = None,
     force: Annotated[bool, typer.Option(help="Redo dialogues that have oracle events (cached answers are reused).")] = False,
 ) -> None:
     """Predict the next turn at every 0.5 s event (oracle_raw/<id>.json). Answers are cached:
@@ -59,7 +61,7 @@ def simulate_oracle(
     from kame_desktop.training.simulate_oracle import simulate_oracle as run
 
     settings = SimulateSettings(strategy=strategy, interval=interval, concurrency=concurrency, retries=retries,
-                                fallback=fallback, seed=seed, force=force)
+                                fallback=fallback, seed=seed, pool=pool, checkpoint=checkpoint, force=force)
     provider = make_llm(llm, llm_url, llm_model, llm_threads) if strategy == "llm" else None
     _finish(run(data, provider, settings))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Event:
     skip_forbid: bool
     pred: tuple[int, ...]
     hint: tuple[int, ...]
+    use_hint: bool | None = None  # the oracle file's choice (spec §4.8b); None: by ratio, as before
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,16 @@ def build_examples(
     delayed = delay_streams(streams, layout)
     events: list[Event] = []
     if use_oracle:
-        arrays = OracleArrays.from_arrays({k: row[f"{main_speaker}_oracle_{k}"] for k in OracleArrays.FIELDS})
+        columns = {k: row[f"{main_speaker}_oracle_{k}"] for k in OracleArrays.FIELDS}
+        columns[OracleArrays.USE_HINT] = row.get(f"{main_speaker}_oracle_{OracleArrays.USE_HINT}")  # None: unspecified
+        arrays = OracleArrays.from_arrays(columns)
         for i in range(len(arrays)):
             pos = int(arrays.frame_pos[i]) + 1 + layout.delays[0]
             if 0 <= pos < delayed.shape[1]:
                 pred, hint = arrays.tokens(i)
-                events.append(Event(pos, float(arrays.ratio[i]), bool(arrays.skip_forbid[i]), tuple(pred), tuple(hint)))
+                use_hint = None if arrays.use_hint is None else bool(arrays.use_hint[i])
+                events.append(Event(pos, float(arrays.ratio[i]), bool(arrays.skip_forbid[i]), tuple(pred), tuple(hint),
+                                    use_hint))
     chunks = [(0, delayed.shape[1])]
     if max_length:
         n = math.ceil(delayed.shape[1] / max_length)
@@ -101,7 +106,7 @@ def build_examples(
         if end - start < max(min_length, 2):  # a lone frame has nothing to predict
             continue
         ids = delayed[:, start:end]
-        local = tuple(Event(e.pos - start, e.ratio, e.skip_forbid, e.pred, e.hint) for e in events if start <= e.pos < end)
+        local = tuple(replace(e, pos=e.pos - start) for e in events if start <= e.pos < end)
         out.append(Example(str(row.get("dialogue_id", "")), ids, mask_labels(ids, layout), local))
     return out
 
@@ -167,15 +172,19 @@ def render_oracle(
         pos = e.pos
         if not 0 <= pos < length:
             continue
-        if not e.skip_forbid and skip > 0 and rng.random() < skip:
+        # An event marked to show the truth is never skipped (spec §4.8b).
+        if not e.skip_forbid and not e.use_hint and skip > 0 and rng.random() < skip:
             continue
         if aug.max_jitter > 0:
             pos += int(rng.integers(0, aug.max_jitter + 1))
             if pos >= length:
                 continue
-        tokens = e.hint if e.ratio >= 1.0 and e.hint else e.pred  # the truth once the turn is over
-        if hint_only:
+        if e.use_hint is not None:  # the file's choice; hint-only mode leaves out its distractors
+            tokens = e.hint if e.use_hint else (() if hint_only else e.pred)
+        elif hint_only:
             tokens = e.hint
+        else:
+            tokens = e.hint if e.ratio >= 1.0 and e.hint else e.pred  # the truth once the turn is over
         if not tokens:
             continue
         row[pos] = start_id

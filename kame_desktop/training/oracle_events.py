@@ -29,6 +29,7 @@ class OracleEvent:
     ratio: float  # spoken share of the current speaker's turn
     channel: int  # channel of the speaker whose next reply is predicted
     truth: str  # the next speaker's actual next turn (always known to the simulator)
+    target: int = -1  # index (file order) of that turn's first word: the response this event predicts
 
     @property
     def timestamp_ms(self) -> int:
@@ -39,9 +40,9 @@ class OracleEvent:
         """The hint as stored: only past the half of the turn."""
         return self.truth if self.ratio > 0.5 else ""
 
-    def record(self, prediction: str) -> dict:
-        """The oracle_raw record, keys in the spec's order."""
-        return {
+    def record(self, prediction: str, use_hint: bool | None = None) -> dict:
+        """The oracle_raw record, keys in the spec's order (`use_hint` last, when given)."""
+        record = {
             "timestamp_ms": self.timestamp_ms,
             "conversation_context": self.context,
             "prediction": prediction,
@@ -52,6 +53,9 @@ class OracleEvent:
             "channel": self.channel,
             "hint": self.hint,
         }
+        if use_hint is not None:
+            record["use_hint"] = use_hint
+        return record
 
 
 def _context(words: list[Word]) -> str:
@@ -96,7 +100,7 @@ def oracle_events(words: list[Word], interval: float = 0.5, target_channel: int 
             if w.speaker != current or w.end - prev_end >= TURN_GAP_S:
                 break
             complete, prev_end = complete + 1, w.end
-        truth = _next_turn(words, so_far[-1].end, current)
+        truth, target = _next_turn(words, so_far[-1].end, current)
         if not truth:
             break  # nothing left to predict in this dialogue
         events.append(
@@ -109,24 +113,28 @@ def oracle_events(words: list[Word], interval: float = 0.5, target_channel: int 
                 ratio=spoken / complete,
                 channel=channel,
                 truth=truth,
+                target=target,
             )
         )
     return events
 
 
-def _next_turn(words: list[Word], after: float, current: str) -> str:
-    """The other speaker's words after `after`: skip the current speaker's, collect the next
-    speaker's, stop at the current speaker's first word after that."""
+def _next_turn(words: list[Word], after: float, current: str) -> tuple[str, int]:
+    """The other speaker's words after `after` and the index of the first: skip the current
+    speaker's, collect the next speaker's, stop at the current speaker's first word after that."""
     collected: list[str] = []
-    for w in words:
+    first = -1
+    for i, w in enumerate(words):
         if w.end <= after:
             continue
         if w.speaker == current:
             if collected:
                 break
             continue
+        if not collected:
+            first = i
         collected.append(w.word)
-    return " ".join(collected)
+    return " ".join(collected), first
 
 
 # --- prompts ----------------------------------------------------------------------------------

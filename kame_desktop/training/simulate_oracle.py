@@ -4,9 +4,9 @@ to `oracle_raw/<id>.json`.
 Answers are cached per dialogue in `oracle_cache/<id>.json`, keyed by the LLM's name and the
 exact messages, and saved after every answer: an interrupted or failed run keeps what it got,
 and a rerun asks nothing twice. Requests run concurrently up to a limit; retryable failures are
-retried with exponential backoff. `--strategy random` needs no LLM: every event but the last of
-a run (the most informed one before the turn changes) gets an utterance drawn from other
-dialogues, the last one the ground truth — a cheap way to teach the model to weigh the oracle.
+retried with exponential backoff. `--strategy random` needs no LLM (random_oracle.py): each
+response's last event shows the truth, the earlier ones responses of other dialogues from a
+training-only pool — a cheap way to teach the model to weigh the oracle.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from kame_desktop.backend.llm.base import LlmProvider
 from kame_desktop.errors import LlmError, TrainingDataError
 from kame_desktop.training.layout import (
     ORACLE_DIR,
-    Word,
+    TEXT_DIR,
     dialogue_ids,
     oracle_path,
     read_json,
@@ -34,6 +33,7 @@ from kame_desktop.training.layout import (
 )
 from kame_desktop.training.oracle_events import OracleEvent, oracle_events, prompt_messages
 from kame_desktop.training.progress import StepProgress, StepReport
+from kame_desktop.training.random_oracle import predict_random
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class SimulateSettings:
     backoff_s: float = 1.0  # first retry delay; doubles each time
     fallback: bool = False  # on a final LLM error: "" (ratio ≤ 0.5) or the hint, as the reference's option
     seed: int = 0  # --strategy random
+    pool: Path | None = None  # --strategy random: training transcripts (a dataset or text folder); default DATA's
+    checkpoint: str | None = None  # --strategy random: token lengths in its tokenizer's pieces (default: words)
     force: bool = False  # redo dialogues that already have an oracle file
 
 
@@ -122,32 +124,29 @@ async def _predict_llm(
     return list(await asyncio.gather(*(one(e) for e in events))), errors
 
 
-def _utterances(words: list[Word]) -> list[str]:
-    """Runs of one speaker's words, joined."""
-    runs: list[list[str]] = []
-    last = None
-    for w in words:
-        if w.speaker != last:
-            runs.append([])
-            last = w.speaker
-        runs[-1].append(w.word)
-    return [" ".join(r) for r in runs]
+def _random_setup(data: Path, settings: SimulateSettings):
+    """The tokenizer and the response pool of --strategy random."""
+    from kame_desktop.training.random_oracle import build_pool, word_tokens
 
+    tokens = word_tokens
+    if settings.checkpoint is not None:
+        from kame_desktop.frontend.kame.checkpoint import load_tokenizer, resolve_checkpoint
 
-def last_of_run(events: list[OracleEvent]) -> list[bool]:
-    """True for the last event before the predicted channel changes (or the file ends): the same
-    rule as the tokenizer's skip_forbid (spec §4.5)."""
-    return [i == len(events) - 1 or events[i + 1].channel != e.channel for i, e in enumerate(events)]
+        sp = load_tokenizer(resolve_checkpoint(settings.checkpoint))
 
+        def tokens(text: str) -> tuple[int, ...]:
+            return tuple(sp.encode(text))
 
-def predict_random(events: list[OracleEvent], pool: list[str], rng: random.Random) -> list[str]:
-    """Distractors for all but the last event of each run, the ground truth for the last."""
-    last = last_of_run(events)
-    out = []
-    for event, is_last in zip(events, last, strict=True):
-        candidates = [u for u in pool if u != event.truth] or [event.truth]
-        out.append(event.truth if is_last else rng.choice(candidates))
-    return out
+    root = settings.pool or data
+    folder = root / TEXT_DIR if (root / TEXT_DIR).is_dir() else root
+    dialogues = {}
+    for path in sorted(folder.glob("*.json")):
+        with contextlib.suppress(TrainingDataError):  # a bad transcript is reported where it is used
+            dialogues[path.stem] = read_words(path)
+    pool = build_pool(dialogues, tokens, settings.interval)
+    if not pool:
+        raise TrainingDataError(f"{folder}: no responses for --strategy random's pool (no transcripts with turns)")
+    return tokens, pool
 
 
 def simulate_oracle(
@@ -162,12 +161,9 @@ def simulate_oracle(
         raise TrainingDataError(f"{data}: no transcripts under {data / 'text'}; run `kame-desktop train prepare` first")
     report = StepReport("simulate-oracle")
     (data / ORACLE_DIR).mkdir(exist_ok=True)
-    transcripts: dict[str, list[Word]] = {}
+    if settings.strategy == "random":
+        tokens, pool = _random_setup(data, settings)
     with StepProgress(report, len(ids), show_progress) as progress:
-        if settings.strategy == "random":  # the distractor pool needs every transcript first
-            for dialogue in ids:
-                with contextlib.suppress(TrainingDataError):  # reported below, in order
-                    transcripts[dialogue] = read_words(text_path(data, dialogue))
         loop = asyncio.new_event_loop()
         try:
             for dialogue in ids:
@@ -175,26 +171,24 @@ def simulate_oracle(
                     if oracle_path(data, dialogue).exists() and not settings.force:
                         report.skipped += 1
                         continue
-                    words = transcripts.get(dialogue) or read_words(text_path(data, dialogue))
+                    words = read_words(text_path(data, dialogue))
                     events = oracle_events(words, settings.interval)
                     if settings.strategy == "random":
-                        pool = [u for d, ws in transcripts.items() if d != dialogue for u in _utterances(ws)]
-                        rng = random.Random(f"{settings.seed}:{dialogue}")  # the same draw on every rerun
-                        predictions: list[str | None] = list(predict_random(events, pool or _utterances(words), rng))
-                        errors: list[str] = []
+                        chosen = predict_random(dialogue, words, events, pool, tokens, settings.seed)
+                        records = [e.record(p, use_hint) for e, (p, use_hint) in zip(events, chosen, strict=True)]
                     else:
                         cache = AnswerCache(data / CACHE_DIR / f"{dialogue}.json")
                         predictions, errors = loop.run_until_complete(
                             _predict_llm(events, llm, cache, settings, report)  # type: ignore[arg-type]
                         )
-                    failed = sum(p is None for p in predictions)
-                    if failed:
-                        raise TrainingDataError(
-                            f"{failed} of {len(events)} LLM requests failed: {'; '.join(errors)} — the answers "
-                            "received are cached, rerun to ask only for the rest"
-                        )
-                    # Empty answers are dropped, as the reference does.
-                    records = [e.record(p) for e, p in zip(events, predictions, strict=True) if p]
+                        failed = sum(p is None for p in predictions)
+                        if failed:
+                            raise TrainingDataError(
+                                f"{failed} of {len(events)} LLM requests failed: {'; '.join(errors)} — the answers "
+                                "received are cached, rerun to ask only for the rest"
+                            )
+                        # Empty answers are dropped, as the reference does.
+                        records = [e.record(p) for e, p in zip(events, predictions, strict=True) if p]
                     write_json(oracle_path(data, dialogue), records)
                     report.done += 1
                     report.count("events", len(records))

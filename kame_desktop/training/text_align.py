@@ -140,17 +140,24 @@ class OracleArrays:
     pred_offsets: np.ndarray  # int32 [E + 1]
     hint_values: np.ndarray
     hint_offsets: np.ndarray
+    use_hint: np.ndarray | None = None  # int8 [E]: 1 hint, 0 prediction; None: unspecified (spec §4.8b)
 
     FIELDS = ("event_frame_pos", "event_ratio", "event_skip_forbid", "pred_values", "pred_offsets",
               "hint_values", "hint_offsets")
+    USE_HINT = "event_use_hint"  # present only when the oracle file specifies it
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return dict(zip(self.FIELDS, (self.frame_pos, self.ratio, self.skip_forbid, self.pred_values,
-                                      self.pred_offsets, self.hint_values, self.hint_offsets), strict=True))
+        out = dict(zip(self.FIELDS, (self.frame_pos, self.ratio, self.skip_forbid, self.pred_values,
+                                     self.pred_offsets, self.hint_values, self.hint_offsets), strict=True))
+        if self.use_hint is not None:
+            out[self.USE_HINT] = self.use_hint
+        return out
 
     @classmethod
     def from_arrays(cls, d: dict[str, Any]) -> OracleArrays:
-        return cls(*(np.asarray(d[k]) for k in cls.FIELDS))
+        use_hint = d.get(cls.USE_HINT)
+        return cls(*(np.asarray(d[k]) for k in cls.FIELDS),
+                   use_hint=None if use_hint is None else np.asarray(use_hint, dtype=np.int8))
 
     def tokens(self, i: int) -> tuple[list[int], list[int]]:
         """(prediction, hint) ids of event i."""
@@ -184,6 +191,8 @@ def _check_record(rec: Any, i: int, where: str) -> None:
             raise TrainingDataError(f"{where}: event {i} has no valid {key!r}")
     if not isinstance(rec.get("hint", ""), str):
         raise TrainingDataError(f"{where}: event {i} has a hint that is not a string")
+    if not isinstance(rec.get("use_hint", False), bool):
+        raise TrainingDataError(f"{where}: event {i} has a use_hint that is not true or false")
 
 
 def tokenize_oracle(
@@ -195,6 +204,12 @@ def tokenize_oracle(
         raise TrainingDataError(f"{where}: expected a JSON array of events")
     for i, rec in enumerate(records):
         _check_record(rec, i, where)
+    flagged = sum("use_hint" in rec for rec in records)
+    if flagged not in (0, len(records)):
+        raise TrainingDataError(
+            f"{where}: {flagged} of {len(records)} events have use_hint; give it on every event or on none"
+        )
+    use_hints: list[int] | None = [] if flagged else None
     pos: list[int] = []
     ratios: list[float] = []
     forbid: list[int] = []
@@ -222,6 +237,8 @@ def tokenize_oracle(
         forbid.append(int(last))
         preds.append(pred)
         hints.append(hint)
+        if use_hints is not None:
+            use_hints.append(int(rec["use_hint"]))
 
     def ragged(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         offsets = np.zeros(len(lists) + 1, dtype=np.int32)
@@ -233,6 +250,6 @@ def tokenize_oracle(
     hv, ho = ragged(hints)
     arrays = OracleArrays(
         np.array(pos, dtype=np.int32), np.array(ratios, dtype=np.float32), np.array(forbid, dtype=np.int8),
-        pv, po, hv, ho,
+        pv, po, hv, ho, None if use_hints is None else np.array(use_hints, dtype=np.int8),
     )
     return arrays, outside

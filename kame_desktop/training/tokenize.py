@@ -217,6 +217,8 @@ def _row(prefix: str, dialogue: str, arrays: dict[str, np.ndarray], use_oracle: 
         if use_oracle:
             for key in OracleArrays.FIELDS:
                 row[f"{s}_oracle_{key}"] = arrays[f"{s}_{key}"].tolist()
+            use_hint = arrays.get(f"{s}_{OracleArrays.USE_HINT}")  # absent: unspecified (null)
+            row[f"{s}_oracle_{OracleArrays.USE_HINT}"] = None if use_hint is None else use_hint.tolist()
     return row
 
 
@@ -230,6 +232,7 @@ def shard_schema(use_oracle: bool, layout: StreamLayout):
             types = {"event_frame_pos": pa.int32(), "event_ratio": pa.float32(), "event_skip_forbid": pa.int8()}
             for key in OracleArrays.FIELDS:
                 fields.append(pa.field(f"{s}_oracle_{key}", pa.list_(types.get(key, pa.int32()))))
+            fields.append(pa.field(f"{s}_oracle_{OracleArrays.USE_HINT}", pa.list_(pa.int8()), nullable=True))
     meta = {SHARD_META_KEY: json.dumps({**layout.to_json(), "frame_rate": FRAME_RATE, "oracle": use_oracle}).encode()}
     return pa.schema(fields, metadata=meta)
 

@@ -5,10 +5,12 @@ Parquet shards read back; reruns do no work twice; bad input gives one line per 
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import math
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +21,14 @@ from fixtures.training import ESPEAK_RATE, write_bare
 from kame_desktop.training.layout import read_words
 from kame_desktop.training.oracle_events import oracle_events
 from kame_desktop.training.prepare import prepare
-from kame_desktop.training.simulate_oracle import SimulateSettings, last_of_run, simulate_oracle
+from kame_desktop.training.simulate_oracle import SimulateSettings, simulate_oracle
 
 INTERVAL = 2.0  # LLM events in these tests
+
+
+def last_of_run_of_target(events) -> list[bool]:
+    """True for the last event that predicts its target response."""
+    return [i == len(events) - 1 or events[i + 1].target != e.target for i, e in enumerate(events)]
 
 
 def _norm(word: str) -> str:
@@ -129,6 +136,7 @@ def test_simulate_oracle_llm_and_cache(llm_oracle, llama_server, tiny_checkpoint
     table = pq.read_table(shard)
     n_events = sum(len(v) for s in "AB" for v in table.column(f"{s}_oracle_event_frame_pos").to_pylist())
     assert n_events == stored
+    assert table.column("A_oracle_event_use_hint").to_pylist() == [None] * 3  # unspecified by the LLM strategy
 
 
 def test_simulate_oracle_llm_down_keeps_what_it_has(llm_oracle, free_tcp_port, tmp_path):
@@ -150,23 +158,40 @@ def test_simulate_oracle_llm_down_keeps_what_it_has(llm_oracle, free_tcp_port, t
     assert report.counters["cache_hits"] > 0
 
 
-def test_simulate_oracle_random(prepared, tmp_path):
+def test_simulate_oracle_random(prepared, random_pool, tiny_checkpoint, tmp_path):
+    """Spec §4.8b: every target response ends on its true hint; the earlier events carry responses
+    of the pool's (other) dialogues, 0.5–2× the target's length in the checkpoint's tokens."""
+    from kame_desktop.frontend.kame.checkpoint import load_tokenizer, resolve_checkpoint
+
+    sp = load_tokenizer(resolve_checkpoint(str(tiny_checkpoint)))
     data = _copy(prepared, tmp_path / "data")
-    report = simulate_oracle(data, None, SimulateSettings(strategy="random", seed=3), show_progress=False)
-    assert (report.done, report.failed) == (3, 0)
-    texts = {d: read_words(data / "text" / f"{d}.json") for d in ("weather", "capital", "sister")}
-    for dialogue, words in texts.items():
+    settings = SimulateSettings(strategy="random", seed=3, pool=random_pool, checkpoint=str(tiny_checkpoint))
+    report = simulate_oracle(data, None, settings, show_progress=False)
+    assert (report.done, report.failed) == (3, 0), report.problems
+    pool_turns = set()
+    for path in (random_pool / "text").glob("*.json"):
+        words = read_words(path)
+        pool_turns |= {e.truth for e in oracle_events(words, 0.5)}
+    targets = randoms = 0
+    for dialogue in ("weather", "capital", "sister"):
+        words = read_words(data / "text" / f"{dialogue}.json")
         events = oracle_events(words, 0.5)
         records = json.loads((data / "oracle_raw" / f"{dialogue}.json").read_text())
-        assert len(records) == len(events)
-        others = {" ".join(w.word for w in ws) for d, ws in texts.items() if d != dialogue}
-        for rec, event, last in zip(records, events, last_of_run(events), strict=True):
-            if last:
-                assert rec["prediction"] == event.truth
-            else:  # an utterance of another dialogue
-                assert any(rec["prediction"] in o for o in others), rec["prediction"]
+        assert [r["timestamp_ms"] for r in records] == [e.timestamp_ms for e in events]
+        assert all(isinstance(r["use_hint"], bool) for r in records)
+        turns = {" ".join(w.word for w in run) for _, run in itertools.groupby(words, key=lambda w: w.speaker)}
+        for rec, event, last in zip(records, events, last_of_run_of_target(events), strict=True):
+            if last:  # the target's last event: its truth, as the hint
+                targets += 1
+                assert rec["use_hint"] and rec["hint"] == event.truth and rec["current_spoken_ratio"] > 0.5
+            else:
+                randoms += 1
+                assert not rec["use_hint"] and rec["prediction"] in pool_turns and rec["prediction"] not in turns
+                length = len(sp.encode(event.truth))
+                assert 0.5 * length <= len(sp.encode(rec["prediction"])) <= 2 * length
+    assert targets == 5 and randoms > targets  # weather: 3 responses, capital and sister: 1 each
     before = {p.name: p.read_text() for p in (data / "oracle_raw").glob("*.json")}
-    forced = simulate_oracle(data, None, SimulateSettings(strategy="random", seed=3, force=True), show_progress=False)
+    forced = simulate_oracle(data, None, replace(settings, force=True), show_progress=False)
     assert forced.done == 3
     assert {p.name: p.read_text() for p in (data / "oracle_raw").glob("*.json")} == before  # deterministic
 
@@ -223,6 +248,10 @@ def test_tokenize_shards_read_back(tiny_shards, tiny_checkpoint, tmp_path):
             last = [int(i == len(records) - 1 or records[i + 1]["channel"] != channel)
                     for i, r in enumerate(records) if r["channel"] == channel]
             assert row[f"{s}_oracle_event_skip_forbid"] == last
+            # The random strategy's choice per event, carried as nullable list<int8> (spec §4.8b).
+            assert row[f"{s}_oracle_event_use_hint"] == [int(r["use_hint"]) for r in mine]
+        field = pq.read_schema(shard).field("A_oracle_event_use_hint")
+        assert str(field.type) == "list<element: int8>" and field.nullable
     # A rerun encodes nothing; touching one transcript re-encodes that dialogue only.
     settings = TokenizeSettings(checkpoint=str(tiny_checkpoint))
     data = _copy(tiny_shards, tmp_path / "espeak")  # the fixture is shared: change a copy
@@ -304,7 +333,7 @@ def test_tokenize_missing_wav_says_missing(tiny_shards, tiny_checkpoint, tmp_pat
     assert line == f"sister: {data / 'audio' / 'sister.wav'}: missing (each transcript needs its audio/<id>.wav)"
 
 
-def test_cli_chain_and_light_help(prepared, tiny_checkpoint, tmp_path):
+def test_cli_chain_and_light_help(prepared, tiny_checkpoint, random_pool, tmp_path):
     import subprocess
     import sys
 
@@ -314,7 +343,8 @@ def test_cli_chain_and_light_help(prepared, tiny_checkpoint, tmp_path):
 
     data = _copy(prepared, tmp_path / "cli")
     runner = CliRunner()
-    sim = runner.invoke(app, ["train", "simulate-oracle", str(data), "--strategy", "random"])
+    sim = runner.invoke(app, ["train", "simulate-oracle", str(data), "--strategy", "random", "--pool", str(random_pool),
+                              "--checkpoint", str(tiny_checkpoint)])
     assert sim.exit_code == 0, sim.output
     assert "simulate-oracle: 3 done, 0 skipped, 0 failed" in sim.output
     tok = runner.invoke(app, ["train", "tokenize", str(data), "--checkpoint", str(tiny_checkpoint)])

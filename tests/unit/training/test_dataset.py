@@ -132,3 +132,28 @@ def test_collate_pads_with_minus_one_and_renders_oracle():
 def test_short_rows(T):
     (ex,) = build_examples(row(T), LAYOUT)
     assert ex.length == 1 + T + 1
+
+
+def test_use_hint_selects_and_survives_skipping():
+    # Three events, none the last of a run; the middle one is marked to show the truth.
+    events = [Event(1, 1.0, False, (21,), (31,), use_hint=False), Event(5, 0.2, False, (22,), (32,), use_hint=True),
+              Event(9, 1.0, False, (23,), (33,), use_hint=False)]
+    plain = render_oracle(events, 12, 99, 3)
+    # use_hint, not the ratio, picks: prediction for False (ratio 1.0 notwithstanding), hint for True.
+    assert plain.tolist() == [3, 99, 21, 3, 3, 99, 32, 3, 3, 99, 23, 3]
+    aug = Augmentation(skip_prob=(0.999, 0.999))
+    for seed in range(20):
+        out = render_oracle(events, 12, 99, 3, aug, np.random.default_rng(seed))
+        assert out.tolist() == [3] * 5 + [99, 32] + [3] * 5  # only the use_hint event is never skipped
+    # Hint-only mode leaves out the explicit distractors.
+    assert render_oracle(events, 12, 99, 3, Augmentation(hint_only=True)).tolist() == [3] * 5 + [99, 32] + [3] * 5
+
+
+def test_use_hint_column_reaches_events_and_chunks():
+    r = row()
+    r["A_oracle_event_use_hint"] = [0, 1]
+    first, second = build_examples(r, LAYOUT, max_length=4)
+    assert [(e.pos, e.use_hint) for e in first.events + second.events] == [(1, False), (0, True)]
+    r["A_oracle_event_use_hint"] = None  # null: unspecified, the old behaviour
+    (ex,) = build_examples(r, LAYOUT)
+    assert [e.use_hint for e in ex.events] == [None, None]

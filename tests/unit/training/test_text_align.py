@@ -115,3 +115,22 @@ def test_oracle_bad_records():
         tokenize_oracle([{"channel": 1, "prediction": "a"}], 1, 10, CharTokenizer(), None)
     with pytest.raises(TrainingDataError, match="array"):
         tokenize_oracle({"a": 1}, 1, 10, CharTokenizer(), None)  # type: ignore[arg-type]
+
+
+def test_oracle_use_hint_all_or_none():
+    recs = [
+        {"timestamp_ms": 1000, "channel": 1, "prediction": "ab", "hint": "", "use_hint": False},
+        {"timestamp_ms": 1500, "channel": 1, "prediction": "", "hint": "cd", "use_hint": True},
+        {"timestamp_ms": 2000, "channel": 1, "prediction": " ", "hint": "", "use_hint": False},  # no tokens: dropped
+    ]
+    arrays, _ = tokenize_oracle(recs, 1, 100, CharTokenizer(), 8)
+    assert arrays.use_hint.tolist() == [0, 1] and arrays.arrays()["event_use_hint"].dtype == np.int8
+    other, _ = tokenize_oracle(recs, 0, 100, CharTokenizer(), 8)
+    assert other.use_hint.tolist() == []  # explicit, no events on this channel
+    unflagged = [{k: v for k, v in r.items() if k != "use_hint"} for r in recs]
+    plain, _ = tokenize_oracle(unflagged, 1, 100, CharTokenizer(), 8)
+    assert plain.use_hint is None and "event_use_hint" not in plain.arrays()  # unspecified
+    with pytest.raises(TrainingDataError, match="2 of 3 events have use_hint; give it on every event or on none"):
+        tokenize_oracle(recs[:2] + unflagged[2:], 1, 100, CharTokenizer(), 8)
+    with pytest.raises(TrainingDataError, match="event 0 has a use_hint that is not true or false"):
+        tokenize_oracle([{**recs[0], "use_hint": 1}], 1, 100, CharTokenizer(), 8)
