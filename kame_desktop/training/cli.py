@@ -127,6 +127,9 @@ def finetune(
         str | None, typer.Option(help="START,END steps: hint-only before START, fading out linearly by END (with --hint-only).")
     ] = None,
     parameters: Annotated[str, typer.Option(help="Trainable set: all, tempformer, depformer, text_embedding.")] = "all",
+    oracle_embedding_mode: Annotated[
+        str, typer.Option(help="separate (train the oracle table) or tie (the text table embeds the oracle).")
+    ] = "separate",
     activation_checkpointing: Annotated[
         bool | None, typer.Option("--activation-checkpointing/--no-activation-checkpointing",
                                   help="Default: on when the DeepSpeed config has an activation_checkpointing section.")
@@ -141,7 +144,7 @@ def finetune(
     from dataclasses import replace
 
     from kame_desktop.training.dataset import Augmentation
-    from kame_desktop.training.finetune import PARAMETER_SETS, FinetuneSettings
+    from kame_desktop.training.finetune import ORACLE_EMBEDDING_MODES, PARAMETER_SETS, FinetuneSettings
     from kame_desktop.training.finetune import finetune as run
 
     main_speakers = tuple(s.strip() for s in speakers.split(",") if s.strip())
@@ -149,6 +152,8 @@ def finetune(
         raise KameError("--speakers must be A, B or A,B")
     if parameters not in PARAMETER_SETS:
         raise KameError(f"--parameters must be one of {', '.join(PARAMETER_SETS)}")
+    if oracle_embedding_mode not in ORACLE_EMBEDDING_MODES:
+        raise KameError(f"--oracle-embedding-mode must be one of {', '.join(ORACLE_EMBEDDING_MODES)}")
     warmup = None
     if hint_only_warmup:
         try:
@@ -162,7 +167,7 @@ def finetune(
         shards=shards, base=base, out=out, max_steps=steps, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
         lr=lr, warmup_steps=warmup_steps, max_length=max_length or None, min_length=min_length,
         main_speakers=main_speakers, use_oracle=oracle, augmentation=aug,
-        parameters=parameters, activation_checkpointing=activation_checkpointing, save_every=save_every, keep=keep,
+        parameters=parameters, oracle_embedding_mode=oracle_embedding_mode, activation_checkpointing=activation_checkpointing, save_every=save_every, keep=keep,
         seed=seed, resume=resume,
     )
     result = run(settings)
@@ -180,9 +185,12 @@ def export(
     run: Annotated[Path, typer.Argument(help="A finetune run folder (its newest checkpoint) or one step_<N>/ folder.")],
     out: Annotated[Path, typer.Argument(help="Checkpoint folder to write (released KAME layout).")],
     dtype: Annotated[str, typer.Option(help="Weights dtype: bf16, fp16 or fp32.")] = "bf16",
+    oracle_embedding_mode: Annotated[
+        str | None, typer.Option(help="separate or tie; default: the run's (an explicit one must agree).")
+    ] = None,
 ) -> None:
     """Write a checkpoint that `kame-desktop run --checkpoint OUT` and the app load."""
     from kame_desktop.training.export import export as run_export
 
-    run_export(run, out, dtype)
+    run_export(run, out, dtype, oracle_embedding_mode)
     typer.echo(f"wrote a KAME checkpoint to {out}", err=True)

@@ -3,8 +3,10 @@
 `oracle_emb.weight` and the inference key names, the tokenizer, and Mimi (copied from a local
 base, referenced with `hf://` for a hub base). Training-only parts are dropped: the bare gating
 names go back to `…gating.linear_in.weight`, the wrapper's `lm.` prefix goes, and any tensor the
-inference model does not have is left out (each named in the log). The engine, the model picker
-and `kame-desktop run --checkpoint OUT` load the result.
+inference model does not have is left out (each named in the log). A run in `tie` mode (spec
+§4.8b) trained no oracle table of its own: `oracle_emb` is written as a copy of the trained
+`text_emb`, checked equal. The engine, the model picker and `kame-desktop run --checkpoint OUT`
+load the result.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from pathlib import Path
 
 from kame_desktop.errors import TrainingDataError
 from kame_desktop.fileio import atomic_write_bytes, atomic_writer
-from kame_desktop.training.finetune import RUN_FILE, WEIGHTS_FILE, inference_key, step_dirs
+from kame_desktop.training.finetune import (
+    ORACLE_EMBEDDING_MODES,
+    RUN_FILE,
+    WEIGHTS_FILE,
+    inference_key,
+    step_dirs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +44,8 @@ def _find_weights(run: Path) -> tuple[Path, Path]:
     return run, done[-1][1] / WEIGHTS_FILE
 
 
-def export(run: Path, out: Path, dtype: str = "bf16") -> Path:
+def export(run: Path, out: Path, dtype: str = "bf16", oracle_embedding_mode: str | None = None) -> Path:
+    """`oracle_embedding_mode`: None reads the run's; an explicit one must agree with it."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -46,10 +55,18 @@ def export(run: Path, out: Path, dtype: str = "bf16") -> Path:
         raise TrainingDataError(f"--dtype must be one of {', '.join(DTYPES)}")
     run_dir, weights = _find_weights(run)
     info = json.loads((run_dir / RUN_FILE).read_text())
+    if oracle_embedding_mode not in (None, *ORACLE_EMBEDDING_MODES):
+        raise TrainingDataError(f"--oracle-embedding-mode must be one of {', '.join(ORACLE_EMBEDDING_MODES)}")
+    mode = info["settings"].get("oracle_embedding_mode", "separate")  # runs from before the option: separate
+    if oracle_embedding_mode not in (None, mode):
+        raise TrainingDataError(f"{run_dir} was trained with oracle_embedding_mode {mode!r}, not {oracle_embedding_mode!r}")
     base_source = info.get("base_source") or info["settings"]["base"]
     base = resolve_checkpoint(base_source)
     raw = load_file(str(weights))
-    state = {inference_key(k.removeprefix("lm.")): v for k, v in raw.items()}
+    # "module." is DDP's wrapper, "lm." the training wrapper's
+    state = {inference_key(k.removeprefix("module.").removeprefix("lm.")): v for k, v in raw.items()}
+    if mode == "tie":
+        state["oracle_emb.weight"] = state["text_emb.weight"].clone()
     expected = build_lm(base.lm_kwargs, "meta", torch.float32).state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
@@ -59,6 +76,8 @@ def export(run: Path, out: Path, dtype: str = "bf16") -> Path:
         log.info("export: dropping training-only tensor %s", key)
     target = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     tensors = {k: (v.to(target) if v.dtype.is_floating_point else v).contiguous() for k, v in state.items() if k in expected}
+    if mode == "tie" and not torch.equal(tensors["oracle_emb.weight"], tensors["text_emb.weight"]):
+        raise TrainingDataError(f"{weights}: the tied oracle table differs from the text table after the cast")
 
     out.mkdir(parents=True, exist_ok=True)
     config = _base_config(base)
@@ -82,9 +101,10 @@ def export(run: Path, out: Path, dtype: str = "bf16") -> Path:
 
 
 def _base_config(base) -> dict:
-    """The base checkpoint's config as released: file-name keys, lm_gen_config, LM kwargs."""
+    """The base checkpoint's config as released: file-name keys, model_type, lm_gen_config, LM kwargs."""
     config = {"moshi_name": "model.safetensors", "mimi_name": base.mimi_weights.name,
-              "tokenizer_name": base.tokenizer.name, "lm_gen_config": dict(base.lm_gen_config)}
+              "tokenizer_name": base.tokenizer.name, "model_type": base.model_type,
+              "lm_gen_config": dict(base.lm_gen_config)}
     return {**config, **base.lm_kwargs}
 
 

@@ -8,10 +8,15 @@ only when that module runs, and moshi's gating reads its child Linears' weights 
 them), activation checkpointing (on when asked, or when the DeepSpeed config has an
 `activation_checkpointing` section), and the losses, computed inside `forward`.
 
+`oracle_embedding_mode` (spec §4.8b): `separate` trains `oracle_emb` as a table of its own; `tie`
+embeds the oracle with the text table (`oracle_emb` leaves the model; export writes a copy of the
+trained `text_emb` in its place).
+
 Every `save_every` steps (and at the end, and on Ctrl-C) the run writes `OUT/step_<N>/`: the
-accelerate state (model, optimizer, scheduler, RNG) for `--resume`, consolidated weights for
-`train export`, and `trainer_state.json` (written last: a folder without it is incomplete).
-Each step's losses go to `OUT/log.jsonl`.
+accelerate state (model, optimizer, scheduler, RNG) for `--resume`, whose `model.safetensors` is
+also what `train export` reads (under DeepSpeed or FSDP, whose own state is sharded, the weights are
+gathered into that file), and `trainer_state.json` (written last: a folder without it is
+incomplete). Each step's losses go to `OUT/log.jsonl`. `OUT/run.json` records the settings.
 """
 
 from __future__ import annotations
@@ -40,13 +45,14 @@ from kame_desktop.training.tokenize import read_shard_layout
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "weights.safetensors"  # consolidated wrapper state dict inside a step folder
+WEIGHTS_FILE = "model.safetensors"  # the wrapper's state dict inside a step folder (accelerate's name)
 STATE_FILE = "trainer_state.json"
 RUN_FILE = "run.json"
 LOG_FILE = "log.jsonl"
 TEMPORAL = ("emb.", "text_emb.", "oracle_emb.", "transformer.", "out_norm.", "text_linear.")
 DEPTH = ("depformer_in.", "depformer_emb.", "depformer_text_emb.", "depformer.", "depformer_norms.", "linears.")
 PARAMETER_SETS = ("all", "tempformer", "depformer", "text_embedding")
+ORACLE_EMBEDDING_MODES = ("separate", "tie")
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class FinetuneSettings:
     augmentation: Augmentation = field(default_factory=Augmentation.train)
     weights: LossWeights = field(default_factory=LossWeights)
     parameters: str = "all"
+    oracle_embedding_mode: str = "separate"  # or "tie": the text table embeds the oracle
     activation_checkpointing: bool | None = None  # None: as the DeepSpeed config says
     save_every: int = 500
     keep: int = 2  # step folders kept (the newest)
@@ -162,12 +169,30 @@ def inference_key(key: str) -> str:
     return _BARE_KEY.sub(r".linear_\1.weight", key)
 
 
+class TextTableOracle(nn.Module):
+    """Tie mode's oracle embedding: the text table itself, held outside the module tree so that
+    it is neither a second parameter nor a second state-dict entry."""
+
+    def __init__(self, text_emb: nn.Module) -> None:
+        super().__init__()
+        self._text_emb = (text_emb,)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._text_emb[0](ids)
+
+
 class KameTrainModel(nn.Module):
-    def __init__(self, lm: nn.Module, layout: StreamLayout, weights: LossWeights, activation_checkpointing: bool) -> None:
+    def __init__(
+        self, lm: nn.Module, layout: StreamLayout, weights: LossWeights, activation_checkpointing: bool,
+        oracle_embedding_mode: str = "separate",
+    ) -> None:
         super().__init__()
         self.lm = lm
         self.pad_id = layout.pad_id
         self.weights = weights
+        if oracle_embedding_mode == "tie":
+            del lm.oracle_emb
+            lm.oracle_emb = TextTableOracle(lm.text_emb)
         bare_gating_(lm)
         lm.transformer.checkpointing = activation_checkpointing
         if getattr(lm, "depformer", None) is not None:
@@ -297,7 +322,8 @@ def _settings_json(settings: FinetuneSettings) -> dict[str, Any]:
     return raw
 
 
-_RESUME_KEYS = ("base", "batch_size", "grad_accum", "max_length", "min_length", "main_speakers", "use_oracle", "seed")
+_RESUME_KEYS = ("base", "batch_size", "grad_accum", "max_length", "min_length", "main_speakers", "use_oracle", "seed",
+                "oracle_embedding_mode")
 
 
 def _check_resume(out: Path, settings: FinetuneSettings) -> None:
@@ -345,10 +371,41 @@ def finetune(
 
     from kame_desktop.frontend.kame.checkpoint import load_lm, resolve_checkpoint
 
-    out = settings.out
+    if settings.oracle_embedding_mode not in ORACLE_EMBEDDING_MODES:
+        raise TrainingDataError(f"oracle_embedding_mode must be one of {', '.join(ORACLE_EMBEDDING_MODES)}")
     files = shard_files(settings.shards)
     base = resolve_checkpoint(settings.base)
     layout = StreamLayout.from_lm_kwargs(base.lm_kwargs)
+    _check_shards(files, layout, settings)
+    if settings.resume:
+        _check_resume(settings.out, settings)
+    elif step_dirs(settings.out):
+        raise TrainingDataError(f"{settings.out} already holds a run; pass --resume to continue it or pick another folder")
+
+    accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum)
+    set_seed(settings.seed)
+    lm = load_lm(base, torch.device("cpu"), torch.float32).train()  # fp32 master weights (spec §4.10)
+    model = KameTrainModel(lm, layout, settings.weights, _activation_checkpointing(settings, accelerator),
+                           settings.oracle_embedding_mode)
+    dataset = ShardDataset(files, layout, settings)
+    loop = _Loop(settings, accelerator, EpochSampler(len(dataset), settings.seed),
+                 Collator(layout, settings.augmentation, settings.seed, settings.use_oracle))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=settings.batch_size, sampler=loop.sampler, collate_fn=loop.collator,
+        num_workers=settings.workers,
+    )
+    batches_per_epoch = math.ceil(len(dataset) / (settings.batch_size * accelerator.num_processes))
+    # accelerate syncs at the end of the data too: a short last accumulation is a step of its own
+    loop.steps_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
+    loop.total_steps = settings.max_steps or loop.steps_per_epoch * settings.epochs
+    loop.prepare(model, loader, parameter_groups(model, settings))
+    step = _start_or_resume(accelerator, settings, layout)
+    if step >= loop.total_steps:
+        return FinetuneResult(settings.out, step + 1, step, [], 0.0, is_main=accelerator.is_main_process)
+    return loop.run(step, show_progress, on_step)
+
+
+def _check_shards(files: list[Path], layout: StreamLayout, settings: FinetuneSettings) -> None:
     for f in files:
         shard = read_shard_layout(f)
         if StreamLayout.from_json(shard) != layout:
@@ -358,44 +415,12 @@ def finetune(
             )
         if settings.use_oracle and not shard.get("oracle"):
             raise TrainingDataError(f"{f} has no oracle events; tokenize with oracle_raw/ or finetune with --no-oracle")
-    if settings.resume:
-        _check_resume(out, settings)
-    elif step_dirs(out):
-        raise TrainingDataError(f"{out} already holds a run; pass --resume to continue it or pick another folder")
 
-    accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum)
-    set_seed(settings.seed)
-    lm = load_lm(base, torch.device("cpu"), torch.float32).train()  # fp32 master weights (spec §4.10)
-    model = KameTrainModel(lm, layout, settings.weights, _activation_checkpointing(settings, accelerator))
 
-    dataset = ShardDataset(files, layout, settings)
-    sampler = EpochSampler(len(dataset), settings.seed)
-    collator = Collator(layout, settings.augmentation, settings.seed, settings.use_oracle)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=settings.batch_size, sampler=sampler, collate_fn=collator, num_workers=settings.workers,
-    )
-    groups = parameter_groups(model, settings)
-    batches_per_epoch = math.ceil(len(dataset) / (settings.batch_size * accelerator.num_processes))
-    # accelerate syncs at the end of the data too: a short last accumulation is a step of its own
-    steps_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
-    total_steps = settings.max_steps or steps_per_epoch * settings.epochs
-    engine_schedules = _uses_deepspeed_optimizer(accelerator)
-    if engine_schedules:  # the DeepSpeed config's AdamW and WarmupLR, filled from these values
-        from accelerate.utils import DummyOptim, DummyScheduler
-
-        optimizer = DummyOptim(groups, lr=settings.lr, weight_decay=settings.weight_decay)
-        scheduler = DummyScheduler(optimizer, total_num_steps=total_steps, warmup_num_steps=settings.warmup_steps)
-        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, eps=settings.eps,
-                                      weight_decay=settings.weight_decay)
-        warmup = max(1, settings.warmup_steps)
-        # Linear warm-up then constant (WarmupLR), stepped once per optimizer step by us: a
-        # prepared scheduler would step once per process.
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-        accelerator.register_for_checkpointing(scheduler)
-
+def _start_or_resume(accelerator, settings: FinetuneSettings, layout: StreamLayout) -> int:
+    """The last completed step: the newest checkpoint's (its state loaded) on --resume, else 0
+    with a fresh log and run.json."""
+    out = settings.out
     step = 0
     if settings.resume:
         done = step_dirs(out)
@@ -413,66 +438,104 @@ def finetune(
         atomic_write_bytes(out / RUN_FILE, json.dumps({
             "settings": _settings_json(settings), "layout": layout.to_json(), "base_source": base_source,
         }, indent=1).encode())
-    if step >= total_steps:
-        return FinetuneResult(out, step + 1, step, [], 0.0, is_main=accelerator.is_main_process)
+    return step
 
-    losses: list[float] = []
-    first = step + 1
-    interrupted = False
-    started = time.perf_counter()
-    progress = _progress(show_progress and accelerator.is_main_process, total_steps, step)
-    try:
-        while step < total_steps:
-            epoch = step // steps_per_epoch
-            skip = (step % steps_per_epoch) * settings.grad_accum  # batches of this epoch already used
-            sampler.use_epoch(epoch)
-            collator.epoch = epoch
-            epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-            accum: dict[str, float] = {}
-            for batch in epoch_loader:
-                collator.step = step
-                with accelerator.accumulate(model):
-                    result = model(**batch)
-                    accelerator.backward(result["loss"])
-                    if accelerator.sync_gradients and settings.grad_clip > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
-                    lr = optimizer.param_groups[0]["lr"]
-                    optimizer.step()
-                    if engine_schedules:
-                        scheduler.step()
-                    optimizer.zero_grad()
-                for k, v in result.items():
-                    accum[k] = accum.get(k, 0.0) + float(v.detach()) / settings.grad_accum
-                if not accelerator.sync_gradients:
-                    continue
-                if not engine_schedules:
-                    scheduler.step()
-                step += 1
-                keys = sorted(accum)  # the same order on every process
-                means = accelerator.reduce(torch.tensor([accum[k] for k in keys], device=accelerator.device), "mean")
-                record = {"step": step, **{k: round(float(v), 5) for k, v in zip(keys, means, strict=True)}, "lr": lr}
-                accum = {}
-                losses.append(record["loss"])
-                if accelerator.is_main_process:
-                    with (out / LOG_FILE).open("a") as f:
-                        f.write(json.dumps(record) + "\n")
-                progress(step, record["loss"])
-                if on_step is not None:
-                    on_step(step, record)
-                if step % settings.save_every == 0 or step == total_steps:
-                    save_checkpoint(accelerator, model, out, step, settings.keep)
-                if step >= total_steps:
-                    break
-    except KeyboardInterrupt:
-        interrupted = True
-        if step and not (out / f"step_{step}" / STATE_FILE).exists():
-            save_checkpoint(accelerator, model, out, step, settings.keep)
-        log.warning("interrupted at step %d; continue with --resume", step)
-    finally:
-        progress(None, None)
-    elapsed = time.perf_counter() - started
-    return FinetuneResult(out, first, step, losses, elapsed / max(1, len(losses)), interrupted,
-                          accelerator.is_main_process)
+
+class _Loop:
+    """The optimizer, its schedule and the step loop of one finetune call."""
+
+    def __init__(self, settings: FinetuneSettings, accelerator, sampler: EpochSampler, collator: Collator) -> None:
+        self.settings, self.accelerator, self.sampler, self.collator = settings, accelerator, sampler, collator
+        self.steps_per_epoch = self.total_steps = 0
+
+    def prepare(self, model: KameTrainModel, loader, groups: list[dict[str, Any]]) -> None:
+        s, accelerator = self.settings, self.accelerator
+        self.engine_schedules = _uses_deepspeed_optimizer(accelerator)
+        if self.engine_schedules:  # the DeepSpeed config's AdamW and WarmupLR, filled from these values
+            from accelerate.utils import DummyOptim, DummyScheduler
+
+            optimizer = DummyOptim(groups, lr=s.lr, weight_decay=s.weight_decay)
+            scheduler = DummyScheduler(optimizer, total_num_steps=self.total_steps, warmup_num_steps=s.warmup_steps)
+            self.model, self.optimizer, self.loader, self.scheduler = accelerator.prepare(
+                model, optimizer, loader, scheduler)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay)
+            warmup = max(1, s.warmup_steps)
+            # Linear warm-up then constant (WarmupLR), stepped once per optimizer step by us: a
+            # prepared scheduler would step once per process.
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+            self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+            accelerator.register_for_checkpointing(self.scheduler)
+
+    def run(self, step: int, show_progress: bool, on_step) -> FinetuneResult:
+        s, accelerator, out = self.settings, self.accelerator, self.settings.out
+        losses: list[float] = []
+        first = step + 1
+        interrupted = False
+        started = time.perf_counter()
+        progress = _progress(show_progress and accelerator.is_main_process, self.total_steps, step)
+        try:
+            while step < self.total_steps:
+                epoch = step // self.steps_per_epoch
+                skip = (step % self.steps_per_epoch) * s.grad_accum  # batches of this epoch already used
+                self.sampler.use_epoch(epoch)
+                self.collator.epoch = epoch
+                epoch_loader = accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+                accum: dict[str, float] = {}
+                for batch in epoch_loader:
+                    self.collator.step = step
+                    result, lr = self._micro_step(batch)
+                    for k, v in result.items():
+                        accum[k] = accum.get(k, 0.0) + float(v.detach()) / s.grad_accum
+                    if not accelerator.sync_gradients:
+                        continue
+                    if not self.engine_schedules:
+                        self.scheduler.step()
+                    step += 1
+                    record = self._log(step, accum, lr)
+                    accum = {}
+                    losses.append(record["loss"])
+                    progress(step, record["loss"])
+                    if on_step is not None:
+                        on_step(step, record)
+                    if step % s.save_every == 0 or step == self.total_steps:
+                        save_checkpoint(accelerator, self.model, out, step, s.keep)
+                    if step >= self.total_steps:
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+            if step and not (out / f"step_{step}" / STATE_FILE).exists():
+                save_checkpoint(accelerator, self.model, out, step, s.keep)
+            log.warning("interrupted at step %d; continue with --resume", step)
+        finally:
+            progress(None, None)
+        elapsed = time.perf_counter() - started
+        return FinetuneResult(out, first, step, losses, elapsed / max(1, len(losses)), interrupted,
+                              accelerator.is_main_process)
+
+    def _micro_step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float]:
+        accelerator = self.accelerator
+        with accelerator.accumulate(self.model):
+            result = self.model(**batch)
+            accelerator.backward(result["loss"])
+            if accelerator.sync_gradients and self.settings.grad_clip > 0:
+                accelerator.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            if self.engine_schedules:
+                self.scheduler.step()
+            self.optimizer.zero_grad()
+        return result, lr
+
+    def _log(self, step: int, accum: dict[str, float], lr: float) -> dict[str, Any]:
+        """The step's losses averaged over the processes, appended to log.jsonl."""
+        keys = sorted(accum)  # the same order on every process
+        means = self.accelerator.reduce(torch.tensor([accum[k] for k in keys], device=self.accelerator.device), "mean")
+        record = {"step": step, **{k: round(float(v), 5) for k, v in zip(keys, means, strict=True)}, "lr": lr}
+        if self.accelerator.is_main_process:
+            with (self.settings.out / LOG_FILE).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        return record
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -490,7 +553,8 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def save_checkpoint(accelerator, model, out: Path, step: int, keep: int) -> Path:
-    """`OUT/step_<N>/`: accelerate state + consolidated weights + trainer_state.json (last)."""
+    """`OUT/step_<N>/`: accelerate state (its model.safetensors: the weights) + trainer_state.json (last)."""
+    from accelerate.utils import DistributedType
     from safetensors.torch import save_file
 
     final = out / f"step_{step}"
@@ -499,10 +563,14 @@ def save_checkpoint(accelerator, model, out: Path, step: int, keep: int) -> Path
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
-    state = accelerator.get_state_dict(model)  # gathers ZeRO-3 / FSDP shards on the main process
+    # Plain and DDP runs: save_state wrote the model's state as model.safetensors (DDP's keys
+    # start with "module."), the weights export reads. DeepSpeed and FSDP save shards instead.
+    sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    state = accelerator.get_state_dict(model) if sharded else None  # gathers the shards on the main process
     if accelerator.is_main_process:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / WEIGHTS_FILE),
-                  metadata={"format": "pt"})
+        if state is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / WEIGHTS_FILE),
+                      metadata={"format": "pt"})
         (tmp / STATE_FILE).write_text(json.dumps({"step": step}))
         if final.exists():
             shutil.rmtree(final)

@@ -115,3 +115,31 @@ def test_forward_matches_teacher_forcing_shapes():
     assert set(out) == {"loss", "text_loss", "audio_loss"} and torch.isfinite(out["loss"])
     out["loss"].backward()
     assert model.lm.oracle_emb.weight.grad is not None
+
+
+def test_tie_mode_embeds_the_oracle_with_the_text_table():
+    """`tie` (spec §4.8b): the same losses as a separate table equal to the text table, no
+    oracle table in the state dict, and the oracle's gradient reaches the text table."""
+    import numpy as np
+
+    from kame_desktop.training.dataset import build_examples, collate
+
+    layout = StreamLayout(48, 64, 4, 2, (0, 0, 1, 0, 1), 3, 0)
+    T = 7
+    row = {"dialogue_id": "x", "A": [[3] * T, [1] * T, [2] * T], "B": [[3] * T, [4] * T, [5] * T]}
+    batch = collate(build_examples(row, layout, use_oracle=False), layout)
+    batch.oracle[0, 0, 2:5] = [48, 7, 9]  # a start token and two oracle tokens
+    args = [torch.from_numpy(np.ascontiguousarray(a)) for a in (batch.input_ids, batch.labels, batch.oracle)]
+    separate_lm = _tiny_lm()
+    with torch.no_grad():
+        separate_lm.oracle_emb.weight.copy_(separate_lm.text_emb.weight)
+    separate = KameTrainModel(separate_lm, layout, LossWeights(), activation_checkpointing=False)
+    tied = KameTrainModel(_tiny_lm(), layout, LossWeights(), activation_checkpointing=False, oracle_embedding_mode="tie")
+    assert not any(k.startswith("lm.oracle_emb.") for k in tied.state_dict())
+    expected, got = separate(*args), tied(*args)
+    assert torch.allclose(expected["loss"], got["loss"])
+    got["loss"].backward()
+    no_oracle = KameTrainModel(_tiny_lm(), layout, LossWeights(), activation_checkpointing=False, oracle_embedding_mode="tie")
+    no_oracle(*args[:2], None)["loss"].backward()
+    grads = tied.lm.text_emb.weight.grad, no_oracle.lm.text_emb.weight.grad
+    assert grads[0][9].abs().sum() > 0 and grads[1][9].abs().sum() == 0  # id 9 is only ever an oracle token
