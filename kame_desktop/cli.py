@@ -119,6 +119,7 @@ def run(
     if not (math.isfinite(tail) and 0 <= tail <= MAX_TAIL_S):
         raise KameError(f"--tail must be a number of seconds from 0 to {MAX_TAIL_S}")
     # Where the results go is checked before anything loads: a bad path must not cost the run.
+    check_distinct_files([("--input", input), ("--output", output)] + ([("--timeline", timeline)] if timeline else []))
     check_output_path(output, "--output")
     if timeline:
         check_output_path(timeline, "--timeline")
@@ -166,6 +167,24 @@ def run(
 
 
 MAX_TAIL_S = 3600.0  # an hour of silence after the input: more is a typo
+
+
+def check_distinct_files(files: list[tuple[str, Path]]) -> None:
+    """Refuse an output that is the input or another output (the same file once links are
+    resolved): the reply would replace the recording, or the timeline the reply."""
+    for k, (later, path) in enumerate(files):
+        for earlier, other in files[:k]:
+            if _same_file(path, other):
+                what = "the input" if earlier == "--input" else f"the {earlier} file"
+                raise OutputError(f"{later} {path} is {what} ({other}): it would be overwritten; "
+                                  f"pick another {later} path")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    with contextlib.suppress(OSError):
+        if a.exists() and b.exists():
+            return a.samefile(b)  # hard links too
+    return a.resolve() == b.resolve()
 
 
 def check_output_path(path: Path, option: str) -> None:

@@ -122,3 +122,26 @@ def test_llm_failures_reach_stderr_once_each(tmp_path, speech, tiny_checkpoint, 
     assert errors and all("unreachable" in line and str(free_tcp_port) in line for line in errors)
     assert len(errors) == len(set(errors)), "each distinct error once"
     assert "sk-test" not in proc.stderr
+
+
+@pytest.mark.parametrize("case", ["input", "symlink to input", "hard link to input", "timeline"])
+def test_an_output_that_is_the_input_or_the_other_output_is_refused_before_anything_loads(tmp_path, speech, case):
+    # The checkpoint does not exist: the files are checked first, so nothing loads.
+    before = speech.read_bytes()
+    reply = tmp_path / "reply.wav"
+    if case == "input":
+        args = ("--output", speech)
+    elif case == "symlink to input":
+        (tmp_path / "links").mkdir()
+        (tmp_path / "links" / "reply.wav").symlink_to(speech)
+        args = ("--output", tmp_path / "links" / ".." / "links" / "reply.wav")
+    elif case == "hard link to input":
+        os.link(speech, reply)
+        args = ("--output", reply)
+    else:
+        args = ("--output", reply, "--timeline", tmp_path / "." / "reply.wav")
+    line = one_error_line(kame("run", "--checkpoint", tmp_path / "nowhere", "--input", speech, *args))
+    option = "--timeline" if case == "timeline" else "--output"
+    assert line.startswith(f"error: {option} ") and "would be overwritten" in line, line
+    assert ("the --output file" if case == "timeline" else "is the input") in line
+    assert speech.read_bytes() == before and temp_files(tmp_path) == []
