@@ -50,7 +50,7 @@ def run_cmd(
     """Speak every question to the companion in real time, score the replies, write the report."""
     from kame_desktop.evaluation.judge import Judge, JudgeSettings
     from kame_desktop.evaluation.report import write_report
-    from kame_desktop.evaluation.runner import RunSettings, run_questions
+    from kame_desktop.evaluation.runner import RunSettings, check_run_folder, run_questions
     from kame_desktop.evaluation.score import score_run
 
     if checkpoint:
@@ -62,6 +62,7 @@ def run_cmd(
     from kame_desktop.evaluation.questions import load_set
 
     questions = load_set(set_name, limit)
+    check_run_folder(out, settings)  # before the progress bar takes stderr
     progress, advance = _bar(len(questions), f"{set_name} ({mode})")
     with progress:
         run_questions(settings, out, advance)

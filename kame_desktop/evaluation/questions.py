@@ -58,9 +58,15 @@ def judge_prompts() -> dict[str, dict[str, Any]]:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw = path.read_bytes()
     except OSError as e:
-        raise KameError(f"cannot read the question set {path}: {e}") from e
+        raise KameError(f"cannot read the question set {path}: {e.strerror or e}") from None
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        kind = "UTF-16 text" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "not UTF-8 text"
+        raise KameError(f"{path}, line {line}: {kind}; save the question set as UTF-8") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -10,7 +10,7 @@ from typing import Any
 
 from kame_desktop.evaluation.latency import median, p90
 from kame_desktop.evaluation.questions import Question, load_set
-from kame_desktop.evaluation.runner import RUN_FILE
+from kame_desktop.evaluation.runner import read_run_file
 from kame_desktop.evaluation.score import load_results
 from kame_desktop.evaluation.scoring import wilson_interval
 from kame_desktop.fileio import atomic_write_bytes
@@ -31,7 +31,7 @@ def _median3(values: list[float]) -> float | None:
 
 
 def summarize(out: Path, questions: list[Question] | None = None) -> dict[str, Any]:
-    run = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    run = read_run_file(out)
     settings = run["settings"]
     questions = questions or load_set(settings["set"], settings.get("limit"))
     results = load_results(out, questions)
@@ -245,10 +245,18 @@ COMPARED = ("questions", "fact_accuracy", "fact_accuracy_transcript", "median_la
             "repeated_replies")
 
 
+def _saved_summary(out: Path) -> dict[str, Any] | None:
+    """report.json, or None when there is none or it is damaged (the figures are then recomputed)."""
+    try:
+        saved = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def compare(a: Path, b: Path) -> tuple[str, dict[str, Any]]:
     """Markdown table and JSON of two runs' figures side by side (B − A where both are numbers)."""
-    sa, sb = (json.loads((p / "report.json").read_text(encoding="utf-8")) if (p / "report.json").is_file()
-              else summarize(p) for p in (a, b))
+    sa, sb = (_saved_summary(p) or summarize(p) for p in (a, b))
     lines = [f"| figure | A: {a.name} | B: {b.name} | B − A |", "| --- | --- | --- | --- |"]
     for key in ("set", "mode", "frontend", "llm", "policy"):
         lines.append(f"| {key} | {_fmt(sa.get(key))} | {_fmt(sb.get(key))} | |")

@@ -129,18 +129,77 @@ def said_text(records: list[Stamped]) -> str:
     return "".join(r.event.piece for r in records if r.event.kind == "assistant_token").strip()
 
 
-def _check_run_file(out: Path, settings: RunSettings) -> None:
+def read_run_file(out: Path) -> dict[str, Any]:
+    """The run folder's run.json; a KameError (one line) when it is damaged."""
     path = out / RUN_FILE
-    mine = dataclasses.asdict(settings)
-    if path.is_file():
-        theirs = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise KameError(f"cannot read {path} ({e.strerror or e})") from None
+    except ValueError as e:  # cut short, not UTF-8
+        raise KameError(f"{path} is damaged ({e}); restore it, or start the run afresh in another --out") from None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        raise KameError(f"{path} is not a run file (no settings); start the run afresh in another --out")
+    return data
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A question's result.json, or None (with a warning) when it cannot be read: a run that
+    was stopped while writing it, or a damaged file. `eval run` on the folder redoes the question."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        if _is_result(result):
+            return result
+        problem = "not a result file"
+    except (OSError, ValueError) as e:  # ValueError: cut short, not UTF-8
+        problem = str(getattr(e, "strerror", None) or e)
+    if path not in _said_unreadable:  # once per file, however often the report reads it
+        _said_unreadable.add(path)
+        log.warning("%s is unreadable (%s): left out; `eval run` with this --out asks the question again", path, problem)
+    return None
+
+
+_said_unreadable: set[Path] = set()
+
+
+def _is_result(data: Any) -> bool:
+    return (isinstance(data, dict) and isinstance(data.get("session"), int) and isinstance(data.get("frames"), list)
+            and len(data["frames"]) == 2 and isinstance(data.get("turns"), list) and bool(data["turns"]))
+
+
+def pending_questions(out: Path, questions: list[Question]) -> tuple[list[Question], int]:
+    """The questions without a readable result, and the number of the next session."""
+    pending, sessions = [], []
+    for q in questions:
+        path = question_dir(out, q) / RESULT_FILE
+        result = read_result(path) if path.is_file() else None
+        if result is None:
+            pending.append(q)
+        else:
+            sessions.append(result["session"])
+    return pending, 1 + max(sessions, default=-1)
+
+
+def check_run_folder(out: Path, settings: RunSettings) -> None:
+    """A KameError (one line) unless `out` can take this run: a new folder, or one that holds a
+    run with the same settings (to resume)."""
+    if out.exists() and not out.is_dir():
+        raise KameError(f"--out {out} is a file; give a folder for the run (a new one, or an earlier run's to resume)")
+    if (out / RUN_FILE).is_file():
+        mine, theirs = dataclasses.asdict(settings), read_run_file(out)["settings"]
         differ = sorted(k for k in mine if k != "limit" and theirs.get(k) != mine[k])
         if differ:
             raise KameError(f"{out} holds a run with other settings ({', '.join(differ)}); choose another --out")
+
+
+def _check_run_file(out: Path, settings: RunSettings) -> None:
+    path = out / RUN_FILE
+    mine = dataclasses.asdict(settings)
+    check_run_folder(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     from kame_desktop.fileio import atomic_write_bytes
 
-    runs = json.loads(path.read_text(encoding="utf-8")).get("runs", []) if path.is_file() else []
+    runs = read_run_file(out).get("runs", []) if path.is_file() else []
     atomic_write_bytes(path, json.dumps({"settings": mine, "runs": runs}, indent=2).encode())
 
 
@@ -154,7 +213,7 @@ def _log_run(out: Path, started: float, questions: int) -> None:
     from kame_desktop.fileio import atomic_write_bytes
 
     path = out / RUN_FILE
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_run_file(out)
     data.setdefault("runs", []).append({
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_s": round(time.time() - started, 1),
@@ -224,12 +283,10 @@ def run_questions(settings: RunSettings, out: Path, progress: Callable[[Question
     settings.check()
     questions = load_set(settings.set, settings.limit)
     _check_run_file(out, settings)
-    pending = [q for q in questions if not (question_dir(out, q) / RESULT_FILE).is_file()]
+    pending, next_session = pending_questions(out, questions)
     if not pending:
         return questions
     done = progress or (lambda q: None)
-    sessions = sorted(out.glob("questions/*/" + RESULT_FILE))
-    next_session = 1 + max((json.loads(p.read_text(encoding="utf-8"))["session"] for p in sessions), default=-1)
     import time
 
     started = time.time()

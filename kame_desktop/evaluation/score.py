@@ -15,7 +15,7 @@ import numpy as np
 from kame_desktop.evaluation.judge import Judge, build_prompt
 from kame_desktop.evaluation.latency import turn_latency_ms
 from kame_desktop.evaluation.questions import Question
-from kame_desktop.evaluation.runner import RESULT_FILE, question_dir
+from kame_desktop.evaluation.runner import RESULT_FILE, question_dir, read_result
 from kame_desktop.evaluation.scoring import audio_wer, fact_hit, repeated, speaker_label
 from kame_desktop.events import SAMPLE_RATE
 
@@ -48,8 +48,8 @@ def load_results(out: Path, questions: list[Question]) -> list[tuple[Question, d
     found = []
     for q in questions:
         path = question_dir(out, q) / RESULT_FILE
-        if path.is_file():
-            found.append((q, json.loads(path.read_text(encoding="utf-8"))))
+        if path.is_file() and (result := read_result(path)) is not None:
+            found.append((q, result))
     return sorted(found, key=lambda qr: (qr[1]["session"], qr[1]["frames"][0]))
 
 
