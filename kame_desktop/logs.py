@@ -10,9 +10,11 @@ when asked to.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -51,6 +53,28 @@ class RedactingFileHandler(logging.handlers.RotatingFileHandler):
     def __init__(self, path: Path) -> None:
         super().__init__(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8", delay=True)
         self._redactor, self._looked_up = KeyRedactor(None), float("-inf")
+
+    failed = False  # the file could not be written: the handler has stopped (see handleError)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A write that failed (a full disk, the folder gone): say so once, stop writing the file
+        (logging's default prints a traceback for every record), and let the rest of logging go
+        on without it: the stderr handler still shows warnings and errors."""
+        if self.failed:
+            return
+        self.failed = True
+        self.setLevel(logging.CRITICAL + 1)
+        with contextlib.suppress(Exception):  # the buffered lines cannot be flushed either
+            self.close()
+        error = sys.exc_info()[1]
+        why = getattr(error, "strerror", None) or error or "unknown error"
+        logging.getLogger(__name__).warning(
+            "cannot write the log file %s (%s): it is off until the next start; warnings and errors still "
+            "go to stderr", self.baseFilename, why)
 
     def format(self, record: logging.LogRecord) -> str:
         now = time.monotonic()

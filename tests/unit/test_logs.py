@@ -4,8 +4,10 @@ said only at DEBUG, and only from sessions that keep history."""
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
+from fixtures.disk import fill, small_disk
 
 from kame_desktop.config import store_api_key
 from kame_desktop.events import AsrFinalEvent, AssistantTokenEvent, SpeechEndEvent, Stamped
@@ -91,3 +93,32 @@ def test_a_session_logs_transcripts_only_with_history_on(history):
         assert any(isinstance(s, Kind) for s in session.bus._subscribers) == history
     finally:
         session.close()
+
+
+def test_a_full_log_disk_is_said_once_and_warnings_still_reach_stderr(isolated, capsys):
+    root, level = logging.getLogger(), logging.getLogger().level
+    with small_disk(log_dir()) as disk:
+        fill(disk)
+        stderr = logging.StreamHandler(sys.stderr)  # as the CLI sets it up: warnings and up
+        stderr.setLevel(logging.WARNING)
+        root.addHandler(stderr)
+        handler = add_file_log(logging.INFO)
+        try:
+            log = logging.getLogger("kame_desktop.test")
+            for n in range(6):
+                log.info("step %d", n)
+            log.warning("the LLM is slow")
+            log.info("step 7")
+            log.error("the LLM failed")
+        finally:
+            for h in (stderr, handler):
+                root.removeHandler(h)
+                h.close()
+            root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 3, err
+    assert "cannot write the log file" in lines[0] and str(disk / LOG_FILE) in lines[0]
+    assert "No space left on device" in lines[0]
+    assert lines[1:] == ["the LLM is slow", "the LLM failed"]
