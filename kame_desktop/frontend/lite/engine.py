@@ -60,6 +60,12 @@ _INITIALS = re.compile(r"(?:\b[A-Za-z]\.)+$")
 _ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "mt.", "jr.", "sr.", "prof.", "vs.", "e.g.", "i.e.",
                             "approx.", "no."})
 SCAN_CHARS = 600  # answer text split per frame at most: a huge answer never stalls a frame
+# The longest text one Piper call gets: its memory grows steeply with the text (600 characters
+# took it from 181 MB to 1.6 GB), so a long stretch without punctuation is spoken in pieces cut
+# at word boundaries; 100 characters is a sentence of ~17 words (measured: an unpunctuated
+# 1,150-character answer peaked at 920 MB in 600-character calls, 280 MB in these, 195 MB for a
+# two-sentence answer).
+TTS_PIECE_CHARS = 100
 _LONG_CLAUSE_WORDS = 14  # speak a long unpunctuated stretch at its last comma rather than wait
 ECHO_SETTLE_S = 0.5
 MAX_SENTENCES = 2
@@ -196,6 +202,25 @@ def split_ready(text: str, done: bool, limit: int | None = None) -> tuple[list[s
         sentences.append(rest[:cut].strip())
         used += cut
     return [s for s in sentences if s], used
+
+
+def tts_pieces(sentence: str, limit: int | None = None) -> list[str]:
+    """`sentence` in pieces of at most `limit` (TTS_PIECE_CHARS) characters, of about even
+    length, cut at word boundaries (at a comma where one is in the second half of a piece); a
+    single word longer than `limit` is cut inside it."""
+    limit = limit or TTS_PIECE_CHARS
+    pieces, rest = [], sentence.strip()
+    while len(rest) > limit:
+        share = -(-len(rest) // -(-len(rest) // limit))  # an even share: no stub of a last piece
+        reach = rest[: share + 1]
+        cut = reach.rfind(", ") + 1
+        if cut <= share // 2:
+            cut = reach.rfind(" ")
+        if cut <= 0:
+            cut = share
+        pieces.append(rest[:cut].strip())
+        rest = rest[cut:].strip()
+    return [*pieces, rest] if rest else pieces
 
 
 def _newer(request: int | None, than: int | None) -> bool:
@@ -373,12 +398,17 @@ class LiteFrontEnd:
         done = answer.done and whole
         opening = not progress.queued
         sentences, used = first_clause(rest, done) if opening else split_ready(rest, done)
-        if not sentences and not whole:  # a full window with nowhere to cut: speak it to its last space
-            used = rest.rfind(" ") + 1 or len(rest)
-            sentences = [rest[:used].strip()]
+        if not sentences and len(rest) > TTS_PIECE_CHARS:
+            # A long stretch with nowhere to cut (no punctuation): speak its whole words now, in
+            # pieces the TTS takes without a memory spike, rather than wait for the window to fill.
+            # (The text after the last space may be a word still growing: it waits, unless the
+            # window is full.)
+            used = rest.rfind(" ") + 1 or (0 if whole else len(rest))
+            sentences = [rest[:used].strip()] if used else []
         for sentence in sentences:
-            self._jobs.put((key, progress.queued, sentence))
-            progress.queued += 1
+            for piece in tts_pieces(sentence):
+                self._jobs.put((key, progress.queued, piece))
+                progress.queued += 1
         progress.sent_chars += used
         # All of the text seen: wait for more. Else the next window goes next frame; and the
         # opening clause leaves the rest for the next scan (when the reply starts, if spoken ahead).

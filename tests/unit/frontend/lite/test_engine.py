@@ -328,3 +328,70 @@ def test_a_user_who_goes_on_talking_before_the_reply_sounds_gets_it_at_the_next_
     assert first_loud_frame(pcm) is not None
     words = "".join(e.piece for es in run_until_said(lite) for e in es if isinstance(e, AssistantTokenEvent))
     assert "whole" in words.lower()  # the reply to the whole turn
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_long_answer_without_punctuation_reaches_the_tts_in_short_pieces_of_whole_words(streamed):
+    # Piper's memory grows steeply with the text of one call (600 characters: 181 MB → 1.6 GB).
+    import time
+
+    tts = CountingTts()
+    frontend = LiteFrontEnd(tts, barge_in=False)
+    words = [f"word{n}" for n in range(250)]  # ~1,900 characters: not one comma or full stop
+    if streamed:  # ten words a frame, as an LLM streams them
+        signals = {0: [OracleReset(1), TurnEnded("vad", 1)]}
+        for k in range(0, len(words), 10):
+            signals.setdefault(1 + k // 10, []).append(OracleText(1, " ".join(words[k : k + 10])))
+        signals.setdefault(2 + len(words) // 10, []).append(OracleDone(1))
+    else:
+        signals = {0: [OracleReset(1), OracleText(1, " ".join(words)), OracleDone(1), TurnEnded("vad", 1)]}
+    said: list[str] = []
+    try:
+        for i in range(5000):  # until all is said (a busy machine's TTS thread only takes longer)
+            if i > max(signals) and len("".join(said).split()) >= len(words):
+                break
+            result = frontend.step(SILENCE, signals.get(i, []))
+            said += [e.piece for e in result.events if isinstance(e, AssistantTokenEvent)]
+            time.sleep(0.002)
+    finally:
+        frontend.close()
+    assert max(map(len, tts.sentences)) <= 200, [len(t) for t in tts.sentences]
+    assert " ".join(tts.sentences).split() == words  # cut between words: none split, none lost
+    assert "".join(said).split() == words
+
+
+PIPER_PEAK = """
+import resource, time
+import numpy as np
+from kame_desktop.events import FRAME_SIZE, AssistantTokenEvent, OracleDone, OracleReset, OracleText, TurnEnded
+from kame_desktop.frontend.lite.engine import LiteFrontEnd
+from kame_desktop.frontend.lite.tts import PiperTts
+
+answer = " ".join(["the quick brown fox jumps over the lazy dog and then it runs away into the forest"] * 14)
+tts = PiperTts(threads=1)
+tts.synthesize("Warm up.")
+loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+frontend = LiteFrontEnd(tts, barge_in=False)
+signals = [OracleReset(1), OracleText(1, answer), OracleDone(1), TurnEnded("vad", 1)]
+said, deadline = [], time.monotonic() + 240
+while len("".join(said).split()) < len(answer.split()) and time.monotonic() < deadline:
+    result = frontend.step(np.zeros(FRAME_SIZE, np.float32), signals)
+    signals = []
+    said += [e.piece for e in result.events if isinstance(e, AssistantTokenEvent)]
+    time.sleep(0.001)
+frontend.close()
+print(len("".join(said).split()), loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_speaking_a_long_answer_without_punctuation_keeps_piper_memory_down():
+    # With the real voice: 600-character calls took this answer from 160 MB to 920 MB max RSS
+    # here; pieces of whole words stay near a normal answer's (195 MB).
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PIPER_PEAK], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    words, loaded_kb, peak_kb = map(int, proc.stdout.split())
+    assert words == 14 * 17  # all of it was said
+    assert peak_kb - loaded_kb < 300_000, f"max RSS {loaded_kb // 1000} → {peak_kb // 1000} MB"
