@@ -110,8 +110,7 @@ def run(
     """Stream an audio file through the front-end (and the back-end with --llm); write the reply
     audio and the timeline. The API key of a cloud LLM comes from the keyring or KAME_LLM_API_KEY."""
     from kame_desktop.assembly import KameOptions, build_session, run_settings
-    from kame_desktop.audio.files import read_audio
-    from kame_desktop.audio.sources import FileSource, WavSink
+    from kame_desktop.audio.sources import AudioFileSource, WavSink
     from kame_desktop.events import EventBus, TimelineWriter
     from kame_desktop.logrepeat import RepeatedWarning
     from kame_desktop.session import check_script_tokens, load_oracle_script
@@ -124,7 +123,7 @@ def run(
     if timeline:
         check_output_path(timeline, "--timeline")
     settings = run_settings(frontend, checkpoint, llm, llm_url, llm_model, asr, policy, device, dtype, int8)
-    pcm = read_audio(input)
+    source = AudioFileSource(input, tail)  # checks the file now; read block by block during the run
     script = load_oracle_script(oracle_file) if oracle_file else []
     bus = EventBus()
     bus.subscribe(ErrorPrinter())
@@ -135,7 +134,7 @@ def run(
         if oracle_file and session.frontend.kind == "kame":
             check_script_tokens(script, session.frontend.text_card, oracle_file)  # type: ignore[attr-defined]
         # A back-end is paced at real time by default, so ASR and LLM timings are real.
-        source = FileSource(pcm, tail, realtime=session.backend is not None if realtime is None else realtime)
+        source.realtime = session.backend is not None if realtime is None else realtime
         past_end = RepeatedWarning(log, "oracle entry for frame %d is past the end of the audio (%d frames): ignored", progress=False)
         for entry in script:
             if entry.frame >= source.frames_total:
@@ -163,6 +162,7 @@ def run(
         raise
     finally:
         session.close()
+        source.close()
     typer.echo(f"wrote {output} ({frames} frames)" + (f" and {timeline}" if timeline else ""), err=True)
 
 

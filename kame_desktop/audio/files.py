@@ -14,21 +14,38 @@ import soxr
 from kame_desktop.errors import AudioFileError
 from kame_desktop.fileio import atomic_writer
 
-__all__ = ["AudioFileError", "frame_count", "frames", "read_audio", "write_wav"]
+__all__ = ["AudioFileError", "frame_count", "frames", "open_audio", "read_audio", "write_wav"]
 
 
-def read_audio(path: str | os.PathLike[str], sample_rate: int = 24000) -> np.ndarray:
-    """Return the file as float32 mono in [-1, 1] at `sample_rate`, whatever its rate and channels."""
+def open_audio(path: str | os.PathLike[str]) -> sf.SoundFile:
+    """The file opened for reading (the caller closes it), or an AudioFileError that says why not."""
     p = Path(path)
     if not p.is_file():
         raise AudioFileError(f"Input audio not found: {path}")
     try:
-        # always_2d gives one code path for mono and multichannel; libsndfile scales ints to [-1, 1].
-        data, sr_in = sf.read(str(p), dtype="float32", always_2d=True)
+        f = sf.SoundFile(str(p))
     except (sf.SoundFileError, RuntimeError, ValueError) as e:
-        raise AudioFileError(
-            f"{path} is not a readable audio file (WAV, FLAC or OGG): {str(e).rstrip('.')}. Convert it to one of those."
-        ) from e
+        raise _unreadable(path, e) from e
+    if f.frames == 0:
+        f.close()
+        raise AudioFileError(f"{path} contains no audio samples; record or pick a non-empty file.")
+    return f
+
+
+def _unreadable(path: str | os.PathLike[str], e: Exception) -> AudioFileError:
+    return AudioFileError(
+        f"{path} is not a readable audio file (WAV, FLAC or OGG): {str(e).rstrip('.')}. Convert it to one of those."
+    )
+
+
+def read_audio(path: str | os.PathLike[str], sample_rate: int = 24000) -> np.ndarray:
+    """Return the file as float32 mono in [-1, 1] at `sample_rate`, whatever its rate and channels."""
+    with open_audio(path) as f:
+        try:
+            # always_2d gives one code path for mono and multichannel; libsndfile scales ints to [-1, 1].
+            data, sr_in = f.read(dtype="float32", always_2d=True), f.samplerate
+        except (sf.SoundFileError, RuntimeError, ValueError) as e:
+            raise _unreadable(path, e) from e
     if data.shape[0] == 0:
         raise AudioFileError(f"{path} contains no audio samples; record or pick a non-empty file.")
     mono = data.mean(axis=1, dtype=np.float32)

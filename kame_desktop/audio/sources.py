@@ -9,6 +9,7 @@ and LLM timings are real. The sounddevice-backed device comes with the desktop a
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from pathlib import Path
 from typing import Protocol
@@ -16,7 +17,8 @@ from typing import Protocol
 import numpy as np
 import soundfile as sf
 
-from kame_desktop.audio.files import frame_count
+from kame_desktop.audio.files import frame_count, open_audio
+from kame_desktop.errors import AudioFileError
 from kame_desktop.events import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 from kame_desktop.fileio import atomic_writer
 
@@ -67,6 +69,68 @@ class FileSource:
         frame[: len(chunk)] = chunk
         self._index += 1
         return frame
+
+
+class AudioFileSource:
+    """Frames of an audio file (any rate and channels, as read_audio takes them) followed by
+    `tail_seconds` of silence, read and resampled block by block: a two-hour recording costs a
+    few hundred kB of memory, not gigabytes. Paced at real time when `realtime` (settable until
+    the first read). Opening checks the file (AudioFileError, as read_audio)."""
+
+    BLOCK_S = 1.0  # read from the file a second at a time
+
+    def __init__(self, path: Path, tail_seconds: float = 0.0, realtime: bool = False) -> None:
+        import soxr
+
+        self._path = path
+        self._file = open_audio(path)
+        rate = self._file.samplerate
+        self._samples = math.ceil(self._file.frames * SAMPLE_RATE / rate)  # of the signal at 24 kHz
+        self.frames_total = frame_count(self._samples, FRAME_SIZE, tail_seconds, SAMPLE_RATE)
+        self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ") \
+            if rate != SAMPLE_RATE else None  # fmt: skip
+        self._block = max(1, round(self.BLOCK_S * rate))
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._given = 0  # signal samples handed out
+        self._index = 0
+        self.realtime = realtime
+        self._pacer: _Pacer | None = None
+
+    def read(self) -> np.ndarray | None:
+        if self._index >= self.frames_total:
+            self.close()
+            return None
+        if self._pacer is None and self.realtime:
+            self._pacer = _Pacer()
+        if self._pacer:
+            self._pacer.wait(self._index)
+        while len(self._pending) < FRAME_SIZE and not self._file.closed:
+            self._pending = np.concatenate([self._pending, self._next_block()])
+        frame = np.zeros(FRAME_SIZE, dtype=np.float32)
+        n = min(FRAME_SIZE, len(self._pending), max(self._samples - self._given, 0))
+        frame[:n] = self._pending[:n]
+        self._pending = self._pending[FRAME_SIZE:]
+        self._given += n
+        self._index += 1
+        return frame
+
+    def _next_block(self) -> np.ndarray:
+        try:
+            data = self._file.read(self._block, dtype="float32", always_2d=True)
+        except (sf.SoundFileError, RuntimeError, ValueError) as e:
+            self._file.close()
+            raise AudioFileError(f"{self._path} could not be read to its end ({e}); convert it to WAV or FLAC") from e
+        last = len(data) < self._block
+        mono = data.mean(axis=1, dtype=np.float32)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono, last=last)
+        if last:
+            self._file.close()
+        # Float files and resampler overshoot can exceed full scale; the model expects [-1, 1].
+        return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class NullSource:
