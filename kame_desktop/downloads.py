@@ -26,13 +26,16 @@ The catalog of models the app offers is `models/catalog.toml` (`catalog.load_cat
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 
 
 CHUNK = 1 << 18  # bytes per read and per progress call
+_CANCEL_POLL_S = 0.1  # how often a download looks at its Cancel while a read waits
 _TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
 _OFFLINE_HINT = "the lite front-end works offline"
 
@@ -311,7 +315,7 @@ def _fetch(
             headers["Range"] = f"bytes={offset}-"
         connected = False
         try:
-            with session.get(url, headers=headers, stream=True, timeout=_TIMEOUT) as r:
+            with session.get(url, headers=headers, stream=True, timeout=_TIMEOUT) as r, _cancel_wakes(r, cancel):
                 if r.status_code == 416:  # the server disagrees about the part: start again
                     part.unlink()
                     raise DownloadError(f"the partial download of {f.path} was not accepted by the server; "
@@ -334,13 +338,23 @@ def _fetch(
                     out.flush()
                     os.fsync(out.fileno())
         except requests.RequestException as e:
+            _check_cancel(cancel, f)  # the read that Cancel woke up
             if not connected:
                 raise DownloadError(_no_network(plan.endpoint, e)) from e
             log.warning("download of %s interrupted: %s", f.path, e)
-            raise DownloadError(f"the download of {f.path} was interrupted after {_fmt(offset)} of "
-                                f"{_fmt(f.size)} (connection lost); start it again to resume") from e
+            raise DownloadError(f"the download of {f.path} was interrupted after {_fmt_of(offset, f.size)} "
+                                "(connection lost); start it again to resume") from e
+        except OSError as e:  # writing the .part
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            kept = part.stat().st_size if part.is_file() else 0
+            need = total - done_before - kept
+            raise NotEnoughSpace(f"the disk is full: the download of {f.path} stopped after {_fmt_of(kept, f.size)}; "
+                                 f"{_fmt(need)} more are needed in {part.parent}. Free some space and start it "
+                                 "again: it resumes where it stopped") from None
+    _check_cancel(cancel, f)
     if offset < f.size:
-        raise DownloadError(f"the download of {f.path} stopped after {_fmt(offset)} of {_fmt(f.size)}; "
+        raise DownloadError(f"the download of {f.path} stopped after {_fmt_of(offset, f.size)}; "
                             "start it again to resume")
     digest = hasher.hexdigest()
     if offset != f.size or digest != f.expected_digest:
@@ -398,6 +412,34 @@ def _check_online() -> None:
         raise DownloadError(f"offline mode is on (HF_HUB_OFFLINE): no download possible; {_OFFLINE_HINT}")
 
 
+@contextlib.contextmanager
+def _cancel_wakes(r: Any, cancel: threading.Event | None) -> Iterator[None]:
+    """While the body streams, Cancel shuts the connection's socket down: a read waiting on a
+    stalled server (up to the 60 s read timeout) returns at once, and _fetch reports the cancel."""
+    if cancel is None:
+        yield
+        return
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(_CANCEL_POLL_S):
+            if cancel.is_set():
+                connection = getattr(r.raw, "connection", None) or getattr(r.raw, "_connection", None)
+                sock = getattr(connection, "sock", None)
+                with contextlib.suppress(OSError):
+                    if sock is not None:
+                        sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    watcher = threading.Thread(target=watch, name="kame-download-cancel", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join()
+
+
 def _check_cancel(cancel: threading.Event | None, f: RemoteFile) -> None:
     if cancel is not None and cancel.is_set():
         raise DownloadCancelled(f"download of {f.path} cancelled; start it again to resume")
@@ -437,6 +479,13 @@ class _hub_errors:
         else:
             return False
         raise DownloadError(msg) from e
+
+
+def _fmt_of(part: int, whole: int) -> str:
+    """"X of Y", in bytes where the rounding would show the two as equal."""
+    if part != whole and _fmt(part) == _fmt(whole):
+        return f"{part:,} of {whole:,} bytes"
+    return f"{_fmt(part)} of {_fmt(whole)}"
 
 
 def _fmt(n: int) -> str:

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from fixtures.disk import fill, small_disk
 
 from kame_desktop import downloads
 from kame_desktop.catalog import load_catalog
@@ -140,6 +141,69 @@ def test_cancel_keeps_the_part_for_a_later_resume(hub, tmp_path, monkeypatch):
     assert plan.bytes_on_disk() == n
     assert download(plan).read_bytes() == hub.weights
     assert hub.ranges["model.safetensors"][-1] == f"bytes={n}-"
+
+
+def test_cancel_during_a_stall_reacts_at_once_and_says_cancelled(hub, tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(downloads, "CHUNK", 1 << 16)
+    plan = _plan(hub, tmp_path, files=["model.safetensors"])
+    hub.stall_after["model.safetensors"] = 300_000  # then silence, for hub.STALL_S (15 s)
+    cancel, reached, outcome = threading.Event(), threading.Event(), []
+
+    def progress(done: int, total: int) -> None:
+        if done >= 4 * (1 << 16):  # the last whole chunk before the stall
+            reached.set()
+
+    def fetch() -> None:
+        try:
+            download(plan, progress=progress, cancel=cancel)
+        except Exception as e:  # noqa: BLE001 (the test looks at it)
+            outcome.append((e, time.monotonic()))
+
+    worker = threading.Thread(target=fetch)
+    worker.start()
+    assert reached.wait(30)
+    time.sleep(0.5)  # the read now waits on the stalled server
+    cancelled_at = time.monotonic()
+    cancel.set()
+    worker.join(30)
+    error, ended_at = outcome[0]
+    assert isinstance(error, DownloadCancelled) and "cancelled" in str(error), error
+    assert ended_at - cancelled_at < 3.0, "Cancel reacts within a second or so, not after the stall"
+    part = plan.dest_dir / "model.safetensors.part"
+    assert part.stat().st_size >= 4 * (1 << 16)  # kept for the next call to resume
+    assert download(plan).read_bytes() == hub.weights
+
+
+def test_a_disk_that_fills_mid_download_says_how_much_is_needed_and_a_rerun_resumes(hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(downloads, "CHUNK", 1 << 16)
+    with small_disk(tmp_path / "models", size="2m") as disk:
+        plan = plan_download(hub.repo, files=["model.safetensors"], endpoint=hub.url, models_dir=disk)
+        assert plan.enough_space  # 1.5 MB on a 2 MB disk: it fits when planned
+
+        def progress(done: int, total: int) -> None:
+            if done >= 300_000 and not (disk / ".filler").exists():
+                fill(disk)  # another program takes the rest of the disk
+
+        with pytest.raises(NotEnoughSpace) as failed:
+            download(plan, progress=progress)
+        part = plan.dest_dir / "model.safetensors.part"
+        kept = part.stat().st_size
+        message = str(failed.value)
+        assert "disk is full" in message and "resumes" in message, message
+        assert f"{downloads._fmt(len(hub.weights) - kept)} more are needed" in message, message
+        (disk / ".filler").unlink()
+        assert download(plan).read_bytes() == hub.weights
+        assert hub.ranges["model.safetensors"][-1] == f"bytes={kept}-"
+
+
+def test_a_short_body_shows_the_bytes_that_rounding_hides(hub, tmp_path):
+    plan = _plan(hub, tmp_path, files=["model.safetensors"])
+    hub.short_by["model.safetensors"] = 10
+    with pytest.raises(DownloadError, match=r"stopped after 1,499,990 of 1,500,000 bytes; start it again to resume"):
+        download(plan)
+    assert download(plan).read_bytes() == hub.weights
 
 
 def test_not_enough_disk_space(hub, tmp_path, monkeypatch):
