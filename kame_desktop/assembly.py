@@ -61,6 +61,7 @@ def backend_settings(settings: Settings) -> BackendSettings:
         asr_threads=asr.threads,
         turn_detection=asr.turn_detection,
         policy=llm.policy,
+        llm_max_streams=llm.max_streams,
         system_prompt=settings.system_prompt,
     )
 

@@ -316,11 +316,20 @@ def bench_oracle_lag(
     json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
     questions: Annotated[int, typer.Option(help="How many espeak-ng questions (each runs once per policy).")] = 6,
     threads: Annotated[int, typer.Option(help="Threads for each of torch, whisper and llama.cpp.")] = 1,
+    llm_url: Annotated[
+        str | None, typer.Option(help="An OpenAI-compatible server instead of the embedded LLM (adds the cancel-at-ask arm).")
+    ] = None,
+    scripted_llm: Annotated[
+        bool, typer.Option("--scripted-llm", help="A scripted cloud-like LLM on 127.0.0.1 (300–900 ms first token, 40 words/s).")
+    ] = False,
 ) -> None:
-    """Oracle lag (end of a user word → first oracle token that includes it): reactive vs polling."""
+    """Oracle lag (end of a user word → first oracle token that includes it): reactive vs polling;
+    with a server, adopting answers on their first text vs cancelling at ask (oracle_gap_share)."""
     from kame_desktop.bench.oracle_lag import run_bench
 
-    _print_bench(run_bench(questions=questions, threads=threads), json_output)
+    if llm_url and scripted_llm:
+        raise typer.BadParameter("give --llm-url or --scripted-llm, not both")
+    _print_bench(run_bench(questions=questions, threads=threads, llm_url=llm_url, scripted_llm=scripted_llm), json_output)
 
 
 @bench_app.command("lite")

@@ -77,6 +77,7 @@ class LlmSettings:
     policy: Policy = "reactive"
     first_chunk_timeout_s: float = 10.0  # no answer this long after asking: an error (and a retry)
     chunk_timeout_s: float = 5.0  # an answer that stops this long mid-way: the same
+    max_streams: int = 3  # openai: answers kept streaming at once, the heard one adopted on its first text; 1: cancel at ask
 
 
 @dataclass(frozen=True)

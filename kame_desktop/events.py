@@ -184,6 +184,14 @@ class LlmCancelledEvent(Event):
 
 
 @dataclass(frozen=True)
+class LlmAdoptedEvent(Event):
+    """The front-end hears this request's answer from now on (its first text arrived)."""
+
+    request: int
+    after_ms: float  # since the request was sent
+
+
+@dataclass(frozen=True)
 class OracleResetEvent(Event):
     request: int | None
 

@@ -68,6 +68,7 @@ class BackendSettings:
     asr_url: str | None = None
     turn_detection: TurnDetection = "smart"  # how the end of the user's turn is heard
     policy: Policy = "reactive"  # when to ask the LLM
+    llm_max_streams: int = 3  # overlapping answers where the provider serves them (spec §3.3b)
     system_prompt: str = ""  # empty: the built-in prompt
 
 
@@ -140,8 +141,7 @@ def make_backend(
     notices = []
     try:
         llm = make_llm(settings)
-        if hasattr(llm, "load"):
-            llm.load()  # fail early, and keep model loading out of the paced session
+        llm.load()  # fail early, and keep model loading out of the paced session
     except KameError as e:
         llm = UnavailableLlm(f"{settings.llm} (unavailable)", str(e), e.kind)
         notices.append(ErrorEvent("llm", str(e), e.kind))
@@ -159,7 +159,7 @@ def make_backend(
         post_signal,
         publish,
         turns=TurnDetector(settings.turn_detection),
-        policy=PolicyConfig(name=settings.policy),
+        policy=PolicyConfig(name=settings.policy, max_streams=max(1, settings.llm_max_streams)),
         system_prompt=system_prompt,
         notices=notices,
     )

@@ -1,5 +1,5 @@
 """OracleManager (spec §3.3–3.6): decides when to (re-)ask the LLM while the user is speaking,
-cancels stale answers, and turns the streamed answer into oracle signals for the front-end.
+chooses which answer the front-end hears, and turns that answer into oracle signals.
 
 The policies share the same bookkeeping, rate limit (at most 5 starts in any 2 s) and
 cancellation:
@@ -10,6 +10,14 @@ cancellation:
   window frees; a final that only confirms the words the running request already has is not
   a reason to ask again;
 - `end_of_turn`: no speculation, ask once the turn has ended (the cascade baseline).
+Which answer is heard (spec §3.3b): a stream is *adopted* when it sends its first non-blank text,
+if it is newer than the adopted one; then every older stream is cancelled and the reset goes out
+with the new text. A provider that serves concurrent requests (`LlmProvider.overlaps`, the cloud
+ones) keeps the running streams when it asks again, up to `max_streams`, so the front-end keeps
+its guidance until a newer answer speaks. One that cannot (the in-process model) cancels at ask,
+and so does `max_streams` 1. A server that ends a running stream when a new request arrives
+(`llama_cpp.server`) degrades to the same by itself: a failure of a stream that a newer live one
+supersedes is dropped quietly.
 It runs on the back-end's asyncio loop; the front-end sees only signals on its bounded queue.
 """
 
@@ -42,6 +50,7 @@ from kame_desktop.events import (
     AsrPartialEvent,
     ErrorEvent,
     Event,
+    LlmAdoptedEvent,
     LlmCancelledEvent,
     LlmChunkEvent,
     LlmDoneEvent,
@@ -74,6 +83,7 @@ class PolicyConfig:
     rate_window: float = 2.0
     debounce: float = 0.05
     max_backoff: float = 16.0
+    max_streams: int = 3  # live streams at once where the provider overlaps them; 1: cancel at ask
 
 
 def word_count(text: str) -> int:
@@ -138,7 +148,9 @@ class OracleManager:
         self.clock = clock
         self.conversation = Conversation()
         self.request = 0
-        self._task: asyncio.Task | None = None
+        self.streams: dict[int, asyncio.Task] = {}  # live requests, oldest first
+        self.adopted = 0  # the request the front-end hears (0: none yet)
+        self.overlap = llm.overlaps and self.policy.max_streams > 1
         self._timer: asyncio.TimerHandle | None = None
         self._poller: asyncio.Task | None = None
         self._priming: asyncio.Task | None = None
@@ -162,9 +174,7 @@ class OracleManager:
         loop = asyncio.get_running_loop()
         if self.policy.name == "polling" and self._poller is None:
             self._poller = loop.create_task(self._poll_loop())
-        prime = getattr(self.llm, "prime", None)  # local models: read the system prompt now
-        if prime is not None:
-            self._priming = loop.create_task(prime(self.system_prompt))
+        self._priming = loop.create_task(self.llm.prime(self.system_prompt))  # local models read it now
 
     def on_asr(self, event: Event) -> None:
         if isinstance(event, AsrPartialEvent):
@@ -205,7 +215,7 @@ class OracleManager:
         self.conversation.add(ASSISTANT, text)
 
     def new_conversation(self) -> None:
-        self._cancel_running("new conversation")
+        self._cancel_streams("new conversation")
         if self._timer:
             self._timer.cancel()
             self._timer = None
@@ -218,9 +228,9 @@ class OracleManager:
             self._poller.cancel()
         if self._priming:
             await asyncio.gather(self._priming, return_exceptions=True)
+        tasks = list(self.streams.values())
         self.new_conversation()
-        if self._task:
-            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- decisions --------------------------------------------------------------------------------
 
@@ -266,11 +276,35 @@ class OracleManager:
 
     # --- requests ---------------------------------------------------------------------------------
 
-    def _cancel_running(self, reason: str) -> None:
-        if self._task and not self._task.done():
-            self._task.cancel()
-            self.emit(LlmCancelledEvent(self.request, reason))
-        self._task = None
+    def _cancel(self, request: int, reason: str) -> None:
+        task = self.streams.pop(request, None)
+        if task is not None:
+            if task is not asyncio.current_task():  # a stream stopping itself raises instead
+                task.cancel()
+            self.emit(LlmCancelledEvent(request, reason))
+
+    def _cancel_streams(self, reason: str, below: int | None = None, keep: frozenset[int] = frozenset()) -> None:
+        """Cancel the live streams (those older than `below`, if given), except `keep`."""
+        for request in [r for r in self.streams if (below is None or r < below) and r not in keep]:
+            self._cancel(request, reason)
+
+    def _limit_streams(self) -> None:
+        """At most `max_streams` live: the adopted one and the newest that have not spoken stay."""
+        waiting = [r for r in self.streams if r != self.adopted]
+        room = self.policy.max_streams - (self.adopted in self.streams)
+        if len(waiting) > room:
+            self._cancel_streams("stream limit", keep=frozenset(waiting[len(waiting) - room :]) | {self.adopted})
+
+    def _adopt(self, request: int, started: float) -> bool:
+        """`request` has sent its first text: the front-end hears it from now on, and every older
+        stream stops. False when a newer one already speaks: this one is stale and stops."""
+        if request < self.adopted:
+            self._cancel(request, "older than the adopted answer")
+            return False
+        self.adopted = request
+        self._cancel_streams("superseded", below=request)
+        self.emit(LlmAdoptedEvent(request, round((time.monotonic() - started) * 1000, 1)))
+        return True
 
     def _messages(self) -> list[dict[str, str]]:
         count = self.llm.count_tokens
@@ -281,14 +315,22 @@ class OracleManager:
     def _start(self) -> None:
         if self._closed:
             return
-        self._cancel_running("superseded")
+        if not self.overlap:
+            self._cancel_streams("superseded")
         self.request += 1
         self.starts.append(self.clock())
         self.started_any = True
         self.total_at_last_start = self.total_words()
         self.asked_text = self._user_text()
         self.emit(LlmRequestEvent(self.request, self.policy.name, self.total_at_last_start))
-        self._task = asyncio.get_running_loop().create_task(self._stream(self.request, self._messages()))
+        task = asyncio.get_running_loop().create_task(self._stream(self.request, self._messages()))
+        self.streams[self.request] = task
+        task.add_done_callback(lambda _, request=self.request: self._forget(request, task))
+        self._limit_streams()
+
+    def _forget(self, request: int, task: asyncio.Task) -> None:
+        if self.streams.get(request) is task:
+            del self.streams[request]
 
     async def _stream(self, request: int, messages: list[dict[str, str]]) -> None:
         started = time.monotonic()
@@ -300,6 +342,8 @@ class OracleManager:
         def send(text: str) -> None:
             nonlocal first
             if not text:
+                return
+            if request != self.adopted:  # a newer answer was adopted meanwhile
                 return
             if first:  # the reset goes out with the first text, not with the request
                 self.post_signal(OracleReset(request))
@@ -318,6 +362,8 @@ class OracleManager:
                 taken += len(chunk)
                 if not timed and chunk.strip():
                     timed = True
+                    if not self._adopt(request, started):
+                        raise asyncio.CancelledError  # stale: a newer answer already speaks
                     self.emit(LlmFirstChunkEvent(request, round((time.monotonic() - started) * 1000, 1)))
                 if chunk:
                     self.emit(LlmChunkEvent(request, chunk))  # the timeline keeps what the LLM said
@@ -350,6 +396,11 @@ class OracleManager:
             await _aclose(stream)  # at once, also when cancelled: not whenever it is collected
 
     def _failed(self, request: int, message: str, retryable: bool, kind: str) -> None:
+        if any(r > request for r in self.streams):
+            # A newer answer is on its way (a server that serves one stream at a time ends the
+            # running one when the next arrives): this one is superseded, not a failure to report.
+            self.emit(LlmCancelledEvent(request, f"superseded ({message})"))
+            return
         self.emit(ErrorEvent("llm", message, kind))
         self.emit(LlmDoneEvent(request, "error"))
         self.post_signal(OracleDone(request))  # what arrived is all there will be

@@ -5,12 +5,22 @@ embedded back-end (streaming whisper + the in-process SmolLM2), once per policy:
 (ours) and `polling` (the reference's, the baseline). For every recognised user word,
 oracle_lag = the time the word ended in the audio (its ASR timestamp) → the first oracle token
 the front-end was fed from a request that included that word. ratio = reactive ÷ polling.
+
+oracle_gap_share: of the frames from the user's first word to the last oracle token, among those
+in which a request was live, the share fed no oracle token (PAD): the front-end without guidance
+while an answer was on its way. With an OpenAI-compatible server (`--llm-url`, or
+`--scripted-llm`: a scripted cloud LLM on 127.0.0.1 with a 300–900 ms first token and 40 words/s)
+the arms overlap answers and adopt one on its first text (spec §3.3b), and a third arm, `cancel`
+(reactive, max_streams 1), cancels at ask: `cancel_oracle_gap_share` and `cancel_median_oracle_lag_ms`.
 Thread budget: torch 1, whisper 1, llama.cpp 1 (2 cores).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import os
 import platform
 import statistics
 import tempfile
@@ -22,6 +32,8 @@ from kame_desktop.events import (
     FRAME_SECONDS,
     AsrFinalEvent,
     EventBus,
+    LlmCancelledEvent,
+    LlmDoneEvent,
     LlmFirstChunkEvent,
     LlmRequestEvent,
     OracleTokenEvent,
@@ -51,7 +63,27 @@ def word_lags_ms(records: list[Stamped]) -> tuple[list[float], list[float]]:
     return lags, ttfts
 
 
-def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int) -> list[Stamped]:
+def oracle_gap_frames(records: list[Stamped]) -> tuple[int, int]:
+    """(frames fed PAD while a request was live, frames with a request live), from the user's
+    first word to the last oracle token fed."""
+    starts = [w.start for r in records if isinstance(r.event, AsrFinalEvent) for w in r.event.words]
+    fed = {r.frame for r in records if isinstance(r.event, OracleTokenEvent)}
+    if not starts or not fed:
+        return 0, 0
+    last = max(r.frame for r in records)
+    opened = {r.event.request: r.frame for r in records if isinstance(r.event, LlmRequestEvent)}
+    closed = {r.event.request: r.frame for r in records if isinstance(r.event, LlmDoneEvent | LlmCancelledEvent)}
+    spans = [(frame, closed.get(request, last)) for request, frame in opened.items()]
+    live = [f for f in range(int(min(starts) / FRAME_SECONDS), max(fed) + 1) if any(a <= f < b for a, b in spans)]
+    return sum(f not in fed for f in live), len(live)
+
+
+# The arms: (name, policy, max_streams). `cancel` only where answers can overlap.
+ARMS = (("reactive", "reactive", 3), ("polling", "polling", 3))
+CANCEL_ARM = ("cancel", "reactive", 1)
+
+
+def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int, llm_url: str | None, max_streams: int) -> list[Stamped]:
     from kame_desktop.assembly import build_session
     from kame_desktop.audio.sources import FileSource, NullSink
     from kame_desktop.config import LlmSettings, Settings
@@ -59,8 +91,10 @@ def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int) -> l
     records: list[Stamped] = []
     bus = EventBus()
     bus.subscribe(records.append)
-    settings = Settings(llm=LlmSettings(threads=llm_threads, policy=policy))
-    session = build_session(settings, bus, frontend=frontend, asr=asr)
+    llm = LlmSettings(threads=llm_threads, policy=policy, max_streams=max_streams)
+    if llm_url:
+        llm = dataclasses.replace(llm, provider="openai", base_url=llm_url, model="scripted")
+    session = build_session(Settings(llm=llm), bus, frontend=frontend, asr=asr)
     try:
         session.run(FileSource(pcm, TAIL_SECONDS, realtime=True), NullSink())
     finally:
@@ -68,7 +102,31 @@ def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int) -> l
     return records
 
 
-def run_bench(questions: int = 6, threads: int = 1) -> dict:
+def run_bench(questions: int = 6, threads: int = 1, llm_url: str | None = None, scripted_llm: bool = False) -> dict:
+    with contextlib.ExitStack() as stack:
+        if scripted_llm:
+            from kame_desktop.bench.scripted_llm import ScriptedLlmServer
+            from kame_desktop.config import API_KEY_ENV
+
+            llm_url = stack.enter_context(ScriptedLlmServer()).url
+            stack.enter_context(_environ(API_KEY_ENV, "scripted"))  # never the user's key, even to 127.0.0.1
+        return _bench(questions, threads, llm_url, "scripted" if scripted_llm else llm_url)
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | None) -> dict:
     import torch
 
     from kame_desktop.backend.asr.whisper import WhisperAsr
@@ -80,30 +138,55 @@ def run_bench(questions: int = 6, threads: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         frontend = KameFrontEnd.load(str(make_tiny_checkpoint(Path(tmp) / "tiny")), device="cpu")
     asr = WhisperAsr(cpu_threads=threads)
-    results: dict[str, list[dict]] = {"reactive": [], "polling": []}
+    arms = ARMS + ((CANCEL_ARM,) if llm_url else ())
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in arms}
+    gaps: dict[str, list[int]] = {name: [0, 0] for name, _, _ in arms}
     for text in QUESTIONS[:questions]:
         pcm = speak(text)
-        for policy in results:  # same utterance, both policies, back to back
-            lags, ttfts = word_lags_ms(_run_one(frontend, asr, pcm, policy, threads))
-            log.info("%s %r: lags %s", policy, text, [round(x) for x in lags])
-            results[policy].append({
+        for name, policy, max_streams in arms:  # same utterance, every arm, back to back
+            records = _run_one(frontend, asr, pcm, policy, threads, llm_url, max_streams)
+            lags, ttfts = word_lags_ms(records)
+            gap, live = oracle_gap_frames(records)
+            gaps[name][0] += gap
+            gaps[name][1] += live
+            log.info("%s %r: lags %s, gap %d/%d frames", name, text, [round(x) for x in lags], gap, live)
+            results[name].append({
                 "question": text,
                 "words": len(lags),
                 "median_oracle_lag_ms": round(statistics.median(lags), 1) if lags else None,
                 "median_ttft_ms": round(statistics.median(ttfts), 1) if ttfts else None,
+                "oracle_gap_frames": gap,
+                "live_frames": live,
             })
 
-    def overall(policy: str, key: str) -> float | None:
-        values = [u[key] for u in results[policy] if u[key] is not None]
+    def overall(arm: str, key: str) -> float | None:
+        values = [u[key] for u in results[arm] if u[key] is not None]
         return round(statistics.median(values), 1) if values else None
 
+    def gap_share(arm: str) -> float | None:
+        gap, live = gaps[arm]
+        return round(gap / live, 3) if live else None
+
     ours, baseline = overall("reactive", "median_oracle_lag_ms"), overall("polling", "median_oracle_lag_ms")
-    return {
+    result = {
         "median_oracle_lag_ms": ours,
         "baseline_median_oracle_lag_ms": baseline,
         "ratio": round(ours / baseline, 3) if ours and baseline else None,
         "median_ttft_ms": overall("reactive", "median_ttft_ms"),
         "baseline_median_ttft_ms": overall("polling", "median_ttft_ms"),
+        "oracle_gap_share": gap_share("reactive"),
+        "baseline_oracle_gap_share": gap_share("polling"),
+    }
+    if llm_url:
+        cancel_lag, cancel_gap = overall("cancel", "median_oracle_lag_ms"), gap_share("cancel")
+        result |= {
+            "cancel_median_oracle_lag_ms": cancel_lag,
+            "cancel_oracle_gap_share": cancel_gap,
+            "gap_share_ratio": round(result["oracle_gap_share"] / cancel_gap, 3) if cancel_gap else None,
+            "lag_vs_cancel": round(ours / cancel_lag, 3) if ours and cancel_lag else None,
+        }
+    return result | {
+        "llm": llm_label or "local (embedded SmolLM2-135M)",
         "utterances": results,
         "threads": {"torch": threads, "whisper": threads, "llama": threads},
         "frame_ms": FRAME_SECONDS * 1000,

@@ -152,6 +152,14 @@ class SettingsDialog(QDialog):
         form.addRow(self.test_button, self.test_result)
         self.policy = _combo(POLICIES, s.llm.policy)
         form.addRow("When to ask", self.policy)
+        self.max_streams = QSpinBox()
+        self.max_streams.setRange(1, 7)
+        self.max_streams.setValue(max(1, min(7, s.llm.max_streams)))
+        self.max_streams.setToolTip(
+            "Answers that may stream at once: asking again keeps the one being spoken until a newer one "
+            "starts to answer (1: cancel it at once). Needs a server that serves concurrent requests."
+        )
+        form.addRow("Overlapping answers", self.max_streams)
         self.llm_threads = QSpinBox()
         self.llm_threads.setRange(1, 64)
         self.llm_threads.setValue(s.llm.threads)
@@ -228,7 +236,7 @@ class SettingsDialog(QDialog):
         local = self.llm_provider.currentData() == "local"
         self.gguf_row.setEnabled(local)
         self.llm_threads.setEnabled(local)
-        for w in (self.preset, self.base_url, self.model, self.api_key, self.test_button):
+        for w in (self.preset, self.base_url, self.model, self.api_key, self.test_button, self.max_streams):
             w.setEnabled(not local)
         self._check_url()
         self._check_prompt()
@@ -311,6 +319,7 @@ class SettingsDialog(QDialog):
                 gguf_path=self.gguf_path.text().strip(),
                 threads=self.llm_threads.value(),
                 policy=self.policy.currentText(),
+                max_streams=self.max_streams.value(),
             ),
             asr=dataclasses.replace(s.asr, provider=self.asr_provider.currentText(),
                                     whisper_model=self.whisper_model.text().strip() or "base",

@@ -13,8 +13,8 @@ from kame_desktop.events import (
     AsrPartialEvent,
     AssistantTokenEvent,
     BargeInEvent,
+    LlmAdoptedEvent,
     LlmChunkEvent,
-    LlmRequestEvent,
     OracleLateEvent,
     OracleResetEvent,
     OracleTokenEvent,
@@ -78,7 +78,7 @@ class TranscriptView(QSplitter):
                 self.oracle.append_piece("▶" if piece == "<start>" else _piece(piece), "oracle")
             case OracleLateEvent(count=count):
                 self.oracle.append_piece(f" [{count} late] ", "marker")
-            case LlmRequestEvent(request=request) if lite:
+            case LlmAdoptedEvent(request=request) if lite:  # the answer the companion speaks from
                 self.oracle.new_paragraph()
                 self.oracle.append_piece(f"⟲ request {request} ", "marker")
             case LlmChunkEvent(text=text) if lite:

@@ -33,6 +33,7 @@ def test_settings_round_trip(make_window, qtbot, parts):
     d.model.setText("qwen2.5-7b")
     d.api_key.setText(KEY)
     d.policy.setCurrentText("polling")
+    d.max_streams.setValue(5)
     d.asr_provider.setCurrentText("openai")
     d.whisper_model.setText("small")
     d.turn_detection.setCurrentText("silence")
@@ -50,7 +51,7 @@ def test_settings_round_trip(make_window, qtbot, parts):
 
     expected = Settings(
         llm=LlmSettings(provider="openai", preset="lmstudio", base_url="http://localhost:1234/v1",
-                        model="qwen2.5-7b", policy="polling"),
+                        model="qwen2.5-7b", policy="polling", max_streams=5),
         asr=AsrSettings(provider="openai", whisper_model="small", turn_detection="silence"),
         audio=AudioSettings(echo_cancellation=False, open_mic=True, ptt_key="F5"),
         frontend=FrontEndSettings(kind="lite", checkpoint="/models/kame", device="cpu", dtype="fp32", int8=True),

@@ -45,6 +45,7 @@ DESIGN_TABLE: dict[str, dict] = {
     "llm_chunk": {"request": 2, "text": "The capital"},
     "llm_done": {"request": 2, "reason": None},
     "llm_cancelled": {"request": 2, "reason": "user kept talking"},
+    "llm_adopted": {"request": 3, "after_ms": 412.5},
     "oracle_reset": {"request": 2},
     "oracle_token": {"request": 2, "id": 42, "piece": "▁Paris"},
     "oracle_lag": {"request": 2, "lag_ms": 160.0},

@@ -27,6 +27,16 @@ class LlmProvider(Protocol):
     name: str  # what the status line shows, e.g. "local:SmolLM2-135M-Instruct"
     context_tokens: int  # the model's context window, for trimming the history
     dialogue: str  # how it is shown the dialogue: "chat" turns or the reference's "transcript" (prompts.py)
+    overlaps: bool  # serves concurrent requests: a new one need not end the running one (spec §3.3b)
+
+    def load(self) -> object:
+        """Get ready before the session runs (load the model, import the client); may raise
+        KameError saying why it cannot."""
+        ...
+
+    async def prime(self, system_prompt: str) -> None:
+        """Read the system prompt ahead of the first request, where that saves time later."""
+        ...
 
     def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         """Yield the answer's text chunks as they arrive. Cancelling the consuming task stops
@@ -48,11 +58,18 @@ class UnavailableLlm:
 
     context_tokens = 4096
     dialogue = "chat"
+    overlaps = False
 
     def __init__(self, name: str, reason: str, kind: str = "bad_model") -> None:
         self.name = name
         self.reason = reason
         self.kind = kind
+
+    def load(self) -> None:
+        pass
+
+    async def prime(self, system_prompt: str) -> None:
+        pass
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         from kame_desktop.errors import LlmError

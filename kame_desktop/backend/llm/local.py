@@ -94,6 +94,8 @@ class LocalLlm:
     """Chat with a local GGUF model in this process. `load()` blocks (seconds for big models):
     call it off the GUI thread, or let the first `stream()` load it on the worker thread."""
 
+    overlaps = False  # one generation at a time: a new request ends the running one
+
     def __init__(
         self,
         model_path: str | Path | None = None,

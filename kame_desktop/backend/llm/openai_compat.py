@@ -28,6 +28,8 @@ class OpenAiLlm:
     """Streams chat completions from `base_url`. Errors become `LlmError`s that say what to do;
     retrying is the OracleManager's job, so the client's own retries are off."""
 
+    overlaps = True  # a server takes concurrent requests (llama_cpp.server ends the older one instead)
+
     def __init__(
         self,
         base_url: str,
@@ -57,6 +59,9 @@ class OpenAiLlm:
         """Import the client library now, before the session runs: importing `openai` takes a
         second or more on a slow machine, which the first request would otherwise pay."""
         import openai  # noqa: F401
+
+    async def prime(self, system_prompt: str) -> None:
+        pass  # a server keeps no per-client prompt cache worth filling
 
     def _get_client(self) -> AsyncOpenAI:
         # Created on first use so it binds to the back-end worker's event loop.

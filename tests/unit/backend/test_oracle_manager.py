@@ -16,7 +16,9 @@ from kame_desktop.events import (
     AsrFinalEvent,
     AsrPartialEvent,
     ErrorEvent,
+    LlmAdoptedEvent,
     LlmCancelledEvent,
+    LlmChunkEvent,
     LlmDoneEvent,
     LlmFirstChunkEvent,
     LlmRequestEvent,
@@ -37,7 +39,14 @@ class ScriptedLlm:
     name: str = "scripted"
     context_tokens: int = 4096
     dialogue: str = "chat"
+    overlaps: bool = False  # like the in-process model: one answer at a time
     prompts: list[list[dict]] = field(default_factory=list)
+
+    def load(self) -> None:
+        pass
+
+    async def prime(self, system_prompt: str) -> None:
+        pass
 
     async def stream(self, messages):
         self.prompts.append(messages)
@@ -338,3 +347,172 @@ def test_one_huge_chunk_is_capped_with_one_error_and_the_frame_step_stays_bounde
     finally:
         frontend.close()
     assert scanned and max(scanned) <= engine.SCAN_CHARS
+
+
+# --- overlapping answers, adopted on their first text (spec §3.3b), against a scripted server ---
+
+
+@pytest.fixture
+def scripted_run(scripted_llm):
+    """run(script, until, delays, server_options=None, **config): reactive with a real OpenAiLlm
+    against the scripted OpenAI-compatible server (request n's first token after delays[n-1] s,
+    then "Answer n: …" at 40 words/s) → (recorder, manager, server, tasks left after close)."""
+    from kame_desktop.backend.llm.openai_compat import OpenAiLlm
+
+    def run_scripted(script, until, delays, server_options=None, **config):
+        server = scripted_llm(delays=delays, **(server_options or {}))
+        llm = OpenAiLlm(server.url, "scripted")
+        llm.load()  # the client library's import (a second on a slow machine) is not the answer's time
+        rec = Recorder()
+
+        async def main():
+            rec.t0 = time.monotonic()
+            manager = OracleManager(llm, rec.post, rec.emit, policy=PolicyConfig(name="reactive", **config))
+            await drive(manager, rec, script, until)
+            left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            await llm.aclose()
+            return manager, left
+
+        manager, left = asyncio.run(main())
+        return rec, manager, server, left
+
+    return run_scripted
+
+
+def heard_requests(rec: Recorder) -> list[int]:
+    """The requests whose text reached the front-end, in order, without repeats."""
+    heard: list[int] = []
+    for _, s in rec.signals:
+        if isinstance(s, (OracleReset, OracleText)) and s.request not in heard:
+            heard.append(s.request)
+    return heard
+
+
+TWO_ASKS = [(0.1, partial("what is")), (0.6, partial("what is the capital of"))]
+
+
+def test_a_newer_answer_that_speaks_first_is_adopted_and_the_older_cancelled(scripted_run):
+    # Request 1 (asked at 0.1 s) would speak at 2.1 s; request 2 (at 0.6 s) speaks at 0.7 s.
+    rec, manager, server, _ = scripted_run(TWO_ASKS, until=2.0, delays=[2.0, 0.1])
+    assert [e.request for _, e in rec.of(LlmRequestEvent)] == [1, 2]
+    cancels = [(e.request, e.reason) for _, e in rec.of(LlmCancelledEvent)]
+    assert cancels[0] == (1, "superseded")  # at 2's adoption, not at its request
+    (t_cancel, _), (t_request2, _) = rec.of(LlmCancelledEvent)[0], rec.of(LlmRequestEvent)[1]
+    assert t_cancel > t_request2 + 0.05
+    (_, adopted), = rec.of(LlmAdoptedEvent)
+    assert adopted.request == 2 and adopted.after_ms >= 90
+    assert heard_requests(rec) == [2] and rec.signals[0][1] == OracleReset(2)
+    assert " ".join(s.text for _, s in rec.signals if isinstance(s, OracleText)).startswith("Answer 2:")
+    assert server.requests[0].words_sent == 0  # the server never got to request 1's answer
+
+
+def test_cancel_at_ask_drops_the_running_answer_that_adoption_keeps(scripted_run):
+    # Request 1 speaks at once (0.2 s after it is asked); request 2 is asked at 0.6 s and speaks
+    # 0.9 s later. With adoption, 1 streams on meanwhile (to its end here: 30 words at 40/s);
+    # with max_streams 1 (what the local provider does), 1 is dropped when 2 is asked.
+    adopt, _, server, _ = scripted_run(TWO_ASKS, until=2.2, delays=[0.2, 0.9])
+    cancel, _, _, _ = scripted_run(TWO_ASKS, until=2.2, delays=[0.2, 0.9], max_streams=1)
+    assert heard_requests(adopt) == [1, 2] and heard_requests(cancel) == [1, 2]
+    assert [(e.request, e.reason) for _, e in cancel.of(LlmCancelledEvent)][0] == (1, "superseded")
+    assert 1 in [e.request for _, e in adopt.of(LlmDoneEvent)]  # 1 ended on its own
+
+    def answer_1(rec: Recorder) -> list[str]:
+        return " ".join(s.text for _, s in rec.signals if isinstance(s, OracleText) and s.request == 1).split()
+
+    assert answer_1(adopt) == "".join(server._answer(1)).split()  # all of it
+    assert len(answer_1(cancel)) < len(answer_1(adopt)) - 5
+
+
+@dataclass
+class StubbornLlm(ScriptedLlm):
+    """Overlapping, and its first stream ignores one cancellation and speaks anyway: a provider
+    whose chunk was already on its way when the newer answer was adopted."""
+
+    overlaps: bool = True
+    delays: tuple[float, ...] = (0.8, 0.1)
+
+    async def stream(self, messages):
+        n = len(self.prompts)
+        self.prompts.append(messages)
+        try:
+            await asyncio.sleep(self.delays[n])
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.1)  # swallowed: speaks after the adoption all the same
+        yield f"Stale answer {n + 1}" if n == 0 else f"Fresh answer {n + 1}"
+        yield " goes on."
+
+
+def test_an_older_answer_speaking_after_the_adoption_is_never_heard():
+    rec, _, _ = run("reactive", TWO_ASKS, until=1.5, llm=StubbornLlm())
+    assert [e.request for _, e in rec.of(LlmAdoptedEvent)] == [2]
+    assert heard_requests(rec) == [2]
+    assert not any("Stale" in e.text for _, e in rec.of(LlmChunkEvent))
+    assert [(e.request, e.reason) for _, e in rec.of(LlmCancelledEvent)] == [(1, "superseded")]
+
+
+FOUR_ASKS = [(0.1, partial("one two")), (0.4, partial("one two three four")),
+             (0.7, partial("one two three four five six")), (1.0, partial("one two three four five six seven eight"))]
+
+
+def test_the_stream_limit_keeps_the_adopted_answer_and_the_newest_waiting_ones(scripted_run):
+    # Request 1 speaks at once and is adopted; 2, 3 and 4 wait (5 s) and never speak here.
+    rec, manager, _, _ = scripted_run(FOUR_ASKS, until=1.5, delays=[0.05, 5, 5, 5], max_streams=2,
+                                      server_options={"words_per_s": 10})  # 1 streams for 3 s
+    assert [e.request for _, e in rec.of(LlmRequestEvent)] == [1, 2, 3, 4]
+    limited = [e.request for _, e in rec.of(LlmCancelledEvent) if e.reason == "stream limit"]
+    assert limited == [2, 3]  # at 3's start: {1 adopted, 2, 3} > 2 → 2 goes; at 4's: 3 goes
+    assert [e.request for _, e in rec.of(LlmAdoptedEvent)] == [1]
+
+
+def test_the_stream_limit_with_nothing_adopted_keeps_the_newest(scripted_run):
+    rec, _, _, _ = scripted_run(FOUR_ASKS, until=1.3, delays=[5, 5, 5, 5], max_streams=3)
+    assert [e.request for _, e in rec.of(LlmCancelledEvent) if e.reason == "stream limit"] == [1]
+
+
+def test_closing_cancels_every_live_stream_and_leaves_no_task(scripted_run):
+    rec, manager, server, left = scripted_run(FOUR_ASKS[:3], until=1.0, delays=[5, 5, 5])
+    assert sorted(e.request for _, e in rec.of(LlmCancelledEvent)) == [1, 2, 3]
+    assert manager.streams == {} and left == []
+    assert not rec.of(ErrorEvent) and not rec.signals  # nobody spoke; nothing reached the front-end
+
+
+def test_the_local_provider_still_cancels_at_ask():
+    rec, _, _ = run("reactive", TWO_ASKS, until=1.6, llm=ScriptedLlm(delay=0.2))
+    assert [(e.request, e.reason) for _, e in rec.of(LlmCancelledEvent)] == [(1, "superseded")]
+    (t_cancel, _), (t_request2, _) = rec.of(LlmCancelledEvent)[0], rec.of(LlmRequestEvent)[1]
+    assert abs(t_cancel - t_request2) < 0.05  # at the ask, not at the new answer's first text
+
+
+def test_a_server_that_ends_the_running_answer_for_a_new_one_falls_back_to_cancel_at_ask(llama_server):
+    # A real llama_cpp.server ends its running stream ("[DONE]", no finish reason) when a new
+    # request arrives. Overlapping on it must not report that as a failure nor retry it: the
+    # newer answer simply takes over.
+    from kame_desktop.backend.llm.openai_compat import OpenAiLlm
+
+    llm = OpenAiLlm(llama_server, "smollm2", max_tokens=128)
+    llm.load()
+    rec = Recorder()
+    script = [(0.05, final("Tell me a long story about a dragon and a knight.")),
+              (1.0, final("Actually, what is the capital of France?"))]
+
+    async def main():
+        rec.t0 = time.monotonic()
+        manager = OracleManager(llm, rec.post, rec.emit, policy=PolicyConfig(name="reactive", max_streams=3))
+        manager.start()
+        for t, event in script:
+            await asyncio.sleep(max(0.0, t - rec.now()))
+            manager.on_asr(event)
+        for _ in range(600):  # the second answer's end, up to 60 s on a busy machine
+            await asyncio.sleep(0.1)
+            if 2 in [e.request for _, e in rec.of(LlmDoneEvent)]:
+                break
+        await manager.close()
+        await llm.aclose()
+
+    asyncio.run(main())
+    assert [e.request for _, e in rec.of(LlmRequestEvent)] == [1, 2]
+    assert not rec.of(ErrorEvent)
+    (_, cancelled), = rec.of(LlmCancelledEvent)
+    assert cancelled.request == 1 and cancelled.reason.startswith("superseded")
+    assert [(e.request, e.reason) for _, e in rec.of(LlmDoneEvent)] == [(2, "stop")]
+    assert OracleDone(2) in [s for _, s in rec.signals] and 2 in heard_requests(rec)
