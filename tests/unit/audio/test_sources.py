@@ -48,6 +48,7 @@ def test_a_bad_file_fails_when_opened(tmp_path):
 
 STREAM = """
 import resource, sys
+from pathlib import Path
 from kame_desktop.audio.sources import AudioFileSource
 source = AudioFileSource(Path(sys.argv[1]), tail_seconds=1.0)
 source.read()
