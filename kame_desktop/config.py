@@ -107,11 +107,19 @@ class FrontEndSettings:
 
 
 @dataclass(frozen=True)
+class DesktopSettings:
+    global_key: bool = True  # the talk key works while another application has focus (hotkey.py)
+    keep_in_tray: bool = True  # closing the window leaves the companion in the tray, where there is one
+    tray_notice_shown: bool = False  # the first close to the tray says where the companion went
+
+
+@dataclass(frozen=True)
 class Settings:
     llm: LlmSettings = field(default_factory=LlmSettings)
     asr: AsrSettings = field(default_factory=AsrSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     frontend: FrontEndSettings = field(default_factory=FrontEndSettings)
+    desktop: DesktopSettings = field(default_factory=DesktopSettings)
     system_prompt: str = ""  # empty: the built-in prompt (backend/prompts.py)
     history: bool = True
 

@@ -69,7 +69,7 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         ("python", check_python), ("kame-desktop", check_package), ("kame-extra", lambda: check_kame_extra(settings)),
         ("gpu", lambda: check_gpu(settings)), ("portaudio", check_portaudio),
         ("audio-input", lambda: check_audio(settings, "input")), ("audio-output", lambda: check_audio(settings, "output")),
-        ("qt-platform", check_qt), ("keyring", check_keyring), ("weights", lambda: check_weights(kame)),
+        ("qt-platform", check_qt), ("global-key", check_global_key), ("keyring", check_keyring), ("weights", lambda: check_weights(kame)),
         ("llm", lambda: check_llm(settings)), ("disk", check_disk),
     ]
     return [_guarded(name, check) for name, check in checks]
@@ -202,6 +202,18 @@ def check_qt() -> Check:
     return Check("qt-platform", "fail", f"the Qt platform plugin cannot start: {why[:200]}",
                  "on Linux install Qt's X11 libraries (the list in scripts/setup: libxcb-cursor0 …), "
                  "or run headless with QT_QPA_PLATFORM=offscreen")
+
+
+def check_global_key() -> Check:
+    """Whether the talk key can work while another application has focus (X11, Wayland's
+    portal, macOS's permission); where it cannot, it still works in the window: a warning. With
+    no display session at all (headless) there is nothing to warn about."""
+    from kame_desktop.hotkey import global_key_support
+
+    support = global_key_support()
+    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    status: Status = "ok" if support.backend != "none" or headless else "warn"
+    return Check("global-key", status, support.detail, support.fix if status == "warn" else "")
 
 
 def check_keyring() -> Check:

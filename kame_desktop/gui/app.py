@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # the running instance raises its window
     window = open_window()
     instance = serve_window(window, instance)
+    if window.tray is not None:  # the window may close to the tray: quit only when it really closes
+        app.setQuitOnLastWindowClosed(False)
+        window.closed.connect(app.quit)
     window.show()
     app.processEvents()  # first paint before anything heavy starts (on the inference thread)
     window.start()

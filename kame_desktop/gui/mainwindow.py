@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -35,16 +35,18 @@ from kame_desktop.controller import (
 from kame_desktop.events import ErrorEvent, LlmFirstChunkEvent, OracleLagEvent, SessionStartEvent, Stamped
 from kame_desktop.gui.banner import ErrorBanner, explain
 from kame_desktop.gui.bridge import EventBridge
+from kame_desktop.gui.global_key import GlobalTalkKey, on_a_desktop
 from kame_desktop.gui.state_indicator import StateIndicator
 from kame_desktop.gui.statusline import StatusLine
 from kame_desktop.gui.talkbar import TalkBar
 from kame_desktop.gui.transcript import TranscriptView
+from kame_desktop.gui.tray import CompanionTray, tray_available
 from kame_desktop.history import conversation_title, render_markdown
 
 log = logging.getLogger(__name__)
 
 # Settings a running session picks up without a restart.
-LIVE_FIELDS = {("audio", "open_mic"), ("audio", "ptt_key"), ("history",)}
+LIVE_FIELDS = {("audio", "open_mic"), ("audio", "ptt_key"), ("history",), ("desktop",)}
 
 
 def needs_restart(old: Settings, new: Settings) -> bool:
@@ -60,6 +62,8 @@ def needs_restart(old: Settings, new: Settings) -> bool:
 
 
 class MainWindow(QMainWindow):
+    closed = Signal()  # the window really closed (not to the tray): the app quits
+
     def __init__(self, settings: Settings, *, history_store: Any = None, **controller_kwargs: Any) -> None:
         super().__init__()
         self.setWindowTitle("kame-desktop")
@@ -111,6 +115,10 @@ class MainWindow(QMainWindow):
         self._set_open_mic(settings.audio.open_mic)
         self._build_menu()
         QApplication.instance().installEventFilter(self)
+        self._quitting = False  # Quit (menu, tray): close for good even with "keep in tray" on
+        self.global_key = GlobalTalkKey(self)
+        self.global_key.changed.connect(self._on_global_key)
+        self.tray: CompanionTray | None = CompanionTray(self) if tray_available() else None  # none: closing quits
 
     def _build_menu(self) -> None:
         menu = self.menuBar().addMenu("&Conversation")
@@ -122,7 +130,7 @@ class MainWindow(QMainWindow):
             ("&History…", self.open_history, "Ctrl+H"),
             ("&Settings…", self.open_settings, "Ctrl+,"),
             ("Download &KAME model…", self.open_model_manager, None),
-            ("&Quit", self.close, "Ctrl+Q"),
+            ("&Quit", self.quit_app, "Ctrl+Q"),
         ):
             action = QAction(text, self)
             action.triggered.connect(slot)
@@ -139,6 +147,8 @@ class MainWindow(QMainWindow):
 
     def start(self) -> None:
         self.controller.start()
+        if on_a_desktop():  # offscreen (tests, headless) has no other application to type in
+            self.configure_global_key()
         if self.needs_kame_weights():  # asked for KAME, weights absent: offer them rather than fail
             self.open_model_manager()
 
@@ -199,6 +209,19 @@ class MainWindow(QMainWindow):
         if self._ptt_key.isEmpty() or event.modifiers() != Qt.KeyboardModifier.NoModifier:
             return False
         return event.key() == self._ptt_key[0].key()
+
+    def configure_global_key(self) -> None:
+        """Hear the talk key in every application, as the settings say; the banner tells why not."""
+        desktop = self.settings.desktop
+        problem = self.global_key.configure(desktop.global_key, self.settings.audio.ptt_key)
+        if problem:
+            self.banner.show_error(f"Talk key: {problem}", settings_fix=True, source="global_key")
+        else:
+            self.banner.clear("global_key")
+
+    def _on_global_key(self, down: bool) -> None:
+        self.controller.set_ptt(down)
+        self.talk.ptt.setDown(down)
 
     # --- conversation and history -------------------------------------------------------------
 
@@ -269,6 +292,9 @@ class MainWindow(QMainWindow):
             return
         old, self.settings = self.settings, new
         self._ptt_key = QKeySequence(new.audio.ptt_key)
+        key_changed = (old.desktop.global_key, old.audio.ptt_key) != (new.desktop.global_key, new.audio.ptt_key)
+        if key_changed and (self.global_key.active or on_a_desktop()):
+            self.configure_global_key()
         self.talk.open_mic.setChecked(new.audio.open_mic)
         if needs_restart(old, new):
             self._save_history(self.controller.take_records())
@@ -318,7 +344,23 @@ class MainWindow(QMainWindow):
 
     # --- shutdown -------------------------------------------------------------------------------
 
+    def show_window(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    def quit_app(self) -> None:
+        """Quit for good (the menu's and the tray's Quit): the conversation is saved as on close."""
+        self._quitting = True
+        if not self.close():  # the user chose to stay (history could not be saved)
+            self._quitting = False
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        if not self._quitting and self.tray is not None and self.tray.keeps_running():
+            event.ignore()  # the companion goes on in the tray
+            self.hide()
+            self.tray.went_to_tray()
+            return
         # The conversation is saved while the window can still say that it cannot be: a banner
         # raised on a closing window is never seen, and the conversation would be lost silently.
         records = list(self.controller.records)
@@ -331,6 +373,9 @@ class MainWindow(QMainWindow):
                     event.ignore()  # the user stays, with the conversation and the session
                     return
         QApplication.instance().removeEventFilter(self)
+        self.global_key.stop()
+        if self.tray is not None:
+            self.tray.close()
         self.controller.stop()
         final = self.controller.take_records()
         if saved_id is not None and len(final) > len(records):  # what was said after the first save
@@ -339,6 +384,7 @@ class MainWindow(QMainWindow):
             except Exception as e:  # it was writable a moment ago: nothing left to show it on
                 log.warning("the conversation's last events were not saved: %s", e)
         event.accept()
+        self.closed.emit()
 
     def _keep_unsaved(self, problem: str, records: list[Stamped]) -> bool:
         """Ask what to do with a conversation the history cannot take: save it elsewhere (a JSON

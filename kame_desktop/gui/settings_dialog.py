@@ -43,6 +43,7 @@ from kame_desktop.choices import (
 from kame_desktop.config import LLM_PRESETS, Settings
 from kame_desktop.gui.banner import ErrorBanner
 from kame_desktop.gui.bridge import EventBridge
+from kame_desktop.gui.key_capture import KeyCaptureEdit
 from kame_desktop.gui.meter import LevelMeter
 
 
@@ -196,9 +197,38 @@ class SettingsDialog(QDialog):
         self.open_mic = QCheckBox("Open mic (otherwise push-to-talk)")
         self.open_mic.setChecked(s.audio.open_mic)
         form.addRow(self.open_mic)
-        self.ptt_key = QLineEdit(s.audio.ptt_key)
+        self.ptt_key = KeyCaptureEdit(s.audio.ptt_key)
         form.addRow("Push-to-talk key", self.ptt_key)
+        self.ptt_key_problem = _warning_label("pttKeyProblem")
+        self.ptt_key.problem.connect(self._show_key_problem)
+        form.addRow(self.ptt_key_problem)
+        self._add_desktop_rows(form, s)
         return page
+
+    def _add_desktop_rows(self, form: QFormLayout, s: Settings) -> None:
+        """The global talk key (and, in one line, why it cannot work here) and the tray."""
+        from kame_desktop.gui.tray import tray_available
+        from kame_desktop.hotkey import global_key_support
+
+        support = global_key_support()
+        self.global_key = QCheckBox("The talk key works in every application (global)")
+        self.global_key.setChecked(s.desktop.global_key)
+        self.global_key_support = QLabel(support.detail if support.backend != "none" else
+                                         f"Only in this window: {support.detail}" + (f" — {support.fix}" if support.fix else ""))
+        self.global_key_support.setObjectName("globalKeySupport")
+        self.global_key_support.setWordWrap(True)
+        form.addRow(self.global_key)
+        form.addRow(self.global_key_support)
+        self.keep_in_tray = QCheckBox("Closing the window keeps the companion running in the tray")
+        self.keep_in_tray.setChecked(s.desktop.keep_in_tray)
+        if not tray_available():
+            self.keep_in_tray.setEnabled(False)
+            self.keep_in_tray.setToolTip("This desktop has no tray: closing the window quits")
+        form.addRow(self.keep_in_tray)
+
+    def _show_key_problem(self, problem: str) -> None:
+        self.ptt_key_problem.setText(problem)
+        self.ptt_key_problem.setVisible(bool(problem))
 
     def _frontend_page(self, s: Settings) -> QWidget:
         page = QWidget()
@@ -340,6 +370,8 @@ class SettingsDialog(QDialog):
                 dtype=self.dtype.currentText(),
                 int8=self.int8.isChecked(),
             ),
+            desktop=dataclasses.replace(s.desktop, global_key=self.global_key.isChecked(),
+                                        keep_in_tray=self.keep_in_tray.isChecked()),
             system_prompt=self.system_prompt.toPlainText(),
             history=self.history.isChecked(),
         )

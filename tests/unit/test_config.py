@@ -22,6 +22,7 @@ from kame_desktop.config import (
     LLM_PRESETS,
     AsrSettings,
     AudioSettings,
+    DesktopSettings,
     FrontEndSettings,
     LlmSettings,
     Settings,
@@ -107,6 +108,7 @@ def test_round_trip_every_field_changed(memory_keyring):
         asr=_all_changed(AsrSettings),
         audio=_all_changed(AudioSettings),
         frontend=_all_changed(FrontEndSettings),
+        desktop=_all_changed(DesktopSettings),
         system_prompt="You are a pirate.\nSpeak briefly.",
         history=False,
     )
