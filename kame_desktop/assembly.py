@@ -22,7 +22,6 @@ from kame_desktop.events import EventBus
 
 if TYPE_CHECKING:
     from kame_desktop.backend.asr.base import AsrProvider
-    from kame_desktop.backend.factory import BackendSettings
     from kame_desktop.backend.worker import Backend, EventSink, SignalSink
     from kame_desktop.frontend.base import FrontEnd
     from kame_desktop.frontend.lite.tts import PiperTts
@@ -32,6 +31,12 @@ log = logging.getLogger(__name__)
 
 # (settings, signal sink, event sink) -> the back-end, or None for none (tests, scripted runs).
 BackendFactory = Callable[[Settings, "SignalSink", "EventSink"], "Backend | None"]
+
+
+def no_backend(settings: Settings, post_signal: SignalSink, publish: EventSink) -> None:
+    """The BackendFactory of a session without a back-end (a KAME run driven by an oracle
+    script). Lite ignores it: it speaks the LLM's answers."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,29 +49,8 @@ class KameOptions:
     replay_stale_oracle: bool = False  # reference quirk (spec §2.6)
 
 
-def backend_settings(settings: Settings) -> BackendSettings:
-    """The back-end's plain settings from the app's settings."""
-    from kame_desktop.backend.factory import BackendSettings
-
-    llm, asr = settings.llm, settings.asr
-    return BackendSettings(
-        llm=llm.provider,
-        llm_url=llm.base_url if llm.provider == "openai" else None,
-        llm_model=(llm.model if llm.provider == "openai" else (llm.gguf_path or None)),
-        llm_threads=llm.threads,
-        llm_first_chunk_timeout_s=llm.first_chunk_timeout_s,
-        llm_chunk_timeout_s=llm.chunk_timeout_s,
-        asr=asr.provider,
-        asr_model=asr.whisper_model,
-        asr_threads=asr.threads,
-        turn_detection=asr.turn_detection,
-        policy=llm.policy,
-        llm_max_streams=llm.max_streams,
-        system_prompt=settings.system_prompt,
-    )
-
-
 def run_settings(
+    *,
     frontend: str = "auto",
     checkpoint: str | None = None,
     llm: str | None = None,
@@ -102,7 +86,8 @@ def run_settings(
     return Settings(
         llm=LlmSettings(
             provider=llm or "local",
-            base_url=(llm_url or OPENAI_URL) if openai else OPENAI_URL,
+            # --llm-url "" is refused when the LLM is made: never OpenAI's host in its place
+            base_url=(OPENAI_URL if llm_url is None else llm_url) if openai else OPENAI_URL,
             model=(llm_model or OPENAI_MODEL) if openai else OPENAI_MODEL,
             gguf_path="" if openai else (llm_model or ""),
             policy=policy,
@@ -155,7 +140,7 @@ def build_frontend(
 def build_backend(settings: Settings, post_signal: SignalSink, publish: EventSink, *, asr: AsrProvider | None = None) -> Backend:
     from kame_desktop.backend.factory import make_backend
 
-    return make_backend(backend_settings(settings), post_signal, publish, asr=asr)
+    return make_backend(settings, post_signal, publish, asr=asr)
 
 
 def build_session(
@@ -163,21 +148,21 @@ def build_session(
     bus: EventBus | None = None,
     *,
     frontend: FrontEnd | None = None,
-    backend: bool | BackendFactory = True,
+    backend: BackendFactory | None = None,
     asr: AsrProvider | None = None,
     tts: PiperTts | None = None,
     kame: KameOptions = KameOptions(),
 ) -> Session:
     """A ready Session (not started: `session.run` starts it).
 
-    `backend`: True builds the one the settings describe, False none (a KAME run driven by an
-    oracle script), or a factory (tests). Lite always gets one: it speaks the LLM's answers.
+    `backend`: None builds the one the settings describe; else a factory (`no_backend`: none,
+    tests: their own). Lite always gets one: it speaks the LLM's answers.
     `frontend`, `asr`, `tts`: parts built by the caller and reused across sessions."""
     from kame_desktop.session import Session
 
     owns_frontend = frontend is None
     if frontend is None:
-        frontend = build_frontend(settings, tts=tts, kame=kame, with_backend=backend is not False)
+        frontend = build_frontend(settings, tts=tts, kame=kame, with_backend=backend is not no_backend)
     else:
         frontend.reset()
     session = Session(frontend, bus or EventBus(), owns_frontend=owns_frontend)
@@ -188,10 +173,10 @@ def build_session(
     try:
         if asr is not None:
             asr.reset()
-        if callable(backend):
-            session.backend = backend(settings, session.signals.post, session.publish_async)
-        elif backend or frontend.kind == "lite":
+        if backend is None or (backend is no_backend and frontend.kind == "lite"):
             session.backend = build_backend(settings, session.signals.post, session.publish_async, asr=asr)
+        else:
+            session.backend = backend(settings, session.signals.post, session.publish_async)
     except BaseException:
         session.close()
         raise

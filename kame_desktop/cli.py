@@ -109,7 +109,7 @@ def run(
 ) -> None:
     """Stream an audio file through the front-end (and the back-end with --llm); write the reply
     audio and the timeline. The API key of a cloud LLM comes from the keyring or KAME_LLM_API_KEY."""
-    from kame_desktop.assembly import KameOptions, build_session, run_settings
+    from kame_desktop.assembly import KameOptions, build_session, no_backend, run_settings
     from kame_desktop.audio.sources import AudioFileSource, WavSink
     from kame_desktop.events import EventBus, TimelineWriter
     from kame_desktop.logrepeat import RepeatedWarning
@@ -122,51 +122,53 @@ def run(
     check_output_path(output, "--output")
     if timeline:
         check_output_path(timeline, "--timeline")
-    settings = run_settings(frontend, checkpoint, llm, llm_url, llm_model, asr, policy, device, dtype, int8)
+    settings = run_settings(frontend=frontend, checkpoint=checkpoint, llm=llm, llm_url=llm_url, llm_model=llm_model,
+                            asr=asr, policy=policy, device=device, dtype=dtype, int8=int8)
     source = AudioFileSource(input, tail)  # checks the file now; read block by block during the run
     script = load_oracle_script(oracle_file) if oracle_file else []
     bus = EventBus()
     bus.subscribe(ErrorPrinter())
     kame = KameOptions(temperature, seed, threads, replay_stale_oracle)
-    session = build_session(settings, bus, backend=llm is not None, kame=kame)
-    writer = sink = None
     try:
-        if oracle_file and session.frontend.kind == "kame":
-            check_script_tokens(script, session.frontend.text_card, oracle_file)  # type: ignore[attr-defined]
-        # A back-end is paced at real time by default, so ASR and LLM timings are real.
-        source.realtime = session.backend is not None if realtime is None else realtime
-        past_end = RepeatedWarning(log, "oracle entry for frame %d is past the end of the audio (%d frames): ignored", progress=False)
-        for entry in script:
-            if entry.frame >= source.frames_total:
-                past_end(entry.frame, source.frames_total)
-        past_end.flush()
-        writer = TimelineWriter(timeline) if timeline else None
-        if writer:
-            bus.subscribe(writer)
-        sink = WavSink(output)
-        with terminate_as_exit():
-            session.run(source, sink, script)
-        session.close()
-        sink.close()
-        frames, sink = sink.frames_written, None
-        if writer:
-            writer.close()
-            writer = None
-    except BaseException as e:
-        for part in (sink, writer):  # nothing half-written is left behind
-            if part is not None:
-                part.abort()
-        if isinstance(e, OSError):  # a full disk, a file size limit, a folder that went away
-            raise OutputError(f"could not write the results ({e.strerror or e}); free some disk space or pick "
-                              "another --output / --timeline") from None
-        raise
-    finally:
-        session.close()
-        source.close()
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(source.close)
+            session = build_session(settings, bus, backend=None if llm is not None else no_backend, kame=kame)
+            cleanup.callback(session.close)  # when it fails before the outputs exist
+            if oracle_file and session.frontend.kind == "kame":
+                check_script_tokens(script, session.frontend.text_card, oracle_file)  # type: ignore[attr-defined]
+            # A back-end is paced at real time by default, so ASR and LLM timings are real.
+            source.realtime = session.backend is not None if realtime is None else realtime
+            past_end = RepeatedWarning(log, "oracle entry for frame %d is past the end of the audio (%d frames): ignored", progress=False)
+            for entry in script:
+                if entry.frame >= source.frames_total:
+                    past_end(entry.frame, source.frames_total)
+            past_end.flush()
+            if timeline:
+                bus.subscribe(cleanup.enter_context(_complete_or_aborted(TimelineWriter(timeline))))
+            sink = cleanup.enter_context(_complete_or_aborted(WavSink(output)))
+            cleanup.callback(session.close)  # first: its last events reach the outputs before they close
+            with terminate_as_exit():
+                session.run(source, sink, script)
+    except OSError as e:  # a full disk, a file size limit, a folder that went away
+        raise OutputError(f"could not write the results ({e.strerror or e}); free some disk space or pick "
+                          "another --output / --timeline") from None
+    frames = sink.frames_written
     typer.echo(f"wrote {output} ({frames} frames)" + (f" and {timeline}" if timeline else ""), err=True)
 
 
 MAX_TAIL_S = 3600.0  # an hour of silence after the input: more is a typo
+
+
+@contextlib.contextmanager
+def _complete_or_aborted(part):
+    """Close an output when the run completes; abort it when the run fails (nothing
+    half-written is left behind)."""
+    try:
+        yield part
+        part.close()
+    except BaseException:
+        part.abort()
+        raise
 
 
 def check_distinct_files(files: list[tuple[str, Path]]) -> None:
@@ -358,6 +360,17 @@ def bench_idle(
     from kame_desktop.bench.idle import run_bench
 
     _print_bench(run_bench(seconds=seconds), json_output)
+
+
+@bench_app.command("wake")
+def bench_wake(
+    json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
+) -> None:
+    """Each wake word: detection rate (Piper, espeak-ng), false wakes in 15 min of speech, the CPU
+    waiting costs and wake → listening latency; the default word's figures at the top level."""
+    from kame_desktop.bench.wake import run_bench
+
+    _print_bench(run_bench(), json_output)
 
 
 def _print_bench(result: dict, json_output: bool) -> None:

@@ -245,7 +245,7 @@ class Controller:
                 bus.subscribe(self._on_event)
                 frontend = self.frontend_factory(self.settings) if self.frontend_factory else None
                 # An injected front-end (tests) stays its owner's: the session only resets it.
-                session = build_session(self.settings, bus, frontend=frontend, backend=self.backend_factory or True)
+                session = build_session(self.settings, bus, frontend=frontend, backend=self.backend_factory)
         except Exception as e:
             if isinstance(e, KameError):  # the user's to fix, and the message says how: no traceback
                 log.warning("loading the session failed: %s", e)

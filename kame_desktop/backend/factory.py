@@ -1,28 +1,16 @@
-"""Build the back-end's providers from plain settings (`assembly.backend_settings` makes them
-from the app's Settings). Heavy imports stay inside, so choosing a provider costs nothing until
-it is used."""
+"""Build the back-end's providers from the app's Settings. Heavy imports stay inside, so
+choosing a provider costs nothing until it is used."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kame_desktop.backend.asr.base import AsrProvider
 from kame_desktop.backend.llm.base import LlmProvider
 from kame_desktop.backend.prompts import ANSWER_TOKENS, MESSAGE_TOKENS
-from kame_desktop.choices import (
-    ASR_KINDS,
-    LLM_KINDS,
-    OPENAI_MODEL,
-    OPENAI_URL,
-    AsrKind,
-    LlmKind,
-    Policy,
-    TurnDetection,
-    check_choice,
-)
-from kame_desktop.config import llm_api_key, llm_url_problem
+from kame_desktop.choices import ASR_KINDS, LLM_KINDS, OPENAI_MODEL, OPENAI_URL, LlmKind, check_choice
+from kame_desktop.config import Settings, llm_api_key, llm_url_problem
 from kame_desktop.errors import AsrError, KameError, LlmError
 
 if TYPE_CHECKING:
@@ -54,78 +42,62 @@ def prompt_too_long(tokens: int, context_tokens: int) -> str | None:
             f"{room} it can take (context {context_tokens}) — shorten it in Settings → Persona")
 
 
-@dataclass(frozen=True)
-class BackendSettings:
-    llm: LlmKind = "local"
-    llm_url: str | None = None
-    llm_model: str | None = None  # a model name (openai) or a GGUF path (local)
-    llm_threads: int = 1
-    llm_first_chunk_timeout_s: float = 10.0  # asked -> first text
-    llm_chunk_timeout_s: float = 5.0  # text -> next text
-    asr: AsrKind = "whisper"
-    asr_model: str = "base"
-    asr_threads: int = 1
-    asr_url: str | None = None
-    turn_detection: TurnDetection = "smart"  # how the end of the user's turn is heard
-    policy: Policy = "reactive"  # when to ask the LLM
-    llm_max_streams: int = 3  # overlapping answers where the provider serves them (spec §3.3b)
-    system_prompt: str = ""  # empty: the built-in prompt
-
-
-def make_llm(settings: BackendSettings) -> LlmProvider:
-    check_choice(settings.llm, LLM_KINDS, "LLM provider")
-    if settings.llm == "local":
+def make_llm(settings: Settings) -> LlmProvider:
+    llm = settings.llm
+    check_choice(llm.provider, LLM_KINDS, "LLM provider")
+    if llm.provider == "local":
         from kame_desktop.backend.llm.local import LocalLlm
 
         return LocalLlm(
-            model_path=settings.llm_model,
+            model_path=llm.gguf_path or None,  # none: the embedded default
             n_ctx=LOCAL_CONTEXT_TOKENS,
-            n_threads=settings.llm_threads,
+            n_threads=llm.threads,
             max_tokens=ANSWER_TOKENS,
-            first_chunk_timeout=settings.llm_first_chunk_timeout_s,
-            chunk_timeout=settings.llm_chunk_timeout_s,
+            first_chunk_timeout=llm.first_chunk_timeout_s,
+            chunk_timeout=llm.chunk_timeout_s,
         )
-    if settings.llm == "openai":
+    if llm.provider == "openai":
         from kame_desktop.backend.llm.openai_compat import OpenAiLlm
 
-        url = settings.llm_url or ""  # never another host in place of the user's: the key would go there
-        if problem := llm_url_problem(url):
+        # Never another host in place of the user's: the key would go there.
+        if problem := llm_url_problem(llm.base_url):
             raise LlmError(f"{problem} (Settings → LLM)", False, kind="bad_input")
         return OpenAiLlm(
-            url,
-            settings.llm_model or OPENAI_MODEL,
+            llm.base_url,
+            llm.model or OPENAI_MODEL,
             api_key=llm_api_key(),
             context_tokens=REMOTE_CONTEXT_TOKENS,
             max_tokens=ANSWER_TOKENS,
-            first_chunk_timeout=settings.llm_first_chunk_timeout_s,
-            chunk_timeout=settings.llm_chunk_timeout_s,
+            first_chunk_timeout=llm.first_chunk_timeout_s,
+            chunk_timeout=llm.chunk_timeout_s,
         )
-    raise AssertionError(settings.llm)
+    raise AssertionError(llm.provider)
 
 
-def make_asr(settings: BackendSettings) -> AsrProvider:
-    check_choice(settings.asr, ASR_KINDS, "ASR provider")
-    if settings.asr == "whisper":
+def make_asr(settings: Settings) -> AsrProvider:
+    asr = settings.asr
+    check_choice(asr.provider, ASR_KINDS, "ASR provider")
+    if asr.provider == "whisper":
         from kame_desktop.backend.asr.whisper import WhisperAsr
 
-        return WhisperAsr(model=settings.asr_model, cpu_threads=settings.asr_threads)
-    if settings.asr == "openai":
+        return WhisperAsr(model=asr.whisper_model, cpu_threads=asr.threads)
+    if asr.provider == "openai":
         from kame_desktop.backend.asr.openai_asr import OpenAiAsr
 
         # OpenAI's own service unless the LLM's server is chosen: then that server, or none
-        url = settings.asr_url or (OPENAI_URL if settings.llm_url is None else settings.llm_url)
+        url = settings.llm.base_url if settings.llm.provider == "openai" else OPENAI_URL
         if problem := llm_url_problem(url):
             raise AsrError(f"{problem} (Settings → LLM)", kind="bad_input")
         return OpenAiAsr(url, api_key=llm_api_key())
-    if settings.asr == "kyutai-stt":
+    if asr.provider == "kyutai-stt":
         from kame_desktop.backend.asr.kyutai import KyutaiStt
 
         return KyutaiStt()
-    raise AssertionError(settings.asr)
+    raise AssertionError(asr.provider)
 
 
 def make_backend(
-    settings: BackendSettings, post_signal: SignalSink, publish: EventSink, *, asr: AsrProvider | None = None
+    settings: Settings, post_signal: SignalSink, publish: EventSink, *, asr: AsrProvider | None = None
 ) -> Backend:
     """The back-end, not started (Session.start starts it): it posts signals for the front-end
     on `post_signal` and events on `publish`; `asr` is a recognizer the caller built (else one
@@ -143,13 +115,15 @@ def make_backend(
         llm = make_llm(settings)
         llm.load()  # fail early, and keep model loading out of the paced session
     except KameError as e:
-        llm = UnavailableLlm(f"{settings.llm} (unavailable)", str(e), e.kind)
+        llm = UnavailableLlm(f"{settings.llm.provider} (unavailable)", str(e), e.kind)
         notices.append(ErrorEvent("llm", str(e), e.kind))
         log.warning("%s", e)
     system_prompt = settings.system_prompt.strip() or SYSTEM_PROMPT
-    if not isinstance(llm, UnavailableLlm) and (
+    # Every request would fail with llama.cpp's "exceeds the context window": say why once. (A
+    # server's context is not known here: it says so itself if the prompt is too long for it.)
+    if settings.llm.provider == "local" and not isinstance(llm, UnavailableLlm) and (
         too_long := prompt_too_long(llm.count_tokens(system_prompt), llm.context_tokens)
-    ):  # every request would fail with the server's "exceeds the context window": say why once
+    ):
         llm = UnavailableLlm(f"{llm.name} (prompt too long)", too_long, "bad_input")
         notices.append(ErrorEvent("llm", too_long, "bad_input"))
         log.warning("%s", too_long)
@@ -158,8 +132,8 @@ def make_backend(
         asr if asr is not None else make_asr(settings),
         post_signal,
         publish,
-        turns=TurnDetector(settings.turn_detection),
-        policy=PolicyConfig(name=settings.policy, max_streams=max(1, settings.llm_max_streams)),
+        turns=TurnDetector(settings.asr.turn_detection),
+        policy=PolicyConfig(name=settings.llm.policy, max_streams=max(1, settings.llm.max_streams)),
         system_prompt=system_prompt,
         notices=notices,
     )

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,10 +46,43 @@ log = logging.getLogger(__name__)
 SignalSink = Callable[[Signal], bool]  # posts a signal for the front-end; False if it was dropped
 EventSink = Callable[[Event], None]  # publishes an event (the session stamps it)
 
-_FLUSH = object()  # end of the audio: commit pending words
-_END_TURN = object()  # the turn detector ended the turn: commit its words
-_RESET = object()  # new conversation: forget buffered audio
-_STOP = object()
+
+# --- what the session's thread sends the ASR and turn-detector threads, in order -------------------
+
+
+@dataclass(frozen=True)
+class Audio:
+    pcm: np.ndarray  # a copy of one input frame
+    t_end: float  # session time of its last sample
+
+
+@dataclass(frozen=True)
+class Flush:
+    """The audio ended: commit pending words."""
+
+    t_end: float
+
+
+@dataclass(frozen=True)
+class EndTurn:
+    """The turn detector ended the turn (ASR queue only): commit its words, then `event`."""
+
+    t_end: float
+    event: TurnEndEvent
+    speech_end_t: float  # where the turn's speech ended (the detector's VAD)
+
+
+@dataclass(frozen=True)
+class Reset:
+    """New conversation: forget buffered audio."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+Message = Audio | Flush | EndTurn | Reset | Stop
 
 
 class Backend:
@@ -106,7 +139,7 @@ class Backend:
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.asr is not None:
-            self._send(_STOP)
+            self._send(Stop())
             # Recognition finishes first: the words of a final flush still reach the loop, and
             # the loop does not close under the ASR thread.
             for thread in self._threads[1:]:
@@ -136,11 +169,11 @@ class Backend:
     def push_audio(self, frame: np.ndarray, t_end: float) -> None:
         """A copy of the user's audio frame ending at session time `t_end`."""
         if self.asr is not None:
-            self._send((frame.copy(), t_end))
+            self._send(Audio(frame.copy(), t_end))
 
     def finish_audio(self, t_end: float) -> None:
         if self.asr is not None:
-            self._send((_FLUSH, t_end))
+            self._send(Flush(t_end))
 
     def on_companion_text(self, text: str) -> None:
         if text and self._loop is not None:
@@ -148,7 +181,7 @@ class Backend:
 
     def new_conversation(self) -> None:
         if self.asr is not None:
-            self._send(_RESET)
+            self._send(Reset())
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.manager.new_conversation)
 
@@ -157,16 +190,16 @@ class Backend:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._on_asr_events, events)
 
-    def _send(self, item) -> None:
+    def _send(self, message: Message) -> None:
         """To the ASR, then to the turn detector (so the ASR holds a turn's audio before its end)."""
-        self._put(self._audio, item)
+        self._put(self._audio, message)
         if self.turns is not None:
-            self._put(self._turn_audio, item)
+            self._put(self._turn_audio, message)
 
-    def _put(self, q: queue.Queue, item) -> None:
+    def _put(self, q: queue.Queue, message: Message) -> None:
         while True:
             try:
-                q.put_nowait(item)
+                q.put_nowait(message)
                 return
             except queue.Full:
                 try:
@@ -185,29 +218,29 @@ class Backend:
         assert self.asr is not None
         failures = 0
         while True:
-            item = self._audio.get()
+            message: Message | None = self._audio.get()
             batch, t_end = [], 0.0
-            while item is not None:  # coalesce what is queued: one recognition pass for all of it
-                if item is _STOP:
-                    return
-                if item is _RESET:
-                    self.asr.reset()
-                    batch = []
-                elif item[0] is _FLUSH:
-                    self._recognise(batch, t_end)
-                    batch = []
-                    self._guarded(lambda t=item[1]: self.asr.flush(t))
-                elif item[0] is _END_TURN:
-                    self._recognise(batch, t_end)
-                    batch = []
-                    self._guarded(lambda t=item[1], end=item[3]: self.asr.end_turn(t, end), then=item[2])
-                else:
-                    batch.append(item[0])
-                    t_end = item[1]
+            while message is not None:  # coalesce what is queued: one recognition pass for all of it
+                match message:
+                    case Stop():
+                        return
+                    case Reset():
+                        self.asr.reset()
+                        batch = []
+                    case Flush(t_end=t):
+                        self._recognise(batch, t_end)
+                        batch = []
+                        self._guarded(lambda t=t: self.asr.flush(t))
+                    case EndTurn(t_end=t, event=event, speech_end_t=end):
+                        self._recognise(batch, t_end)
+                        batch = []
+                        self._guarded(lambda t=t, end=end: self.asr.end_turn(t, end), then=event)
+                    case Audio(pcm=pcm, t_end=t_end):
+                        batch.append(pcm)
                 try:
-                    item = self._audio.get_nowait()
+                    message = self._audio.get_nowait()
                 except queue.Empty:
-                    item = None
+                    message = None
             failures = 0 if self._recognise(batch, t_end) else failures + 1
             if failures:
                 threading.Event().wait(min(0.5 * failures, 5.0))  # back off, then carry on
@@ -244,13 +277,18 @@ class Backend:
 
     def _run_turns(self) -> None:
         assert self.turns is not None
-        while (item := self._turn_audio.get()) is not _STOP:
-            if item is _RESET:
-                self.turns.reset()
-                continue
-            frame, t_end = item
+        while not isinstance(message := self._turn_audio.get(), Stop):
             try:  # frame by frame, never coalesced: its decisions are on the audio clock
-                events = self.turns.flush() if frame is _FLUSH else self.turns.feed(frame, t_end)
+                match message:
+                    case Reset():
+                        self.turns.reset()
+                        continue
+                    case Flush():
+                        events = self.turns.flush()
+                    case Audio(pcm=pcm, t_end=t_end):
+                        events = self.turns.feed(pcm, t_end)
+                    case _:  # EndTurn goes to the ASR alone
+                        continue
             except Exception as e:
                 log.exception("turn detection failed")
                 self.publish(ErrorEvent("asr", f"turn detection failed: {e}", error_kind(e)))
@@ -260,7 +298,7 @@ class Backend:
                 self._to_loop(self._on_turn_events, events, self.turns.speech_end_t)
             for event in events:
                 if isinstance(event, TurnEndEvent):
-                    self._put(self._audio, (_END_TURN, t_end, event, self.turns.speech_end_t))
+                    self._put(self._audio, EndTurn(message.t_end, event, self.turns.speech_end_t))
 
     # --- on the loop -----------------------------------------------------------------------------
 
@@ -285,8 +323,9 @@ class Backend:
                 # The answer can be named now only if it was asked with all the turn's words: the
                 # recognizer has decoded past the end of the speech (else it would answer "What is
                 # the capital of"), and the policy asks before the turn ends.
-                heard = getattr(self.asr, "heard_until", -math.inf) >= speech_end_t
-                wait = self._turn_waits_for_words() or not heard
+                heard = self.asr is not None and self.asr.heard_until >= speech_end_t
+                # Words the recognizer does not trust wait too: the answer may be a request to repeat.
+                wait = self._turn_waits_for_words() or not heard or not self.manager.turn_understood()
                 self._deferred_turn = event if wait else None
                 if not wait:
                     self.post_signal(TurnEnded(event.source, self.manager.answer_request()))

@@ -4,7 +4,9 @@ a steady rate. `bench oracle-lag --scripted-llm` and the tests start it; nothing
 
 Request n (counted from 1, in arrival order) answers "Answer n: …", so a test can tell whose text
 reached the front-end. Its first-token delay is `delays[n - 1]` where a list is given, else drawn
-from `delay_range` with a seeded generator. A client that hangs up stops its stream."""
+from `delay_range` with a seeded generator. A client that hangs up stops its stream. `script`,
+where given, says instead what request n streams: a list of `delta` objects (text, or pieces of
+structured `tool_calls`), ending with finish reason "tool_calls" when the last delta holds one."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,6 +27,7 @@ class ScriptedRequest:
     messages: list[dict]
     received: float  # time.monotonic()
     first_token_delay: float
+    tools: list[dict] | None = None  # the tools the request offered
     words_sent: int = 0
     hung_up: bool = False  # the client closed the connection before the answer ended
 
@@ -36,6 +39,7 @@ class ScriptedLlmServer:
     words_per_s: float = 40.0
     answer_words: int = 30
     seed: int = 0
+    script: Callable[[int, list[dict]], list[dict]] | None = None  # (n, messages) -> the deltas to stream
     requests: list[ScriptedRequest] = field(default_factory=list)
     url: str = ""
 
@@ -66,14 +70,14 @@ class ScriptedLlmServer:
             self._server.server_close()
             self._server = None
 
-    def _register(self, messages: list[dict]) -> ScriptedRequest:
+    def _register(self, messages: list[dict], tools: list[dict] | None) -> ScriptedRequest:
         with self._lock:
             number = len(self.requests) + 1
             if self.delays is not None and number <= len(self.delays):
                 delay = self.delays[number - 1]
             else:
                 delay = self._random.uniform(*self.delay_range)
-            request = ScriptedRequest(number, messages, time.monotonic(), delay)
+            request = ScriptedRequest(number, messages, time.monotonic(), delay, tools)
             self.requests.append(request)
             return request
 
@@ -95,7 +99,7 @@ class ScriptedLlmServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                request = server._register(body.get("messages", []))
+                request = server._register(body.get("messages", []), body.get("tools"))
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
@@ -104,12 +108,14 @@ class ScriptedLlmServer:
                     self.wfile.flush()
                     if server._stop.wait(request.first_token_delay):
                         return
-                    for word in server._answer(request.number):
-                        self._event({"content": word}, None)
+                    deltas = (server.script(request.number, request.messages) if server.script
+                              else [{"content": word} for word in server._answer(request.number)])
+                    for delta in deltas:
+                        self._event(delta, None)
                         request.words_sent += 1
                         if server._stop.wait(1.0 / server.words_per_s):
                             return
-                    self._event({}, "stop")
+                    self._event({}, "tool_calls" if deltas and "tool_calls" in deltas[-1] else "stop")
                     self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()
                 except OSError:  # BrokenPipe / ConnectionReset: the client hung up

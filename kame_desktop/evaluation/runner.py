@@ -67,8 +67,8 @@ class RunSettings:
         """The Settings of the sessions this run builds (through the one assembly path)."""
         from kame_desktop.assembly import run_settings
 
-        return run_settings(self.frontend, self.checkpoint, self.llm, self.llm_url, self.llm_model,
-                            policy=self.policy)  # fmt: skip
+        return run_settings(frontend=self.frontend, checkpoint=self.checkpoint, llm=self.llm, llm_url=self.llm_url,
+                            llm_model=self.llm_model, policy=self.policy)
 
 
 # --- session assembly (the one place; see the module docstring) --------------------------------

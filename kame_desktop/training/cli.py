@@ -71,17 +71,20 @@ PREDICTION_TOKENS = 64  # 30 words with room to spare
 
 def make_llm(kind: str, url: str | None, model: str | None, threads: int = 2):
     """The app's own providers: the embedded llama.cpp model or any OpenAI-compatible server."""
+    from kame_desktop.choices import LLM_KINDS, OPENAI_URL, check_choice
+
+    check_choice(kind, LLM_KINDS, "LLM provider (--llm)")
     if kind == "local":
         from kame_desktop.backend.llm.local import LocalLlm
 
         return LocalLlm(model_path=model, n_threads=threads, max_tokens=PREDICTION_TOKENS)
-    if kind == "openai":
-        from kame_desktop.backend.llm.openai_compat import OpenAiLlm
-        from kame_desktop.config import llm_api_key
+    from kame_desktop.backend.llm.openai_compat import OpenAiLlm
+    from kame_desktop.config import llm_api_key, llm_url_problem
 
-        return OpenAiLlm(url or "https://api.openai.com/v1", model or "gpt-4.1-nano", api_key=llm_api_key(),
-                         max_tokens=PREDICTION_TOKENS)
-    raise KameError(f"--llm must be local or openai, not {kind!r}")
+    url = OPENAI_URL if url is None else url  # --llm-url "" is an error, not OpenAI's host
+    if problem := llm_url_problem(url):
+        raise KameError(f"--llm-url: {problem}")
+    return OpenAiLlm(url, model or "gpt-4.1-nano", api_key=llm_api_key(), max_tokens=PREDICTION_TOKENS)
 
 
 @app.command()

@@ -330,7 +330,7 @@ def _check_resume(out: Path, settings: FinetuneSettings) -> None:
     path = out / RUN_FILE
     if not path.is_file():
         raise TrainingDataError(f"{out}: no {RUN_FILE}; nothing to resume (drop --resume to start)")
-    old = json.loads(path.read_text())["settings"]
+    old = {"oracle_embedding_mode": "separate"} | json.loads(path.read_text())["settings"]  # runs before the option: separate
     new = _settings_json(settings)
     changed = [k for k in _RESUME_KEYS if json.dumps(old.get(k)) != json.dumps(new.get(k))]
     if changed:

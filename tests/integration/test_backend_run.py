@@ -35,7 +35,7 @@ QUESTION = "What is the capital of France?"
 SECRET = "sk-test-SECRET123"
 RUN_TIMEOUT = 120.0
 BACKEND_KINDS = {"asr_partial", "asr_final", "speech_end", "turn_end", "llm_request", "llm_first_chunk",
-                 "llm_chunk", "llm_done", "llm_cancelled", "error"}  # fmt: skip
+                 "llm_chunk", "llm_adopted", "llm_done", "llm_cancelled", "error"}  # fmt: skip
 CONCURRENT = 3  # paced runs at once (2 cores: the failure runs do no LLM work)
 
 

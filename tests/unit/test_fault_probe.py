@@ -14,11 +14,10 @@ import stat
 import pytest
 
 from kame_desktop import config
-from kame_desktop.assembly import backend_settings
-from kame_desktop.backend.factory import BackendSettings, make_asr, make_backend, make_llm
+from kame_desktop.backend.factory import make_asr, make_backend, make_llm
 from kame_desktop.backend.llm.base import UnavailableLlm
-from kame_desktop.config import LlmSettings, Settings, llm_api_key, secrets_path, settings_path
-from kame_desktop.errors import AsrError, HistoryError, LlmError
+from kame_desktop.config import AsrSettings, LlmSettings, Settings, llm_api_key, secrets_path, settings_path
+from kame_desktop.errors import AsrError, HistoryError, KameError, LlmError
 from kame_desktop.events import AsrFinalEvent, ErrorEvent, SessionStartEvent, Stamped, Word
 from kame_desktop.history import HistoryStore
 
@@ -43,26 +42,26 @@ def test_a_bad_base_url_is_refused_and_no_other_host_stands_in(url, monkeypatch)
     # Before: "" (and " " once stripped) became https://api.openai.com/v1, with the key.
     monkeypatch.setenv("KAME_LLM_API_KEY", KEY)
     with pytest.raises(LlmError) as caught:
-        make_llm(backend_settings(custom(url)))
+        make_llm(custom(url))
     assert caught.value.kind == "bad_input" and not caught.value.retryable
     problem = config.llm_url_problem(url.strip() if url == " " else url)
     assert problem and "base URL" in problem and KEY not in problem
-    backend = make_backend(backend_settings(custom(url)), lambda _s: None, lambda _e: None, asr=NoAsr())
+    backend = make_backend(custom(url), lambda _s: None, lambda _e: None, asr=NoAsr())
     assert isinstance(backend.llm, UnavailableLlm), "no request goes anywhere"
     assert [n.message for n in backend.notices if isinstance(n, ErrorEvent)] == [str(caught.value)]
     with pytest.raises(AsrError):  # the OpenAI recognizer follows the LLM's server, never OpenAI's instead
-        make_asr(dataclasses.replace(backend_settings(custom(url)), asr="openai"))
+        make_asr(dataclasses.replace(custom(url), asr=AsrSettings(provider="openai")))
 
 
 def test_a_key_pasted_as_the_base_url_is_not_repeated(monkeypatch, caplog):
-    backend = make_backend(backend_settings(custom(KEY)), lambda _s: None, lambda _e: None, asr=NoAsr())
+    backend = make_backend(custom(KEY), lambda _s: None, lambda _e: None, asr=NoAsr())
     assert isinstance(backend.llm, UnavailableLlm)
     assert "http://" in backend.llm.reason and KEY not in backend.llm.reason and KEY not in caplog.text
 
 
 @pytest.mark.parametrize("url", ["http://localhost:11434/v1", "https://openrouter.ai/api/v1", "http://127.0.0.1:9/v1"])
 def test_a_good_base_url_is_used_as_typed(url):
-    assert make_llm(backend_settings(custom(url))).base_url == url
+    assert make_llm(custom(url)).base_url == url
     assert config.llm_url_problem(url) is None
 
 
@@ -71,7 +70,7 @@ def test_a_good_base_url_is_used_as_typed(url):
 
 def test_a_system_prompt_too_long_for_the_local_model_says_by_how_much():
     # Before: the request failed with llama.cpp's "Requested tokens (…) exceed context window of 4096".
-    settings = BackendSettings(llm="local", llm_model="smollm2-135m", system_prompt="You are a turtle. " * 2000)
+    settings = Settings(llm=LlmSettings(gguf_path="smollm2-135m"), system_prompt="You are a turtle. " * 2000)
     backend = make_backend(settings, lambda _s: None, lambda _e: None, asr=NoAsr())
     assert isinstance(backend.llm, UnavailableLlm)
     [notice] = [n for n in backend.notices if isinstance(n, ErrorEvent)]
@@ -84,10 +83,31 @@ def test_a_system_prompt_too_long_for_the_local_model_says_by_how_much():
 
 
 def test_a_system_prompt_that_fits_is_kept():
-    settings = BackendSettings(llm="openai", llm_url="http://127.0.0.1:9/v1", system_prompt="You are a turtle.")
+    settings = Settings(llm=LlmSettings(provider="openai", base_url="http://127.0.0.1:9/v1"), system_prompt="You are a turtle.")
     backend = make_backend(settings, lambda _s: None, lambda _e: None, asr=NoAsr())
     assert not isinstance(backend.llm, UnavailableLlm) and backend.notices == ()
     assert backend.system_prompt == "You are a turtle."
+
+
+def test_a_long_system_prompt_for_a_server_is_left_to_the_server():
+    # A server's context is not known here (128k is common): only the local model's is checked.
+    settings = Settings(llm=LlmSettings(provider="openai", base_url="http://127.0.0.1:9/v1"),
+                        system_prompt="You are a turtle. " * 2000)
+    backend = make_backend(settings, lambda _s: None, lambda _e: None, asr=NoAsr())
+    assert not isinstance(backend.llm, UnavailableLlm) and backend.notices == ()
+
+
+def test_an_empty_llm_url_on_the_command_line_is_refused_not_replaced(monkeypatch):
+    # Before: `--llm openai --llm-url ""` (an unset shell variable) asked OpenAI's host, with the key.
+    from kame_desktop.assembly import run_settings
+    from kame_desktop.training.cli import make_llm as training_llm
+
+    monkeypatch.setenv("KAME_LLM_API_KEY", KEY)
+    with pytest.raises(LlmError, match="base URL"):
+        make_llm(run_settings(llm="openai", llm_url=""))
+    with pytest.raises(KameError, match="base URL"):
+        training_llm("openai", "", None)
+    assert make_llm(run_settings(llm="openai")).base_url == "https://api.openai.com/v1"  # no --llm-url: OpenAI
 
 
 # --- 5: damaged history files ---------------------------------------------------------------------

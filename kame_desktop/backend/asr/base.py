@@ -24,6 +24,7 @@ from kame_desktop.events import SAMPLE_RATE, Event, SpeechEndEvent, SpeechStartE
 
 class AsrProvider(Protocol):
     name: str  # what the status line shows, e.g. "whisper:base"
+    heard_until: float  # session time up to which the words are decoded (-inf: not known)
 
     def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
         """Take the next chunk of user audio ending at session time `t_end` (seconds)."""

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+from kame_desktop.errors import LlmError
+
+if TYPE_CHECKING:
+    from kame_desktop.backend.tools.base import ToolCall
+
+Message = dict[str, Any]  # {"role": "system" | "user" | "assistant" | "tool", "content": …, maybe "tool_calls"}
 T = TypeVar("T")
 _timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
 
@@ -23,6 +28,13 @@ async def by_deadline(step: Awaitable[T], deadline: float) -> T:
         return await step
 
 
+def stalled(who: str, texts: int, first_chunk_timeout: float, chunk_timeout: float) -> LlmError:
+    """The error for an answer that did not start, or stopped, within its deadline."""
+    if texts:
+        return LlmError(f"{who} stopped after {texts} chunks (nothing for {chunk_timeout:g} s) — retrying", kind="busy")
+    return LlmError(f"{who} gave no answer within {first_chunk_timeout:g} s — retrying", kind="busy")
+
+
 class LlmProvider(Protocol):
     name: str  # what the status line shows, e.g. "local:SmolLM2-135M-Instruct"
     context_tokens: int  # the model's context window, for trimming the history
@@ -34,14 +46,16 @@ class LlmProvider(Protocol):
         KameError saying why it cannot."""
         ...
 
-    async def prime(self, system_prompt: str) -> None:
-        """Read the system prompt ahead of the first request, where that saves time later."""
+    async def prime(self, system_prompt: str, tools: list[dict] | None = None) -> None:
+        """Read the system prompt (with the tools offered) ahead of the first request, where that
+        saves time later."""
         ...
 
-    def stream(self, messages: list[Message]) -> AsyncIterator[str]:
-        """Yield the answer's text chunks as they arrive. Cancelling the consuming task stops
-        generation. Failures raise LlmError with a message the user can act on; a stream that
-        ends without a finish reason raises LlmError too (cut off)."""
+    def stream(self, messages: list[Message], tools: list[dict] | None = None) -> AsyncIterator[str | ToolCall]:
+        """Yield the answer's text chunks as they arrive, and the tool calls it makes (offered
+        `tools`, OpenAI's schema), never as text. Cancelling the consuming task stops generation.
+        Failures raise LlmError with a message the user can act on; a stream that ends without a
+        finish reason raises LlmError too (cut off)."""
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -68,12 +82,10 @@ class UnavailableLlm:
     def load(self) -> None:
         pass
 
-    async def prime(self, system_prompt: str) -> None:
+    async def prime(self, system_prompt: str, tools: list[dict] | None = None) -> None:
         pass
 
-    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
-        from kame_desktop.errors import LlmError
-
+    async def stream(self, messages: list[Message], tools: list[dict] | None = None) -> AsyncIterator[str]:
         raise LlmError(self.reason, retryable=False, kind=self.kind)  # type: ignore[arg-type]
         yield ""  # an async generator, like the real providers
 

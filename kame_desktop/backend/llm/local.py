@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kame_desktop.backend.llm.base import Message, by_deadline
+from kame_desktop.backend.llm.base import Message, by_deadline, stalled
+from kame_desktop.backend.tools.base import ToolCall, ToolCallText
 from kame_desktop.errors import LlmError, ModelFileError
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ class LocalLlm:
                 log.info("loaded %s (n_ctx=%d, threads=%d)", path.name, self.n_ctx, self.n_threads)
             return self._llm
 
-    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+    async def stream(self, messages: list[Message], tools: list[dict] | None = None) -> AsyncIterator[str | ToolCall]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stop = threading.Event()
@@ -171,7 +172,7 @@ class LocalLlm:
                     return
                 with self._gen_lock:
                     post(("started", None))
-                    post(("done", self._generate(messages, stop, lambda t: post(("text", t)))))
+                    post(("done", self._generate(messages, tools, stop, lambda t: post(("text", t)))))
             except BaseException as exc:  # handed to the caller, re-raised there
                 post(("error", exc))
 
@@ -180,6 +181,7 @@ class LocalLlm:
         # or for the generation before it to stop is not the model stalling.
         deadline: float | None = None
         texts = 0
+        written = ToolCallText()  # the model writes its calls as <tool_call> text (its chat template says so)
         try:
             while True:
                 if deadline is None:
@@ -194,7 +196,8 @@ class LocalLlm:
                 elif kind == "text":
                     texts += 1
                     deadline = loop.time() + self.chunk_timeout
-                    yield value
+                    for item in written.push(value):
+                        yield item
                 elif kind == "error":
                     if isinstance(value, (LlmError, ModelFileError)):
                         raise value
@@ -202,34 +205,33 @@ class LocalLlm:
                 else:
                     if not value:
                         raise LlmError("the LLM stream was cut off (no finish reason)")
+                    for item in written.flush():
+                        yield item
                     return
         finally:
             stop.set()  # consumer cancelled or gone: the thread stops at the next token
             self._active.discard(stop)
 
     def _stalled(self, texts: int) -> LlmError:
-        if texts:
-            return LlmError(
-                f"the local LLM stopped after {texts} chunks (nothing for {self.chunk_timeout:g} s) — retrying",
-                kind="busy",
-            )
-        return LlmError(f"the local LLM gave no answer within {self.first_chunk_timeout:g} s — retrying", kind="busy")
+        return stalled("the local LLM", texts, self.first_chunk_timeout, self.chunk_timeout)
 
-    async def prime(self, system_prompt: str) -> None:
-        """Evaluate the system prompt once, ahead of the first request: llama.cpp keeps it in its
-        KV cache, so every request then starts with only the conversation to read."""
+    async def prime(self, system_prompt: str, tools: list[dict] | None = None) -> None:
+        """Evaluate the system prompt (and the tools the template lists in it) once, ahead of the
+        first request: llama.cpp keeps it in its KV cache, so every request then starts with only
+        the conversation to read."""
         messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "hi"}]
 
         def work() -> None:
             with self._gen_lock:
-                self.load().create_chat_completion(messages=messages, max_tokens=1)  # type: ignore[arg-type]
+                self.load().create_chat_completion(messages=messages, tools=tools, max_tokens=1)  # type: ignore[arg-type]
 
         await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
-    def _generate(self, messages: list[Message], stop: threading.Event, emit: Any) -> bool:
+    def _generate(self, messages: list[Message], tools: list[dict] | None, stop: threading.Event, emit: Any) -> bool:
         """Runs on the worker thread; returns whether the model gave a finish reason."""
         chunks: Iterator[Any] = self.load().create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
+            tools=tools,  # type: ignore[arg-type]
             stream=True,
             max_tokens=self.max_tokens,
             temperature=self.temperature,

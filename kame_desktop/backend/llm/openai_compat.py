@@ -11,7 +11,8 @@ import math
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kame_desktop.backend.llm.base import Message, by_deadline
+from kame_desktop.backend.llm.base import Message, by_deadline, stalled
+from kame_desktop.backend.tools.base import ToolCall, ToolCallText
 from kame_desktop.config import redact
 from kame_desktop.errors import LlmError
 
@@ -60,7 +61,7 @@ class OpenAiLlm:
         second or more on a slow machine, which the first request would otherwise pay."""
         import openai  # noqa: F401
 
-    async def prime(self, system_prompt: str) -> None:
+    async def prime(self, system_prompt: str, tools: list[dict] | None = None) -> None:
         pass  # a server keeps no per-client prompt cache worth filling
 
     def _get_client(self) -> AsyncOpenAI:
@@ -77,8 +78,12 @@ class OpenAiLlm:
             )
         return self._client
 
-    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+    async def stream(self, messages: list[Message], tools: list[dict] | None = None) -> AsyncIterator[str | ToolCall]:
         extra: dict[str, Any] = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
+        if tools:
+            extra["tools"] = tools
+        calls: dict[int, dict[str, str]] = {}  # streamed tool_calls, by their index: id, name, arguments
+        written = ToolCallText()  # calls a server passes on as text (llama_cpp.server)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.first_chunk_timeout
         texts = 0  # text chunks received
@@ -116,7 +121,11 @@ class OpenAiLlm:
                     if isinstance(text, str) and text:
                         texts += 1
                         deadline = loop.time() + self.chunk_timeout
-                        yield text
+                        for item in written.push(text):
+                            yield item
+                    for part in getattr(delta, "tool_calls", None) or ():
+                        deadline = loop.time() + self.chunk_timeout
+                        _add_call_part(calls, part)
                     if getattr(choice, "finish_reason", None):
                         finished = True
         except LlmError:
@@ -128,14 +137,14 @@ class OpenAiLlm:
                 await response.close()  # cancelled or abandoned: drop the connection now
         if not finished:
             raise LlmError("the LLM stream was cut off (no finish reason)")
+        for item in written.flush():
+            yield item
+        for index in sorted(calls):
+            call = calls[index]
+            yield ToolCall(call["name"], call["arguments"] or "{}", call["id"] or f"call_{index}")
 
     def _stalled(self, texts: int) -> LlmError:
-        if texts:
-            return LlmError(
-                f"the LLM stopped sending after {texts} chunks (nothing for {self.chunk_timeout:g} s) — retrying",
-                kind="busy",
-            )
-        return LlmError(f"the LLM sent no answer within {self.first_chunk_timeout:g} s — retrying", kind="busy")
+        return stalled("the LLM", texts, self.first_chunk_timeout, self.chunk_timeout)
 
     def _check_content_type(self, response: Any) -> None:
         """A web page where the API should be (a proxy, a login portal, a URL without /v1)
@@ -205,3 +214,17 @@ class OpenAiLlm:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _add_call_part(calls: dict[int, dict[str, str]], part: Any) -> None:
+    """One streamed piece of a structured tool call: the id and name come once, the arguments'
+    JSON text in pieces, all under the call's index (several calls can interleave)."""
+    index = getattr(part, "index", None)
+    call = calls.setdefault(index if isinstance(index, int) else len(calls), {"id": "", "name": "", "arguments": ""})
+    if isinstance(getattr(part, "id", None), str):
+        call["id"] = part.id
+    function = getattr(part, "function", None)
+    for key in ("name", "arguments"):
+        value = getattr(function, key, None)
+        if isinstance(value, str):
+            call[key] += value

@@ -55,6 +55,10 @@ class CheckpointFiles:
         return max(self.lm_kwargs["dep_q"], self.lm_kwargs["n_q"] - self.lm_kwargs["dep_q"])
 
 
+class MissingHubFile(CheckpointError):
+    """The hub repo exists but has no such file (a checkpoint without config.json is allowed)."""
+
+
 def _hub_download(repo: str, filename: str, revision: str | None) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -72,7 +76,7 @@ def _hub_download(repo: str, filename: str, revision: str | None) -> Path:
             "connect to the internet or give a local checkpoint folder"
         ) from e
     except EntryNotFoundError as e:
-        raise CheckpointError(f"'{filename}' is not in Hugging Face repo '{repo}'") from e
+        raise MissingHubFile(f"'{filename}' is not in Hugging Face repo '{repo}'") from e
     except OSError as e:
         raise CheckpointError(f"cannot download '{filename}' from '{repo}': {e}") from e
 
@@ -134,9 +138,7 @@ def resolve_checkpoint(
     else:
         try:
             config_file = _hub_download(repo, "config.json", revision)  # type: ignore[arg-type]
-        except CheckpointError as e:
-            if "is not in" not in str(e):
-                raise
+        except MissingHubFile:
             config_file = None
     if config_file is None:
         warnings.warn(f"{source} has no config.json; assuming Moshi 7B with the default file names", stacklevel=2)

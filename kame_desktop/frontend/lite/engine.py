@@ -66,6 +66,11 @@ SCAN_CHARS = 600  # answer text split per frame at most: a huge answer never sta
 # 1,150-character answer peaked at 920 MB in 600-character calls, 280 MB in these, 195 MB for a
 # two-sentence answer).
 TTS_PIECE_CHARS = 100
+# A sentence up to twice that goes to Piper whole (a cut mid-sentence costs its prosody), and a
+# stretch with no sentence end is spoken before it ends only past three times that (~50 words:
+# no ordinary sentence is that long).
+WHOLE_SENTENCE_CHARS = 2 * TTS_PIECE_CHARS
+UNPUNCTUATED_CHARS = 3 * TTS_PIECE_CHARS
 _LONG_CLAUSE_WORDS = 14  # speak a long unpunctuated stretch at its last comma rather than wait
 ECHO_SETTLE_S = 0.5
 MAX_SENTENCES = 2
@@ -398,7 +403,7 @@ class LiteFrontEnd:
         done = answer.done and whole
         opening = not progress.queued
         sentences, used = first_clause(rest, done) if opening else split_ready(rest, done)
-        if not sentences and len(rest) > TTS_PIECE_CHARS:
+        if not sentences and len(rest) > UNPUNCTUATED_CHARS:
             # A long stretch with nowhere to cut (no punctuation): speak its whole words now, in
             # pieces the TTS takes without a memory spike, rather than wait for the window to fill.
             # (The text after the last space may be a word still growing: it waits, unless the
@@ -406,7 +411,7 @@ class LiteFrontEnd:
             used = rest.rfind(" ") + 1 or (0 if whole else len(rest))
             sentences = [rest[:used].strip()] if used else []
         for sentence in sentences:
-            for piece in tts_pieces(sentence):
+            for piece in tts_pieces(sentence) if len(sentence) > WHOLE_SENTENCE_CHARS else [sentence]:
                 self._jobs.put((key, progress.queued, piece))
                 progress.queued += 1
         progress.sent_chars += used

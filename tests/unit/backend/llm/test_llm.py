@@ -221,7 +221,7 @@ def test_local_cancel_in_the_iteration_a_chunk_arrives_still_stops_generation(mo
 
         task = asyncio.create_task(consume())
 
-        def generate(messages, stop, emit):
+        def generate(messages, tools, stop, emit):
             time.sleep(0.2)  # the consumer is waiting for the first chunk
             emit("One")
             loop.call_soon_threadsafe(task.cancel)  # right behind the chunk
@@ -346,16 +346,15 @@ def test_a_key_at_the_truncation_point_does_not_leak(stub_llm_server, caplog):
 
 
 def test_deadlines_default_to_what_a_voice_app_needs():
-    from kame_desktop.assembly import backend_settings
     from kame_desktop.backend.factory import make_llm
     from kame_desktop.config import LlmSettings, Settings
 
     llm = OpenAiLlm("http://127.0.0.1:9/v1", "m")
     assert (llm.first_chunk_timeout, llm.chunk_timeout) == (10.0, 5.0)
     settings = Settings(llm=LlmSettings(provider="openai", first_chunk_timeout_s=7.0, chunk_timeout_s=2.5))
-    made = make_llm(backend_settings(settings))
+    made = make_llm(settings)
     assert (made.first_chunk_timeout, made.chunk_timeout) == (7.0, 2.5)  # settings reach the provider
-    local = make_llm(backend_settings(Settings(llm=LlmSettings(first_chunk_timeout_s=3.0, chunk_timeout_s=1.5))))
+    local = make_llm(Settings(llm=LlmSettings(first_chunk_timeout_s=3.0, chunk_timeout_s=1.5)))
     assert (local.first_chunk_timeout, local.chunk_timeout) == (3.0, 1.5)
 
 
@@ -388,7 +387,7 @@ def test_a_web_page_is_not_an_openai_endpoint(stub_llm_server):
 def test_local_stall_after_three_tokens_hits_the_chunk_deadline(monkeypatch):
     llm = LocalLlm(SMOLLM2, chunk_timeout=0.3, first_chunk_timeout=0.3)
 
-    def generate(messages, stop, emit):  # three tokens, then the model hangs (until cancelled)
+    def generate(messages, tools, stop, emit):  # three tokens, then the model hangs (until cancelled)
         for piece in ("One", " two", " three"):
             emit(piece)
         stop.wait(10)

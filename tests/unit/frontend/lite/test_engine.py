@@ -360,6 +360,32 @@ def test_a_long_answer_without_punctuation_reaches_the_tts_in_short_pieces_of_wh
     assert "".join(said).split() == words
 
 
+def test_an_ordinary_long_sentence_streamed_word_by_word_is_spoken_whole():
+    # Pieces are for runaway text: a 150-character sentence waits for its full stop and goes to
+    # the voice in one piece (a cut in its middle would break its prosody).
+    import time
+
+    tts = CountingTts()
+    frontend = LiteFrontEnd(tts, barge_in=False)
+    second = ("Mount Everest is the tallest mountain above sea level and its summit stands more than eight "
+              "thousand eight hundred meters high above the ground today.")
+    words = ["Yes."] + second.split()
+    signals = {0: [OracleReset(1), TurnEnded("vad", 1)]}
+    for k, word in enumerate(words):
+        signals[1 + k] = [OracleText(1, word)]
+    signals[2 + len(words)] = [OracleDone(1)]
+    try:
+        for i in range(3000):
+            if i > max(signals) and len(" ".join(tts.sentences).split()) >= len(words):
+                break
+            frontend.step(SILENCE, signals.get(i, []))
+            time.sleep(0.002)
+    finally:
+        frontend.close()
+    assert len(second) > 140 and "," not in second
+    assert tts.sentences == ["Yes.", second]
+
+
 PIPER_PEAK = """
 import resource, time
 import numpy as np
