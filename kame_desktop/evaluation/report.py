@@ -90,6 +90,7 @@ def summarize(out: Path, questions: list[Question] | None = None) -> dict[str, A
         "replies": len(replies),
         "median_audio_wer": _median3([t["audio_wer"] for t in replies if t.get("audio_wer") is not None]),
         "by_category": by_category,
+        "category_accuracy": {name: c["accuracy"] for name, c in by_category.items() if "accuracy" in c},
         "ids": [q.id for q, _ in results],
         "runs": run.get("runs", []),
     }

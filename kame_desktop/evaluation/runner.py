@@ -17,7 +17,9 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kame_desktop.config import DATA_DIR_ENV
 from kame_desktop.errors import KameError
 from kame_desktop.evaluation.dialog import CAP_S, Dialog, Segment
 from kame_desktop.evaluation.questions import Question, load_set
@@ -206,9 +209,7 @@ def _check_run_file(out: Path, settings: RunSettings) -> None:
 def _log_run(out: Path, started: float, questions: int) -> None:
     """Append this run's wall time and the machine's load to run.json: real-time figures on a
     shared machine mean little without them."""
-    import os
     import platform
-    import time
 
     from kame_desktop.fileio import atomic_write_bytes
 
@@ -267,6 +268,7 @@ class _Recorder:
             "session": self.session_index,
             "frames": [first.start, last.end],
             "turns": turns,
+            "answered_at": round(time.time(), 1),  # the clock the `tools` set's time answers are checked against
         }
         from kame_desktop.fileio import atomic_write_bytes
 
@@ -276,18 +278,37 @@ class _Recorder:
 
 
 def run_questions(settings: RunSettings, out: Path, progress: Callable[[Question], None] | None = None) -> list[Question]:
-    """Run every question of the set without a result yet; returns the questions of the set."""
-    from kame_desktop.audio.sources import NullSink
-    from kame_desktop.evaluation.speech import Speaker
-
+    """Run every question of the set without a result yet; returns the questions of the set.
+    Timers and notes the companion is asked to set go to the run's own folder (`out/data`),
+    never the user's."""
     settings.check()
     questions = load_set(settings.set, settings.limit)
     _check_run_file(out, settings)
     pending, next_session = pending_questions(out, questions)
     if not pending:
         return questions
-    done = progress or (lambda q: None)
-    import time
+    with _data_dir(out / "data"):
+        _run_pending(settings, out, pending, next_session, progress or (lambda q: None))
+    return questions
+
+
+@contextlib.contextmanager
+def _data_dir(path: Path) -> Iterator[None]:
+    old = os.environ.get(DATA_DIR_ENV)
+    os.environ[DATA_DIR_ENV] = str(path.resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[DATA_DIR_ENV]
+        else:
+            os.environ[DATA_DIR_ENV] = old
+
+
+def _run_pending(settings: RunSettings, out: Path, pending: list[Question], next_session: int,
+                 done: Callable[[Question], None]) -> None:
+    from kame_desktop.audio.sources import NullSink
+    from kame_desktop.evaluation.speech import Speaker
 
     started = time.time()
     parts = load_parts(settings)
@@ -304,4 +325,3 @@ def run_questions(settings: RunSettings, out: Path, progress: Callable[[Question
         with open_session(settings, parts, bus) as session:
             session.run(dialog, dialog.sink(NullSink()))
     _log_run(out, started, len(pending))
-    return questions

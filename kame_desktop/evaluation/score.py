@@ -16,7 +16,14 @@ from kame_desktop.evaluation.judge import Judge, build_prompt
 from kame_desktop.evaluation.latency import turn_latency_ms
 from kame_desktop.evaluation.questions import Question
 from kame_desktop.evaluation.runner import RESULT_FILE, question_dir, read_result
-from kame_desktop.evaluation.scoring import audio_wer, fact_hit, repeated, speaker_label
+from kame_desktop.evaluation.scoring import (
+    audio_wer,
+    clock_answers,
+    fact_hit,
+    repeated,
+    speaker_label,
+    tool_set,
+)
 from kame_desktop.events import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -97,8 +104,13 @@ def score_run(out: Path, questions: list[Question], judge: Judge | None = None, 
             replies.append(turn["said"])
         result["latency_ms"] = result["turns"][0]["latency_ms"]  # the question's: its first turn's
         if question.is_fact:
-            result["hit"] = fact_hit(result["turns"][0]["said"], question.answers)
-            result["hit_transcript"] = fact_hit(result["turns"][0]["transcript"], question.answers)
+            set_by_tool = [tool_set(records, a) for a in question.answers]
+            if any(s is not None for s in set_by_tool):  # a timer: what was done, not what was said
+                result["hit"] = result["hit_transcript"] = any(set_by_tool)
+            else:
+                answers = clock_answers(question.answers, result.get("answered_at", 0.0))
+                result["hit"] = fact_hit(result["turns"][0]["said"], answers)
+                result["hit_transcript"] = fact_hit(result["turns"][0]["transcript"], answers)
         elif judge is not None and result.get("judge", {}).get("name") != judge.settings.name:
             answers = [t["said"] for t in result["turns"]]
             verdicts = [judge.grade(build_prompt(question, answers, k)) for k in range(len(answers))]

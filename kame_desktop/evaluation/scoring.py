@@ -27,6 +27,49 @@ def fact_hit(said: str, answers: Iterable[str]) -> bool:
     return any(f" {normalize(a)} " in haystack for a in answers if normalize(a))
 
 
+def clock_answers(answers: Iterable[str], at: float) -> list[str]:
+    """The answers with {time}, {weekday} and {date} filled in from the clock at `at` (epoch
+    seconds, local time): a time counts within one minute, in 24- or 12-hour form."""
+    from datetime import datetime, timedelta
+
+    t = datetime.fromtimestamp(at)
+    out: list[str] = []
+    for answer in answers:
+        if answer == "{time}":
+            for minute in (t + timedelta(minutes=d) for d in (-1, 0, 1)):
+                out += [f"{minute:%H:%M}", f"{minute.hour % 12 or 12}:{minute:%M}"]
+        elif answer == "{weekday}":
+            out.append(f"{t:%A}")
+        elif answer == "{date}":
+            out += [f"{t:%B} {t.day}", f"{t.day} {t:%B}", f"{t:%B} {t.day}th", f"{t.day}th {t:%B}"]
+        else:
+            out.append(answer)
+    return out
+
+
+def tool_set(records: Iterable[dict], answer: str) -> bool | None:
+    """For {timer:SECONDS} / {reminder:MINUTES}: did the turn set one that long (within 2 %),
+    by its tool_call and an ok tool_result? None for any other answer."""
+    import json
+
+    match = re.fullmatch(r"\{(timer|reminder):(\d+(?:\.\d+)?)\}", answer)
+    if match is None:
+        return None
+    name, key = ("set_timer", "seconds") if match.group(1) == "timer" else ("set_reminder", "minutes")
+    want = float(match.group(2))
+    records = list(records)
+    done = {r.get("request") for r in records if r.get("kind") == "tool_result" and r.get("name") == name and r.get("ok")}
+    for r in records:
+        if r.get("kind") == "tool_call" and r.get("name") == name and r.get("request") in done:
+            try:
+                value = float(json.loads(r.get("arguments") or "{}").get(key))
+            except (TypeError, ValueError):
+                continue
+            if abs(value - want) <= 0.02 * want:
+                return True
+    return False
+
+
 def speaker_label(said: str) -> bool:
     """The reply contains a transcript-style label ("User:", "kame :"): the model is writing
     the dialogue rather than speaking its part."""

@@ -55,6 +55,8 @@ def test_report_figures_and_plots(tmp_path):
     assert (s["speaker_label_replies"], s["repeated_replies"], s["replies"]) == (1, 1, 6)
     assert s["by_category"]["science"] == {"questions": 1, "accuracy": 0.0}
     assert s["by_category"]["stem"] == {"questions": 1, "score": 5.0}
+    assert s["category_accuracy"] == {n: c["accuracy"] for n, c in s["by_category"].items() if "accuracy" in c}
+    assert s["category_accuracy"]["science"] == 0.0 and "stem" not in s["category_accuracy"]
     # ticks for the 3 measured latencies; 1 rated question with a latency; 2 fact categories
     assert s["plots"] == {"latency.png": 3, "categories.png": 2, "latency_vs_score.png": 1}
     assert all((tmp_path / name).stat().st_size > 5000 for name in s["plots"])
