@@ -127,12 +127,30 @@ class SessionStartEvent(Event):
 class AsrPartialEvent(Event):
     text: str
     words: tuple[Word, ...] = ()
+    avg_logprob: float | None = None  # the recognizer's confidence, where it gives one (see asr_final)
+    no_speech_prob: float | None = None
 
 
 @dataclass(frozen=True)
 class AsrFinalEvent(Event):
     text: str
     words: tuple[Word, ...] = ()
+    # Whisper: the mean over the words of their segment's average token log probability, and the
+    # highest no-speech probability among those segments; None where the recognizer gives none.
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+
+@dataclass(frozen=True)
+class AsrUnclearEvent(Event):
+    """The turn's words are unreliable (the recognizer's confidence): instead of answering them,
+    the companion hears `reply` (a short request to repeat) as the answer of `request`."""
+
+    request: int
+    heard: str  # the words that were not trusted
+    reply: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
 
 
 @dataclass(frozen=True)

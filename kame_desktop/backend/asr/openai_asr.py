@@ -34,6 +34,16 @@ def wav_bytes(pcm16k: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _scores(segments: object) -> tuple[float | None, float | None]:
+    """(avg_logprob, no_speech_prob) from verbose_json's segments (whisper-1 gives them; the
+    gpt-4o transcription models give none: their words are trusted)."""
+    scores = [(getattr(s, "avg_logprob", None), getattr(s, "no_speech_prob", None)) for s in segments or ()]
+    scores = [(float(lp), float(ns or 0.0)) for lp, ns in scores if lp is not None]
+    if not scores:
+        return None, None
+    return round(sum(lp for lp, _ in scores) / len(scores), 3), round(max(ns for _, ns in scores), 3)
+
+
 def spread_words(text: str, start: float, end: float) -> tuple[Word, ...]:
     """Words of `text` given equal shares of [start, end]."""
     tokens = text.split()
@@ -113,7 +123,7 @@ class OpenAiAsr(SegmentingAsr):
             words = tuple(Word(w.word.strip(), round(t0 + w.start, 3), round(t0 + w.end, 3)) for w in api_words)
         else:
             words = spread_words(text, start, end)
-        return [AsrFinalEvent(text, words)]
+        return [AsrFinalEvent(text, words, *_scores(getattr(result, "segments", None)))]
 
     def _explain(self, e: Exception) -> str:
         o = self._openai

@@ -132,6 +132,8 @@ class WhisperAsr(SegmentingAsr):
         self.max_utterance_s = max_utterance_s
         self.trim_s = trim_s
         self.last_decode_s = 0.0  # wall time of the last pass (paces the next one)
+        # The last pass's words -> (avg_logprob, no_speech_prob) of the segment each came from.
+        self._confidence: dict[Word, tuple[float, float]] = {}
         # Off: a pass every partial_interval of audio whatever the CPU (runs that are not paced
         # at real time, where wall-clock pacing only adds run-to-run variation).
         self.adaptive_pacing = True
@@ -227,14 +229,22 @@ class WhisperAsr(SegmentingAsr):
                     commit.append(tail.pop(0))
         events: list[Event] = []
         if commit:
-            events.append(AsrFinalEvent(_text(commit), tuple(commit)))
+            events.append(AsrFinalEvent(_text(commit), tuple(commit), *self._scores(commit)))
             u.committed += commit
             u.committed_end = commit[-1].end
         u.tail = tail
         if _text(tail) != u.partial:
             u.partial = _text(tail)
-            events.append(AsrPartialEvent(u.partial, tuple(tail)))
+            events.append(AsrPartialEvent(u.partial, tuple(tail), *self._scores(tail)))
         return events
+
+    def _scores(self, words: list[Word]) -> tuple[float | None, float | None]:
+        """(avg_logprob, no_speech_prob) of `words`: the mean of their segments' average log
+        probability (per word) and the highest no-speech probability among them."""
+        scores = [self._confidence[w] for w in words if w in self._confidence]
+        if not scores:
+            return None, None
+        return round(sum(s[0] for s in scores) / len(scores), 3), round(max(s[1] for s in scores), 3)
 
     def _trim(self, u: _Utterance, t1: float) -> None:
         # Cut at the last committed word; with nothing committed (noise, music), keep trim_s.
@@ -263,6 +273,7 @@ class WhisperAsr(SegmentingAsr):
                 temperature=(0.0, 0.2, 0.4, 0.6) if final else 0.0,
             )
             words: list[Word] = []
+            self._confidence = {}
             for seg in segments:  # a lazy generator: the decoding happens here
                 if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:  # Whisper's own silence rule
                     continue
@@ -274,6 +285,7 @@ class WhisperAsr(SegmentingAsr):
                         start = min(max(t0 + float(w.start), t0), t1)
                         end = min(max(t0 + float(w.end), start), t1)
                         words.append(Word(text, round(start, 3), round(end, 3)))
+                        self._confidence[words[-1]] = (float(seg.avg_logprob), float(seg.no_speech_prob))
         finally:
             _window.frames = None
         return words

@@ -85,10 +85,14 @@ def test_openai_asr_uses_word_times_when_given(stub_transcriber, one_sentence):
 
     pcm, (start, end) = one_sentence
     words = [{"word": "The", "start": 0.5, "end": 0.7}, {"word": "weather", "start": 0.7, "end": 1.1}]
-    stub_transcriber.reply = (200, {"text": "The weather", "language": "english", "duration": 3.0, "words": words})
+    segments = [{"id": i, "seek": 0, "start": 0.5, "end": 1.1, "text": "The weather", "tokens": [1], "temperature": 0.0,
+                 "avg_logprob": lp, "compression_ratio": 1.0, "no_speech_prob": ns} for i, (lp, ns) in enumerate([(-0.2, 0.1), (-0.6, 0.3)])]
+    stub_transcriber.reply = (200, {"text": "The weather", "language": "english", "duration": 3.0, "words": words,
+                                    "segments": segments})
     asr = OpenAiAsr(stub_transcriber.url, model="whisper-1")
     final = next(e for _, e in feed_all(asr, pcm) if isinstance(e, AsrFinalEvent))
     assert b"verbose_json" in stub_transcriber.requests[0][2]
+    assert (final.avg_logprob, final.no_speech_prob) == (-0.4, 0.3), "the segments' scores reach the back-end"
     w0, w1 = final.words
     assert (w0.word, w1.word) == ("The", "weather")
     assert w1.start - w0.start == pytest.approx(0.2, abs=1e-3)
