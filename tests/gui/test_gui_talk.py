@@ -35,11 +35,11 @@ def test_push_to_talk_gates_audio(make_window, qtbot, parts):
     # the hold key (settings.audio.ptt_key, Space by default) does the same
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow, timeout=2000)
-    qtbot.keyPress(window.transcript.user, Qt.Key.Key_Space)
+    qtbot.keyPress(window.transcript, Qt.Key.Key_Space)
     mark = wait_frames(2)
     wait_frames(3)
     assert min(recorder.peaks[mark:]) > 0.25
-    qtbot.keyRelease(window.transcript.user, Qt.Key.Key_Space)
+    qtbot.keyRelease(window.transcript, Qt.Key.Key_Space)
     mark = wait_frames(2)
     wait_frames(3)
     assert max(recorder.peaks[mark:]) == 0.0
@@ -68,12 +68,14 @@ def test_oracle_tokens_appear_in_order_with_resets(make_window, qtbot, parts, ti
         script=script,
     )
     qtbot.waitUntil(lambda: window.status.status.text() == "Stopped", timeout=15000)
-    text = window.transcript.oracle.plain_text()
-    order = [text.find(s) for s in ("⟲ reset 0", "hello world", "⟲ reset 1", "good bye")]
+    text = window.transcript.text("oracle")
+    order = [text.find(s) for s in ("⟲ request 0", "hello world", "⟲ request 1", "good bye")]
     assert -1 not in order and order == sorted(order), text
-    # exactly the oracle tokens the front-end fed, in order (markers aside)
-    pieces = [r.event.piece for r in window.controller.records if r.event.kind == "oracle_token"]
-    assert pieces[0] == "<start>" and pieces.count("<start>") == 2
-    shown = text.replace("⟲ reset 0 ", "").replace("\n⟲ reset 1 ", "").replace("▶", "")
-    assert shown == "".join(p for p in pieces if p != "<start>").replace("\u2581", " ")
-    assert window.transcript.assistant.plain_text(), "the companion's words show too"
+    # exactly the oracle tokens the front-end fed, in order, under their reset's marker
+    records = window.controller.records
+    for request in (0, 1):
+        pieces = [r.event.piece for r in records if r.event.kind == "oracle_token" and r.event.request == request]
+        assert pieces[0] == "<start>" and pieces.count("<start>") == 1
+        fed = "".join(pieces[1:]).replace("\u2581", " ").strip()
+        assert f"⟲ request {request} · reset\n{fed}" in text, text
+    assert window.transcript.text("reply"), "the companion's words show too"

@@ -1,13 +1,30 @@
-"""The transcript pane, fed through the window's bridge as the session would (from a thread):
-partials are replaced by finals, and auto-scroll pauses while the user has scrolled up."""
+"""The conversation view, fed through the window's bridge as the session would (from a thread):
+partials are replaced by finals, requests sit under the reply of the turn they were asked in,
+a barge-in marks the cut, an old history file (no llm_adopted) still reads, and auto-scroll
+pauses while the user has scrolled up."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
+from PySide6.QtCore import QUrl
 
-from kame_desktop.events import AsrFinalEvent, AsrPartialEvent, AssistantTokenEvent, Stamped
+from kame_desktop.events import (
+    AsrFinalEvent,
+    AsrPartialEvent,
+    AssistantTokenEvent,
+    BargeInEvent,
+    LlmAdoptedEvent,
+    LlmCancelledEvent,
+    LlmChunkEvent,
+    LlmDoneEvent,
+    LlmRequestEvent,
+    OracleResetEvent,
+    OracleTokenEvent,
+    Stamped,
+    TurnEndEvent,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -18,25 +35,94 @@ def post(window, *events) -> None:
     thread.join()
 
 
-def test_partial_replaced_by_final_and_scroll_pauses(make_window, qtbot):
-    window = make_window(start=False)
-    user, companion = window.transcript.user, window.transcript.assistant
-    post(window, AsrPartialEvent("what is"), AsrPartialEvent("what is the cap"))
-    qtbot.waitUntil(lambda: user.plain_text() == "what is the cap ")
-    post(window, AsrFinalEvent("what is the capital"), AsrPartialEvent("of fr"))
-    qtbot.waitUntil(lambda: user.plain_text() == "what is the capital of fr ")
-    post(window, AsrFinalEvent("of France?"))
-    qtbot.waitUntil(lambda: user.plain_text() == "what is the capital of France? ")
+def shown(window, index: int, part: str) -> str:
+    return window.transcript.text(part, index)
 
-    post(window, *[AssistantTokenEvent(None, f" line {i}\n") for i in range(200)])
-    bar = companion.verticalScrollBar()
-    qtbot.waitUntil(lambda: "line 199" in companion.plain_text())
-    assert bar.maximum() > 0 and bar.value() == bar.maximum()  # follows the new text
+
+def drawn(window) -> int:
+    window.transcript.redraw()
+    return len(window.transcript.turns)
+
+
+def test_partial_grey_then_final(make_window, qtbot):
+    window = make_window(start=False)
+    post(window, AsrPartialEvent("what is"), AsrPartialEvent("what is the cap"))
+    qtbot.waitUntil(lambda: drawn(window) == 1 and shown(window, 0, "question").endswith("what is the cap"))
+    assert "#9a9a9a" in window.transcript.toHtml(), "a partial is grey"
+    post(window, AsrFinalEvent("what is the capital"), AsrPartialEvent("of fr"))
+    qtbot.waitUntil(lambda: shown(window, 0, "question").endswith("what is the capital of fr"))
+    post(window, AsrFinalEvent("of France?"), AsrPartialEvent(""))
+    qtbot.waitUntil(lambda: shown(window, 0, "question").endswith("what is the capital of France?"))
+    assert "#9a9a9a" not in window.transcript.toHtml(), "final words only"
+
+
+def _turn(n: int, question: str, answer: str, cancelled: str = "stale words") -> list:
+    """Two requests while the question is spoken (the first cancelled), the second heard."""
+    a, b = 2 * n + 1, 2 * n + 2
+    return [
+        AsrPartialEvent(question.split()[0]), LlmRequestEvent(a, "reactive", 1), LlmChunkEvent(a, cancelled),
+        AsrFinalEvent(question), LlmRequestEvent(b, "reactive", len(question.split())), LlmChunkEvent(b, answer[:5]),
+        LlmAdoptedEvent(b, 310.0), LlmCancelledEvent(a, "superseded"), OracleResetEvent(b),
+        OracleTokenEvent(b, 1, "<start>"), *[OracleTokenEvent(b, 2, "\u2581" + w) for w in answer.split()],
+        TurnEndEvent("vad"), LlmChunkEvent(b, answer[5:]), LlmDoneEvent(b, "stop"),
+        *[AssistantTokenEvent(3, "\u2581" + w) for w in answer.split()],
+    ]
+
+
+def test_each_reply_under_its_question_with_its_requests(make_window, qtbot):
+    window = make_window(start=False)
+    post(window, *_turn(0, "What is the capital of France?", "Paris is the capital."))
+    post(window, *_turn(1, "How many legs does a spider have?", "A spider has eight legs."))
+    post(window, BargeInEvent(4), *_turn(2, "Who wrote Romeo and Juliet?", "Shakespeare wrote it."))
+    qtbot.waitUntil(lambda: drawn(window) == 3 and "Shakespeare wrote it." in shown(window, 2, "reply"))
+    for i, (q, a) in enumerate([("capital of France?", "Paris is the capital."),
+                                ("a spider have?", "A spider has eight legs."),
+                                ("Romeo and Juliet?", "Shakespeare wrote it.")]):
+        assert shown(window, i, "question").endswith(q)
+        assert shown(window, i, "reply").removesuffix(" ⟂ interrupted").endswith(a)
+        oracle = shown(window, i, "oracle")
+        first, second = 2 * i + 1, 2 * i + 2
+        assert f"· request {first} · reactive, 1 words · cancelled (superseded)\nstale words" in oracle, oracle
+        assert f"⟲ request {second} · reactive" in oracle and "heard after 310 ms · done" in oracle
+        assert oracle.index(f"request {first}") < oracle.index(f"request {second}")
+        turn = window.transcript.turn_text(i)  # the document: question, reply, then its requests
+        assert turn.index(q) < turn.index(a) < turn.index(f"request {first}") < turn.index(f"request {second}")
+        assert shown(window, i, "toggle") == "▾ Oracle · 2 requests", "open by default"
+    assert shown(window, 1, "reply").endswith("legs. ⟂ interrupted"), "the reply cut by the barge-in"
+    assert "interrupted" not in shown(window, 0, "reply") + shown(window, 2, "reply")
+    window.transcript.anchorClicked.emit(QUrl("fold:0"))  # a click on the turn's "Oracle" heading
+    assert shown(window, 0, "toggle") == "▸ Oracle · 2 requests" and shown(window, 0, "oracle") == ""
+    assert "stale words" not in window.transcript.turn_text(0) and "stale words" in window.transcript.turn_text(1)
+    window.transcript.anchorClicked.emit(QUrl("fold:0"))
+    assert "stale words" in window.transcript.turn_text(0)
+
+
+def test_old_history_without_adoption_reads(make_window, qtbot):
+    """A lite conversation saved before llm_adopted: its requests and their text, in turns."""
+    window = make_window(start=False)
+    old = [e for e in _turn(0, "What is the capital of France?", "Paris.") + _turn(1, "And of Spain?", "Madrid.")
+           if not isinstance(e, LlmAdoptedEvent | OracleResetEvent | OracleTokenEvent)]
+    window.show_history([Stamped(i, e) for i, e in enumerate(old)])
+    assert drawn(window) == 2
+    assert shown(window, 1, "question").endswith("And of Spain?") and shown(window, 1, "reply") .endswith("Madrid.")
+    oracle = shown(window, 1, "oracle")
+    assert "request 4 · reactive, 3 words · done\nMadrid." in oracle and "request 3" in oracle, oracle
+    assert "request 1" not in oracle
+
+
+def test_scroll_follows_unless_the_user_scrolled_up(make_window, qtbot):
+    window = make_window(start=False)
+    for n in range(12):
+        post(window, *_turn(n, f"question number {n} please", f"answer number {n}."))
+    bar = window.transcript.verticalScrollBar()
+    qtbot.waitUntil(lambda: drawn(window) == 12 and bar.maximum() > 0)
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum())  # follows the new turns
     bar.setValue(0)  # the user scrolls up to read
-    post(window, *[AssistantTokenEvent(None, f" more {i}\n") for i in range(20)])
-    qtbot.waitUntil(lambda: "more 19" in companion.plain_text())
+    post(window, *_turn(12, "one more question", "one more answer."))
+    qtbot.waitUntil(lambda: drawn(window) == 13)
+    qtbot.wait(100)
     assert bar.value() == 0  # paused
     bar.setValue(bar.maximum())  # back at the bottom: follows again
-    post(window, AssistantTokenEvent(None, " last\n"))
-    qtbot.waitUntil(lambda: "last" in companion.plain_text())
-    assert bar.value() == bar.maximum()
+    post(window, *_turn(13, "last question", "last answer."))
+    qtbot.waitUntil(lambda: drawn(window) == 14)
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum())
