@@ -3,7 +3,9 @@ schema of `events.py` (a header line, then `Stamped.to_record()` records), plus 
 (JSON: the same lines; Markdown: a readable transcript, also used by the GUI's copy action).
 
 Every string is redacted against the current API key before it reaches a file or the clipboard.
-Files are written atomically, so a crash never leaves half a conversation behind.
+Saves and exports are written atomically. The live conversation is appended as it goes
+(`ConversationLog`: each batch appended and fsync'ed), so a kill or a power cut loses at most the
+batch being written, and a line cut short costs only that line when the file is read.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import queue
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -219,6 +224,112 @@ class HistoryStore:
             raise HistoryError(
                 f"cannot delete {path.name} from {self.root} ({e.strerror or type(e).__name__}) — make that folder writable"
             ) from None
+
+
+class ConversationLog:
+    """The live conversation, appended to its history file as it goes, off the caller's thread.
+
+    `append(records)` hands over the records not yet written (the caller keeps the count in
+    `handed`): the first batch that has words creates the file (header + records), each batch
+    is appended and fsync'ed. A write that fails is kept in `error` (and raised by `wait`); the
+    records stay handed over, and the next batch retries the ones not written."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        self.store = store
+        self.id: str | None = None
+        self.handed = 0  # records handed over so far (the caller's list index)
+        self.error: HistoryError | None = None
+        self._pending: list[Stamped] = []  # handed over, not yet on disk
+        self._queue: queue.Queue[list[Stamped] | None] = queue.Queue()  # batches; None: a wait() marker; []: the end
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._redact: RecordRedactor | None = None
+        self._done: list[threading.Event] = []
+
+    def append(self, records: list[Stamped]) -> None:
+        """Write `records` (the next ones after those handed over) soon, on the writer thread."""
+        if not records:
+            return
+        self.handed += len(records)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kame-history", daemon=True)
+            self._thread.start()
+        self._queue.put(list(records))
+
+    def wait(self, timeout: float = 10.0) -> None:
+        """Until what was handed over is written; raises the write's HistoryError if one failed."""
+        if self._thread is not None:
+            done = threading.Event()
+            self._done.append(done)
+            self._queue.put(None)  # a marker: everything before it has been written
+            done.wait(timeout)
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """End the writer thread once what was handed over is written (the log is done)."""
+        if self._thread is not None:
+            self._queue.put([])  # the end marker
+            self._thread.join(10.0)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch == []:
+                return
+            if batch is None:
+                self._done.pop(0).set()
+                continue
+            self._pending += batch
+            if not has_text(self._pending) and self.id is None:
+                continue  # no file for a conversation without words (yet)
+            try:
+                self._write(self._pending)
+                self._pending, self.error = [], None
+            except HistoryError as e:
+                self.error = e
+                log.warning("%s", e)
+
+    def _write(self, records: list[Stamped]) -> None:
+        if self._redact is None:
+            self._redact = RecordRedactor()  # the key looked up once, on this thread: the keyring may be slow
+        lines = [self._redact(r.to_record()) for r in records]
+        if self.id is None:
+            now = datetime.now(timezone.utc)
+            conversation_id = f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+            header = self._redact(make_header(records))
+            lines.insert(0, header)
+        else:
+            conversation_id = self.id
+        path = self.store.path(conversation_id)
+        data = "".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in lines).encode("utf-8")
+        with _writing(path, _HISTORY_FIX):
+            if self.id is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # transcripts are private
+            size = os.fstat(fd).st_size
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            except OSError:  # a full disk: no half batch left behind for the retry to follow
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+            finally:
+                os.close(fd)
+            if self.id is None:  # the new file's name survives a power cut too
+                with contextlib.suppress(OSError):
+                    dir_fd = os.open(path.parent, os.O_RDONLY)
+                    try:
+                        os.fsync(dir_fd)
+                    finally:
+                        os.close(dir_fd)
+        self.id = conversation_id
+
+
+def has_text(records: list[Stamped]) -> bool:
+    """Whether a conversation has words worth keeping."""
+    return any(r.event.kind in ("asr_final", "assistant_token", "oracle_token", "llm_chunk") for r in records)
 
 
 # --- exports ------------------------------------------------------------------------------------

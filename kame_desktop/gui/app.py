@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # the running instance raises its window
     window = open_window()
     instance = serve_window(window, instance)
+    from kame_desktop.gui.lifecycle import end_cleanly
+
+    end_cleanly(app, window)  # SIGTERM, SIGINT, a logout: the conversation is saved, the session stopped
     if window.tray is not None:  # the window may close to the tray: quit only when it really closes
         app.setQuitOnLastWindowClosed(False)
         window.closed.connect(app.quit)

@@ -41,7 +41,7 @@ from kame_desktop.gui.statusline import StatusLine
 from kame_desktop.gui.talkbar import TalkBar
 from kame_desktop.gui.transcript import TranscriptView
 from kame_desktop.gui.tray import CompanionTray, tray_available
-from kame_desktop.history import conversation_title, render_markdown
+from kame_desktop.history import ConversationLog, conversation_title, render_markdown
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ class MainWindow(QMainWindow):
         self.bridge.received.connect(self.on_notice, Qt.ConnectionType.QueuedConnection)
         self.controller = Controller(settings, self.bridge, **controller_kwargs)
         self.viewing: list[Stamped] | None = None  # a saved conversation shown read-only
+        self._log: ConversationLog | None = None  # the live conversation's history file, appended as it goes
+        self._log_problem = ""  # the history write error the banner shows
+        self._shut_down = False
         self._ptt_key = QKeySequence(settings.audio.ptt_key)
 
         self.state_indicator = StateIndicator()
@@ -181,6 +184,8 @@ class MainWindow(QMainWindow):
     def _on_event(self, stamped: Stamped) -> None:
         if self.viewing is None:
             self.transcript.handle(stamped)
+        if stamped.event.kind == "turn_end" or (stamped.event.kind == "speech_end" and stamped.event.source == "assistant"):
+            self._history_sync()  # at each turn's end and each reply's: a kill loses at most the turn under way
         match stamped.event:
             case SessionStartEvent(frontend=frontend, model=model, device=device, llm=llm):
                 self.status.set_status(f"{frontend} · {model} · {device}" + (f" · LLM {llm}" if llm else ""))
@@ -233,12 +238,60 @@ class MainWindow(QMainWindow):
             self._history_store = HistoryStore()
         return self._history_store
 
+    def _history_sync(self, records: list[Stamped] | None = None, wait: bool = False) -> None:
+        """Append the conversation's new records to its history file (on a writer thread; `wait`:
+        until written, raising HistoryError if that failed). Nothing when history is off."""
+        if not self.settings.history:
+            return
+        records = self.controller.records if records is None else records
+        if self._log is None:
+            self._log = ConversationLog(self.history_store)
+        self._log.append(records[self._log.handed :])
+        if wait:
+            self._log.wait()
+        elif self._log.error is not None and str(self._log.error) != self._log_problem:
+            self._log_problem = str(self._log.error)
+            self.banner.show_error(f"Could not save the conversation to history: {self._log.error}", settings_fix=False)
+
     def _save_history(self, records: list[Stamped]) -> None:
+        """The conversation ends (`records`: all of it): write what its file lacks."""
+        try:
+            self._finish_log(records)
+        except Exception as e:
+            self.banner.show_error(f"Could not save the conversation to history: {e}", settings_fix=False)
+
+    def save_now(self) -> None:
+        """Write what the history file lacks now (the desktop session is about to end)."""
+        try:
+            self._history_sync(wait=True)
+        except Exception as e:
+            log.warning("the conversation could not be saved: %s", e)
+
+    def shutdown(self) -> None:
+        """The app quits without the window closing (SIGTERM, SIGINT, the desktop session
+        ending): stop the session and write the rest of the conversation, asking nothing."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        QApplication.instance().removeEventFilter(self)
+        self.controller.stop()
+        try:
+            self._finish_log(self.controller.take_records())
+        except Exception as e:
+            log.warning("the conversation's last events were not saved: %s", e)
+
+    def _finish_log(self, records: list[Stamped]) -> None:
+        """Write what the conversation's file lacks (`records`: all of it) and start a new one."""
+        conversation, self._log, self._log_problem = self._log, None, ""
         if self.settings.history and has_words(records):
+            conversation = conversation or ConversationLog(self.history_store)
+            conversation.append(records[conversation.handed :])
             try:
-                self.history_store.save(records)
-            except Exception as e:
-                self.banner.show_error(f"Could not save the conversation to history: {e}", settings_fix=False)
+                conversation.wait()
+            finally:
+                conversation.close()
+        elif conversation is not None:
+            conversation.close()
 
     def new_conversation(self) -> None:
         self.leave_history()
@@ -364,25 +417,29 @@ class MainWindow(QMainWindow):
         # The conversation is saved while the window can still say that it cannot be: a banner
         # raised on a closing window is never seen, and the conversation would be lost silently.
         records = list(self.controller.records)
-        saved_id: str | None = None
+        saved = True
         if self.settings.history and has_words(records):
             try:
-                saved_id = self.history_store.save(records).id
+                self._history_sync(records, wait=True)
             except Exception as e:  # HistoryError: an unwritable or missing folder, a full disk
                 if not self._keep_unsaved(str(e), records):
                     event.ignore()  # the user stays, with the conversation and the session
                     return
+                saved = False
         QApplication.instance().removeEventFilter(self)
         self.global_key.stop()
         if self.tray is not None:
             self.tray.close()
         self.controller.stop()
         final = self.controller.take_records()
-        if saved_id is not None and len(final) > len(records):  # what was said after the first save
+        if saved:  # what was said after that save
             try:
-                self.history_store.save(final, conversation_id=saved_id)
+                self._finish_log(final)
             except Exception as e:  # it was writable a moment ago: nothing left to show it on
                 log.warning("the conversation's last events were not saved: %s", e)
+        elif self._log is not None:
+            self._log.close()
+        self._shut_down = True  # quitting after this has nothing left to save
         event.accept()
         self.closed.emit()
 
