@@ -26,6 +26,15 @@ POLICIES: tuple[str, ...] = get_args(Policy)
 TurnDetection = Literal["smart", "silence"]  # how the back-end hears that the user has finished
 TURN_DETECTIONS: tuple[str, ...] = get_args(TurnDetection)
 
+# How the microphone is heard: while a key is held, always, or after a wake word (for one turn).
+ListeningMode = Literal["push_to_talk", "open_mic", "wake_word"]
+LISTENING_MODES: tuple[str, ...] = get_args(ListeningMode)
+LISTENING_LABELS = {"push_to_talk": "Push to talk", "open_mic": "Open mic", "wake_word": "Wake word"}
+
+# The wake words whose models ship in ovos-ww-plugin-wakeforge (audio/wake_word.py).
+WakeWord = Literal["alexa", "wake_up", "hey_mycroft", "hey_mycroft_synthetic"]
+WAKE_WORDS: tuple[str, ...] = get_args(WakeWord)
+
 ComputeDevice = Literal["auto", "cuda", "mps", "cpu"]
 COMPUTE_DEVICES: tuple[str, ...] = get_args(ComputeDevice)
 

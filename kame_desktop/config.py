@@ -30,10 +30,12 @@ from kame_desktop.choices import (
     AsrKind,
     ComputeDevice,
     FrontEndKind,
+    ListeningMode,
     LlmKind,
     Policy,
     Precision,
     TurnDetection,
+    WakeWord,
 )
 from kame_desktop.fileio import atomic_write_bytes
 
@@ -93,8 +95,10 @@ class AudioSettings:
     input_device: str = ""  # empty: the system default
     output_device: str = ""
     echo_cancellation: bool = True  # off for headsets
-    open_mic: bool = False  # False: push-to-talk
+    listening: ListeningMode = "push_to_talk"  # hold a key, open mic, or a wake word then one turn
     ptt_key: str = "Space"
+    wake_word: WakeWord = "alexa"  # chosen by `bench wake` (audio/wake_word.py MEASURED)
+    wake_sensitivity: float = 0.5  # 0..1; 0.5: the model's own threshold, higher hears it more readily
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,16 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
     return _build(Settings, data, "")
 
 
+def _upgrade(cls: Any, data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A table written by an earlier version, in today's keys: `[audio] open_mic = true/false`
+    (before the wake word) is `listening = "open_mic"/"push_to_talk"`."""
+    if cls is AudioSettings and "listening" not in data and isinstance(data.get("open_mic"), bool):
+        return {**data, "listening": "open_mic" if data["open_mic"] else "push_to_talk"}
+    return data
+
+
 def _build(cls: Any, data: Mapping[str, Any], where: str, quiet: bool = False) -> Any:
+    data = _upgrade(cls, data)
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -300,6 +313,8 @@ def _merge(cls: Any, new: dict[str, Any], written: Mapping[str, Any]) -> dict[st
             out[name] = written[name]  # unchanged since it was read: as written
         else:
             out[name] = value
+    if cls is AudioSettings and "listening" in out:
+        out.pop("open_mic", None)  # `listening` says it now (_upgrade)
     return out
 
 

@@ -28,6 +28,7 @@ from kame_desktop.audio.sources import AudioSink, AudioSource
 from kame_desktop.config import Settings
 from kame_desktop.errors import ErrorKind, KameError, error_kind
 from kame_desktop.events import FRAME_SECONDS, EventBus, Stamped
+from kame_desktop.listening import ListeningNotice, WakeGate, chime
 
 if TYPE_CHECKING:
     from kame_desktop.frontend.base import FrontEnd
@@ -127,8 +128,7 @@ class ControlledSource:
         lag_ms = max(0.0, (now - self._t0 - self.index * FRAME_SECONDS) * 1000)
         self.index += 1
         self._step_start = now
-        if c.muted or not (c.open_mic or c.ptt_pressed):
-            frame = np.zeros_like(frame)
+        frame = c.gate(frame)
         c.input_level = _rms(frame)
         c.notify(FrameStats(self.frame_ms, lag_ms, c.input_level, c.output_level))
         return frame
@@ -141,7 +141,7 @@ class ControlledSink:
 
     def write(self, frame: np.ndarray) -> None:
         self.controller.output_level = _rms(frame)
-        self.inner.write(frame)
+        self.inner.write(self.controller.mix_chime(frame))
 
     def close(self) -> None:
         self.inner.close()
@@ -167,7 +167,9 @@ class Controller:
         self.audio_factory = audio_factory or build_audio
         self.backend_factory = backend_factory  # None: the one the settings describe
         self.script = list(script)
-        self.open_mic = settings.audio.open_mic
+        self.listening = settings.audio.listening  # push_to_talk, open_mic or wake_word
+        self.wake: WakeGate | None = None  # wake_word: built on the inference thread (it loads a model)
+        self._chime = np.zeros(0, np.float32)  # still to play
         self.ptt_pressed = False
         self.muted = False
         self.input_level = 0.0
@@ -223,7 +225,8 @@ class Controller:
     def restart(self, settings: Settings) -> None:
         self.stop()
         self.settings = settings
-        self.open_mic = settings.audio.open_mic
+        self.listening = settings.audio.listening
+        self.wake = None
         self.start()
 
     def _run(self, stop: threading.Event, actions: queue.Queue, run: int, previous: threading.Thread | None) -> None:
@@ -259,6 +262,7 @@ class Controller:
         try:
             if not stop.is_set():
                 self.session = session
+                self._load_wake()
                 self.notify(StatusNotice("Ready"))
                 frames = session.run(ControlledSource(source, self, stop, actions), ControlledSink(sink, self), self.script)
         except Exception as e:
@@ -293,6 +297,9 @@ class Controller:
     # --- events ---------------------------------------------------------------------------------
 
     def _on_event(self, stamped: Stamped) -> None:
+        wake = self.wake
+        if wake is not None:
+            wake.on_event(stamped.event)
         with self._records_lock:
             self.records.append(stamped)
         self.notify(stamped)
@@ -307,8 +314,58 @@ class Controller:
     def set_ptt(self, pressed: bool) -> None:
         self.ptt_pressed = pressed
 
-    def set_open_mic(self, on: bool) -> None:
-        self.open_mic = on
+    def set_listening(self, mode: str) -> None:
+        """push_to_talk, open_mic or wake_word (whose model loads on the inference thread)."""
+        self.listening = mode
+        if mode == "wake_word" and self.running:
+            self.post(self._load_wake)
+        else:
+            self.notify(ListeningNotice(mode))
+
+    # --- listening (the inference thread) -------------------------------------------------------
+
+    def gate(self, frame: np.ndarray) -> np.ndarray:
+        """What the session hears of one input frame, by the listening mode."""
+        if self.muted:
+            return np.zeros_like(frame)
+        if self.ptt_pressed or self.listening == "open_mic":
+            return frame
+        wake = self.wake
+        if self.listening == "wake_word" and wake is not None:
+            heard, changed = wake.gate(frame, self.output_level)
+            if changed == "listening":
+                self._chime = chime()
+            if changed is not None:
+                self.notify(ListeningNotice("wake_word", changed, wake.word))
+            return heard
+        return np.zeros_like(frame)
+
+    def mix_chime(self, frame: np.ndarray) -> np.ndarray:
+        chime, n = self._chime, len(frame)
+        if not len(chime):
+            return frame
+        self._chime = chime[n:]
+        out = np.array(frame, np.float32, copy=True)
+        out[: min(n, len(chime))] += chime[:n]
+        return out
+
+    def _load_wake(self) -> None:
+        """Load the wake-word model when the mode needs it; a missing or damaged one is said in
+        one line and push-to-talk takes over."""
+        if self.listening != "wake_word":
+            self.notify(ListeningNotice(self.listening))
+            return
+        audio = self.settings.audio
+        if self.wake is None or self.wake.word != audio.wake_word:
+            try:
+                self.wake = WakeGate(audio.wake_word, audio.wake_sensitivity)
+            except KameError as e:
+                log.warning("wake word unavailable: %s", e)
+                self.wake, self.listening = None, "push_to_talk"
+                self.notify(ErrorNotice("wake_word", f"{e} — listening with push-to-talk instead", e.kind))
+                self.notify(ListeningNotice("push_to_talk"))
+                return
+        self.notify(ListeningNotice("wake_word", self.wake.state, self.wake.word))
 
     def set_muted(self, muted: bool) -> None:
         self.muted = muted

@@ -70,7 +70,7 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         ("gpu", lambda: check_gpu(settings)), ("portaudio", check_portaudio),
         ("audio-input", lambda: check_audio(settings, "input")), ("audio-output", lambda: check_audio(settings, "output")),
         ("qt-platform", check_qt), ("global-key", check_global_key), ("keyring", check_keyring), ("weights", lambda: check_weights(kame)),
-        ("llm", lambda: check_llm(settings)), ("disk", check_disk),
+        ("llm", lambda: check_llm(settings)), ("wake-word", lambda: check_wake_word(settings)), ("disk", check_disk),
     ]
     return [_guarded(name, check) for name, check in checks]
 
@@ -301,6 +301,20 @@ def _check_endpoint(base_url: str, model: str) -> Check:
     if r.status_code >= 400:
         return Check("llm", "warn", f"{base_url} answered HTTP {r.status_code} to /models", f"check the URL; {fallback}")
     return Check("llm", "ok", f"{base_url} reachable (model {model})" + ("" if key else ", no API key stored"))
+
+
+def check_wake_word(settings: Settings) -> Check:
+    """The chosen wake word's model loads (a failure only matters in wake-word mode)."""
+    from kame_desktop.audio.wake_word import WakeWordDetector
+    from kame_desktop.errors import ModelFileError
+
+    word = settings.audio.wake_word
+    try:
+        WakeWordDetector(word, settings.audio.wake_sensitivity)
+    except ModelFileError as e:
+        status = "fail" if settings.audio.listening == "wake_word" else "warn"
+        return Check("wake-word", status, str(e), "reinstall the package it names, or listen with push-to-talk")
+    return Check("wake-word", "ok", f"'{word}' loads ({settings.audio.listening} now)")
 
 
 def check_disk() -> Check:

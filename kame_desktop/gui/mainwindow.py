@@ -42,11 +42,12 @@ from kame_desktop.gui.talkbar import TalkBar
 from kame_desktop.gui.transcript import TranscriptView
 from kame_desktop.gui.tray import CompanionTray, tray_available
 from kame_desktop.history import ConversationLog, conversation_title, render_markdown
+from kame_desktop.listening import ListeningNotice
 
 log = logging.getLogger(__name__)
 
 # Settings a running session picks up without a restart.
-LIVE_FIELDS = {("audio", "open_mic"), ("audio", "ptt_key"), ("history",), ("desktop",)}
+LIVE_FIELDS = {("audio", "listening"), ("audio", "ptt_key"), ("history",), ("desktop",)}
 
 
 def needs_restart(old: Settings, new: Settings) -> bool:
@@ -110,12 +111,12 @@ class MainWindow(QMainWindow):
 
         self.talk.ptt.pressed.connect(lambda: self.controller.set_ptt(True))
         self.talk.ptt.released.connect(lambda: self.controller.set_ptt(False))
-        self.talk.open_mic.setChecked(settings.audio.open_mic)
-        self.talk.open_mic.toggled.connect(self._set_open_mic)
+        self.talk.show_mode(settings.audio.listening)
+        self.talk.listening.currentIndexChanged.connect(lambda _i: self._set_listening(self.talk.mode()))
         self.talk.mute.toggled.connect(self.controller.set_muted)
         self.talk.mute.toggled.connect(self.state_indicator.set_muted)
         self.talk.new_conversation.clicked.connect(self.new_conversation)
-        self._set_open_mic(settings.audio.open_mic)
+        self._set_listening(settings.audio.listening)
         self._build_menu()
         QApplication.instance().installEventFilter(self)
         self._quitting = False  # Quit (menu, tray): close for good even with "keep in tray" on
@@ -178,6 +179,8 @@ class MainWindow(QMainWindow):
             self.banner.show_error(*explain(obj.source, obj.message, obj.kind), source=obj.source)
         elif isinstance(obj, AudioRecovered):
             self.banner.clear("audio")
+        elif isinstance(obj, ListeningNotice):
+            self.talk.show_mode(obj.mode)  # push-to-talk when the wake word could not load
         elif isinstance(obj, SessionEnded) and obj.run == self.controller.run_id:  # not a restarted one
             self.status.set_status("Stopped")
 
@@ -196,9 +199,9 @@ class MainWindow(QMainWindow):
             case ErrorEvent(source=source, message=message, error_kind=kind):
                 self.banner.show_error(*explain(source, message, kind))
 
-    def _set_open_mic(self, on: bool) -> None:
-        self.controller.set_open_mic(on)
-        self.talk.ptt.setEnabled(not on)
+    def _set_listening(self, mode: str) -> None:
+        self.controller.set_listening(mode)
+        self.talk.show_mode(mode)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
         """The push-to-talk key, held anywhere in this window (auto-repeat ignored)."""
@@ -348,7 +351,9 @@ class MainWindow(QMainWindow):
         key_changed = (old.desktop.global_key, old.audio.ptt_key) != (new.desktop.global_key, new.audio.ptt_key)
         if key_changed and (self.global_key.active or on_a_desktop()):
             self.configure_global_key()
-        self.talk.open_mic.setChecked(new.audio.open_mic)
+        self.talk.show_mode(new.audio.listening)
+        if not needs_restart(old, new):  # a restart takes the mode (and loads the wake word) itself
+            self.controller.set_listening(new.audio.listening)
         if needs_restart(old, new):
             self._save_history(self.controller.take_records())
             self.transcript.clear()

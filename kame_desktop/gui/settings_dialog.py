@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -36,9 +37,12 @@ from kame_desktop.choices import (
     ASR_KINDS,
     COMPUTE_DEVICES,
     FRONTEND_KINDS,
+    LISTENING_LABELS,
+    LISTENING_MODES,
     POLICIES,
     PRECISIONS,
     TURN_DETECTIONS,
+    WAKE_WORDS,
 )
 from kame_desktop.config import LLM_PRESETS, Settings
 from kame_desktop.gui.banner import ErrorBanner
@@ -194,9 +198,12 @@ class SettingsDialog(QDialog):
         self.echo_cancellation = QCheckBox("Echo cancellation (off for headsets)")
         self.echo_cancellation.setChecked(s.audio.echo_cancellation)
         form.addRow(self.echo_cancellation)
-        self.open_mic = QCheckBox("Open mic (otherwise push-to-talk)")
-        self.open_mic.setChecked(s.audio.open_mic)
-        form.addRow(self.open_mic)
+        self.listening = QComboBox()
+        for mode in LISTENING_MODES:
+            self.listening.addItem(LISTENING_LABELS[mode], mode)
+        self.listening.setCurrentIndex(max(0, self.listening.findData(s.audio.listening)))
+        form.addRow("Listening", self.listening)
+        self._add_wake_rows(form, s)
         self.ptt_key = KeyCaptureEdit(s.audio.ptt_key)
         form.addRow("Push-to-talk key", self.ptt_key)
         self.ptt_key_problem = _warning_label("pttKeyProblem")
@@ -204,6 +211,22 @@ class SettingsDialog(QDialog):
         form.addRow(self.ptt_key_problem)
         self._add_desktop_rows(form, s)
         return page
+
+    def _add_wake_rows(self, form: QFormLayout, s: Settings) -> None:
+        """Which wake word (each with how well `bench wake` heard it) and how readily."""
+        from kame_desktop.audio.wake_word import wake_word_label
+
+        self.wake_word = QComboBox()
+        for word in WAKE_WORDS:
+            self.wake_word.addItem(wake_word_label(word), word)
+        self.wake_word.setCurrentIndex(max(0, self.wake_word.findData(s.audio.wake_word)))
+        form.addRow("Wake word", self.wake_word)
+        self.wake_sensitivity = QDoubleSpinBox()
+        self.wake_sensitivity.setRange(0.0, 1.0)
+        self.wake_sensitivity.setSingleStep(0.05)
+        self.wake_sensitivity.setValue(s.audio.wake_sensitivity)
+        self.wake_sensitivity.setToolTip("0.5: the model's own threshold; higher hears the word more readily, and wakes by mistake more often")
+        form.addRow("Wake-word sensitivity", self.wake_sensitivity)
 
     def _add_desktop_rows(self, form: QFormLayout, s: Settings) -> None:
         """The global talk key (and, in one line, why it cannot work here) and the tray."""
@@ -359,7 +382,9 @@ class SettingsDialog(QDialog):
                 input_device=self.input_device.currentText(),
                 output_device=self.output_device.currentText(),
                 echo_cancellation=self.echo_cancellation.isChecked(),
-                open_mic=self.open_mic.isChecked(),
+                listening=self.listening.currentData(),
+                wake_word=self.wake_word.currentData(),
+                wake_sensitivity=round(self.wake_sensitivity.value(), 2),
                 ptt_key=self.ptt_key.text().strip() or "Space",
             ),
             frontend=dataclasses.replace(

@@ -8,14 +8,17 @@ from typing import Literal
 
 from PySide6.QtWidgets import QLabel, QWidget
 
+from kame_desktop.audio.wake_word import PHRASES
 from kame_desktop.controller import AudioRecovered, ErrorNotice, SessionEnded, StatusNotice
 from kame_desktop.events import ErrorEvent, SpeechEndEvent, SpeechStartEvent, Stamped, TurnEndEvent
+from kame_desktop.listening import ListeningNotice
 
-State = Literal["loading", "listening", "hearing", "thinking", "speaking", "muted", "error", "stopped"]
+State = Literal["loading", "waiting", "listening", "hearing", "thinking", "speaking", "muted", "error", "stopped"]
 
 # state -> (text, background colour)
 LOOK: dict[str, tuple[str, str]] = {
     "loading": ("Loading…", "#9e9e9e"),
+    "waiting": ("Waiting for the wake word", "#00695c"),  # the text names the word (on_notice)
     "listening": ("Listening", "#2e7d32"),
     "hearing": ("Hearing you", "#1565c0"),
     "thinking": ("Thinking…", "#ef6c00"),
@@ -36,6 +39,7 @@ class StateIndicator(QLabel):
         self.conversation: State = "loading"  # what the conversation is doing
         self.problem: str | None = None  # why the companion cannot listen (audio, loading)
         self.muted = False
+        self.wake_word: str | None = None  # wake-word mode: the word it waits for
         # One style sheet, a rule per state: a state change only switches the `state` property.
         rules = "".join(f'#stateIndicator[state="{s}"] {{ background: {colour}; }}' for s, (_t, colour) in LOOK.items())
         self.setStyleSheet(
@@ -63,7 +67,15 @@ class StateIndicator(QLabel):
                     self.problem = None
                 self.conversation = "loading"
             case StatusNotice(text="Ready"):
-                self.conversation = "listening"
+                self.conversation = "waiting" if self.wake_word else "listening"
+            case ListeningNotice(mode="wake_word", state=state, wake_word=word):
+                self.wake_word = word
+                if self.conversation not in ("loading", "stopped"):
+                    self.conversation = state or "waiting"  # the chime and this say it listens now
+            case ListeningNotice():
+                self.wake_word = None
+                if self.conversation == "waiting":
+                    self.conversation = "listening"
             case ErrorNotice(source="audio" | "load" as source, message=message):
                 self.problem = MIC_PROBLEM if source == "audio" else "the session did not start"
                 self.setToolTip(message)
@@ -77,7 +89,7 @@ class StateIndicator(QLabel):
                 self.conversation = "thinking"
             case Stamped(event=SpeechStartEvent(source="assistant")):
                 self.conversation = "speaking"
-            case Stamped(event=SpeechEndEvent(source="assistant")):
+            case Stamped(event=SpeechEndEvent(source="assistant")) if self.conversation != "waiting":
                 self.conversation = "listening"
             case Stamped(event=ErrorEvent(source="llm")) if self.conversation == "thinking":
                 self.conversation = "listening"  # no answer is coming: the banner says why
@@ -87,7 +99,10 @@ class StateIndicator(QLabel):
 
     def _render(self) -> None:
         state = self.state
-        self.setText(f"Not listening — {self.problem}" if state == "error" else LOOK[state][0])
+        text = LOOK[state][0]
+        if state == "waiting" and self.wake_word:
+            text = f"Say “{PHRASES.get(self.wake_word, self.wake_word)}”"
+        self.setText(f"Not listening — {self.problem}" if state == "error" else text)
         if self.property("state") != state:
             self.setProperty("state", state)
             self.style().unpolish(self)

@@ -67,7 +67,7 @@ class CompanionTray(QObject):
             self.mode_group.addAction(action)
             self.mode_menu.addAction(action)
             self.mode_actions[mode] = action
-        window.talk.open_mic.toggled.connect(self._show_mode)
+        window.talk.mode_shown.connect(self._show_mode)
         self._show_mode()
         self.menu.addSeparator()
         self.open_action = self.menu.addAction("Open the window", window.show_window)
@@ -83,10 +83,10 @@ class CompanionTray(QObject):
     # --- listening mode: today the talk bar's Open mic box holds it --------------------------------
 
     def mode(self) -> str:
-        return "open_mic" if self.window.talk.open_mic.isChecked() else "push_to_talk"
+        return self.window.talk.mode()
 
     def set_mode(self, mode: str) -> None:
-        self.window.talk.open_mic.setChecked(mode == "open_mic")
+        self.window.talk.listening.setCurrentIndex(self.window.talk.listening.findData(mode))
         self._show_mode()
 
     def _show_mode(self, *_: object) -> None:

@@ -26,7 +26,7 @@ def test_gui_responsive_during_30s_conversation(make_window, qtbot, parts, tiny_
         for n, t in enumerate(np.arange(1.0, SECONDS - 1, 3.0))
     ]
     window = make_window(
-        Settings(audio=AudioSettings(open_mic=True)),
+        Settings(audio=AudioSettings(listening="open_mic")),
         frontend_factory=lambda _s: tiny_frontend,
         audio_factory=parts.audio(lambda: parts.ToneSource(SECONDS)),
         script=script,

@@ -37,7 +37,9 @@ def test_settings_round_trip(make_window, qtbot, parts):
     d.asr_provider.setCurrentText("openai")
     d.whisper_model.setText("small")
     d.turn_detection.setCurrentText("silence")
-    d.open_mic.setChecked(True)
+    d.listening.setCurrentIndex(d.listening.findData("open_mic"))
+    d.wake_word.setCurrentIndex(d.wake_word.findData("alexa"))
+    d.wake_sensitivity.setValue(0.7)
     d.echo_cancellation.setChecked(False)
     d.ptt_key.setText("F5")
     d.frontend_kind.setCurrentText("lite")
@@ -53,7 +55,7 @@ def test_settings_round_trip(make_window, qtbot, parts):
         llm=LlmSettings(provider="openai", preset="lmstudio", base_url="http://localhost:1234/v1",
                         model="qwen2.5-7b", policy="polling", max_streams=5),
         asr=AsrSettings(provider="openai", whisper_model="small", turn_detection="silence"),
-        audio=AudioSettings(echo_cancellation=False, open_mic=True, ptt_key="F5"),
+        audio=AudioSettings(echo_cancellation=False, listening="open_mic", ptt_key="F5", wake_word="alexa", wake_sensitivity=0.7),
         frontend=FrontEndSettings(kind="lite", checkpoint="/models/kame", device="cpu", dtype="fp32", int8=True),
         system_prompt="You are a turtle.",
         history=False,
@@ -61,7 +63,7 @@ def test_settings_round_trip(make_window, qtbot, parts):
     assert load_settings() == expected
     assert window.settings == expected
     assert llm_api_key() == KEY
-    assert window.talk.open_mic.isChecked()
+    assert window.talk.mode() == "open_mic"
     qtbot.waitUntil(lambda: window.controller.running, timeout=3000)  # restarted with the new settings
 
     window.open_settings()  # the key is never shown back

@@ -45,7 +45,7 @@ def test_push_to_talk_gates_audio(make_window, qtbot, parts):
     assert max(recorder.peaks[mark:]) == 0.0
 
     # open mic: heard without holding anything; mute silences it
-    window.talk.open_mic.setChecked(True)
+    window.talk.listening.setCurrentIndex(window.talk.listening.findData("open_mic"))
     mark = wait_frames(2)
     wait_frames(3)
     assert min(recorder.peaks[mark:]) > 0.25

@@ -134,7 +134,7 @@ def tray(app) -> dict:
     out["ptt_silent"] = heard()
     t.mode_actions["open_mic"].trigger()
     out["open_mic_heard"] = heard()
-    out["open_mic_box"] = window.talk.open_mic.isChecked()
+    out["open_mic_box"] = window.talk.mode() == "open_mic"
     t.mute_action.trigger()
     out["muted_heard"] = heard()
     out["muted_box"] = window.talk.mute.isChecked()

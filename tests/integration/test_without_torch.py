@@ -74,7 +74,7 @@ from kame_desktop.gui.mainwindow import MainWindow
 app = make_app()
 pcm = read_audio(sys.argv[1])
 settings = Settings()
-settings = dataclasses.replace(settings, audio=dataclasses.replace(settings.audio, open_mic=True),
+settings = dataclasses.replace(settings, audio=dataclasses.replace(settings.audio, listening="open_mic"),
                                frontend=dataclasses.replace(settings.frontend, kind=sys.argv[2]))
 window = MainWindow(settings, audio_factory=lambda _s, _on_error, _on_recover: (FileSource(pcm, 20.0, realtime=True), NullSink()))
 window.show()

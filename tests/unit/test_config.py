@@ -144,7 +144,7 @@ def test_wrong_types_take_defaults_and_unknown_keys_are_ignored(isolated, caplog
     path.write_text(
         'history = "yes"\nasr = 5\nfuture_option = 1\n'
         '[llm]\nthreads = "four"\nmodel = "my-model"\nbogus = 1\n'
-        "[audio]\nopen_mic = 1\necho_cancellation = false\n"
+        "[audio]\nlistening = 1\necho_cancellation = false\n"
         "[frontend]\nint8 = true\n",
         encoding="utf-8",
     )
@@ -284,3 +284,19 @@ def test_the_last_five_bad_copies_are_kept(isolated):
     assert names == ["settings.toml.bad", *(f"settings.toml.bad.{n}" for n in range(1, 5))]
     kept = [(path.parent / name).read_text(encoding="utf-8")[-1] for name in names]
     assert kept == ["6", "5", "4", "3", "2"]  # newest first; the two oldest went
+
+
+@pytest.mark.parametrize(("written", "mode"), [("true", "open_mic"), ("false", "push_to_talk")])
+def test_an_earlier_versions_open_mic_is_the_listening_mode(isolated, written, mode):
+    path = config.settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"[audio]\nopen_mic = {written}\nptt_key = \"F5\"\n", encoding="utf-8")
+    s = load_settings(path)
+    assert (s.audio.listening, s.audio.ptt_key) == (mode, "F5")
+    save_settings(dataclasses.replace(s, audio=dataclasses.replace(s.audio, wake_word="wake_up")), path)
+    text = path.read_text(encoding="utf-8")
+    assert "open_mic =" not in text and f'listening = "{mode}"' in text, "saved in today's key, once"
+    assert load_settings(path).audio == AudioSettings(listening=mode, ptt_key="F5", wake_word="wake_up")
+    # a file with both (hand-edited): `listening` wins
+    path.write_text('[audio]\nopen_mic = true\nlistening = "wake_word"\n', encoding="utf-8")
+    assert load_settings(path).audio.listening == "wake_word"

@@ -48,7 +48,7 @@ def baseline(jack_server, tmp_path_factory):
 def test_a_ready_machine_is_all_ok_and_exits_0(baseline):
     checks = by_name(baseline)
     assert [c.name for c in baseline] == ["python", "kame-desktop", "kame-extra", "gpu", "portaudio", "audio-input",
-                                          "audio-output", "qt-platform", "global-key", "keyring", "weights", "llm", "disk"]
+                                          "audio-output", "qt-platform", "global-key", "keyring", "weights", "llm", "wake-word", "disk"]
     assert {c.status for c in baseline} == {"ok"}, doctor.render_text(baseline)
     assert doctor.exit_code(baseline) == 0
     assert "'system'" in checks["audio-input"].detail and "24000 Hz" in checks["audio-input"].detail

@@ -1,0 +1,136 @@
+"""The wake-word detector read from the ovos-ww-plugin-wakeforge wheel, and the gate that opens
+the microphone for one turn after it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soxr
+
+from kame_desktop.audio import wake_word
+from kame_desktop.audio.wake_word import STEP, WakeWordDetector, model_paths, threshold
+from kame_desktop.errors import ModelFileError
+from kame_desktop.events import FRAME_SIZE, SAMPLE_RATE, SpeechEndEvent, SpeechStartEvent, TurnEndEvent
+from kame_desktop.listening import LISTEN_TIMEOUT_S, WakeGate
+
+
+@pytest.fixture(scope="module")
+def said(piper_voice):
+    """Piper at 24 kHz: the wake word and a question in one breath, and the question alone."""
+    lead = np.zeros(SAMPLE_RATE // 2, np.float32)
+    return {
+        "wake": np.concatenate([lead, piper_voice.synthesize("Alexa, what is the capital of France?"), lead]),
+        "plain": np.concatenate([lead, piper_voice.synthesize("What is the capital of France? Please wake me at seven."), lead]),
+    }
+
+
+def to16k(pcm24: np.ndarray) -> np.ndarray:
+    return soxr.resample(pcm24, SAMPLE_RATE, 16_000).astype(np.float32)
+
+
+def test_the_models_come_from_the_installed_wheel():
+    featurizer, head = model_paths("alexa")
+    assert featurizer.name == "wakehubert_int8.onnx" and head.name == "alexa.onnx"
+
+
+def test_sensitivity_moves_the_threshold_around_the_measured_one():
+    assert threshold("alexa", 0.5) == pytest.approx(0.998)
+    assert threshold("alexa", 0.9) < 0.998 < threshold("alexa", 0.1)
+
+
+def test_it_fires_on_the_wake_word_and_not_on_the_question_alone(said):
+    detector = WakeWordDetector("alexa")
+    x = to16k(said["wake"])
+    fired = [i for i in range(0, len(x) - STEP + 1, STEP) if detector.push(x[i : i + STEP])]
+    assert len(fired) == 1, "once, then it starts afresh"
+    assert fired[0] / 16_000 < 0.5 + 1.2, "within the first words"
+    detector.reset()
+    x = to16k(said["plain"])
+    assert not any(detector.push(x[i : i + STEP]) for i in range(0, len(x) - STEP + 1, STEP))
+    # the benchmark's batched scores are what push() scores
+    batched = detector.probabilities(x)
+    detector.reset()
+    pushed = []
+    for i in range(0, len(x) - STEP + 1, STEP):
+        detector.push(x[i : i + STEP])
+        pushed.append(detector.last)
+    assert np.allclose(batched[: len(pushed)], pushed, atol=1e-4)
+
+
+def test_silence_is_not_scored():
+    detector = WakeWordDetector("alexa")
+    for _ in range(30):
+        detector.push(np.zeros(STEP, np.float32))
+    assert detector.scores == 0
+
+
+def test_a_missing_model_says_how_to_reinstall(monkeypatch, tmp_path):
+    monkeypatch.setattr(wake_word, "package_dir", lambda: tmp_path)
+    with pytest.raises(ModelFileError, match=r"missing .*pip install --no-deps --force-reinstall ovos-ww-plugin-wakeforge==0\.3\.0"):
+        WakeWordDetector("alexa")
+
+
+def test_a_corrupt_model_says_how_to_reinstall(monkeypatch, tmp_path):
+    featurizer, _head = model_paths("alexa")
+    (tmp_path / "featurizers" / "wakehubert-tiny").mkdir(parents=True)
+    (tmp_path / "models").mkdir()
+    (tmp_path / wake_word.FEATURIZER).write_bytes(featurizer.read_bytes())
+    (tmp_path / "models" / "alexa.onnx").write_bytes(b"not an onnx file" * 100)
+    monkeypatch.setattr(wake_word, "package_dir", lambda: tmp_path)
+    with pytest.raises(ModelFileError, match=r"cannot load the wake-word model 'alexa'.*reinstall"):
+        WakeWordDetector("alexa")
+
+
+def frames(pcm: np.ndarray):
+    for i in range(0, len(pcm) - FRAME_SIZE + 1, FRAME_SIZE):
+        yield pcm[i : i + FRAME_SIZE]
+
+
+def test_the_gate_hears_nothing_until_the_wake_word_then_one_turn(said):
+    gate = WakeGate("alexa")
+    heard, changes = [], []
+    for frame in frames(said["wake"]):
+        out, changed = gate.gate(frame, 0.0)
+        heard.append(float(np.abs(out).max()))
+        changes.append(changed)
+    opened = changes.index("listening")
+    assert max(heard[: opened + 1]) == 0.0, "until the wake word (and its last frame) only the detector hears"
+    assert max(heard[opened + 1 :]) > 0.1, "the question after it is heard"
+    # the turn: the user speaks, the turn ends, the answer is spoken, then it waits again
+    gate.on_event(SpeechStartEvent("user"))
+    gate.on_event(TurnEndEvent("vad"))
+    loud = np.full(FRAME_SIZE, 0.1, np.float32)
+    for _ in range(20):  # the answer plays: the user can still talk over it
+        out, changed = gate.gate(loud, 0.5)
+        assert changed is None and out is loud
+    gate.on_event(SpeechEndEvent("assistant"))
+    states = [gate.gate(loud, 0.0)[1] for _ in range(15)]
+    assert "waiting" in states and gate.state == "waiting"
+    assert np.abs(gate.gate(loud, 0.0)[0]).max() == 0.0
+
+
+def test_the_gate_closes_when_nobody_speaks_after_the_wake_word(said):
+    gate = WakeGate("alexa")
+    for frame in frames(said["wake"]):
+        if gate.gate(frame, 0.0)[1] == "listening":
+            break
+    silence = np.zeros(FRAME_SIZE, np.float32)
+    changes = [gate.gate(silence, 0.0)[1] for _ in range(round(LISTEN_TIMEOUT_S / 0.08) + 2)]
+    assert changes.count("waiting") == 1 and gate.state == "waiting"
+
+
+def test_barge_in_keeps_the_gate_open(said):
+    gate = WakeGate("alexa")
+    for frame in frames(said["wake"]):
+        if gate.gate(frame, 0.0)[1] == "listening":
+            break
+    gate.on_event(SpeechStartEvent("user"))
+    gate.on_event(TurnEndEvent("vad"))
+    loud = np.full(FRAME_SIZE, 0.1, np.float32)
+    for _ in range(5):
+        gate.gate(loud, 0.5)  # the answer plays
+    gate.on_event(SpeechStartEvent("user"))  # the user talks over it
+    gate.on_event(SpeechEndEvent("assistant"))  # the front-end stops its answer
+    for _ in range(40):
+        out, _changed = gate.gate(loud, 0.0)
+    assert gate.state == "listening" and np.abs(out).max() > 0, "a new turn is under way: still heard"
