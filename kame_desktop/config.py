@@ -9,6 +9,7 @@ untouched values as written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -16,7 +17,7 @@ import math
 import os
 import sys
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -118,8 +119,15 @@ class DesktopSettings:
 
 
 @dataclass(frozen=True)
+class ToolSettings:
+    enabled: bool = True  # the built-in tools the LLM may call: date and time, calculator, timers, notes
+    disabled: tuple[str, ...] = ()  # single tools switched off, by name (e.g. "add_note")
+
+
+@dataclass(frozen=True)
 class Settings:
     llm: LlmSettings = field(default_factory=LlmSettings)
+    tools: ToolSettings = field(default_factory=ToolSettings)
     asr: AsrSettings = field(default_factory=AsrSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     frontend: FrontEndSettings = field(default_factory=FrontEndSettings)
@@ -167,6 +175,26 @@ def config_dir() -> Path:
 def data_dir() -> Path:
     """Where history (and other user data) live."""
     return Path(os.environ.get(DATA_DIR_ENV) or platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+@contextlib.contextmanager
+def environ_set(name: str, value: str) -> Iterator[None]:
+    """Within the block, the environment variable `name` is `value` (then as it was)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def using_data_dir(path: Path) -> contextlib.AbstractContextManager[None]:
+    """Within the block, user data (timers, notes, history) goes to `path`: evaluation runs and
+    benchmarks keep theirs apart from the user's."""
+    return environ_set(DATA_DIR_ENV, str(path.resolve()))
 
 
 def settings_path() -> Path:
@@ -235,6 +263,8 @@ def _check(value: Any, typ: Any) -> Any:
         return value if isinstance(value, str) else _WRONG
     if typing.get_origin(typ) is Literal:  # one of a set of choices (kame_desktop.choices)
         return value if value in typing.get_args(typ) else _WRONG
+    if typ == tuple[str, ...]:  # a TOML list of strings
+        return tuple(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else _WRONG
     return value  # a richer annotation (none yet): trust TOML's own typing
 
 

@@ -202,6 +202,31 @@ class LlmCancelledEvent(Event):
 
 
 @dataclass(frozen=True)
+class ToolCallEvent(Event):
+    """The LLM called a tool while answering `request` (arguments: its JSON text)."""
+
+    request: int
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class AnnouncementEvent(Event):
+    """The companion says `text` unasked (a timer or reminder fell due), as answer `request`."""
+
+    request: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolResultEvent(Event):
+    request: int
+    name: str
+    ok: bool
+    summary: str  # the result (or why it failed), shortened
+
+
+@dataclass(frozen=True)
 class LlmAdoptedEvent(Event):
     """The front-end hears this request's answer from now on (its first text arrived)."""
 

@@ -106,6 +106,7 @@ def make_backend(
     from kame_desktop.backend.llm.base import UnavailableLlm
     from kame_desktop.backend.oracle_manager import PolicyConfig
     from kame_desktop.backend.prompts import SYSTEM_PROMPT
+    from kame_desktop.backend.tools import enabled_tools
     from kame_desktop.backend.turn import TurnDetector
     from kame_desktop.backend.worker import Backend
     from kame_desktop.events import ErrorEvent
@@ -136,4 +137,5 @@ def make_backend(
         policy=PolicyConfig(name=settings.llm.policy, max_streams=max(1, settings.llm.max_streams)),
         system_prompt=system_prompt,
         notices=notices,
+        tools=enabled_tools(settings.tools.disabled) if settings.tools.enabled else None,
     )

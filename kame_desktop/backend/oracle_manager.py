@@ -27,6 +27,7 @@ It runs on the back-end's asyncio loop; the front-end sees only signals on its b
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kame_desktop.backend.cleaning import ReplyCleaner
-from kame_desktop.backend.llm.base import LlmProvider
+from kame_desktop.backend.llm.base import LlmProvider, Message
 from kame_desktop.backend.prompts import (
     ANSWER_TOKENS,
     ASSISTANT,
@@ -46,9 +47,11 @@ from kame_desktop.backend.prompts import (
     Conversation,
     build_messages,
 )
+from kame_desktop.backend.tools.base import ToolCall, ToolResult, TurnTools
 from kame_desktop.choices import POLICIES, Policy, check_choice
 from kame_desktop.errors import LlmError
 from kame_desktop.events import (
+    AnnouncementEvent,
     AsrFinalEvent,
     AsrPartialEvent,
     AsrUnclearEvent,
@@ -64,6 +67,9 @@ from kame_desktop.events import (
     OracleReset,
     OracleText,
     Signal,
+    ToolCallEvent,
+    ToolResultEvent,
+    TurnEnded,
     TurnEndEvent,
 )
 
@@ -113,6 +119,25 @@ def understood(heard: Heard) -> bool:
     if not heard.scored:
         return True
     return heard.logprob_sum / heard.scored >= UNCLEAR_LOGPROB and heard.no_speech < UNCLEAR_NO_SPEECH
+
+
+MAX_TOOL_ROUNDS = 3  # rounds of tool calls in one answer; then it must answer in words
+
+
+def tool_round_messages(said: str, calls: list[ToolCall], results: list[ToolResult]) -> list[Message]:
+    """What the model is shown after its calls: its own turn with them, then each result
+    (OpenAI's form). Calls a model wrote as text (small local models) get their results as a
+    note in the user's turn instead: shown `tool` messages, Qwen2.5-0.5B only calls again
+    (measured: 4 of 4 questions), with the note it answers in words (4 of 4)."""
+    if any(c.written for c in calls):
+        done = "; ".join(f"{c.shown()} → {r.text}" for c, r in zip(calls, results, strict=True))
+        return [{"role": "assistant", "content": said or "(looking it up)"},
+                {"role": "user", "content": f"(Tool result: {done}.) Now answer my question with it, in words."}]
+    turn: Message = {"role": "assistant", "content": said, "tool_calls": [
+        {"id": c.id or f"call_{n}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for n, c in enumerate(calls, 1)]}
+    return [turn] + [{"role": "tool", "tool_call_id": c.id or f"call_{n}", "name": c.name, "content": r.text}
+                     for n, (c, r) in enumerate(zip(calls, results, strict=True), 1)]
 
 
 @dataclass(frozen=True)
@@ -177,6 +202,7 @@ class OracleManager:
         system_prompt: str = SYSTEM_PROMPT,
         merge_words: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        tools: TurnTools | None = None,
     ) -> None:
         self.llm = llm
         self.post_signal = post_signal
@@ -192,6 +218,9 @@ class OracleManager:
         self.streams: dict[int, asyncio.Task] = {}  # live requests, oldest first
         self.adopted = 0  # the request the front-end hears (0: none yet)
         self.overlap = llm.overlaps and self.policy.max_streams > 1
+        self.tools = tools  # None or empty: the LLM is offered none
+        self._final_waiters: list[tuple[int, asyncio.Future]] = []  # writes waiting for the turn's end
+        self._tool_tokens: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._poller: asyncio.Task | None = None
         self._priming: asyncio.Task | None = None
@@ -218,9 +247,11 @@ class OracleManager:
         loop = asyncio.get_running_loop()
         if self.policy.name == "polling" and self._poller is None:
             self._poller = loop.create_task(self._poll_loop())
-        self._priming = loop.create_task(self.llm.prime(self.system_prompt))  # local models read it now
+        tools = self.tools.schemas() if self.tools else None
+        self._priming = loop.create_task(self.llm.prime(self.system_prompt, tools))  # local models read it now
 
     def on_asr(self, event: Event) -> None:
+        self._track_turn(event)
         if isinstance(event, AsrPartialEvent | AsrFinalEvent) and event.text.strip() and self._before_turn is None:
             self._before_turn = list(self.conversation.lines)  # a new turn opens
         if isinstance(event, TurnEndEvent) and self._before_turn is not None:
@@ -264,15 +295,9 @@ class OracleManager:
         self._cancel_streams("not understood")
         self.conversation.lines[:] = before
         self.pending, self.max_pending_words, self.final_bump = "", 0, False
-        self.request += 1
-        self.adopted = request = self.request
-        self.started_any = True
-        self.total_at_last_start = self.total_words()
-        self.asked_text = self._user_text()
+        request = self.request + 1
         self.emit(AsrUnclearEvent(request, heard.text, REPEAT_REPLY, heard.avg_logprob, round(heard.no_speech, 3)))
-        self.post_signal(OracleReset(request))
-        self.post_signal(OracleText(request, REPEAT_REPLY))
-        self.post_signal(OracleDone(request))
+        self._say(REPEAT_REPLY)
 
     def _user_text(self) -> str:
         return self.conversation.render(self.pending)
@@ -293,6 +318,11 @@ class OracleManager:
 
     def new_conversation(self) -> None:
         self._cancel_streams("new conversation")
+        for _, future in self._final_waiters:
+            future.cancel()
+        self._final_waiters.clear()
+        if self.tools is not None:
+            self.tools.new_turn()
         if self._timer:
             self._timer.cancel()
             self._timer = None
@@ -383,9 +413,12 @@ class OracleManager:
         self.emit(LlmAdoptedEvent(request, round((time.monotonic() - started) * 1000, 1)))
         return True
 
-    def _messages(self) -> list[dict[str, str]]:
+    def _messages(self) -> list[Message]:
         count = self.llm.count_tokens
-        budget = self.llm.context_tokens - count(self.system_prompt) - ANSWER_TOKENS - 2 * MESSAGE_TOKENS
+        if self._tool_tokens is None:  # the template lists the tools with the system prompt
+            self._tool_tokens = count(json.dumps(self.tools.schemas())) if self.tools else 0
+        budget = (self.llm.context_tokens - count(self.system_prompt) - self._tool_tokens - ANSWER_TOKENS
+                  - 2 * MESSAGE_TOKENS)
         turns = self.conversation.window(self.pending, count, budget)
         return build_messages(self.system_prompt, turns, count, budget, self.llm.dialogue)
 
@@ -409,7 +442,7 @@ class OracleManager:
         if self.streams.get(request) is task:
             del self.streams[request]
 
-    async def _stream(self, request: int, messages: list[dict[str, str]]) -> None:
+    async def _stream(self, request: int, messages: list[Message]) -> None:
         started = time.monotonic()
         merger = WordMerger() if self.merge_words else None
         cleaner = ReplyCleaner()
@@ -429,30 +462,52 @@ class OracleManager:
 
         taken = 0  # characters of this answer passed on
         reason = "stop"
-        stream = self.llm.stream(messages)
+        stream = None
         try:
-            async for chunk in stream:
-                if not chunk:
-                    continue
-                if taken + len(chunk) > MAX_ANSWER_CHARS:  # a runaway answer: keep what a reply can use
-                    chunk, reason = chunk[: MAX_ANSWER_CHARS - taken], "length"
-                taken += len(chunk)
-                if not timed and chunk.strip():
-                    timed = True
-                    if not self._adopt(request, started):
-                        raise asyncio.CancelledError  # stale: a newer answer already speaks
-                    self.emit(LlmFirstChunkEvent(request, round((time.monotonic() - started) * 1000, 1)))
-                if chunk:
-                    self.emit(LlmChunkEvent(request, chunk))  # the timeline keeps what the LLM said
-                    clean = cleaner.push(chunk)
+            # One answer, in rounds: each round's tool calls run, their results go back to the
+            # model and the answer streams on (the last round offers no tools: it must answer).
+            offer = bool(self.tools)
+            for round_ in range(MAX_TOOL_ROUNDS + 1):
+                offered = self.tools.schemas() if self.tools and offer and round_ < MAX_TOOL_ROUNDS else None
+                calls: list[ToolCall] = []
+                said = ""  # this round's text, which the model is shown with its calls
+                stream = self.llm.stream(messages, offered)
+                async for chunk in stream:
+                    if isinstance(chunk, ToolCall):
+                        calls.append(chunk)
+                        continue
+                    if not chunk:
+                        continue
+                    if taken + len(chunk) > MAX_ANSWER_CHARS:  # a runaway answer: keep what a reply can use
+                        chunk, reason = chunk[: MAX_ANSWER_CHARS - taken], "length"
+                    taken += len(chunk)
+                    said += chunk
+                    if not timed and chunk.strip():
+                        timed = True
+                        if not self._adopt(request, started):
+                            raise asyncio.CancelledError  # stale: a newer answer already speaks
+                        self.emit(LlmFirstChunkEvent(request, round((time.monotonic() - started) * 1000, 1)))
+                    if chunk:
+                        self.emit(LlmChunkEvent(request, chunk))  # the timeline keeps what the LLM said
+                        clean = cleaner.push(chunk)
+                        send(merger.push(clean) if merger else clean.strip())
+                    if cleaner.ended:  # it went on to write the user's turn
+                        break
+                    if reason == "length":
+                        self.emit(ErrorEvent("llm", TOO_LONG, "bad_server"))
+                        break
+                await _aclose(stream)  # drop the connection (or stop the model) now
+                if not calls or cleaner.ended or reason == "length" or offered is None:
+                    break
+                results = await self._call_tools(request, calls)
+                if results is None:  # it would act on words the user did not end the turn with
+                    self._cancel(request, "asked to act before the turn's final words")
+                    return
+                messages = [*messages, *tool_round_messages(said, calls, results)]
+                offer = not any(c.written for c in calls)  # a model that writes its calls answers better without
+                if said and not said[-1].isspace():  # the next round's first word is a word of its own
+                    clean = cleaner.push(" ")
                     send(merger.push(clean) if merger else clean.strip())
-                if cleaner.ended:  # it went on to write the user's turn
-                    await _aclose(stream)
-                    break
-                if reason == "length":
-                    self.emit(ErrorEvent("llm", TOO_LONG, "bad_server"))
-                    await _aclose(stream)  # drop the connection (or stop the model) now
-                    break
             clean = cleaner.flush()
             if merger:
                 send(merger.push(clean))
@@ -470,7 +525,73 @@ class OracleManager:
             log.exception("LLM stream failed")
             self._failed(request, f"unexpected LLM failure: {e}", True, "failed")
         finally:
-            await _aclose(stream)  # at once, also when cancelled: not whenever it is collected
+            if stream is not None:
+                await _aclose(stream)  # at once, also when cancelled: not whenever it is collected
+
+    # --- tools ------------------------------------------------------------------------------------
+
+    async def _call_tools(self, request: int, calls: list[ToolCall]) -> list[ToolResult] | None:
+        """Run a round's calls (the rule in TurnTools); None when a write turned out not to be
+        asked with the turn's final words: the request then acts on nothing."""
+        assert self.tools is not None
+        results = []
+        for call in calls:
+            self.emit(ToolCallEvent(request, call.name, call.arguments))
+            result = await self.tools.call(call, lambda: self._final_words(request))
+            if result is None:
+                self.emit(ToolResultEvent(request, call.name, False, "not done: the user's words changed"))
+                return None
+            self.emit(ToolResultEvent(request, call.name, result.ok, result.summary))
+            if not result.ok:  # the model reads why; the user gets one line
+                self.emit(ErrorEvent("tool", f"{call.shown()}: {result.text.removeprefix('error: ')}", "failed"))
+            results.append(result)
+        return results
+
+    async def _final_words(self, request: int) -> bool:
+        """Whether `request` was asked with the turn's final words: known once the turn has
+        ended (until then this waits; a request superseded meanwhile is cancelled)."""
+        if self._before_turn is not None:  # the turn is still open
+            future = asyncio.get_running_loop().create_future()
+            self._final_waiters.append((request, future))
+            return await future
+        return request == self.request and self._request_is_current()
+
+    def _settle_final_waiters(self) -> None:
+        """The turn ended: a request waiting to act may, if it was asked with all its words."""
+        for request, future in self._final_waiters:
+            if not future.done():
+                future.set_result(request == self.request and self._request_is_current())
+        self._final_waiters.clear()
+
+    def busy(self) -> bool:
+        """The user is talking, or an answer is on its way."""
+        return self._before_turn is not None or bool(self.streams)
+
+    def announce(self, text: str) -> None:
+        """Say `text` now (a timer that fell due), as an answer of its own with no LLM: the
+        front-end hears it as it hears answers (lite speaks it, KAME is steered by it)."""
+        self.emit(AnnouncementEvent(self.request + 1, text))
+        self.post_signal(TurnEnded("timer", self._say(text)))
+
+    def _say(self, text: str) -> int:
+        """`text` as the answer of a request of its own (nothing asked of the LLM)."""
+        self.request += 1
+        self.adopted = request = self.request
+        self.started_any = True
+        self.total_at_last_start = self.total_words()
+        self.asked_text = self._user_text()
+        self.post_signal(OracleReset(request))
+        self.post_signal(OracleText(request, text))
+        self.post_signal(OracleDone(request))
+        return request
+
+    def _track_turn(self, event: Event) -> None:
+        """Tool results are cached per turn; writes wait for the turn's end."""
+        opens = isinstance(event, AsrPartialEvent | AsrFinalEvent) and event.text.strip()
+        if opens and self._before_turn is None and self.tools is not None:
+            self.tools.new_turn()
+        elif isinstance(event, TurnEndEvent):
+            self._settle_final_waiters()
 
     def _failed(self, request: int, message: str, retryable: bool, kind: str) -> None:
         if any(r > request for r in self.streams):

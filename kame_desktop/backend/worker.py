@@ -28,6 +28,8 @@ from kame_desktop.backend.asr.base import AsrProvider
 from kame_desktop.backend.llm.base import LlmProvider
 from kame_desktop.backend.oracle_manager import OracleManager, PolicyConfig
 from kame_desktop.backend.prompts import SYSTEM_PROMPT
+from kame_desktop.backend.tools.base import ToolFailed, TurnTools
+from kame_desktop.backend.tools.timers import TimerStore, announcement
 from kame_desktop.backend.turn import TurnDetector
 from kame_desktop.errors import error_kind
 from kame_desktop.events import (
@@ -43,6 +45,7 @@ from kame_desktop.events import (
 
 log = logging.getLogger(__name__)
 
+TIMER_CHECK_S = 0.25
 SignalSink = Callable[[Signal], bool]  # posts a signal for the front-end; False if it was dropped
 EventSink = Callable[[Event], None]  # publishes an event (the session stamps it)
 
@@ -98,6 +101,7 @@ class Backend:
         system_prompt: str = SYSTEM_PROMPT,
         audio_queue_frames: int = 250,  # 20 s of audio
         notices: list[Event] | tuple[Event, ...] = (),
+        tools: TurnTools | None = None,  # what the LLM may call; with them, due timers are said
     ) -> None:
         self.llm = llm
         self.asr = asr
@@ -107,6 +111,7 @@ class Backend:
         self.policy = policy or PolicyConfig()
         self.system_prompt = system_prompt
         self.notices = tuple(notices)  # e.g. why the LLM is unavailable, published once started
+        self.tools = tools
         self._audio: queue.Queue = queue.Queue(audio_queue_frames)
         self._turn_audio: queue.Queue = queue.Queue(audio_queue_frames)
         self.dropped_audio_frames = 0
@@ -156,13 +161,31 @@ class Backend:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._manager = OracleManager(
-            self.llm, self.post_signal, self.publish, policy=self.policy, system_prompt=self.system_prompt
+            self.llm, self.post_signal, self.publish, policy=self.policy, system_prompt=self.system_prompt,
+            tools=self.tools,
         )
         self._manager.start()
+        timers = asyncio.get_running_loop().create_task(self._say_due_timers()) if self.tools else None
         self._ready.set()
         await self._stopping.wait()
+        if timers is not None:
+            timers.cancel()
         await self._manager.close()
         await self.llm.aclose()
+
+    async def _say_due_timers(self) -> None:
+        """Have the companion say each timer or reminder that falls due (one that fell due while
+        the app was closed: at the start), when nobody is talking and no answer is on its way."""
+        store, due, missed = TimerStore(), [], True  # the first look finds those missed while closed
+        while True:
+            try:
+                due += [announcement(t) if missed else t.text for t in store.due()]
+            except ToolFailed as e:
+                self.publish(ErrorEvent("tool", str(e), "failed"))
+            missed = False
+            while due and not self.manager.busy():
+                self.manager.announce(due.pop(0))
+            await asyncio.sleep(TIMER_CHECK_S)
 
     # --- from the session (any thread) -----------------------------------------------------------
 

@@ -7,8 +7,9 @@ Piper). response_latency = the end of the user's speech in the input → the fir
 answer's speech in the output (a sample counts once a 20 ms window exceeds −40 dBFS; lite makes
 no other sound). Each question runs three ways, back to back: speculation (`reactive`: the
 answer is written while the user talks) with `smart` turn detection (the headline figures),
-the same with `silence` (`silence_*`: the fixed hang-over), and the plain cascade (`baseline_*`:
-`end_of_turn`, ask only when the turn is over, with `silence`); ratio = headline ÷ baseline.
+the same with `silence` (`silence_*`: the fixed hang-over), the plain cascade (`baseline_*`:
+`end_of_turn`, ask only when the turn is over, with `silence`), and the headline's way with no
+tools offered to the LLM (`notools_*`); ratio = headline ÷ baseline, tools_ratio = headline ÷ notools.
 `*_turn_end_after_speech_ms`: end of the speech → `turn_end`, the share of the latency spent
 deciding the user has finished. `pause_cutoffs`: five questions spoken with a 600 ms pause before
 their last word, fed to each turn detector (its decision is on the audio clock, so no session is
@@ -39,10 +40,11 @@ PAUSED_QUESTIONS = (  # (said, pause, last word)
     "Where can I buy a new pair of shoes?",
     "Recommend a good movie for the weekend.",
 )
-MODES = {  # name → (policy, turn detection)
-    "smart": ("reactive", "smart"),
-    "silence": ("reactive", "silence"),
-    "baseline": ("end_of_turn", "silence"),
+MODES = {  # name → (policy, turn detection, the built-in tools offered)
+    "smart": ("reactive", "smart", True),
+    "silence": ("reactive", "silence", True),
+    "baseline": ("end_of_turn", "silence", True),
+    "notools": ("reactive", "smart", False),  # what offering the tools costs (SmolLM2's template lists none)
 }
 WINDOW = SAMPLE_RATE // 50  # 20 ms
 THRESHOLD = 10 ** (-40 / 20)  # −40 dBFS (RMS of the window)
@@ -92,9 +94,9 @@ class Timed:
 def _run_one(asr, tts, pcm: np.ndarray, mode: str, llm_model: str) -> tuple[np.ndarray, list[Stamped]]:
     from kame_desktop.assembly import build_session
     from kame_desktop.audio.sources import FileSource
-    from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, Settings
+    from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, Settings, ToolSettings
 
-    policy, turn_detection = MODES[mode]
+    policy, turn_detection, tools = MODES[mode]
     records: list[Stamped] = []
     bus = EventBus()
     bus.subscribe(records.append)
@@ -102,6 +104,7 @@ def _run_one(asr, tts, pcm: np.ndarray, mode: str, llm_model: str) -> tuple[np.n
         llm=LlmSettings(threads=1, policy=policy, gguf_path=llm_model),
         asr=AsrSettings(turn_detection=turn_detection),
         frontend=FrontEndSettings(kind="lite"),
+        tools=ToolSettings(enabled=tools),
     )
     session = build_session(settings, bus, asr=asr, tts=tts)
     out: list[np.ndarray] = []
@@ -142,6 +145,16 @@ def turn_ends(detector, pcm: np.ndarray) -> list[tuple[float, TurnEndEvent]]:
 
 
 def run_bench(questions: int = 10, llm_model: str | None = None) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    from kame_desktop.config import using_data_dir
+
+    with tempfile.TemporaryDirectory() as scratch, using_data_dir(Path(scratch)):  # never the user's timers
+        return _bench(questions, llm_model)
+
+
+def _bench(questions: int, llm_model: str | None) -> dict:
     from kame_desktop.audio.vad import TURN_HANGOVER_MS
     from kame_desktop.backend.asr.whisper import WhisperAsr
     from kame_desktop.backend.llm.local import SMOLLM2
@@ -214,6 +227,9 @@ def run_bench(questions: int = 10, llm_model: str | None = None) -> dict:
         "baseline_median_response_latency_ms": median(base),
         "baseline_p90_response_latency_ms": p90(base),
         "ratio": round(median(ours) / median(base), 3) if ours and base else None,
+        "notools_median_response_latency_ms": median(latencies("notools")),
+        "notools_answered": f"{len(latencies('notools'))}/{len(results['notools'])}",
+        "tools_ratio": round(median(ours) / median(latencies("notools")), 3) if ours and latencies("notools") else None,
         "answered": f"{len(ours)}/{len(results['smart'])}",
         "silence_answered": f"{len(latencies('silence'))}/{len(results['silence'])}",
         "baseline_answered": f"{len(base)}/{len(results['baseline'])}",

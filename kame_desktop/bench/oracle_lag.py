@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import platform
 import statistics
 import tempfile
@@ -103,27 +102,17 @@ def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int, llm_
 
 
 def run_bench(questions: int = 6, threads: int = 1, llm_url: str | None = None, scripted_llm: bool = False) -> dict:
+    from kame_desktop.config import using_data_dir
+
     with contextlib.ExitStack() as stack:
+        stack.enter_context(using_data_dir(Path(stack.enter_context(tempfile.TemporaryDirectory()))))  # not the user's timers
         if scripted_llm:
             from kame_desktop.bench.scripted_llm import ScriptedLlmServer
-            from kame_desktop.config import API_KEY_ENV
+            from kame_desktop.config import API_KEY_ENV, environ_set
 
             llm_url = stack.enter_context(ScriptedLlmServer()).url
-            stack.enter_context(_environ(API_KEY_ENV, "scripted"))  # never the user's key, even to 127.0.0.1
+            stack.enter_context(environ_set(API_KEY_ENV, "scripted"))  # never the user's key, even to 127.0.0.1
         return _bench(questions, threads, llm_url, "scripted" if scripted_llm else llm_url)
-
-
-@contextlib.contextmanager
-def _environ(name: str, value: str):
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = old
 
 
 def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | None) -> dict:

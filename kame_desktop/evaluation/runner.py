@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kame_desktop.config import DATA_DIR_ENV
+from kame_desktop.config import using_data_dir
 from kame_desktop.errors import KameError
 from kame_desktop.evaluation.dialog import CAP_S, Dialog, Segment
 from kame_desktop.evaluation.questions import Question, load_set
@@ -287,22 +287,9 @@ def run_questions(settings: RunSettings, out: Path, progress: Callable[[Question
     pending, next_session = pending_questions(out, questions)
     if not pending:
         return questions
-    with _data_dir(out / "data"):
+    with using_data_dir(out / "data"):
         _run_pending(settings, out, pending, next_session, progress or (lambda q: None))
     return questions
-
-
-@contextlib.contextmanager
-def _data_dir(path: Path) -> Iterator[None]:
-    old = os.environ.get(DATA_DIR_ENV)
-    os.environ[DATA_DIR_ENV] = str(path.resolve())
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[DATA_DIR_ENV]
-        else:
-            os.environ[DATA_DIR_ENV] = old
 
 
 def _run_pending(settings: RunSettings, out: Path, pending: list[Question], next_session: int,

@@ -48,14 +48,14 @@ def clock_answers(answers: Iterable[str], at: float) -> list[str]:
 
 
 def tool_set(records: Iterable[dict], answer: str) -> bool | None:
-    """For {timer:SECONDS} / {reminder:MINUTES}: did the turn set one that long (within 2 %),
+    """For {timer:MINUTES} / {reminder:MINUTES}: did the turn set one that long (within 2 %),
     by its tool_call and an ok tool_result? None for any other answer."""
     import json
 
     match = re.fullmatch(r"\{(timer|reminder):(\d+(?:\.\d+)?)\}", answer)
     if match is None:
         return None
-    name, key = ("set_timer", "seconds") if match.group(1) == "timer" else ("set_reminder", "minutes")
+    name, key = ("set_timer", "minutes") if match.group(1) == "timer" else ("set_reminder", "minutes")
     want = float(match.group(2))
     records = list(records)
     done = {r.get("request") for r in records if r.get("kind") == "tool_result" and r.get("name") == name and r.get("ok")}

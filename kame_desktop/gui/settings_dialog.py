@@ -100,6 +100,7 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._audio_page(settings), "Audio")
         tabs.addTab(self._frontend_page(settings), "Front-end")
         tabs.addTab(self._persona_page(settings), "Persona")
+        tabs.addTab(self._tools_page(settings), "Tools")
         self.tabs = tabs
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -283,6 +284,26 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.history)
         return page
 
+    def _tools_page(self, s: Settings) -> QWidget:
+        from kame_desktop.backend.tools import builtin_tools
+
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        self.tools_enabled = QCheckBox("Let the companion use tools (it looks things up while you talk; "
+                                       "timers and notes are set only once you have finished)")
+        self.tools_enabled.setChecked(s.tools.enabled)
+        layout.addWidget(self.tools_enabled)
+        self.tool_boxes: dict[str, QCheckBox] = {}
+        for tool in builtin_tools():
+            box = QCheckBox(f"{tool.name}: {tool.description}")
+            box.setChecked(tool.name not in s.tools.disabled)
+            self.tool_boxes[tool.name] = box
+            layout.addWidget(box)
+        self.tools_enabled.toggled.connect(lambda on: [b.setEnabled(on) for b in self.tool_boxes.values()])
+        self.tools_enabled.toggled.emit(s.tools.enabled)
+        layout.addStretch(1)
+        return page
+
     # --- behaviour ------------------------------------------------------------------------------
 
     def _update_llm_fields(self) -> None:
@@ -397,6 +418,8 @@ class SettingsDialog(QDialog):
             ),
             desktop=dataclasses.replace(s.desktop, global_key=self.global_key.isChecked(),
                                         keep_in_tray=self.keep_in_tray.isChecked()),
+            tools=dataclasses.replace(s.tools, enabled=self.tools_enabled.isChecked(), disabled=tuple(
+                name for name, box in self.tool_boxes.items() if not box.isChecked())),
             system_prompt=self.system_prompt.toPlainText(),
             history=self.history.isChecked(),
         )

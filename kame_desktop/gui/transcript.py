@@ -62,9 +62,11 @@ def _request_lines(r: Request) -> list[Line]:
     tags = [] if r.id is None else [f"request {r.id}"]
     if r.policy == "repeat":
         tags.append("asked to repeat")
+    elif r.policy == "announcement":
+        tags.append("said unasked (a timer)")
     elif r.policy and r.policy != "script":
         tags.append(r.policy + (f", {r.words} words" if r.words else ""))
-    if r.adopted_ms is not None and r.policy != "repeat":
+    if r.adopted_ms is not None and r.policy not in ("repeat", "announcement"):
         tags.append(f"heard after {r.adopted_ms:.0f} ms")
     elif r.reset and r.adopted_ms is None:
         tags.append("reset")
@@ -75,7 +77,8 @@ def _request_lines(r: Request) -> list[Line]:
     head = ("⟲ " if r.heard else "· ") + " · ".join(tags)
     text = (r.oracle or r.text).strip()
     body = [(text, "oracle" if r.heard else "faded")] if text else [("(no text)", "partial")]
-    return [("oracle", 1, [(head, "marker" if r.heard else "faded")]), ("oracle", 1, body)]
+    calls = [("oracle", 1, [(line, "marker")]) for line in r.tools]
+    return [("oracle", 1, [(head, "marker" if r.heard else "faded")]), *calls, ("oracle", 1, body)]
 
 
 def turn_lines(turn: Turn, folded: bool) -> list[Line]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kame_desktop.backend.tools.base import ToolCall
 from kame_desktop.events import (
+    AnnouncementEvent,
     AsrFinalEvent,
     AsrPartialEvent,
     AsrUnclearEvent,
@@ -31,6 +33,8 @@ from kame_desktop.events import (
     OracleTokenEvent,
     SessionStartEvent,
     Stamped,
+    ToolCallEvent,
+    ToolResultEvent,
     TurnEndEvent,
 )
 
@@ -53,6 +57,7 @@ class Request:
     adopted_ms: float | None = None
     ended: str | None = None  # "done", "done (length)", "cancelled (superseded)", …
     late: int = 0  # oracle tokens that came too late to be fed
+    tools: list[str] = field(default_factory=list)  # "⚙ calculate(37*48) → 37*48 = 1776", in call order
 
     @property
     def heard(self) -> bool:
@@ -141,6 +146,16 @@ class Conversation:
             case LlmRequestEvent(request=request, policy=policy, word_count=words):
                 turn, entry = self._request(request, t, policy)
                 entry.words = words
+            case ToolCallEvent(request=request, name=name, arguments=arguments):
+                turn, entry = self._request(request, t)
+                entry.tools.append(f"⚙ {ToolCall(name, arguments).shown()}")
+            case ToolResultEvent(request=request, ok=ok, summary=summary):
+                turn, entry = self._request(request, t)
+                if entry.tools:
+                    entry.tools[-1] += f" → {summary}" if ok else f" ✗ {summary.removeprefix('error: ')}"
+            case AnnouncementEvent(request=request, text=text):
+                turn, entry = self._request(request, t, "announcement")
+                entry.text, entry.adopted_ms = text, 0.0
             case LlmChunkEvent(request=request, text=text):
                 turn, entry = self._request(request, t)
                 entry.text += text

@@ -14,6 +14,7 @@ from kame_desktop.config import (
     FrontEndSettings,
     LlmSettings,
     Settings,
+    ToolSettings,
     llm_api_key,
     load_settings,
 )
@@ -49,6 +50,7 @@ def test_settings_round_trip(make_window, qtbot, parts):
     d.int8.setChecked(True)
     d.system_prompt.setPlainText("You are a turtle.")
     d.history.setChecked(False)
+    d.tool_boxes["add_note"].setChecked(False)
     qtbot.mouseClick(d.buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
 
     expected = Settings(
@@ -59,6 +61,7 @@ def test_settings_round_trip(make_window, qtbot, parts):
         frontend=FrontEndSettings(kind="lite", checkpoint="/models/kame", device="cpu", dtype="fp32", int8=True),
         system_prompt="You are a turtle.",
         history=False,
+        tools=ToolSettings(disabled=("add_note",)),
     )
     assert load_settings() == expected
     assert window.settings == expected

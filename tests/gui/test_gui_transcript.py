@@ -126,3 +126,20 @@ def test_scroll_follows_unless_the_user_scrolled_up(make_window, qtbot):
     post(window, *_turn(13, "last question", "last answer."))
     qtbot.waitUntil(lambda: drawn(window) == 14)
     qtbot.waitUntil(lambda: bar.value() == bar.maximum())
+
+
+def test_a_tool_call_and_its_result_show_in_a_line_under_the_reply(make_window, qtbot):
+    from kame_desktop.events import AnnouncementEvent, ToolCallEvent, ToolResultEvent
+
+    window = make_window(start=False)
+    post(window, AsrFinalEvent("What is 37 times 48?"), LlmRequestEvent(1, "reactive", 5),
+         ToolCallEvent(1, "calculate", '{"expression": "37*48"}'), ToolResultEvent(1, "calculate", True, "37*48 = 1776"),
+         ToolCallEvent(1, "get_time", "{}"), ToolResultEvent(1, "get_time", False, "error: get_time did not answer"),
+         LlmChunkEvent(1, "It is 1776."), LlmAdoptedEvent(1, 900.0), TurnEndEvent("vad"), LlmDoneEvent(1, "stop"),
+         AssistantTokenEvent(None, " It is 1776."), AnnouncementEvent(2, "Your 10 minutes tea timer is done."))
+    qtbot.waitUntil(lambda: drawn(window) >= 1 and "timer" in shown(window, 0, "oracle"))
+    oracle = shown(window, 0, "oracle")
+    assert "⚙ calculate(37*48) → 37*48 = 1776" in oracle
+    assert "⚙ get_time() ✗ get_time did not answer" in oracle
+    assert oracle.index("⚙ calculate") < oracle.index("It is 1776.")
+    assert "said unasked (a timer)" in oracle and "Your 10 minutes tea timer is done." in oracle

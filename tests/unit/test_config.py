@@ -26,6 +26,7 @@ from kame_desktop.config import (
     FrontEndSettings,
     LlmSettings,
     Settings,
+    ToolSettings,
     apply_preset,
     delete_api_key,
     llm_api_key,
@@ -73,6 +74,8 @@ def _non_default(value, typ=None):
         return value + 3
     if isinstance(value, float):
         return value + 1.5
+    if isinstance(value, tuple):
+        return (*value, "changed")
     return f"{value}-changed"
 
 
@@ -109,6 +112,7 @@ def test_round_trip_every_field_changed(memory_keyring):
         audio=_all_changed(AudioSettings),
         frontend=_all_changed(FrontEndSettings),
         desktop=_all_changed(DesktopSettings),
+        tools=_all_changed(ToolSettings),
         system_prompt="You are a pirate.\nSpeak briefly.",
         history=False,
     )

@@ -48,6 +48,9 @@ DESIGN_TABLE: dict[str, dict] = {
     "llm_done": {"request": 2, "reason": None},
     "llm_cancelled": {"request": 2, "reason": "user kept talking"},
     "llm_adopted": {"request": 3, "after_ms": 412.5},
+    "tool_call": {"request": 3, "name": "calculate", "arguments": "{\"expression\": \"37*48\"}"},
+    "tool_result": {"request": 3, "name": "calculate", "ok": True, "summary": "37*48 = 1776"},
+    "announcement": {"request": 4, "text": "Your 10 minutes tea timer is done."},
     "oracle_reset": {"request": 2},
     "oracle_token": {"request": 2, "id": 42, "piece": "▁Paris"},
     "oracle_lag": {"request": 2, "lag_ms": 160.0},
@@ -69,7 +72,8 @@ def sample_events() -> list[Stamped]:
 def readme_schema() -> dict[str, set[str]]:
     """The README's timeline table: kind → its field names."""
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    table = text[text.index("### Timeline schema") :]
+    start = text.index("### Timeline schema")
+    table = text[start : text.index("\n## ", start)]  # to the next section: other tables are not the schema
     rows = re.findall(r"^\| `(\w+)` \| (.*?) \|", table, flags=re.MULTILINE)
     # Field names are the `quoted` words outside (explanations) and [sub-fields].
     return {kind: set(re.findall(r"`(\w+)`", re.sub(r"\(.*?\)|\[.*?\]", "", fields))) for kind, fields in rows}

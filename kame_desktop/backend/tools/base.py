@@ -30,6 +30,7 @@ class ToolCall:
     name: str
     arguments: str = "{}"
     id: str = ""
+    written: bool = False  # written as text (<tool_call> tags, bare JSON), not a structured call
 
     def parsed_arguments(self) -> dict[str, Any]:
         value = json.loads(self.arguments or "{}")
@@ -91,11 +92,13 @@ def object_schema(required: tuple[str, ...] = (), **properties: dict[str, Any]) 
 async def run_tool(tool: Tool, call: ToolCall) -> ToolResult:
     """Run one call on a worker thread within the tool's time limit; a failure is a result the
     model reads (it can say so), never an exception."""
+    declared = tool.parameters.get("properties", {})
     try:
         arguments = call.parsed_arguments()
     except ValueError as e:
-        return ToolResult(False, f"error: the arguments are not valid JSON ({e})")
-    declared = tool.parameters.get("properties", {})
+        if declared:
+            return ToolResult(False, f"error: the arguments are not valid JSON ({e})")
+        arguments = {}  # it takes none: whatever a small model wrote there does not matter
     arguments = {k: v for k, v in arguments.items() if k in declared}  # small models add stray keys
     try:
         text = await asyncio.wait_for(_on_a_thread(tool, arguments), tool.timeout_s)
@@ -258,7 +261,7 @@ class ToolCallText:
         arguments = value.get("arguments", value.get("parameters", {}))
         if not isinstance(arguments, str):
             arguments = json.dumps(arguments)
-        return ToolCall(value["name"], arguments, f"call_{self._count}")
+        return ToolCall(value["name"], arguments, f"call_{self._count}", written=True)
 
 
 def _json_object_end(text: str) -> int | None:

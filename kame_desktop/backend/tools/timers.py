@@ -92,8 +92,9 @@ def _duration(seconds: float) -> str:
     return " ".join(parts) or "0 seconds"
 
 
-def set_timer(seconds: float, label: str = "") -> str:
-    if not 0 < seconds <= MAX_SECONDS:
+def set_timer(minutes: float, label: str = "") -> str:
+    seconds = minutes * 60
+    if not 1 <= seconds <= MAX_SECONDS:
         raise ToolFailed("a timer runs from 1 second to 7 days")
     name = f"{label.strip()} timer" if label.strip() else "timer"
     timer = TimerStore().add(seconds, f"Your {_duration(seconds)} {name} is done.")
@@ -127,8 +128,8 @@ def announcement(timer: Timer, now: float | None = None) -> str:
 
 TOOLS = (
     Tool("set_timer", "Start a countdown timer.",
-         object_schema(("seconds",), seconds={"type": "number", "description": "its length in seconds (ten minutes = 600)"},
-                       label={"type": "string", "description": "optional name, e.g. tea"}),
+         object_schema(("minutes",), minutes={"type": "number", "description": "its length in minutes (half a minute: 0.5)"},
+                       label={"type": "string", "description": "what it is for, if the user said"}),
          set_timer, read_only=False),
     Tool("set_reminder", "Remind the user of something some minutes from now.",
          object_schema(("text", "minutes"), text={"type": "string"},

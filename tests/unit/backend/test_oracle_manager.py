@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from kame_desktop.backend.oracle_manager import OracleManager, PolicyConfig, WordMerger
+from kame_desktop.backend.tools.base import Tool, ToolCall, TurnTools, object_schema
 from kame_desktop.errors import LlmError
 from kame_desktop.events import (
     AsrFinalEvent,
@@ -25,6 +26,8 @@ from kame_desktop.events import (
     OracleDone,
     OracleReset,
     OracleText,
+    ToolCallEvent,
+    ToolResultEvent,
     TurnEndEvent,
 )
 
@@ -45,10 +48,10 @@ class ScriptedLlm:
     def load(self) -> None:
         pass
 
-    async def prime(self, system_prompt: str) -> None:
+    async def prime(self, system_prompt: str, tools=None) -> None:
         pass
 
-    async def stream(self, messages):
+    async def stream(self, messages, tools=None):
         self.prompts.append(messages)
         if self.error:
             raise self.error
@@ -431,7 +434,7 @@ class StubbornLlm(ScriptedLlm):
     overlaps: bool = True
     delays: tuple[float, ...] = (0.8, 0.1)
 
-    async def stream(self, messages):
+    async def stream(self, messages, tools=None):
         n = len(self.prompts)
         self.prompts.append(messages)
         try:
@@ -516,3 +519,119 @@ def test_a_server_that_ends_the_running_answer_for_a_new_one_falls_back_to_cance
     assert cancelled.request == 1 and cancelled.reason.startswith("superseded")
     assert [(e.request, e.reason) for _, e in rec.of(LlmDoneEvent)] == [(2, "stop")]
     assert OracleDone(2) in [s for _, s in rec.signals] and 2 in heard_requests(rec)
+
+
+# --- tools: calls, results, and speculation that never acts twice ------------------------------------
+
+
+@dataclass
+class ToolUsingLlm(ScriptedLlm):
+    """Calls `call` (once per answer), then answers from the tool's result."""
+
+    call: ToolCall | None = None
+    seen_results: list[str] = field(default_factory=list)
+
+    async def stream(self, messages, tools=None):
+        self.prompts.append(messages)
+        await asyncio.sleep(self.delay)
+        if messages[-1]["role"] == "tool":
+            self.seen_results.append(messages[-1]["content"])
+            yield f"Done: {messages[-1]['content']}."
+        elif tools and self.call is not None:
+            yield "Let me see."
+            yield self.call
+        else:
+            yield "No tools here."
+
+
+def counting_turn_tools(timeout_s: float = 2.0, hang: float = 0.0):
+    runs: list[tuple[str, float]] = []
+
+    def look(q: str) -> str:
+        runs.append(("look", time.monotonic()))
+        return f"looked up {q}"
+
+    def write(q: str) -> str:
+        runs.append(("write", time.monotonic()))
+        time.sleep(hang)
+        return f"wrote {q}"
+
+    schema = object_schema(("q",), q={"type": "string"})
+    return TurnTools({"look": Tool("look", "", schema, look),
+                      "write": Tool("write", "", schema, write, read_only=False, timeout_s=timeout_s)}), runs
+
+
+def run_with_tools(script, until, llm, tools):
+    rec = Recorder()
+
+    async def main():
+        rec.t0 = time.monotonic()
+        manager = OracleManager(llm, rec.post, rec.emit, policy=PolicyConfig(name="reactive"), tools=tools)
+        await drive(manager, rec, script, until)
+
+    asyncio.run(main())
+    return rec
+
+
+def test_a_tool_result_goes_back_to_the_model_and_the_answer_streams_on():
+    tools, runs = counting_turn_tools()
+    llm = ToolUsingLlm(delay=0.05, call=ToolCall("look", '{"q": "spiders"}', "c1"))
+    rec = run_with_tools([(0.05, final("how many legs has a spider"))], 1.0, llm, tools)
+    assert [r for r, _ in runs] == ["look"] and llm.seen_results == ["looked up spiders"]
+    said = " ".join(s.text for _, s in rec.signals if isinstance(s, OracleText))
+    assert said == "Let me see. Done: looked up spiders."  # the text before the call once, then the rest
+    assert [(e.name, e.arguments) for _, e in rec.of(ToolCallEvent)] == [("look", '{"q": "spiders"}')]
+    assert [(e.name, e.ok, e.summary) for _, e in rec.of(ToolResultEvent)] == [("look", True, "looked up spiders")]
+    assert [e.reason for _, e in rec.of(LlmDoneEvent)] == ["stop"] and rec.signals[-1][1] == OracleDone(1)
+    round2 = llm.prompts[-1]
+    assert round2[-2]["role"] == "assistant" and round2[-2]["tool_calls"][0]["function"]["name"] == "look"
+    assert round2[-1] == {"role": "tool", "tool_call_id": "c1", "name": "look", "content": "looked up spiders"}
+
+
+def test_a_write_asked_on_partial_words_runs_once_on_the_final_words():
+    tools, runs = counting_turn_tools()
+    llm = ToolUsingLlm(delay=0.05, call=ToolCall("write", '{"q": "timer"}', "c1"))
+    script = [(0.05, partial("set a timer")), (0.40, partial("set a timer for ten")),
+              (0.80, final("set a timer for ten minutes")), (1.30, TurnEndEvent("vad"))]
+    rec = run_with_tools(script, 2.0, llm, tools)
+    assert len(rec.of(LlmRequestEvent)) >= 2  # it was asked on the partial words too
+    writes = [t - rec.t0 for name, t in runs if name == "write"]
+    assert len(writes) == 1 and writes[0] >= 1.30 - 0.05  # once, and only after the turn ended
+    done = [e for _, e in rec.of(ToolResultEvent) if e.ok]
+    assert len(done) == 1 and done[0].request == rec.of(LlmRequestEvent)[-1][1].request
+
+
+def test_a_write_the_user_talked_past_never_runs():
+    tools, runs = counting_turn_tools()
+
+    class Changing(ToolUsingLlm):
+        async def stream(self, messages, tools=None):  # only the first request asks to write
+            self.call = self.call if not self.prompts else None
+            async for item in ToolUsingLlm.stream(self, messages, tools):
+                yield item
+
+    llm = Changing(delay=0.05, call=ToolCall("write", '{"q": "x"}'))
+    script = [(0.05, final("delete all my notes")), (0.5, final("no wait, keep them")), (1.0, TurnEndEvent("vad"))]
+    rec = run_with_tools(script, 1.6, llm, tools)
+    assert runs == [] and not [e for _, e in rec.of(ToolResultEvent) if e.ok]
+
+
+def test_a_tool_that_hangs_is_cut_at_its_limit_and_the_answer_goes_on():
+    tools, runs = counting_turn_tools(timeout_s=0.3, hang=3.0)
+    llm = ToolUsingLlm(delay=0.05, call=ToolCall("write", '{"q": "x"}'))
+    script = [(0.05, final("write it down")), (0.1, TurnEndEvent("vad"))]
+    start = time.monotonic()
+    rec = run_with_tools(script, 1.2, llm, tools)
+    assert time.monotonic() - start < 2.5  # the hung tool does not hold the back-end up
+    (_, result), = rec.of(ToolResultEvent)
+    assert not result.ok and "did not answer within 0.3 s" in result.summary
+    (_, banner), = rec.of(ErrorEvent)
+    assert banner.source == "tool" and banner.message.startswith("write(x):")
+    assert [e.reason for _, e in rec.of(LlmDoneEvent)] == ["stop"]
+    assert llm.seen_results and llm.seen_results[0].startswith("error:")
+
+
+def test_without_tools_none_are_offered():
+    llm = ToolUsingLlm(delay=0.05, call=ToolCall("look", "{}"))
+    rec = run_with_tools([(0.05, final("hello there"))], 0.6, llm, None)
+    assert " ".join(s.text for _, s in rec.signals if isinstance(s, OracleText)) == "No tools here."

@@ -52,7 +52,7 @@ def test_every_builtin_has_a_schema_the_model_can_read():
 
 
 def test_a_timer_is_kept_on_disk_and_said_once_when_due(isolated):
-    set_timer(600, "tea")
+    set_timer(10, "tea")
     (timer,) = TimerStore().pending()
     assert timer.text == "Your 10 minutes tea timer is done." and 599 < timer.due - time.time() <= 600
     assert TimerStore().due() == []  # not yet
@@ -268,3 +268,52 @@ def test_stray_arguments_a_small_model_adds_are_dropped():
 
     result = asyncio.run(tools.call(ToolCall("calculate", '{"expression": "2+2", "required": ["expression"]}'), yes))
     assert result.ok and result.text == "2+2 = 4"
+
+
+def _announcements(seconds: float) -> tuple[list, list]:
+    """Start a back-end with the built-in tools (no ASR, no LLM) for `seconds`: the signals and
+    events it produced."""
+    from kame_desktop.backend.llm.base import UnavailableLlm
+    from kame_desktop.backend.worker import Backend
+
+    signals, events = [], []
+    backend = Backend(UnavailableLlm("none", "no LLM in this test"), None, lambda s: signals.append(s) or True,
+                      events.append, tools=enabled_tools())
+    backend.start()
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not any(getattr(s, "source", None) == "timer" for s in signals):
+            time.sleep(0.05)
+    finally:
+        backend.stop()
+    return signals, events
+
+
+def test_a_timer_set_in_one_run_is_said_after_a_restart(isolated):
+    from kame_desktop.events import AnnouncementEvent, OracleText, TurnEnded
+
+    async def final() -> bool:
+        return True
+
+    # Run 1: the model sets a three-second timer; the app is closed before it is due.
+    result = asyncio.run(enabled_tools().call(ToolCall("set_timer", '{"minutes": 0.05, "label": "tea"}'), final))
+    assert result.ok and "3 seconds" in result.text
+    # Run 2 starts after it fell due: it is said at once, as an answer of its own.
+    time.sleep(3.2)
+    signals, events = _announcements(5.0)
+    said = [s.text for s in signals if isinstance(s, OracleText)]
+    assert said == ["Your 3 seconds tea timer is done."]
+    (turn,) = [s for s in signals if isinstance(s, TurnEnded)]
+    assert turn.source == "timer" and [e.text for e in events if isinstance(e, AnnouncementEvent)] == said
+    assert TimerStore().pending() == []  # said once
+    signals, _ = _announcements(0.6)
+    assert not [s for s in signals if isinstance(s, OracleText)]
+
+
+def test_one_missed_long_ago_says_when_it_fell_due(isolated):
+    from kame_desktop.events import OracleText
+
+    TimerStore().add(-300, "Reminder: call mum")  # fell due five minutes ago, while closed
+    signals, _ = _announcements(5.0)
+    (said,) = [s.text for s in signals if isinstance(s, OracleText)]
+    assert said.startswith("While I was closed, at ") and said.endswith(": Reminder: call mum")

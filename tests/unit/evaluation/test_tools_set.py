@@ -28,14 +28,14 @@ def test_a_time_counts_within_one_minute_of_the_clock_in_either_form():
     assert not fact_hit("It's December 7th.", clock_answers(["{date}"], at))
 
 
-def records(seconds: float, ok: bool = True) -> list[dict]:
-    return [{"kind": "tool_call", "request": 3, "name": "set_timer", "arguments": json.dumps({"seconds": seconds})},
+def records(minutes: float, ok: bool = True) -> list[dict]:
+    return [{"kind": "tool_call", "request": 3, "name": "set_timer", "arguments": json.dumps({"minutes": minutes})},
             {"kind": "tool_result", "request": 3, "name": "set_timer", "ok": ok, "summary": "timer set"}]
 
 
 def test_a_timer_counts_when_the_turn_set_one_that_long():
-    assert tool_set(records(600), "{timer:600}") is True
-    assert tool_set(records(60), "{timer:600}") is False
-    assert tool_set(records(600, ok=False), "{timer:600}") is False
-    assert tool_set([], "{timer:600}") is False
-    assert tool_set(records(600), "paris") is None  # not a timer answer
+    assert tool_set(records(10), "{timer:10}") is True
+    assert tool_set(records(1), "{timer:10}") is False
+    assert tool_set(records(10, ok=False), "{timer:10}") is False
+    assert tool_set([], "{timer:10}") is False
+    assert tool_set(records(10), "paris") is None  # not a timer answer
