@@ -15,7 +15,8 @@ from kame_desktop.audio import wake_word
 from kame_desktop.audio.sources import FileSource
 from kame_desktop.config import AudioSettings, FrontEndSettings, Settings
 from kame_desktop.controller import Controller, ErrorNotice, SessionEnded
-from kame_desktop.events import SAMPLE_RATE, Stamped
+from kame_desktop.events import FRAME_SIZE, SAMPLE_RATE, Stamped
+from kame_desktop.frontend.base import FrameResult
 from kame_desktop.listening import ListeningNotice
 
 QUESTION = "What is the capital of France?"
@@ -43,7 +44,7 @@ class Until:
         return None if self.done.is_set() else self.inner.read()
 
 
-def run(pcm: np.ndarray, tail_s: float, listening: str = "wake_word") -> tuple[list, np.ndarray]:
+def run(pcm: np.ndarray, tail_s: float, listening: str = "wake_word", **parts) -> tuple[list, np.ndarray]:
     notices: list = []
     waiting_again = threading.Event()
 
@@ -56,7 +57,8 @@ def run(pcm: np.ndarray, tail_s: float, listening: str = "wake_word") -> tuple[l
     sink = Collect()
     settings = Settings(frontend=FrontEndSettings(kind="lite"), audio=AudioSettings(listening=listening))
     c = Controller(settings, notify,
-                   audio_factory=lambda _s, _e, _r: (Until(FileSource(pcm, tail_s, realtime=True), waiting_again), sink))
+                   audio_factory=lambda _s, _e, _r: (Until(FileSource(pcm, tail_s, realtime=True), waiting_again), sink),
+                   **parts)
     c.start()
     deadline = time.monotonic() + len(pcm) / SAMPLE_RATE + tail_s + 120
     while not any(isinstance(n, SessionEnded) for n in notices):
@@ -64,6 +66,19 @@ def run(pcm: np.ndarray, tail_s: float, listening: str = "wake_word") -> tuple[l
         time.sleep(0.1)
     c.stop()
     return notices, np.concatenate(sink.frames) if sink.frames else np.zeros(0, np.float32)
+
+
+class SilentFrontEnd:
+    kind, model, device = "lite", "silent", "cpu"
+
+    def step(self, frame, signals) -> FrameResult:
+        return FrameResult(np.zeros(FRAME_SIZE, np.float32))
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def events(notices: list, kind: str) -> list:
@@ -105,7 +120,9 @@ def test_a_wake_word_model_that_cannot_load_is_one_banner_line_and_push_to_talk(
         (tmp_path / wake_word.FEATURIZER).write_bytes(b"\0" * 1000)
         (tmp_path / "models" / "alexa.onnx").write_bytes(b"\0" * 1000)
     monkeypatch.setattr(wake_word, "package_dir", lambda: tmp_path)
-    notices, _out = run(lead, tail_s=0.5)
+    # the fallback happens before the first frame: a silent front-end and no back-end do
+    notices, _out = run(lead, tail_s=0.5, frontend_factory=lambda _s: SilentFrontEnd(),
+                        backend_factory=lambda _s, _post, _publish: None)
     errors = [n for n in notices if isinstance(n, ErrorNotice)]
     assert len(errors) == 1 and errors[0].source == "wake_word" and errors[0].kind == "bad_model"
     assert "\n" not in errors[0].message and "push-to-talk" in errors[0].message
