@@ -22,6 +22,7 @@ from kame_desktop.events import EventBus
 
 if TYPE_CHECKING:
     from kame_desktop.backend.asr.base import AsrProvider
+    from kame_desktop.backend.llm.base import LlmProvider
     from kame_desktop.backend.worker import Backend, EventSink, SignalSink
     from kame_desktop.frontend.base import FrontEnd
     from kame_desktop.frontend.lite.tts import PiperTts
@@ -137,10 +138,11 @@ def build_frontend(
     )
 
 
-def build_backend(settings: Settings, post_signal: SignalSink, publish: EventSink, *, asr: AsrProvider | None = None) -> Backend:
+def build_backend(settings: Settings, post_signal: SignalSink, publish: EventSink, *, asr: AsrProvider | None = None,
+                  llm: LlmProvider | None = None) -> Backend:
     from kame_desktop.backend.factory import make_backend
 
-    return make_backend(settings, post_signal, publish, asr=asr)
+    return make_backend(settings, post_signal, publish, asr=asr, llm=llm)
 
 
 def build_session(
@@ -150,6 +152,7 @@ def build_session(
     frontend: FrontEnd | None = None,
     backend: BackendFactory | None = None,
     asr: AsrProvider | None = None,
+    llm: LlmProvider | None = None,
     tts: PiperTts | None = None,
     kame: KameOptions = KameOptions(),
 ) -> Session:
@@ -157,7 +160,8 @@ def build_session(
 
     `backend`: None builds the one the settings describe; else a factory (`no_backend`: none,
     tests: their own). Lite always gets one: it speaks the LLM's answers.
-    `frontend`, `asr`, `tts`: parts built by the caller and reused across sessions."""
+    `frontend`, `asr`, `llm`, `tts`: parts built by the caller and reused across sessions (`llm`:
+    an in-process model, which keeps what it has read of the prompt for the next session)."""
     from kame_desktop.session import Session
 
     owns_frontend = frontend is None
@@ -174,7 +178,7 @@ def build_session(
         if asr is not None:
             asr.reset()
         if backend is None or (backend is no_backend and frontend.kind == "lite"):
-            session.backend = build_backend(settings, session.signals.post, session.publish_async, asr=asr)
+            session.backend = build_backend(settings, session.signals.post, session.publish_async, asr=asr, llm=llm)
         else:
             session.backend = backend(settings, session.signals.post, session.publish_async)
     except BaseException:

@@ -151,9 +151,14 @@ class HistoryStore:
         self.root = root if root is not None else data_dir() / "history"
 
     def path(self, conversation_id: str) -> Path:
-        if not _ID_RE.match(conversation_id):
-            raise HistoryError(f"'{conversation_id}' is not a conversation id")
-        return self.root / f"{conversation_id}{SUFFIX}"
+        """The file of a conversation: an id the app made, or the name of a file already in the
+        folder (one copied in by hand is listed, so it can be opened and deleted too); never a
+        path that leads out of the folder."""
+        path = self.root / f"{conversation_id}{SUFFIX}"
+        if _ID_RE.match(conversation_id) or (Path(conversation_id).name == conversation_id
+                                             and conversation_id not in (".", "..") and path.is_file()):
+            return path
+        raise HistoryError(f"'{conversation_id}' is not a conversation id")
 
     def save(
         self, records: list[Stamped], title: str | None = None, *, conversation_id: str | None = None
@@ -179,8 +184,6 @@ class HistoryStore:
         broken: list[ConversationInfo] = []
         for path in self.root.glob(f"*{SUFFIX}") if self.root.is_dir() else []:
             try:
-                if not _ID_RE.match(path.stem):
-                    raise ValueError("a file name the app does not write: use letters, digits, - and _")
                 lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
                 header = json.loads(lines[0]) if lines else None
                 if not isinstance(header, dict) or header.get("kind") != "header":

@@ -97,12 +97,14 @@ def make_asr(settings: Settings) -> AsrProvider:
 
 
 def make_backend(
-    settings: Settings, post_signal: SignalSink, publish: EventSink, *, asr: AsrProvider | None = None
+    settings: Settings, post_signal: SignalSink, publish: EventSink, *, asr: AsrProvider | None = None,
+    llm: LlmProvider | None = None,
 ) -> Backend:
     """The back-end, not started (Session.start starts it): it posts signals for the front-end
-    on `post_signal` and events on `publish`; `asr` is a recognizer the caller built (else one
-    from the settings). An LLM that cannot be set up (a bad GGUF, a missing package) does not
-    stop the conversation: the front-end goes on without hints and every request says why."""
+    on `post_signal` and events on `publish`; `asr` and `llm` are parts the caller built and
+    keeps across sessions (else ones from the settings; a shared in-process model keeps what it
+    has read of the prompt). An LLM that cannot be set up (a bad GGUF, a missing package) does
+    not stop the conversation: the front-end goes on without hints and every request says why."""
     from kame_desktop.backend.llm.base import UnavailableLlm
     from kame_desktop.backend.oracle_manager import PolicyConfig
     from kame_desktop.backend.prompts import SYSTEM_PROMPT
@@ -112,8 +114,9 @@ def make_backend(
     from kame_desktop.events import ErrorEvent
 
     notices = []
+    owns_llm = llm is None
     try:
-        llm = make_llm(settings)
+        llm = llm or make_llm(settings)
         llm.load()  # fail early, and keep model loading out of the paced session
     except KameError as e:
         llm = UnavailableLlm(f"{settings.llm.provider} (unavailable)", str(e), e.kind)
@@ -137,5 +140,6 @@ def make_backend(
         policy=PolicyConfig(name=settings.llm.policy, max_streams=max(1, settings.llm.max_streams)),
         system_prompt=system_prompt,
         notices=notices,
+        owns_llm=owns_llm,
         tools=enabled_tools(settings.tools.disabled) if settings.tools.enabled else None,
     )

@@ -46,6 +46,7 @@ from kame_desktop.events import (
 log = logging.getLogger(__name__)
 
 TIMER_CHECK_S = 0.25
+LLM_CLOSE_S = 30.0
 SignalSink = Callable[[Signal], bool]  # posts a signal for the front-end; False if it was dropped
 EventSink = Callable[[Event], None]  # publishes an event (the session stamps it)
 
@@ -102,6 +103,7 @@ class Backend:
         audio_queue_frames: int = 250,  # 20 s of audio
         notices: list[Event] | tuple[Event, ...] = (),
         tools: TurnTools | None = None,  # what the LLM may call; with them, due timers are said
+        owns_llm: bool = True,  # False: the caller's, kept open for its next session
     ) -> None:
         self.llm = llm
         self.asr = asr
@@ -112,6 +114,7 @@ class Backend:
         self.system_prompt = system_prompt
         self.notices = tuple(notices)  # e.g. why the LLM is unavailable, published once started
         self.tools = tools
+        self.owns_llm = owns_llm
         self._audio: queue.Queue = queue.Queue(audio_queue_frames)
         self._turn_audio: queue.Queue = queue.Queue(audio_queue_frames)
         self.dropped_audio_frames = 0
@@ -152,7 +155,10 @@ class Backend:
         if self._loop is not None and self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
         for thread in self._threads[:1]:  # the loop's (the ASR's were joined above)
-            thread.join(timeout)
+            # It closes the LLM, which first finishes reading the system prompt if a session ends
+            # within seconds of its start (the embedded model with the tools: ~8 s on one thread);
+            # a process must not exit under it.
+            thread.join(timeout + LLM_CLOSE_S)
 
     def _run_loop(self) -> None:
         asyncio.run(self._main())
@@ -171,7 +177,8 @@ class Backend:
         if timers is not None:
             timers.cancel()
         await self._manager.close()
-        await self.llm.aclose()
+        if self.owns_llm:
+            await self.llm.aclose()
 
     async def _say_due_timers(self) -> None:
         """Have the companion say each timer or reminder that falls due (one that fell due while

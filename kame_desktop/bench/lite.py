@@ -91,22 +91,26 @@ class Timed:
         return getattr(self._inner, name)
 
 
-def _run_one(asr, tts, pcm: np.ndarray, mode: str, llm_model: str) -> tuple[np.ndarray, list[Stamped]]:
-    from kame_desktop.assembly import build_session
-    from kame_desktop.audio.sources import FileSource
+def _settings(mode: str, llm_model: str):
     from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, Settings, ToolSettings
 
     policy, turn_detection, tools = MODES[mode]
-    records: list[Stamped] = []
-    bus = EventBus()
-    bus.subscribe(records.append)
-    settings = Settings(
+    return Settings(
         llm=LlmSettings(threads=1, policy=policy, gguf_path=llm_model),
         asr=AsrSettings(turn_detection=turn_detection),
         frontend=FrontEndSettings(kind="lite"),
         tools=ToolSettings(enabled=tools),
     )
-    session = build_session(settings, bus, asr=asr, tts=tts)
+
+
+def _run_one(asr, tts, llm, pcm: np.ndarray, mode: str, llm_model: str) -> tuple[np.ndarray, list[Stamped]]:
+    from kame_desktop.assembly import build_session
+    from kame_desktop.audio.sources import FileSource
+
+    records: list[Stamped] = []
+    bus = EventBus()
+    bus.subscribe(records.append)
+    session = build_session(_settings(mode, llm_model), bus, asr=asr, llm=llm, tts=tts)
     out: list[np.ndarray] = []
 
     class Collect:
@@ -175,6 +179,12 @@ def _bench(questions: int, llm_model: str | None) -> dict:
         return audio
 
     tts.synthesize = tts._timed(synthesize)
+    # One model per prompt (with the tools listed, and without), kept across the runs as the app
+    # keeps it: the system prompt is read once, not at every question.
+    from kame_desktop.backend.factory import make_llm
+
+    llms = {tools: make_llm(_settings(next(m for m in MODES if MODES[m][2] == tools), llm_model))
+            for tools in {t for _, _, t in MODES.values()}}
     results: dict[str, list[dict]] = {mode: [] for mode in MODES}
     turn_end_ms: dict[str, list[float]] = {mode: [] for mode in MODES}
     smart_ends: list[TurnEndEvent] = []
@@ -183,7 +193,7 @@ def _bench(questions: int, llm_model: str | None) -> dict:
         pcm = piper.synthesize(text)
         end = speech_end_s(pcm)
         for mode in MODES:  # same utterance, every way, back to back
-            out, records = _run_one(asr, tts, pcm, mode, llm_model)
+            out, records = _run_one(asr, tts, llms[MODES[mode][2]], pcm, mode, llm_model)
             input_s += len(pcm) / SAMPLE_RATE + TAIL_SECONDS
             answer = first_sound_after_s(out, end)
             ends = [r for r in records if isinstance(r.event, TurnEndEvent)]
@@ -207,6 +217,11 @@ def _bench(questions: int, llm_model: str | None) -> dict:
             if mode == "smart":
                 smart_ends += [e for _, e in ends]
             log.info("pause %s %r: turn ends at %s s (speech resumes at %.2f s)", mode, text, [t for t, _ in ends], resumed)
+
+    import asyncio
+
+    for llm in llms.values():
+        asyncio.run(llm.aclose())
 
     def latencies(mode: str) -> list[float]:
         return [u["response_latency_ms"] for u in results[mode] if u["response_latency_ms"] is not None]

@@ -69,9 +69,12 @@ class RunSettings:
     def app_settings(self) -> Settings:
         """The Settings of the sessions this run builds (through the one assembly path)."""
         from kame_desktop.assembly import run_settings
+        from kame_desktop.config import ToolSettings
 
-        return run_settings(frontend=self.frontend, checkpoint=self.checkpoint, llm=self.llm, llm_url=self.llm_url,
-                            llm_model=self.llm_model, policy=self.policy)
+        settings = run_settings(frontend=self.frontend, checkpoint=self.checkpoint, llm=self.llm, llm_url=self.llm_url,
+                                llm_model=self.llm_model, policy=self.policy)
+        # The `tools` set is about them: its sessions offer the built-in tools (the app's default is off).
+        return dataclasses.replace(settings, tools=ToolSettings(enabled=self.set == "tools"))
 
 
 # --- session assembly (the one place; see the module docstring) --------------------------------
@@ -84,15 +87,27 @@ class Parts:
     asr: Any
     tts: Any = None  # lite: PiperTts
     kame: Any = None  # kame: KameFrontEnd (reset per session)
+    llm: Any = None  # the in-process model, as the app keeps it: what it has read of the prompt stays read
+
+    def close(self) -> None:
+        if self.llm is not None:
+            import asyncio
+
+            asyncio.run(self.llm.aclose())
 
 
 def load_parts(settings: RunSettings) -> Parts:
     from kame_desktop.backend.asr.whisper import WhisperAsr
+    from kame_desktop.backend.factory import make_llm
 
+    # A session of the app lasts the whole conversation: its model reads the system prompt (and
+    # the tools) once. Each isolated question is a session here, so the in-process model is kept.
+    app = settings.app_settings()
+    llm = make_llm(app) if app.llm.provider == "local" else None
     if settings.frontend == "lite":
         from kame_desktop.frontend.lite.tts import PiperTts
 
-        return Parts(WhisperAsr(cpu_threads=1), tts=PiperTts(threads=1))
+        return Parts(WhisperAsr(cpu_threads=1), tts=PiperTts(threads=1), llm=llm)
     from kame_desktop.accelerator import require_kame
 
     require_kame()
@@ -113,7 +128,8 @@ def open_session(settings: RunSettings, parts: Parts, bus: EventBus) -> Iterator
     exit (parts that were passed in stay loaded)."""
     from kame_desktop.assembly import build_session
 
-    session = build_session(settings.app_settings(), bus, frontend=parts.kame, asr=parts.asr, tts=parts.tts)
+    session = build_session(settings.app_settings(), bus, frontend=parts.kame, asr=parts.asr, llm=parts.llm,
+                            tts=parts.tts)
     try:
         yield session
     finally:
@@ -294,7 +310,6 @@ def run_questions(settings: RunSettings, out: Path, progress: Callable[[Question
 
 def _run_pending(settings: RunSettings, out: Path, pending: list[Question], next_session: int,
                  done: Callable[[Question], None]) -> None:
-    from kame_desktop.audio.sources import NullSink
     from kame_desktop.evaluation.speech import Speaker
 
     started = time.time()
@@ -302,6 +317,17 @@ def _run_pending(settings: RunSettings, out: Path, pending: list[Question], next
     speaker = Speaker(settings.voice, tts=parts.tts)
     spoken = {q.id: [speaker.speak(t) for t in q.turns] for q in pending}  # before any paced run
     groups = [[q] for q in pending] if settings.mode == "isolated" else [pending]
+    try:
+        _run_groups(settings, out, parts, spoken, groups, next_session, done)
+    finally:
+        parts.close()
+    _log_run(out, started, len(pending))
+
+
+def _run_groups(settings: RunSettings, out: Path, parts: Parts, spoken: dict[str, list[np.ndarray]],
+                groups: list[list[Question]], next_session: int, done: Callable[[Question], None]) -> None:
+    from kame_desktop.audio.sources import NullSink
+
     for index, group in enumerate(groups, next_session):
         plan = [(q, k) for q in group for k in range(len(q.turns))]
         records: list[Stamped] = []
@@ -311,4 +337,3 @@ def _run_pending(settings: RunSettings, out: Path, pending: list[Question], next
         dialog = Dialog([spoken[q.id][k] for q, k in plan], cap_s=settings.max_wait_s, on_segment=recorder)
         with open_session(settings, parts, bus) as session:
             session.run(dialog, dialog.sink(NullSink()))
-    _log_run(out, started, len(pending))

@@ -99,8 +99,8 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._asr_page(settings), "Speech")
         tabs.addTab(self._audio_page(settings), "Audio")
         tabs.addTab(self._frontend_page(settings), "Front-end")
-        tabs.addTab(self._persona_page(settings), "Persona")
         tabs.addTab(self._tools_page(settings), "Tools")
+        tabs.addTab(self._persona_page(settings), "Persona")
         self.tabs = tabs
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)

@@ -138,13 +138,19 @@ def test_unreadable_files_are_listed_marked_and_delete_failures_are_errors(monke
     good = saved(store, "hello there")
     (store.root / "no-header.jsonl").write_text("{cut", encoding="utf-8")
     (store.root / "my talk.jsonl").write_text(store.path(good).read_text(encoding="utf-8"), encoding="utf-8")
-    assert [c.id for c in store.list()] == [good]  # the default listing stays what it was
+    assert {c.id for c in store.list()} == {good, "my talk"}  # a file named by hand is a conversation too
     listed = {c.id: c for c in store.list(include_unreadable=True)}
     assert set(listed) == {good, "no-header", "my talk"}
-    assert listed[good].problem == ""
-    assert listed["no-header"].problem.startswith("unreadable") and listed["my talk"].problem.startswith("unreadable")
+    assert listed[good].problem == "" and listed["my talk"].problem == ""
+    assert listed["no-header"].problem.startswith("unreadable")
     with pytest.raises(HistoryError, match="not a readable conversation"):
         store.load("no-header")
+    assert [r.event.text for r in store.load("my talk") if isinstance(r.event, AsrFinalEvent)] == ["hello there"]
+    store.delete("my talk")
+    assert not (store.root / "my talk.jsonl").exists()
+    for outside in ("../x", "a/b", ".."):  # never a path out of the folder
+        with pytest.raises(HistoryError, match="not a conversation id"):
+            store.path(outside)
 
     def denied(self, missing_ok=False):  # what a folder the user may not write does (tests may run as root)
         raise PermissionError(13, "Permission denied", str(self))
