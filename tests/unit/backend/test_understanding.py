@@ -34,10 +34,10 @@ class EchoLlm:
     def load(self) -> None:
         pass
 
-    async def prime(self, system_prompt: str) -> None:
+    async def prime(self, system_prompt: str, tools=None) -> None:
         pass
 
-    async def stream(self, messages):
+    async def stream(self, messages, tools=None):
         self.prompts.append(messages)
         for word in messages[-1]["content"].split():
             await asyncio.sleep(0.15)  # still writing when the turn ends
