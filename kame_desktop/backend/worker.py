@@ -344,7 +344,11 @@ class Backend:
             self.manager.on_asr(then)
             if then is self._deferred_turn:  # not an earlier turn's, reopened since
                 self._deferred_turn = None
-                self.post_signal(TurnEnded(then.source, self.manager.answer_request()))
+                # The detector may already hear the user again while its event is still on its way
+                # here: that turn is open again (an answer ready at once, such as the request to
+                # repeat, would otherwise start over the user).
+                if self.turns is None or not self.turns.in_turn:
+                    self.post_signal(TurnEnded(then.source, self.manager.answer_request()))
 
     def _on_turn_events(self, events: list[Event], speech_end_t: float) -> None:
         for event in events:
