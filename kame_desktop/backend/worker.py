@@ -342,13 +342,16 @@ class Backend:
                 self.post_signal(TurnEnded(event.source, self.manager.answer_request()))
         if then is not None:  # the turn's words are all in: now the manager hears that it ended
             self.manager.on_asr(then)
+            # The detector may already hear the user again while its event is still on its way
+            # here: that turn is open again. Whatever its end made ready at once (the request to
+            # repeat) must not start over the user, so the front-end hears that they talk.
+            talking = self.turns is not None and self.turns.in_turn
             if then is self._deferred_turn:  # not an earlier turn's, reopened since
                 self._deferred_turn = None
-                # The detector may already hear the user again while its event is still on its way
-                # here: that turn is open again (an answer ready at once, such as the request to
-                # repeat, would otherwise start over the user).
-                if self.turns is None or not self.turns.in_turn:
+                if not talking:
                     self.post_signal(TurnEnded(then.source, self.manager.answer_request()))
+            if talking:
+                self.post_signal(UserSpeechStarted())
 
     def _on_turn_events(self, events: list[Event], speech_end_t: float) -> None:
         for event in events:
