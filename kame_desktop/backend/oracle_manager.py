@@ -496,9 +496,11 @@ class OracleManager:
                     if reason == "length":
                         self.emit(ErrorEvent("llm", TOO_LONG, "bad_server"))
                         break
-                await _aclose(stream)  # drop the connection (or stop the model) now
+                if cleaner.ended or reason == "length":
+                    await _aclose(stream)  # drop the connection (or stop the model) now
                 if not calls or cleaner.ended or reason == "length" or offered is None:
                     break
+                await _aclose(stream)  # this round's, before the next one asks
                 results = await self._call_tools(request, calls)
                 if results is None:  # it would act on words the user did not end the turn with
                     self._cancel(request, "asked to act before the turn's final words")
