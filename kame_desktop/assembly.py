@@ -108,8 +108,8 @@ def build_frontend(
     settings: Settings, *, tts: PiperTts | None = None, kame: KameOptions = KameOptions(), with_backend: bool = True
 ) -> FrontEnd:
     """The front-end the settings ask for (`auto` decides here, and logs why)."""
-    from kame_desktop.accelerator import require_kame
     from kame_desktop.frontend.select import choose_frontend
+    from kame_desktop.models.accelerator import require_kame
 
     fe = settings.frontend
     # The choice carries the device, dtype and int8 it sized the model with: the load uses them.

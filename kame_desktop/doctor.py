@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Literal
 
 from kame_desktop import __version__
-from kame_desktop.accelerator import KAME_EXTRA_HINT, gpu_hint, kame_extra_missing
 from kame_desktop.config import Settings
+from kame_desktop.models.accelerator import KAME_EXTRA_HINT, gpu_hint, kame_extra_missing
 
 Status = Literal["ok", "warn", "fail"]
 EXIT_CODES = {"ok": 0, "warn": 1, "fail": 2}
@@ -126,8 +126,13 @@ def check_gpu(settings: Settings) -> Check:
                      "or MPS GPU with about 17.7 GB free (11.1 GB in int8)")
     if kame_extra_missing():
         return Check("gpu", "warn", f"{hint}, but torch is not installed: the lite companion runs", KAME_EXTRA_HINT)
-    from kame_desktop.compute import free_memory_bytes, int8_unavailable_reason, parse_dtype, pick_device
     from kame_desktop.frontend.select import kame_memory_bytes
+    from kame_desktop.models.compute import (
+        free_memory_bytes,
+        int8_unavailable_reason,
+        parse_dtype,
+        pick_device,
+    )
 
     device = pick_device(settings.frontend.device)
     if device.type == "cpu":
@@ -235,9 +240,9 @@ def check_weights(kame_wanted: bool) -> Check:
     """The embedded weights (Whisper, the LLMs, the Piper voice), hashed where their hashes are
     known; and the KAME weights where KAME would run."""
     from kame_desktop.backend.llm.local import check_gguf, embedded_model_path
-    from kame_desktop.embedded import QWEN_CODER, WHISPER_BASE, verify_embedded
     from kame_desktop.errors import KameError
     from kame_desktop.frontend.lite.tts import embedded_voice
+    from kame_desktop.models.embedded import QWEN_CODER, WHISPER_BASE, verify_embedded
 
     try:
         for bundle in (WHISPER_BASE, QWEN_CODER):
@@ -318,7 +323,7 @@ def check_wake_word(settings: Settings) -> Check:
 
 
 def check_disk() -> Check:
-    from kame_desktop.embedded import cache_root
+    from kame_desktop.models.embedded import cache_root
 
     folder = cache_root()
     existing = next(p for p in (folder, *folder.parents) if p.exists())

@@ -70,7 +70,7 @@ def run_bench(
     if shape == "7b":
         if device in ("cpu", "meta") or (device == "auto" and not torch.cuda.is_available()):
             return plan_7b(int8=int8, steps=steps)
-        from kame_desktop.compute import pick_device
+        from kame_desktop.models.compute import pick_device
 
         return run_7b(pick_device(device), frames=steps, int8=int8)
     return _run_tiny(steps, warmup, device)
@@ -79,7 +79,7 @@ def run_bench(
 def _guarded(device: torch.device, fn, *args):
     """One step under the engine's guard (step lock; no torch.compile off CUDA), so both
     variants are timed alike."""
-    from kame_desktop.compute import streaming_step
+    from kame_desktop.models.compute import streaming_step
 
     with torch.no_grad(), streaming_step(device):
         return fn(*args)
@@ -88,12 +88,12 @@ def _guarded(device: torch.device, fn, *args):
 def _run_tiny(steps: int, warmup: int, device_name: str) -> dict:
     from moshi.models.lm import LMGen, LMModel
 
-    from kame_desktop.compute import dtype_name, parse_dtype, pick_device
     from kame_desktop.frontend.kame import checkpoint as ckpt
     from kame_desktop.frontend.kame.engine import KameFrontEnd
     from kame_desktop.frontend.kame.model import KameLMGen
     from kame_desktop.frontend.kame.oracle import OracleStream
     from kame_desktop.frontend.kame.tiny import make_tiny_checkpoint
+    from kame_desktop.models.compute import dtype_name, parse_dtype, pick_device
 
     device = pick_device(device_name)
     dtype = parse_dtype(None, device)
@@ -270,9 +270,9 @@ def run_7b(
     "frontend" (for a release check) instead of closing it."""
     from moshi.utils.compile import no_cuda_graph
 
-    from kame_desktop.compute import dtype_name, parse_dtype
     from kame_desktop.frontend.kame import checkpoint as ckpt
     from kame_desktop.frontend.kame.engine import KameFrontEnd
+    from kame_desktop.models.compute import dtype_name, parse_dtype
 
     dtype = parse_dtype(None, device)
     cuda = device.type == "cuda"

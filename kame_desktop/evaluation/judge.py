@@ -116,7 +116,7 @@ class JudgeSettings:
 
 class Judge:
     def __init__(self, settings: JudgeSettings, cache: Path | None = None, client=None) -> None:
-        from kame_desktop.embedded import cache_root
+        from kame_desktop.models.embedded import cache_root
 
         self.settings = settings
         self._cache = cache or cache_root() / "eval" / "judge"

@@ -108,7 +108,7 @@ def load_parts(settings: RunSettings) -> Parts:
         from kame_desktop.frontend.lite.tts import PiperTts
 
         return Parts(WhisperAsr(cpu_threads=1), tts=PiperTts(threads=1), llm=llm)
-    from kame_desktop.accelerator import require_kame
+    from kame_desktop.models.accelerator import require_kame
 
     require_kame()
     import torch

@@ -43,7 +43,7 @@ class Transcriber:
         if self._model is None:
             from faster_whisper import WhisperModel
 
-            from kame_desktop.embedded import embedded_whisper_model
+            from kame_desktop.models.embedded import embedded_whisper_model
 
             self._model = WhisperModel(str(embedded_whisper_model()), device="cpu", compute_type="int8", cpu_threads=2)
         segments, _ = self._model.transcribe(soxr.resample(pcm, SAMPLE_RATE, 16_000), language="en", beam_size=1)

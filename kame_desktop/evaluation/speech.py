@@ -14,7 +14,7 @@ VOICES = ("piper", "espeak-ng")
 
 
 def speech_cache() -> Path:
-    from kame_desktop.embedded import cache_root
+    from kame_desktop.models.embedded import cache_root
 
     return cache_root() / "eval" / "speech"
 

@@ -11,8 +11,8 @@ import functools
 import importlib.util
 from dataclasses import dataclass
 
-from kame_desktop.accelerator import KAME_EXTRA_HINT, gpu_hint
 from kame_desktop.choices import CHECKPOINT_NAMES, DEFAULT_KAME_REPO, FRONTEND_KINDS, check_choice
+from kame_desktop.models.accelerator import KAME_EXTRA_HINT, gpu_hint
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def choose_frontend(
     if device == "cpu" or (device == "auto" and hint is None):
         return Choice("lite", None, "no NVIDIA or Apple Silicon GPU: KAME needs one")
     try:
-        from kame_desktop.compute import (
+        from kame_desktop.models.compute import (
             dtype_name,
             free_memory_bytes,
             int8_unavailable_reason,

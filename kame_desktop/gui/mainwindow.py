@@ -158,8 +158,8 @@ class MainWindow(QMainWindow):
 
     def needs_kame_weights(self) -> bool:
         """Without the `kame` extra the weights are no use: the banner says what to install."""
-        from kame_desktop.accelerator import kame_extra_missing
         from kame_desktop.frontend.select import DEFAULT_KAME_REPO, kame_weights_cached
+        from kame_desktop.models.accelerator import kame_extra_missing
 
         fe = self.settings.frontend
         return (fe.kind == "kame" and fe.checkpoint == DEFAULT_KAME_REPO and not kame_extra_missing()
@@ -377,9 +377,9 @@ class MainWindow(QMainWindow):
     # --- models ---------------------------------------------------------------------------------
 
     def open_model_manager(self) -> None:
-        from kame_desktop.catalog import load_catalog
         from kame_desktop.errors import DownloadError
         from kame_desktop.gui.model_manager import ModelManagerDialog
+        from kame_desktop.models.catalog import load_catalog
 
         try:
             entry = next(e for e in load_catalog() if e.kind == "kame")

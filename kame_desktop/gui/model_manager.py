@@ -23,15 +23,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from kame_desktop.catalog import CatalogEntry
-from kame_desktop.downloads import (
+from kame_desktop.errors import DownloadCancelled, DownloadError
+from kame_desktop.models.catalog import CatalogEntry
+from kame_desktop.models.downloads import (
     RepoPlan,
     download,
     free_space,
     model_dir,
     plan_entry,
 )
-from kame_desktop.errors import DownloadCancelled, DownloadError
 
 
 def _fmt(n: int) -> str:

@@ -350,8 +350,8 @@ class SettingsDialog(QDialog):
         menu = QMenu(self)
 
         def fill() -> None:
-            from kame_desktop.catalog import load_catalog
             from kame_desktop.errors import DownloadError
+            from kame_desktop.models.catalog import load_catalog
 
             menu.clear()
             try:

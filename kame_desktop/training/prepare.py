@@ -188,7 +188,7 @@ class WhisperWords:
 
             path = self.model_name
             if path == "base":
-                from kame_desktop.embedded import embedded_whisper_model
+                from kame_desktop.models.embedded import embedded_whisper_model
 
                 path = str(embedded_whisper_model())
             try:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kame_desktop import catalog, downloads
-from kame_desktop.catalog import CatalogEntry
 from kame_desktop.config import FrontEndSettings, Settings
 from kame_desktop.gui.model_manager import ModelManagerDialog
+from kame_desktop.models import catalog, downloads
+from kame_desktop.models.catalog import CatalogEntry
 
 pytestmark = pytest.mark.gui
 

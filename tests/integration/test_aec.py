@@ -92,8 +92,8 @@ def processed(scene):
 
 @pytest.fixture(scope="module")
 def asr(tmp_path_factory):
-    from kame_desktop import embedded
     from kame_desktop.backend.asr.whisper import WhisperAsr
+    from kame_desktop.models import embedded
 
     cache = tmp_path_factory.mktemp("kame-cache")
     model = embedded.embedded_whisper_model(cache)

@@ -35,7 +35,7 @@ def transcribe(pcm: np.ndarray) -> str:
     import soxr
     from faster_whisper import WhisperModel
 
-    from kame_desktop.embedded import embedded_whisper_model
+    from kame_desktop.models.embedded import embedded_whisper_model
 
     model = WhisperModel(str(embedded_whisper_model()), device="cpu", compute_type="int8", cpu_threads=2)
     segments, _ = model.transcribe(soxr.resample(pcm, SAMPLE_RATE, 16_000), language="en", beam_size=1)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kame_desktop import accelerator
 from kame_desktop.errors import NotInstalledError
+from kame_desktop.models import accelerator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def test_no_driver_no_nvidia_smi_no_mac_is_no_gpu(tmp_path, monkeypatch):
 
 def test_the_script_scripts_app_runs_needs_only_the_standard_library():
     """Run with -S -I: no site-packages, as before anything is installed."""
-    proc = subprocess.run([sys.executable, "-S", "-I", str(ROOT / "kame_desktop" / "accelerator.py")],
+    proc = subprocess.run([sys.executable, "-S", "-I", str(ROOT / "kame_desktop" / "models" / "accelerator.py")],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode in (0, 1), proc.stderr
     assert proc.stdout.strip() == (accelerator.gpu_hint() or "no NVIDIA or Apple Silicon GPU")

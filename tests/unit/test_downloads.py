@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fixtures.disk import fill, small_disk
 
-from kame_desktop import downloads
-from kame_desktop.catalog import load_catalog
-from kame_desktop.downloads import download, plan_download
 from kame_desktop.errors import DownloadCancelled, DownloadError, NotEnoughSpace
+from kame_desktop.models import downloads
+from kame_desktop.models.catalog import load_catalog
+from kame_desktop.models.downloads import download, plan_download
 
 
 def _git_sha1(data: bytes) -> str:

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from kame_desktop import embedded
 from kame_desktop.errors import ModelFileError
 from kame_desktop.fileio import sha256_file
+from kame_desktop.models import embedded
 
 MODEL_SHA = embedded.WHISPER_BASE_FILES["model.bin"][1]
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from kame_desktop.accelerator import require_kame
 from kame_desktop.audio.vad import SileroVad
 from kame_desktop.backend.asr.base import SegmentingAsr
 from kame_desktop.errors import AsrError, DeviceError
@@ -26,6 +25,7 @@ from kame_desktop.events import (
     Event,
     Word,
 )
+from kame_desktop.models.accelerator import require_kame
 
 
 class KyutaiStt(SegmentingAsr):
@@ -90,7 +90,7 @@ class KyutaiStt(SegmentingAsr):
         return self._close_word(t_end, clear=True) + super().flush(t_end)
 
     def _step(self, frame: np.ndarray) -> str | None:
-        from kame_desktop.compute import streaming_step
+        from kame_desktop.models.compute import streaming_step
 
         torch = self._torch
         with torch.no_grad(), streaming_step(self._device):  # one graphed model steps at a time

@@ -314,7 +314,7 @@ def _resolve_model(model: str | os.PathLike[str], cache_dir: str | os.PathLike[s
             )
         return str(path), f"whisper:{path.name}"
     if text == "base":
-        from kame_desktop.embedded import embedded_whisper_model
+        from kame_desktop.models.embedded import embedded_whisper_model
 
         return str(embedded_whisper_model(cache_dir)), "whisper:base"
     return text, f"whisper:{text}"

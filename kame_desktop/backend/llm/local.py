@@ -41,7 +41,7 @@ _MAX_COUNT = 1 << 24  # tensor / metadata counts above this mean a corrupt heade
 def embedded_model_path(name: str = DEFAULT_EMBEDDED) -> Path:
     """The GGUF of an embedded model (assembled from its packages on first use: seconds)."""
     if name == QWEN_CODER:
-        from kame_desktop.embedded import embedded_qwen_gguf
+        from kame_desktop.models.embedded import embedded_qwen_gguf
 
         return embedded_qwen_gguf()
     return _smollm2_path()

@@ -452,7 +452,7 @@ def estimate_memory(lm_kwargs: dict[str, Any], dtype: torch.dtype, int8: bool = 
 
 
 def check_fits(estimate: MemoryEstimate, device: torch.device, int8: bool) -> None:
-    from kame_desktop.compute import free_memory_bytes
+    from kame_desktop.models.compute import free_memory_bytes
 
     free = free_memory_bytes(device)
     if free is not None and free < estimate.total_bytes:

@@ -11,13 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from kame_desktop.compute import (
-    int8_unavailable_reason,
-    parse_dtype,
-    pick_device,
-    release_accelerator_memory,
-    streaming_step,
-)
 from kame_desktop.errors import CheckpointError, DeviceError, KameError
 from kame_desktop.events import (
     FRAME_SIZE,
@@ -36,6 +29,13 @@ from kame_desktop.frontend.base import FrameResult
 from kame_desktop.frontend.kame import checkpoint as ckpt
 from kame_desktop.frontend.kame.model import KameLMGen, KameLMModel
 from kame_desktop.frontend.kame.oracle import OracleStream
+from kame_desktop.models.compute import (
+    int8_unavailable_reason,
+    parse_dtype,
+    pick_device,
+    release_accelerator_memory,
+    streaming_step,
+)
 
 log = logging.getLogger(__name__)
 

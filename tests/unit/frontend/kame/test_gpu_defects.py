@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from kame_desktop import compute
 from kame_desktop.errors import DeviceError, KameError
 from kame_desktop.events import FRAME_SIZE
 from kame_desktop.frontend import select
 from kame_desktop.frontend.base import FrameResult
 from kame_desktop.frontend.kame import checkpoint as ckpt
 from kame_desktop.frontend.kame.engine import KameFrontEnd
+from kame_desktop.models import compute
 
 GB = 1_000_000_000
 ROOT = Path(__file__).resolve().parents[4]

@@ -30,9 +30,10 @@ class CatalogEntry:
 
 
 def catalog_path() -> Path:
-    """models/catalog.toml: inside the package when the wheel ships it, else the source tree's."""
+    """models/catalog.toml: beside this module when the wheel or the bundle ships it (as
+    kame_desktop/models/), else the source tree's."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "models" / "catalog.toml", here.parent / "models" / "catalog.toml"):
+    for candidate in (here / "catalog.toml", here.parents[1] / "models" / "catalog.toml"):
         if candidate.is_file():
             return candidate
     raise DownloadError("the model catalog (models/catalog.toml) is missing; reinstall kame-desktop", kind="bad_model")

@@ -58,7 +58,7 @@ def require_kame(what: str = "the KAME front-end") -> None:
 
 
 def main() -> int:
-    """`python kame_desktop/accelerator.py`: the hint on stdout; exit 0 with a GPU, 1 without."""
+    """`python kame_desktop/models/accelerator.py`: the hint on stdout; exit 0 with a GPU, 1 without."""
     hint = gpu_hint()
     print(hint or "no NVIDIA or Apple Silicon GPU")
     return 0 if hint else 1

@@ -41,10 +41,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from kame_desktop.catalog import CatalogEntry
 from kame_desktop.choices import CHECKPOINT_NAMES
 from kame_desktop.errors import DownloadCancelled, DownloadError, KameError, NotEnoughSpace
 from kame_desktop.fileio import ByteProgress
+from kame_desktop.models.catalog import CatalogEntry
 
 log = logging.getLogger(__name__)
 
