@@ -79,7 +79,7 @@ def _guarded(name: str, check: Callable[[], Check]) -> Check:
     try:
         return check()
     except Exception as e:  # a check that breaks is reported, not raised: the others still run
-        from kame_desktop.config import redact
+        from kame_desktop.credentials import redact
 
         return Check(name, "warn", f"the check itself failed: {redact(f'{type(e).__name__}: {e}')[:200]}")
 
@@ -222,7 +222,7 @@ def check_global_key() -> Check:
 
 
 def check_keyring() -> Check:
-    from kame_desktop.config import keyring_backend, secrets_file_mode, secrets_path
+    from kame_desktop.credentials import keyring_backend, secrets_file_mode, secrets_path
 
     backend = keyring_backend()
     mode = secrets_file_mode()
@@ -290,7 +290,7 @@ def _check_endpoint(base_url: str, model: str) -> Check:
     """GET {base_url}/models with the stored key (sent, never shown)."""
     import requests
 
-    from kame_desktop.config import llm_api_key
+    from kame_desktop.credentials import llm_api_key
 
     key = llm_api_key()
     fallback = "the app's embedded local LLM still works (Settings → LLM → local)"

@@ -366,7 +366,7 @@ class RecordRedactor:
     What the records said is otherwise kept as it was: their text, frames and order."""
 
     def __init__(self, api_key: str | None = None) -> None:
-        from kame_desktop.config import KeyRedactor, llm_api_key
+        from kame_desktop.credentials import KeyRedactor, llm_api_key
 
         self._redact = KeyRedactor(llm_api_key() if api_key is None else api_key)
         self._tails: dict[tuple[str, Any], str] = {}  # stream -> the end of its raw text

@@ -24,7 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kame_desktop.config import data_dir, redact
+from kame_desktop.config import data_dir
+from kame_desktop.credentials import redact
 from kame_desktop.errors import HistoryError
 from kame_desktop.events import (
     AsrFinalEvent,

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from kame_desktop.config import APP_NAME, KeyRedactor, llm_api_key
+from kame_desktop.config import APP_NAME
+from kame_desktop.credentials import KeyRedactor, llm_api_key
 from kame_desktop.events import AsrFinalEvent, AssistantTokenEvent, SpeechEndEvent, Stamped
 
 LOG_DIR_ENV = "KAME_LOG_DIR"

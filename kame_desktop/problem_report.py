@@ -9,7 +9,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from kame_desktop.config import KeyRedactor, llm_api_key
+from kame_desktop.credentials import KeyRedactor, llm_api_key
 from kame_desktop.doctor import Check, render_json, render_text
 from kame_desktop.fileio import atomic_writer
 from kame_desktop.logs import LOG_FILE, TRANSCRIPT_LOGGER, log_dir

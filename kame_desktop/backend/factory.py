@@ -10,7 +10,8 @@ from kame_desktop.backend.asr.base import AsrProvider
 from kame_desktop.backend.llm.base import LlmProvider
 from kame_desktop.backend.prompts import ANSWER_TOKENS, MESSAGE_TOKENS
 from kame_desktop.choices import ASR_KINDS, LLM_KINDS, OPENAI_MODEL, OPENAI_URL, LlmKind, check_choice
-from kame_desktop.config import Settings, llm_api_key, llm_url_problem
+from kame_desktop.config import Settings, llm_url_problem
+from kame_desktop.credentials import llm_api_key
 from kame_desktop.errors import AsrError, KameError, LlmError
 
 if TYPE_CHECKING:

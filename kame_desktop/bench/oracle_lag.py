@@ -108,7 +108,8 @@ def run_bench(questions: int = 6, threads: int = 1, llm_url: str | None = None, 
         stack.enter_context(using_data_dir(Path(stack.enter_context(tempfile.TemporaryDirectory()))))  # not the user's timers
         if scripted_llm:
             from kame_desktop.bench.scripted_llm import ScriptedLlmServer
-            from kame_desktop.config import API_KEY_ENV, environ_set
+            from kame_desktop.config import environ_set
+            from kame_desktop.credentials import API_KEY_ENV
 
             llm_url = stack.enter_context(ScriptedLlmServer()).url
             stack.enter_context(environ_set(API_KEY_ENV, "scripted"))  # never the user's key, even to 127.0.0.1

@@ -126,7 +126,7 @@ class Judge:
         if self._client is None:
             from openai import OpenAI
 
-            from kame_desktop.config import llm_api_key
+            from kame_desktop.credentials import llm_api_key
 
             key = os.environ.get(JUDGE_KEY_ENV) or llm_api_key() or "none"  # local servers take any key
             self._client = OpenAI(base_url=self.settings.url, api_key=key, timeout=300, max_retries=1)

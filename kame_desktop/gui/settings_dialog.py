@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from kame_desktop import config
+from kame_desktop import config, credentials
 from kame_desktop.choices import (
     ASR_KINDS,
     COMPUTE_DEVICES,
@@ -148,7 +148,7 @@ class SettingsDialog(QDialog):
         form.addRow("Model", self.model)
         self.api_key = QLineEdit()
         self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
-        self.api_key.setPlaceholderText("stored — type to replace" if config.llm_api_key() else "none stored")
+        self.api_key.setPlaceholderText("stored — type to replace" if credentials.llm_api_key() else "none stored")
         form.addRow("API key", self.api_key)
         self.test_button = QPushButton("Test connection")
         self.test_button.clicked.connect(self.test_connection)
@@ -434,7 +434,7 @@ class SettingsDialog(QDialog):
         settings = self.values()
         key = self.api_key.text() or None
         try:
-            config.save_settings_and_key(settings, key)
+            credentials.save_settings_and_key(settings, key)
         except KameError as e:  # the dialog stays open with what was typed; nothing half-saved
             self.banner.show_error(f"Cannot save: {e}", settings_fix=False)
             return
@@ -456,7 +456,7 @@ class SettingsDialog(QDialog):
             self.test_result.setText("Failed.")
             self.banner.show_error(f"Connection failed: {problem}.", settings_fix=False)
             return
-        key = self.api_key.text() or config.llm_api_key()
+        key = self.api_key.text() or credentials.llm_api_key()
         self.test_button.setEnabled(False)
         self.test_result.setText("Testing…")
         self.banner.hide()

@@ -79,7 +79,8 @@ def make_llm(kind: str, url: str | None, model: str | None, threads: int = 2):
 
         return LocalLlm(model_path=model, n_threads=threads, max_tokens=PREDICTION_TOKENS)
     from kame_desktop.backend.llm.openai_compat import OpenAiLlm
-    from kame_desktop.config import llm_api_key, llm_url_problem
+    from kame_desktop.config import llm_url_problem
+    from kame_desktop.credentials import llm_api_key
 
     url = OPENAI_URL if url is None else url  # --llm-url "" is an error, not OpenAI's host
     if problem := llm_url_problem(url):

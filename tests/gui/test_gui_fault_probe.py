@@ -18,7 +18,8 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox, QFileDialog, QMessageBox
 
-from kame_desktop.config import LlmSettings, Settings, config_dir, llm_api_key, load_settings, settings_path
+from kame_desktop.config import LlmSettings, Settings, config_dir, load_settings, settings_path
+from kame_desktop.credentials import llm_api_key
 from kame_desktop.events import AsrFinalEvent, SessionStartEvent, Stamped, Word
 from kame_desktop.history import HistoryStore, read_conversation
 

@@ -15,9 +15,9 @@ from kame_desktop.config import (
     LlmSettings,
     Settings,
     ToolSettings,
-    llm_api_key,
     load_settings,
 )
+from kame_desktop.credentials import llm_api_key
 
 pytestmark = pytest.mark.gui
 

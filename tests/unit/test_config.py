@@ -16,9 +16,8 @@ import pytest
 from keyring.backends import fail
 from memory_keyring import MemoryKeyring
 
-from kame_desktop import config
+from kame_desktop import config, credentials
 from kame_desktop.config import (
-    API_KEY_ENV,
     LLM_PRESETS,
     AsrSettings,
     AudioSettings,
@@ -28,15 +27,12 @@ from kame_desktop.config import (
     Settings,
     ToolSettings,
     apply_preset,
-    delete_api_key,
-    llm_api_key,
     load_settings,
-    redact,
     save_settings,
     settings_from_dict,
     settings_to_dict,
-    store_api_key,
 )
+from kame_desktop.credentials import API_KEY_ENV, delete_api_key, llm_api_key, redact, store_api_key
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -174,9 +170,9 @@ def test_presets():
 def test_keyring_round_trip(memory_keyring, isolated):
     assert llm_api_key() is None
     assert store_api_key(KEY + "\n") == "keyring"
-    assert memory_keyring.store == {(config.KEYRING_SERVICE, config.LLM_KEY_NAME): KEY}
+    assert memory_keyring.store == {(credentials.KEYRING_SERVICE, credentials.LLM_KEY_NAME): KEY}
     assert llm_api_key() == KEY
-    assert not config.secrets_path().exists()
+    assert not credentials.secrets_path().exists()
     delete_api_key()
     assert llm_api_key() is None
     delete_api_key()  # nothing stored: still fine
@@ -196,7 +192,7 @@ def test_file_fallback_without_keyring(no_keyring, monkeypatch):
         assert store_api_key(KEY) == "file"
     finally:
         os.umask(old_umask)
-    path = config.secrets_path()
+    path = credentials.secrets_path()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert modes == [0o600]
     assert llm_api_key() == KEY
@@ -220,7 +216,7 @@ def test_moving_to_the_keyring_forgets_the_file(no_keyring):
     store_api_key(KEY)
     keyring.set_keyring(MemoryKeyring())
     assert store_api_key("sk-new-key-9999") == "keyring"
-    assert not config.secrets_path().exists()
+    assert not credentials.secrets_path().exists()
     assert llm_api_key() == "sk-new-key-9999"
 
 

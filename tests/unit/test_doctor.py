@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from kame_desktop import doctor
-from kame_desktop.config import Settings, save_settings, store_api_key
+from kame_desktop.config import Settings, save_settings
+from kame_desktop.credentials import store_api_key
 
 ROOT = Path(__file__).resolve().parents[2]
 LITE = Settings(frontend=dataclasses.replace(Settings().frontend, kind="lite"))

@@ -16,7 +16,8 @@ import pytest
 from kame_desktop import config
 from kame_desktop.backend.factory import make_asr, make_backend, make_llm
 from kame_desktop.backend.llm.base import UnavailableLlm
-from kame_desktop.config import AsrSettings, LlmSettings, Settings, llm_api_key, secrets_path, settings_path
+from kame_desktop.config import AsrSettings, LlmSettings, Settings, settings_path
+from kame_desktop.credentials import llm_api_key, secrets_path
 from kame_desktop.errors import AsrError, HistoryError, KameError, LlmError
 from kame_desktop.events import AsrFinalEvent, ErrorEvent, SessionStartEvent, Stamped, Word
 from kame_desktop.history import HistoryStore

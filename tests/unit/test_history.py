@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from kame_desktop.config import API_KEY_ENV
+from kame_desktop.credentials import API_KEY_ENV
 from kame_desktop.errors import HistoryError
 from kame_desktop.events import (
     AsrFinalEvent,

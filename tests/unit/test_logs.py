@@ -9,7 +9,7 @@ import sys
 import pytest
 from fixtures.disk import fill, small_disk
 
-from kame_desktop.config import store_api_key
+from kame_desktop.credentials import store_api_key
 from kame_desktop.events import AsrFinalEvent, AssistantTokenEvent, SpeechEndEvent, Stamped
 from kame_desktop.logs import LOG_FILE, MAX_BYTES, TRANSCRIPT_LOGGER, TranscriptLog, add_file_log, log_dir
 

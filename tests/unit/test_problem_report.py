@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zipfile
 
-from kame_desktop.config import store_api_key
+from kame_desktop.credentials import store_api_key
 from kame_desktop.doctor import Check
 from kame_desktop.logs import LOG_FILE, TRANSCRIPT_LOGGER, log_dir
 from kame_desktop.problem_report import write_problem_report

@@ -16,7 +16,7 @@ import numpy as np
 
 from kame_desktop.audio.vad import SileroVad
 from kame_desktop.backend.asr.base import SegmentingAsr
-from kame_desktop.config import redact
+from kame_desktop.credentials import redact
 from kame_desktop.errors import AsrError
 from kame_desktop.events import AsrFinalEvent, Event, Word
 

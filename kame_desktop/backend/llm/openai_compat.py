@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kame_desktop.backend.llm.base import Message, by_deadline, stalled
 from kame_desktop.backend.tools.base import ToolCall, ToolCallText
-from kame_desktop.config import redact
+from kame_desktop.credentials import redact
 from kame_desktop.errors import LlmError
 
 if TYPE_CHECKING:
