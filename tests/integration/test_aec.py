@@ -211,7 +211,7 @@ def speak_first_reply(tts, echo_settle_s: float | None = None, user: np.ndarray 
             canceller.far_end(result.pcm)
             pending = np.concatenate([pending, ECHO_GAIN * result.pcm])
             events += result.events
-            if front.play.speaking:
+            if front.state.play.speaking:
                 spoken += 1
             elif spoken:
                 silent += 1

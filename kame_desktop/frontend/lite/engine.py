@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import NamedTuple
 
 import numpy as np
@@ -51,30 +49,24 @@ from kame_desktop.events import (
     UserSpeechStarted,
 )
 from kame_desktop.frontend.base import FrameResult
+from kame_desktop.frontend.lite.sentences import (
+    TTS_PIECE_CHARS,
+    first_clause,
+    split_ready,
+    spoken_length,
+    tts_pieces,
+    word_schedule,
+)
 
 log = logging.getLogger(__name__)
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-# A full stop after these ends no sentence: "J.K. Rowling", "Dr. Jones", "the U.S. Navy".
-_INITIALS = re.compile(r"(?:\b[A-Za-z]\.)+$")
-_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "mt.", "jr.", "sr.", "prof.", "vs.", "e.g.", "i.e.",
-                            "approx.", "no."})
 SCAN_CHARS = 600  # answer text split per frame at most: a huge answer never stalls a frame
-# The longest text one Piper call gets: its memory grows steeply with the text (600 characters
-# took it from 181 MB to 1.6 GB), so a long stretch without punctuation is spoken in pieces cut
-# at word boundaries; 100 characters is a sentence of ~17 words (measured: an unpunctuated
-# 1,150-character answer peaked at 920 MB in 600-character calls, 280 MB in these, 195 MB for a
-# two-sentence answer).
-TTS_PIECE_CHARS = 100
-# A sentence up to twice that goes to Piper whole (a cut mid-sentence costs its prosody), and a
-# stretch with no sentence end is spoken before it ends only past three times that (~50 words:
-# no ordinary sentence is that long).
+# A sentence up to twice TTS_PIECE_CHARS (the longest text one Piper call gets) goes to Piper
+# whole (a cut mid-sentence costs its prosody), and a stretch with no sentence end is spoken
+# before it ends only past three times that (~50 words: no ordinary sentence is that long).
 WHOLE_SENTENCE_CHARS = 2 * TTS_PIECE_CHARS
 UNPUNCTUATED_CHARS = 3 * TTS_PIECE_CHARS
-_LONG_CLAUSE_WORDS = 14  # speak a long unpunctuated stretch at its last comma rather than wait
 ECHO_SETTLE_S = 0.5
-MAX_SENTENCES = 2
-MAX_WORDS = 30  # the prompt's length for a spoken answer
 VOICED_SENTENCES = 16  # synthesized sentences kept for reuse (a few MB)
 
 
@@ -118,8 +110,9 @@ class Synthesized(NamedTuple):
 @dataclass
 class Playback:
     """Everything about speaking: the reply, the TTS bookkeeping and the audio queued for the
-    output. `reset()` and an interruption start a fresh one (and a new epoch)."""
+    output. `reset()` and an interruption start a fresh one, with the next epoch."""
 
+    epoch: int = 0  # TTS jobs keyed with an older one (an interrupted reply's) are dropped
     reply: Reply | None = None
     awaiting_turn: bool = False  # the turn ended: speak `awaiting` as soon as it has text
     progress: dict[AnswerKey, AnswerProgress] = field(default_factory=dict)  # per answer sent to the TTS
@@ -129,118 +122,19 @@ class Playback:
     speaking: bool = False
 
 
-_CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
-_FIRST_CLAUSE_WORDS = 3
-# A long first sentence with no comma yet is cut before a word that starts a phrase, once it has
-# this many words: the reply's first sound then waits for a few words, not the whole sentence
-# (generating and synthesizing "…during the day because of the way sunlight scatters." costs
-# 300-800 ms more here). Short sentences ("Paris is the capital of France.") stay whole.
-_FIRST_PHRASE_WORDS = 5
-# …and one with no phrase word either ("Mount Everest is approximately 8,848 meters (29,029 feet)
-# tall.": a 1.3 s synthesis before any sound) at its first _FIRST_PHRASE_WORDS words, once it has
-# _FIRST_MAX_WORDS.
-_FIRST_MAX_WORDS = 9
-_PHRASE_STARTS = frozenset({"because", "and", "but", "so", "which", "that", "when", "where", "while", "who",
-                            "with", "in", "on", "at", "for", "from", "by", "of", "to", "as", "or", "than"})
+@dataclass
+class LiteState:
+    """One conversation's state in the front-end: `reset()` replaces it whole (as moshi's
+    `_LMGenState`); a barge-in replaces only its playback (the answers stay)."""
 
-
-def sentence_ends(text: str) -> Iterator[re.Match[str]]:
-    """The gaps after the sentences of `text` (a match spans the whitespace), abbreviations and
-    initials excepted."""
-    for match in _SENTENCE_END.finditer(text):
-        before = text[: match.start()]
-        word = before[before.rfind(" ") + 1 :]
-        if before.endswith(".") and (_INITIALS.search(word) or word.lower() in _ABBREVIATIONS):
-            continue
-        yield match
-
-
-def first_clause(text: str, done: bool) -> tuple[list[str], int]:
-    """The opening clause of an answer (up to its first , ; : or sentence end, at least a few
-    words, or of a long sentence its first phrase or first words): short, so the reply can start
-    as soon as possible."""
-    for match in _CLAUSE_END.finditer(text):
-        if len(text[: match.start()].split()) >= _FIRST_CLAUSE_WORDS:
-            return [text[: match.start()].strip()], match.end()
-    sentences, used = split_ready(text, done, limit=1)
-    if sentences:
-        return sentences, used
-    words = list(re.finditer(r"\S+", text))
-    for word in words[_FIRST_PHRASE_WORDS:-1]:  # the last may still grow ("a" → "and")
-        if word.group().lower() in _PHRASE_STARTS:
-            return [text[: word.start()].strip()], word.start()
-    if len(words) > _FIRST_MAX_WORDS:  # the last may still grow
-        cut = words[_FIRST_PHRASE_WORDS].start()
-        return [text[:cut].strip()], cut
-    return [], 0
-
-
-def spoken_length(text: str) -> int | None:
-    """Where the spoken part of a streaming answer ends, once that is known: after its second
-    sentence, or after its first when the second would take it past MAX_WORDS (the first is
-    always spoken whole). None: not known yet, keep all of it."""
-    ends = [m.start() for m in islice(sentence_ends(text), MAX_SENTENCES)]
-    if not ends:
-        return None
-    if len(ends) == MAX_SENTENCES and len(text[: ends[1]].split()) <= MAX_WORDS:
-        return ends[1]
-    if len(ends) == MAX_SENTENCES or len(text.split()) > MAX_WORDS:
-        return ends[0]
-    return None
-
-
-def split_ready(text: str, done: bool, limit: int | None = None) -> tuple[list[str], int]:
-    """Complete sentences at the start of `text` (at most `limit`) and how many characters they
-    use; with `done`, the rest counts as a sentence too."""
-    sentences, used = [], 0
-    for match in sentence_ends(text):
-        sentences.append(text[used : match.start()].strip())
-        used = match.end()
-        if limit is not None and len(sentences) >= limit:
-            return sentences, used
-    rest = text[used:]
-    if done and rest.strip():
-        sentences.append(rest.strip())
-        used = len(text)
-    elif len(rest.split()) >= _LONG_CLAUSE_WORDS and "," in rest:
-        cut = rest.rindex(",") + 1
-        sentences.append(rest[:cut].strip())
-        used += cut
-    return [s for s in sentences if s], used
-
-
-def tts_pieces(sentence: str, limit: int | None = None) -> list[str]:
-    """`sentence` in pieces of at most `limit` (TTS_PIECE_CHARS) characters, of about even
-    length, cut at word boundaries (at a comma where one is in the second half of a piece); a
-    single word longer than `limit` is cut inside it."""
-    limit = limit or TTS_PIECE_CHARS
-    pieces, rest = [], sentence.strip()
-    while len(rest) > limit:
-        share = -(-len(rest) // -(-len(rest) // limit))  # an even share: no stub of a last piece
-        reach = rest[: share + 1]
-        cut = reach.rfind(", ") + 1
-        if cut <= share // 2:
-            cut = reach.rfind(" ")
-        if cut <= 0:
-            cut = share
-        pieces.append(rest[:cut].strip())
-        rest = rest[cut:].strip()
-    return [*pieces, rest] if rest else pieces
+    answers: dict[int | None, Answer] = field(default_factory=dict)  # by request
+    latest: int | None = None  # the newest request: its first clause is synthesized ahead
+    awaiting: int | None = None  # the request the turn's end named: the one to speak
+    play: Playback = field(default_factory=Playback)
 
 
 def _newer(request: int | None, than: int | None) -> bool:
     return request is not None and than is not None and request > than
-
-
-def word_schedule(sentence: str, samples: int) -> list[tuple[int, str]]:
-    """When each word starts in the sentence's audio, spread by character count."""
-    words = sentence.split()
-    total = sum(len(w) + 1 for w in words)
-    schedule, chars = [], 0
-    for word in words:
-        schedule.append((samples * chars // max(total, 1), " " + word))
-        chars += len(word) + 1
-    return schedule
 
 
 class LiteFrontEnd:
@@ -268,18 +162,17 @@ class LiteFrontEnd:
         self._ready: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._synthesize_loop, name="kame-tts", daemon=True)
         self._worker.start()
-        self._epoch = 0
-        self._settle_frames = round(echo_settle_s * SAMPLE_RATE / FRAME_SIZE)  # of the first reply
+        # Of the first reply of the front-end's life, not of each conversation: the echo
+        # canceller stays converged across a reset.
+        self._settle_frames = round(echo_settle_s * SAMPLE_RATE / FRAME_SIZE)
+        self.state = LiteState()
         self.reset()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        self.answers: dict[int | None, Answer] = {}
-        self.latest: int | None = None
-        self.awaiting: int | None = None
-        self._epoch += 1  # audio still being synthesized for the old conversation is dropped
-        self.play = Playback()
+        # A new epoch: audio still being synthesized for the old conversation is dropped.
+        self.state = LiteState(play=Playback(epoch=self.state.play.epoch + 1))
         if self._vad is not None:
             self._vad.reset()
 
@@ -292,7 +185,7 @@ class LiteFrontEnd:
     def _synthesize_loop(self) -> None:
         while (job := self._jobs.get()) is not None:
             key, index, sentence = job
-            if key[0] != self._epoch:
+            if key[0] != self.state.play.epoch:
                 continue  # interrupted or reset meanwhile
             try:
                 audio = self._voiced.pop(sentence, None)
@@ -313,58 +206,78 @@ class LiteFrontEnd:
         for signal in signals:
             self._apply(signal, events)
         started = self._user_started(frame)  # also keeps the VAD's state current
-        if self.play.speaking and self._echo_settling():
+        if self.state.play.speaking and self._echo_settling():
             started = False
-        if self.barge_in and self.play.speaking and started:
+        if self.barge_in and self.state.play.speaking and started:
             self._interrupt(events)
-        play = self.play
-        if play.reply is None and play.awaiting_turn and self._has_text(self.awaiting):
-            self._start_reply(self.awaiting)
+        state = self.state
+        play = state.play
+        if play.reply is None and play.awaiting_turn and self._has_text(state.awaiting):
+            self._start_reply(state.awaiting)
         if play.reply is not None:
             self._feed_tts(play.reply.key)
-        elif self.latest in self.answers:
-            self._feed_tts((self._epoch, self.latest), ahead=True)
+        elif state.latest in state.answers:
+            self._feed_tts((play.epoch, state.latest), ahead=True)
         self._collect_audio(events)
         return FrameResult(self._play(events), tuple(events))
 
     def _apply(self, signal: Signal, events: list[Event]) -> None:
-        play = self.play
-        if isinstance(signal, OracleReset):
-            if play.reply is not None and play.reply.request != signal.request:
-                # The answer being spoken will get no more text (superseded): finish what it has.
-                self.answers.setdefault(play.reply.request, Answer()).done = True
-            self.answers[signal.request] = Answer()
-            self.latest = signal.request
-            if play.awaiting_turn and _newer(signal.request, self.awaiting) and not self._has_text(self.awaiting):
-                # The turn ended before its last words were recognized, and this request has
-                # them: the one awaited (asked with fewer words) will never be spoken.
-                self.awaiting = signal.request
-            if signal.request is not None:  # keep memory bounded over long sessions
-                for old in [r for r in self.answers if r is not None and r < signal.request - 8]:
-                    del self.answers[old]
-                    play.progress.pop((self._epoch, old), None)
-                    play.done.pop((self._epoch, old), None)
-        elif isinstance(signal, OracleText):
-            answer = self.answers.setdefault(signal.request, Answer())
-            if answer.done:
-                return  # capped at what a reply says (or finished): the rest is not spoken
-            answer.text = f"{answer.text} {signal.text}" if answer.text else signal.text
-            if (cut := spoken_length(answer.text)) is not None:
-                answer.text, answer.done = answer.text[:cut], True
-        elif isinstance(signal, OracleDone):
-            self.answers.setdefault(signal.request, Answer()).done = True
-        elif isinstance(signal, TurnEnded):
-            self.awaiting = signal.request if signal.request is not None else self.latest
-            play.awaiting_turn = play.reply is None or play.reply.request != self.awaiting
-        elif isinstance(signal, UserSpeechStarted):
-            if play.speaking:
-                if self.barge_in and not self._settle_frames:
-                    self._interrupt(events)
-            elif play.awaiting_turn or play.reply is not None:
-                # The user went on talking after the turn ended and before the reply made a
-                # sound (a pause the detector took for the end): the turn is open again, and
-                # the back-end ends it anew. Nothing was said, so nothing is cut.
-                play.awaiting_turn, play.reply = False, None
+        match signal:
+            case OracleReset():
+                self._on_reset(signal.request)
+            case OracleText():
+                self._on_text(signal)
+            case OracleDone():
+                self._answer(signal.request).done = True
+            case TurnEnded():
+                self._on_turn_end(signal.request)
+            case UserSpeechStarted():
+                self._on_user_speech(events)
+
+    def _answer(self, request: int | None) -> Answer:
+        return self.state.answers.setdefault(request, Answer())
+
+    def _on_reset(self, request: int | None) -> None:
+        state = self.state
+        play = state.play
+        if play.reply is not None and play.reply.request != request:
+            # The answer being spoken will get no more text (superseded): finish what it has.
+            self._answer(play.reply.request).done = True
+        state.answers[request] = Answer()
+        state.latest = request
+        if play.awaiting_turn and _newer(request, state.awaiting) and not self._has_text(state.awaiting):
+            # The turn ended before its last words were recognized, and this request has
+            # them: the one awaited (asked with fewer words) will never be spoken.
+            state.awaiting = request
+        if request is not None:  # keep memory bounded over long sessions
+            for old in [r for r in state.answers if r is not None and r < request - 8]:
+                del state.answers[old]
+                play.progress.pop((play.epoch, old), None)
+                play.done.pop((play.epoch, old), None)
+
+    def _on_text(self, signal: OracleText) -> None:
+        answer = self._answer(signal.request)
+        if answer.done:
+            return  # capped at what a reply says (or finished): the rest is not spoken
+        answer.text = f"{answer.text} {signal.text}" if answer.text else signal.text
+        if (cut := spoken_length(answer.text)) is not None:
+            answer.text, answer.done = answer.text[:cut], True
+
+    def _on_turn_end(self, request: int | None) -> None:
+        state = self.state
+        state.awaiting = request if request is not None else state.latest
+        state.play.awaiting_turn = state.play.reply is None or state.play.reply.request != state.awaiting
+
+    def _on_user_speech(self, events: list[Event]) -> None:
+        play = self.state.play
+        if play.speaking:
+            if self.barge_in and not self._settle_frames:
+                self._interrupt(events)
+        elif play.awaiting_turn or play.reply is not None:
+            # The user went on talking after the turn ended and before the reply made a
+            # sound (a pause the detector took for the end): the turn is open again, and
+            # the back-end ends it anew. Nothing was said, so nothing is cut.
+            play.awaiting_turn, play.reply = False, None
 
     def _user_started(self, frame: np.ndarray) -> bool:
         if self._vad is None:
@@ -373,7 +286,7 @@ class LiteFrontEnd:
         return any(kind == "start" for kind, _t in self._vad.process(pcm16k))
 
     def _has_text(self, request: int | None) -> bool:
-        return bool(self.answers.get(request, Answer()).text)
+        return bool(self.state.answers.get(request, Answer()).text)
 
     def _echo_settling(self) -> bool:
         """Counts down the first reply's settle window (once per frame spoken); True inside it."""
@@ -385,17 +298,18 @@ class LiteFrontEnd:
         return True
 
     def _start_reply(self, request: int | None) -> None:
-        self.play.reply = Reply(request, (self._epoch, request))
-        self.play.awaiting_turn = False
+        play = self.state.play
+        play.reply = Reply(request, (play.epoch, request))
+        play.awaiting_turn = False
 
     def _feed_tts(self, key: AnswerKey, ahead: bool = False) -> None:
         """Hand the answer's next ready sentences to the TTS; `ahead` (the user is still talking)
         only its first clause. Bounded work per frame: nothing when no text came since the last
         scan, else one window of at most SCAN_CHARS unsent characters."""
-        answer = self.answers.get(key[1], Answer())
-        progress = self.play.progress.setdefault(key, AnswerProgress())
-        state = (len(answer.text), answer.done)
-        if (ahead and progress.queued) or progress.scanned == state:
+        answer = self.state.answers.get(key[1], Answer())
+        progress = self.state.play.progress.setdefault(key, AnswerProgress())
+        seen = (len(answer.text), answer.done)
+        if (ahead and progress.queued) or progress.scanned == seen:
             return
         start = progress.sent_chars
         rest = answer.text[start : start + SCAN_CHARS]
@@ -417,16 +331,16 @@ class LiteFrontEnd:
         progress.sent_chars += used
         # All of the text seen: wait for more. Else the next window goes next frame; and the
         # opening clause leaves the rest for the next scan (when the reply starts, if spoken ahead).
-        progress.scanned = state if whole and not (opening and sentences) else None
+        progress.scanned = seen if whole and not (opening and sentences) else None
 
     def _collect_audio(self, events: list[Event]) -> None:
-        play = self.play
+        play = self.state.play
         while True:
             try:
                 result: Synthesized = self._ready.get_nowait()
             except queue.Empty:
                 break
-            if result.key[0] == self._epoch:
+            if result.key[0] == play.epoch:
                 play.done.setdefault(result.key, {})[result.index] = result
         if play.reply is None:
             return
@@ -442,7 +356,7 @@ class LiteFrontEnd:
                 base = len(play.out)
                 play.out = np.concatenate([play.out, result.audio])
                 play.words.extend((base + offset, piece) for offset, piece in result.words)
-        answer = self.answers.get(play.reply.request, Answer())
+        answer = self.state.answers.get(play.reply.request, Answer())
         finished = answer.done and progress.sent_chars >= len(answer.text) and progress.played == progress.queued
         if finished and not len(play.out):
             play.reply = None
@@ -450,7 +364,7 @@ class LiteFrontEnd:
             play.done.pop(key, None)
 
     def _play(self, events: list[Event]) -> np.ndarray:
-        play = self.play
+        play = self.state.play
         out = np.zeros(FRAME_SIZE, dtype=np.float32)
         n = min(FRAME_SIZE, len(play.out))
         if n:
@@ -469,8 +383,9 @@ class LiteFrontEnd:
 
     def _interrupt(self, events: list[Event]) -> None:
         """The user talks over the reply: stop now and listen; the reply is recorded as cut."""
-        request = self.play.reply.request if self.play.reply else None
-        self._epoch += 1  # drop the rest of this reply's audio, queued or in synthesis
-        self.play = Playback()
+        play = self.state.play
+        request = play.reply.request if play.reply else None
+        # The next epoch: the rest of this reply's audio, queued or in synthesis, is dropped.
+        self.state.play = Playback(epoch=play.epoch + 1)
         events.append(BargeInEvent(request))
         events.append(SpeechEndEvent("assistant"))

@@ -17,13 +17,7 @@ from kame_desktop.events import (
     TurnEnded,
     UserSpeechStarted,
 )
-from kame_desktop.frontend.lite.engine import (
-    ECHO_SETTLE_S,
-    LiteFrontEnd,
-    split_ready,
-    spoken_length,
-    word_schedule,
-)
+from kame_desktop.frontend.lite.engine import ECHO_SETTLE_S, LiteFrontEnd
 from kame_desktop.frontend.select import choose_frontend
 
 SILENCE = np.zeros(FRAME_SIZE, dtype=np.float32)
@@ -91,46 +85,6 @@ def first_loud_frame(pcm) -> int | None:
     return int(loud[0]) if len(loud) else None
 
 
-def test_first_clause_is_short():
-    from kame_desktop.frontend.lite.engine import first_clause
-
-    assert first_clause("Sure, the capital of France, as you know, is Paris.", False) == (
-        ["Sure, the capital of France,"], 29)
-    assert first_clause("It is Paris. Nice", False) == (["It is Paris."], 13)
-    assert first_clause("It is", False) == ([], 0) and first_clause("It is", True) == (["It is"], 5)
-
-
-def test_a_long_first_sentence_starts_at_its_first_phrase():
-    from kame_desktop.frontend.lite.engine import first_clause
-
-    streaming = "The sky is blue during the day because of"
-    assert first_clause(streaming, False) == (["The sky is blue during the day"], 31)
-    assert first_clause("The sky is blue during the day because", False) == ([], 0)  # may grow
-    # short sentences and early phrase words stay whole
-    assert first_clause("Paris is the capital of France", False) == ([], 0)
-    assert first_clause("Paris is the capital of France. It", False) == (["Paris is the capital of France."], 32)
-    # no phrase word in it at all: its first words, once it is long
-    streaming = "Mount Everest is approximately 8,848 meters (29,029 feet) tall and"
-    assert first_clause(streaming, False) == (["Mount Everest is approximately 8,848"], 37)
-    assert first_clause("Mount Everest is approximately 8,848 meters (29,029 feet) tall", False) == ([], 0)
-
-
-def test_split_ready_waits_for_sentence_ends_unless_done():
-    assert split_ready("The capital is Paris. It is", False) == (["The capital is Paris."], 22)
-    assert split_ready("The capital is Paris. It is", True) == (["The capital is Paris.", "It is"], 27)
-    assert split_ready("no end yet", False) == ([], 0)
-    long = "one two three four five six seven eight, nine ten eleven twelve thirteen fourteen"
-    sentences, used = split_ready(long, False)
-    assert sentences == ["one two three four five six seven eight,"] and long[used:].startswith(" nine")
-
-
-def test_word_schedule_spreads_words_over_the_audio():
-    schedule = word_schedule("Hi there friend", 1500)
-    assert [p for _, p in schedule] == [" Hi", " there", " friend"]
-    offsets = [o for o, _ in schedule]
-    assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] < 1500
-
-
 def test_speaks_the_answer_at_turn_end_and_not_before(lite):
     import time
 
@@ -139,10 +93,10 @@ def test_speaks_the_answer_at_turn_end_and_not_before(lite):
     # However slow this machine is: wait (stepping, as a session would) until the first clause
     # is back from the TTS, synthesized ahead while the user is still talking.
     deadline = time.monotonic() + 60
-    while not lite.play.done and time.monotonic() < deadline:
+    while not lite.state.play.done and time.monotonic() < deadline:
         more_pcm, more = run_frames(lite, 1)
         pcm2, events2 = np.concatenate([pcm2, more_pcm]), events2 + more
-    assert lite.play.done, "the first clause was synthesized ahead"
+    assert lite.state.play.done, "the first clause was synthesized ahead"
     turn_end = (len(pcm) + len(pcm2)) // FRAME_SIZE
     pcm3, events3 = run_frames(lite, 80, {0: [TurnEnded("vad", 1)]})
     pcm, events = np.concatenate([pcm, pcm2, pcm3]), events + events2 + events3
@@ -195,31 +149,11 @@ def test_the_first_reply_is_not_interrupted_while_the_echo_canceller_settles(lit
     assert BargeInEvent(4) in lite.step(SILENCE, [UserSpeechStarted()]).events  # from then on, it is one
 
 
-def test_spoken_length_keeps_two_sentences_within_30_words():
-    two = "The capital of France is Paris. It is known for the Eiffel Tower."
-    assert spoken_length(two + " It also has") == len(two)
-    assert spoken_length("The capital of France is Paris.") is None  # more may come: keep all
-    assert spoken_length("The capital of France is Paris. It") is None
-    first = "Paris is the capital."
-    long_second = " It is a city of " + "many " * 30
-    assert spoken_length(first + long_second) == len(first)  # the second would pass 30 words
-    assert spoken_length(first + " It is a city of " + "many " * 25 + "museums. More.") == len(first)
-    assert spoken_length("word " * 40) is None  # a long first sentence is spoken whole
-
-
-def test_initials_and_abbreviations_end_no_sentence():
-    # "J.K." once ended the first sentence, and all the companion said was "… written by J.K."
-    rowling = "The Harry Potter books were written by J.K. Rowling."
-    assert spoken_length(rowling + " She lives in Edinburgh. She") == len(rowling + " She lives in Edinburgh.")
-    assert split_ready("Ask Dr. Jones. Or the U.S. Navy. Or", False) == (["Ask Dr. Jones.", "Or the U.S. Navy."], 33)
-    assert split_ready("It is in Paris. Yes", False) == (["It is in Paris."], 16)  # a word ending in s is no initial
-
-
 def test_speaks_at_most_two_sentences_and_ends_at_a_sentence_boundary(lite):
     answer = ["The capital of France is Paris.", "It is known for the Eiffel", "Tower. It also has", "many museums and"]
     signals = {0: [OracleReset(1)] + [OracleText(1, t) for t in answer] + [TurnEnded("vad", 1)]}
     _, events = run_frames(lite, 1, signals)  # no OracleDone: the answer streams on, and is cut
-    while lite.play.reply is not None or not events[-1]:  # sentence by sentence, to the reply's end
+    while lite.state.play.reply is not None or not events[-1]:  # sentence by sentence, to the reply's end
         events += run_until_said(lite)
     words = "".join(e.piece for es in events for e in es if isinstance(e, AssistantTokenEvent))
     assert words.strip() == "The capital of France is Paris. It is known for the Eiffel Tower."
@@ -320,7 +254,7 @@ def test_a_user_who_goes_on_talking_before_the_reply_sounds_gets_it_at_the_next_
         1: [UserSpeechStarted()],  # before the TTS has the first clause back: nothing said yet
     }
     pcm, events = run_frames(lite, 2, signals)
-    assert first_loud_frame(pcm) is None and not lite.play.awaiting_turn and lite.play.reply is None
+    assert first_loud_frame(pcm) is None and not lite.state.play.awaiting_turn and lite.state.play.reply is None
     quiet, more = run_frames(lite, 40)  # the text is ready, the turn is open: it waits
     assert first_loud_frame(quiet) is None
     assert not [e for es in events + more for e in es if isinstance(e, BargeInEvent)]  # nothing was cut
