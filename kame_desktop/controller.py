@@ -3,9 +3,10 @@ the one assembly path) and runs it off the GUI thread, then stops it cleanly.
 
 One thread ("kame-inference") loads the front-end, the back-end and the audio device, then
 runs `session.run(source, sink)`; the back-end has its own worker threads. The source is wrapped
-in a `ControlledSource` whose `read()` (on the inference thread, between frames) applies
-push-to-talk and mute, measures the frame time and the lag behind real time, and runs the
-actions the GUI queued (a new conversation resets the front-end there, never under its feet).
+in a `ControlledSource` whose `read()` (on the inference thread, between frames) passes each
+frame through the `MicGate` (push-to-talk, mute, the wake word: switches the GUI sets),
+measures the frame time and the lag behind real time, and runs the actions the GUI queued (a
+new conversation resets the front-end there, never under its feet).
 
 Everything the GUI needs comes out through one callback, `notify(obj)`, from any thread: the
 session's `Stamped` events plus the small notices below. The GUI's Qt bridge re-emits them.
@@ -18,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -87,14 +88,54 @@ def _rms(frame: np.ndarray) -> float:
     return float(min(1.0, np.sqrt(np.mean(np.square(frame, dtype=np.float32))) * 4.0))
 
 
+@dataclass
+class MicGate:
+    """What the session hears of the microphone. The GUI thread sets the switches; the
+    inference thread reads them once a frame (plain attribute reads: a change applies from the
+    next frame) and keeps the levels and the chime. It outlives a run: a restart keeps them."""
+
+    listening: str = "push_to_talk"  # push_to_talk, open_mic or wake_word
+    muted: bool = False
+    ptt_pressed: bool = False
+    wake: WakeGate | None = None  # wake_word: built on the inference thread (it loads a model)
+    input_level: float = 0.0  # RMS × 4 of the last frame heard (after the gate), 0..1
+    output_level: float = 0.0  # the same of the last frame played
+    chime_left: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # still to play
+
+    def hear(self, frame: np.ndarray) -> tuple[np.ndarray, ListeningNotice | None]:
+        """What the session hears of one input frame, by the listening mode, and the wake-word
+        gate's new state when it changes."""
+        if self.muted:
+            return np.zeros_like(frame), None
+        if self.ptt_pressed or self.listening == "open_mic":
+            return frame, None
+        wake = self.wake
+        if self.listening == "wake_word" and wake is not None:
+            heard, changed = wake.gate(frame, self.output_level)
+            if changed == "listening":
+                self.chime_left = chime()
+            return heard, None if changed is None else ListeningNotice("wake_word", changed, wake.word)
+        return np.zeros_like(frame), None
+
+    def mix_chime(self, frame: np.ndarray) -> np.ndarray:
+        chime, n = self.chime_left, len(frame)
+        if not len(chime):
+            return frame
+        self.chime_left = chime[n:]
+        out = np.array(frame, np.float32, copy=True)
+        out[: min(n, len(chime))] += chime[:n]
+        return out
+
+
 class ControlledSource:
     """Wraps the real source on the inference thread: gating, stats and queued actions."""
 
     def __init__(
-        self, inner: AudioSource, controller: Controller, stop: threading.Event, actions: queue.Queue
+        self, inner: AudioSource, gate: MicGate, notify: Notify, stop: threading.Event, actions: queue.Queue
     ) -> None:
         self.inner = inner
-        self.controller = controller
+        self.gate = gate
+        self.notify = notify
         self.stop = stop
         self.actions = actions
         self.index = 0
@@ -103,7 +144,6 @@ class ControlledSource:
         self.frame_ms = 0.0
 
     def read(self) -> np.ndarray | None:
-        c = self.controller
         now = time.monotonic()
         if self._step_start is not None:
             self.frame_ms = (now - self._step_start) * 1000
@@ -116,7 +156,7 @@ class ControlledSource:
                 action()
             except Exception as e:
                 log.exception("a queued action failed")
-                c.notify(ErrorNotice.of("session", e))
+                self.notify(ErrorNotice.of("session", e))
         if self.stop.is_set():
             return None
         frame = self.inner.read()
@@ -128,20 +168,23 @@ class ControlledSource:
         lag_ms = max(0.0, (now - self._t0 - self.index * FRAME_SECONDS) * 1000)
         self.index += 1
         self._step_start = now
-        frame = c.gate(frame)
-        c.input_level = _rms(frame)
-        c.notify(FrameStats(self.frame_ms, lag_ms, c.input_level, c.output_level))
+        gate = self.gate
+        frame, notice = gate.hear(frame)
+        if notice is not None:
+            self.notify(notice)
+        gate.input_level = _rms(frame)
+        self.notify(FrameStats(self.frame_ms, lag_ms, gate.input_level, gate.output_level))
         return frame
 
 
 class ControlledSink:
-    def __init__(self, inner: AudioSink, controller: Controller) -> None:
+    def __init__(self, inner: AudioSink, gate: MicGate) -> None:
         self.inner = inner
-        self.controller = controller
+        self.gate = gate
 
     def write(self, frame: np.ndarray) -> None:
-        self.controller.output_level = _rms(frame)
-        self.inner.write(self.controller.mix_chime(frame))
+        self.gate.output_level = _rms(frame)
+        self.inner.write(self.gate.mix_chime(frame))
 
     def close(self) -> None:
         self.inner.close()
@@ -167,13 +210,7 @@ class Controller:
         self.audio_factory = audio_factory or build_audio
         self.backend_factory = backend_factory  # None: the one the settings describe
         self.script = list(script)
-        self.listening = settings.audio.listening  # push_to_talk, open_mic or wake_word
-        self.wake: WakeGate | None = None  # wake_word: built on the inference thread (it loads a model)
-        self._chime = np.zeros(0, np.float32)  # still to play
-        self.ptt_pressed = False
-        self.muted = False
-        self.input_level = 0.0
-        self.output_level = 0.0
+        self.mic = MicGate(settings.audio.listening)
         self.records: list[Stamped] = []  # this conversation's events (history, export)
         self.session: Session | None = None
         self._source: AudioSource | None = None  # the running session's, for stop() to close
@@ -185,6 +222,11 @@ class Controller:
         self._records_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def listening(self) -> str:
+        """The listening mode in force (push-to-talk when the wake-word model failed to load)."""
+        return self.mic.listening
 
     @property
     def running(self) -> bool:
@@ -225,8 +267,7 @@ class Controller:
     def restart(self, settings: Settings) -> None:
         self.stop()
         self.settings = settings
-        self.listening = settings.audio.listening
-        self.wake = None
+        self.mic.listening, self.mic.wake = settings.audio.listening, None
         self.start()
 
     def _run(self, stop: threading.Event, actions: queue.Queue, run: int, previous: threading.Thread | None) -> None:
@@ -264,7 +305,9 @@ class Controller:
                 self.session = session
                 self._load_wake()
                 self.notify(StatusNotice("Ready"))
-                frames = session.run(ControlledSource(source, self, stop, actions), ControlledSink(sink, self), self.script)
+                frames = session.run(
+                    ControlledSource(source, self.mic, self.notify, stop, actions), ControlledSink(sink, self.mic), self.script
+                )
         except Exception as e:
             log.exception("the session failed")
             self.notify(ErrorNotice.of("session", e))
@@ -297,7 +340,7 @@ class Controller:
     # --- events ---------------------------------------------------------------------------------
 
     def _on_event(self, stamped: Stamped) -> None:
-        wake = self.wake
+        wake = self.mic.wake
         if wake is not None:
             wake.on_event(stamped.event)
         with self._records_lock:
@@ -312,11 +355,11 @@ class Controller:
     # --- from the GUI ---------------------------------------------------------------------------
 
     def set_ptt(self, pressed: bool) -> None:
-        self.ptt_pressed = pressed
+        self.mic.ptt_pressed = pressed
 
     def set_listening(self, mode: str) -> None:
         """push_to_talk, open_mic or wake_word (whose model loads on the inference thread)."""
-        self.listening = mode
+        self.mic.listening = mode
         if mode == "wake_word" and self.running:
             self.post(self._load_wake)
         else:
@@ -324,51 +367,27 @@ class Controller:
 
     # --- listening (the inference thread) -------------------------------------------------------
 
-    def gate(self, frame: np.ndarray) -> np.ndarray:
-        """What the session hears of one input frame, by the listening mode."""
-        if self.muted:
-            return np.zeros_like(frame)
-        if self.ptt_pressed or self.listening == "open_mic":
-            return frame
-        wake = self.wake
-        if self.listening == "wake_word" and wake is not None:
-            heard, changed = wake.gate(frame, self.output_level)
-            if changed == "listening":
-                self._chime = chime()
-            if changed is not None:
-                self.notify(ListeningNotice("wake_word", changed, wake.word))
-            return heard
-        return np.zeros_like(frame)
-
-    def mix_chime(self, frame: np.ndarray) -> np.ndarray:
-        chime, n = self._chime, len(frame)
-        if not len(chime):
-            return frame
-        self._chime = chime[n:]
-        out = np.array(frame, np.float32, copy=True)
-        out[: min(n, len(chime))] += chime[:n]
-        return out
-
     def _load_wake(self) -> None:
         """Load the wake-word model when the mode needs it; a missing or damaged one is said in
         one line and push-to-talk takes over."""
-        if self.listening != "wake_word":
-            self.notify(ListeningNotice(self.listening))
+        mic = self.mic
+        if mic.listening != "wake_word":
+            self.notify(ListeningNotice(mic.listening))
             return
         audio = self.settings.audio
-        if self.wake is None or self.wake.word != audio.wake_word:
+        if mic.wake is None or mic.wake.word != audio.wake_word:
             try:
-                self.wake = WakeGate(audio.wake_word, audio.wake_sensitivity)
+                mic.wake = WakeGate(audio.wake_word, audio.wake_sensitivity)
             except KameError as e:
                 log.warning("wake word unavailable: %s", e)
-                self.wake, self.listening = None, "push_to_talk"
+                mic.wake, mic.listening = None, "push_to_talk"
                 self.notify(ErrorNotice("wake_word", f"{e} — listening with push-to-talk instead", e.kind))
                 self.notify(ListeningNotice("push_to_talk"))
                 return
-        self.notify(ListeningNotice("wake_word", self.wake.state, self.wake.word))
+        self.notify(ListeningNotice("wake_word", mic.wake.state, mic.wake.word))
 
     def set_muted(self, muted: bool) -> None:
-        self.muted = muted
+        self.mic.muted = muted
 
     def post(self, action: Callable[[], None]) -> None:
         """Run `action` on the inference thread before the next frame."""
