@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kame_desktop.choices import WHISPER_ASR
 from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, Settings
 from kame_desktop.events import EventBus
 
@@ -57,7 +58,7 @@ def run_settings(
     llm: str | None = None,
     llm_url: str | None = None,
     llm_model: str | None = None,
-    asr: str = "whisper",
+    asr: str = WHISPER_ASR,
     policy: str = "reactive",
     device: str = "auto",
     dtype: str | None = None,
@@ -71,6 +72,8 @@ def run_settings(
         DEFAULT_KAME_REPO,
         FRONTEND_KINDS,
         LLM_KINDS,
+        LOCAL_LLM,
+        OPENAI_LLM,
         OPENAI_MODEL,
         OPENAI_URL,
         POLICIES,
@@ -78,15 +81,15 @@ def run_settings(
     )
 
     check_choice(frontend, FRONTEND_KINDS, "front-end (--frontend)")
-    check_choice(llm or "local", LLM_KINDS, "LLM provider (--llm)")
+    check_choice(llm or LOCAL_LLM, LLM_KINDS, "LLM provider (--llm)")
     check_choice(asr, ASR_KINDS, "ASR provider (--asr)")
     check_choice(policy, POLICIES, "policy (--policy)")
     if not device.startswith(("cuda:", "mps:")):  # an indexed device (cuda:1) is torch's to check
         check_choice(device, COMPUTE_DEVICES, "device (--device)")
-    openai = llm == "openai"
+    openai = llm == OPENAI_LLM
     return Settings(
         llm=LlmSettings(
-            provider=llm or "local",
+            provider=llm or LOCAL_LLM,
             # --llm-url "" is refused when the LLM is made: never OpenAI's host in its place
             base_url=(OPENAI_URL if llm_url is None else llm_url) if openai else OPENAI_URL,
             model=(llm_model or OPENAI_MODEL) if openai else OPENAI_MODEL,

@@ -14,9 +14,19 @@ from kame_desktop.errors import ChoiceError
 FrontEndKind = Literal["auto", "kame", "lite"]
 FRONTEND_KINDS: tuple[str, ...] = get_args(FrontEndKind)
 
-LlmKind = Literal["local", "openai"]  # llama.cpp in process, or any OpenAI-compatible server
+# The LLM and ASR providers, by the names settings.toml and the command line use: the code
+# compares against these names, never a typed string, so a new provider is its entry here plus
+# its module (built in backend/factory.py). tests/unit/test_choices.py keeps each Literal and its
+# names in step.
+LOCAL_LLM = "local"  # llama.cpp in process (backend/llm/local.py)
+OPENAI_LLM = "openai"  # any OpenAI-compatible server at the base URL, sent the stored API key
+LlmKind = Literal["local", "openai"]
 LLM_KINDS: tuple[str, ...] = get_args(LlmKind)
+LLM_LABELS = {LOCAL_LLM: "Local (llama.cpp, in process)", OPENAI_LLM: "OpenAI-compatible server"}
 
+WHISPER_ASR = "whisper"  # faster-whisper on this machine
+OPENAI_ASR = "openai"  # OpenAI's transcriptions API (or the LLM's server's)
+KYUTAI_ASR = "kyutai-stt"  # Kyutai's streaming STT (GPU)
 AsrKind = Literal["whisper", "openai", "kyutai-stt"]
 ASR_KINDS: tuple[str, ...] = get_args(AsrKind)
 
@@ -56,6 +66,11 @@ CHECKPOINT_NAMES: dict[str, str | None] = {
     "mimi_config_name": None,
     "lora_name": None,
 }
+
+
+def one_of(choices: tuple[str, ...]) -> str:
+    """The choices as a help text lists them: "a, b or c"."""
+    return " or ".join(filter(None, (", ".join(choices[:-1]), choices[-1])))
 
 
 def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:

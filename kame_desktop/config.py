@@ -25,8 +25,11 @@ import platformdirs
 
 from kame_desktop.choices import (
     DEFAULT_KAME_REPO,
+    LOCAL_LLM,
+    OPENAI_LLM,
     OPENAI_MODEL,
     OPENAI_URL,
+    WHISPER_ASR,
     AsrKind,
     ComputeDevice,
     FrontEndKind,
@@ -64,7 +67,7 @@ LLM_PRESETS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class LlmSettings:
-    provider: LlmKind = "local"  # "local" (llama.cpp in process) or "openai" (any compatible server)
+    provider: LlmKind = LOCAL_LLM  # llama.cpp in process, or OPENAI_LLM (any compatible server)
     preset: str = "openai"  # a key of LLM_PRESETS (for provider openai)
     base_url: str = OPENAI_URL
     model: str = OPENAI_MODEL  # model name for provider openai
@@ -78,7 +81,7 @@ class LlmSettings:
 
 @dataclass(frozen=True)
 class AsrSettings:
-    provider: AsrKind = "whisper"
+    provider: AsrKind = WHISPER_ASR
     whisper_model: str = "base"  # "base" (embedded), another size name, or a CTranslate2 folder
     threads: int = 1
     turn_detection: TurnDetection = "smart"  # the end of the user's turn: by meaning, or after a fixed silence
@@ -156,8 +159,8 @@ def apply_preset(llm: LlmSettings, preset: str) -> LlmSettings:
     """`llm` switched to an OpenAI-compatible preset; "custom" keeps the URL and model typed."""
     url, model = LLM_PRESETS[preset]
     if preset == "custom":
-        return dataclasses.replace(llm, provider="openai", preset=preset)
-    return dataclasses.replace(llm, provider="openai", preset=preset, base_url=url, model=model)
+        return dataclasses.replace(llm, provider=OPENAI_LLM, preset=preset)
+    return dataclasses.replace(llm, provider=OPENAI_LLM, preset=preset, base_url=url, model=model)
 
 
 # --- folders ------------------------------------------------------------------------------------

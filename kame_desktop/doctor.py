@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from kame_desktop import __version__
+from kame_desktop.choices import LOCAL_LLM
 from kame_desktop.config import Settings
 from kame_desktop.models.accelerator import KAME_EXTRA_HINT, gpu_hint, kame_extra_missing
 
@@ -269,7 +270,7 @@ def check_weights(kame_wanted: bool) -> Check:
 
 def check_llm(settings: Settings) -> Check:
     llm = settings.llm
-    if llm.provider == "local":
+    if llm.provider == LOCAL_LLM:
         from kame_desktop.backend.llm.local import check_gguf, embedded_model_path
         from kame_desktop.errors import ModelFileError
 

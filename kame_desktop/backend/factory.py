@@ -9,7 +9,19 @@ from typing import TYPE_CHECKING
 from kame_desktop.backend.asr.base import AsrProvider
 from kame_desktop.backend.llm.base import LlmProvider
 from kame_desktop.backend.prompts import ANSWER_TOKENS, MESSAGE_TOKENS
-from kame_desktop.choices import ASR_KINDS, LLM_KINDS, OPENAI_MODEL, OPENAI_URL, LlmKind, check_choice
+from kame_desktop.choices import (
+    ASR_KINDS,
+    KYUTAI_ASR,
+    LLM_KINDS,
+    LOCAL_LLM,
+    OPENAI_ASR,
+    OPENAI_LLM,
+    OPENAI_MODEL,
+    OPENAI_URL,
+    WHISPER_ASR,
+    LlmKind,
+    check_choice,
+)
 from kame_desktop.config import Settings, llm_url_problem
 from kame_desktop.credentials import llm_api_key
 from kame_desktop.errors import AsrError, KameError, LlmError
@@ -31,7 +43,7 @@ def system_prompt_room(context_tokens: int) -> int:
 
 
 def context_tokens_of(llm: LlmKind) -> int:
-    return LOCAL_CONTEXT_TOKENS if llm == "local" else REMOTE_CONTEXT_TOKENS
+    return LOCAL_CONTEXT_TOKENS if llm == LOCAL_LLM else REMOTE_CONTEXT_TOKENS
 
 
 def prompt_too_long(tokens: int, context_tokens: int) -> str | None:
@@ -46,7 +58,7 @@ def prompt_too_long(tokens: int, context_tokens: int) -> str | None:
 def make_llm(settings: Settings) -> LlmProvider:
     llm = settings.llm
     check_choice(llm.provider, LLM_KINDS, "LLM provider")
-    if llm.provider == "local":
+    if llm.provider == LOCAL_LLM:
         from kame_desktop.backend.llm.local import LocalLlm
 
         return LocalLlm(
@@ -57,7 +69,7 @@ def make_llm(settings: Settings) -> LlmProvider:
             first_chunk_timeout=llm.first_chunk_timeout_s,
             chunk_timeout=llm.chunk_timeout_s,
         )
-    if llm.provider == "openai":
+    if llm.provider == OPENAI_LLM:
         from kame_desktop.backend.llm.openai_compat import OpenAiLlm
 
         # Never another host in place of the user's: the key would go there.
@@ -78,19 +90,19 @@ def make_llm(settings: Settings) -> LlmProvider:
 def make_asr(settings: Settings) -> AsrProvider:
     asr = settings.asr
     check_choice(asr.provider, ASR_KINDS, "ASR provider")
-    if asr.provider == "whisper":
+    if asr.provider == WHISPER_ASR:
         from kame_desktop.backend.asr.whisper import WhisperAsr
 
         return WhisperAsr(model=asr.whisper_model, cpu_threads=asr.threads)
-    if asr.provider == "openai":
+    if asr.provider == OPENAI_ASR:
         from kame_desktop.backend.asr.openai_asr import OpenAiAsr
 
         # OpenAI's own service unless the LLM's server is chosen: then that server, or none
-        url = settings.llm.base_url if settings.llm.provider == "openai" else OPENAI_URL
+        url = settings.llm.base_url if settings.llm.provider == OPENAI_LLM else OPENAI_URL
         if problem := llm_url_problem(url):
             raise AsrError(f"{problem} (Settings → LLM)", kind="bad_input")
         return OpenAiAsr(url, api_key=llm_api_key())
-    if asr.provider == "kyutai-stt":
+    if asr.provider == KYUTAI_ASR:
         from kame_desktop.backend.asr.kyutai import KyutaiStt
 
         return KyutaiStt()
@@ -126,7 +138,7 @@ def make_backend(
     system_prompt = settings.system_prompt.strip() or SYSTEM_PROMPT
     # Every request would fail with llama.cpp's "exceeds the context window": say why once. (A
     # server's context is not known here: it says so itself if the prompt is too long for it.)
-    if settings.llm.provider == "local" and not isinstance(llm, UnavailableLlm) and (
+    if settings.llm.provider == LOCAL_LLM and not isinstance(llm, UnavailableLlm) and (
         too_long := prompt_too_long(llm.count_tokens(system_prompt), llm.context_tokens)
     ):
         llm = UnavailableLlm(f"{llm.name} (prompt too long)", too_long, "bad_input")

@@ -39,6 +39,10 @@ from kame_desktop.choices import (
     FRONTEND_KINDS,
     LISTENING_LABELS,
     LISTENING_MODES,
+    LLM_KINDS,
+    LLM_LABELS,
+    LOCAL_LLM,
+    OPENAI_LLM,
     POLICIES,
     PRECISIONS,
     TURN_DETECTIONS,
@@ -118,9 +122,9 @@ class SettingsDialog(QDialog):
         page = QWidget()
         form = QFormLayout(page)
         self.llm_provider = QComboBox()
-        self.llm_provider.addItem("Local (llama.cpp, in process)", "local")
-        self.llm_provider.addItem("OpenAI-compatible server", "openai")
-        self.llm_provider.setCurrentIndex(0 if s.llm.provider == "local" else 1)
+        for kind in LLM_KINDS:
+            self.llm_provider.addItem(LLM_LABELS[kind], kind)
+        self.llm_provider.setCurrentIndex(self.llm_provider.findData(s.llm.provider))
         self.llm_provider.currentIndexChanged.connect(self._update_llm_fields)
         form.addRow("Provider", self.llm_provider)
         self.gguf_path = QLineEdit(s.llm.gguf_path)
@@ -307,7 +311,7 @@ class SettingsDialog(QDialog):
     # --- behaviour ------------------------------------------------------------------------------
 
     def _update_llm_fields(self) -> None:
-        local = self.llm_provider.currentData() == "local"
+        local = self.llm_provider.currentData() == LOCAL_LLM
         self.gguf_row.setEnabled(local)
         self.llm_threads.setEnabled(local)
         for w in (self.preset, self.base_url, self.model, self.api_key, self.test_button, self.max_streams):
@@ -317,7 +321,7 @@ class SettingsDialog(QDialog):
 
     def url_problem_text(self) -> str | None:
         """Why the typed base URL cannot be used, or None (also None for the local LLM)."""
-        if self.llm_provider.currentData() != "openai":
+        if self.llm_provider.currentData() != OPENAI_LLM:
             return None
         return config.llm_url_problem(self.base_url.text().strip())  # values() strips it too
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from kame_desktop.choices import LLM_KINDS, LOCAL_LLM, OPENAI_LLM, one_of
 from kame_desktop.errors import KameError
 
 app = typer.Typer(help="Fine-tune KAME on your own dialogues: prepare → simulate-oracle → tokenize → finetune → export.")
@@ -42,9 +43,9 @@ def prepare(
 def simulate_oracle(
     data: Annotated[Path, typer.Argument(help="Dataset folder (from `train prepare`).")],
     strategy: Annotated[str, typer.Option(help="llm (ask an LLM) or random (no LLM: other dialogues' responses, then the truth).")] = "llm",
-    llm: Annotated[str, typer.Option(help="local (embedded Qwen2.5-Coder-0.5B, or --llm-model GGUF or smollm2-135m) or openai (any compatible server).")] = "local",
-    llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
-    llm_model: Annotated[str | None, typer.Option(help="Model name (openai; default gpt-4.1-nano) or GGUF path (local).")] = None,
+    llm: Annotated[str, typer.Option(help=f"{one_of(LLM_KINDS)}: {LOCAL_LLM} (embedded Qwen2.5-Coder-0.5B, or --llm-model GGUF or smollm2-135m), {OPENAI_LLM} (any compatible server).")] = LOCAL_LLM,
+    llm_url: Annotated[str | None, typer.Option(help=f"OpenAI-compatible base URL (--llm {OPENAI_LLM}).")] = None,
+    llm_model: Annotated[str | None, typer.Option(help=f"Model name ({OPENAI_LLM}; default gpt-4.1-nano) or GGUF path ({LOCAL_LLM}).")] = None,
     llm_threads: Annotated[int, typer.Option(help="CPU threads of the local model (prompt and generation).")] = 2,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once (1 for a llama_cpp.server: it interrupts a running stream for a new request).")] = 4,
     retries: Annotated[int, typer.Option(help="Retries of a failed request (exponential backoff).")] = 3,
@@ -71,10 +72,10 @@ PREDICTION_TOKENS = 64  # 30 words with room to spare
 
 def make_llm(kind: str, url: str | None, model: str | None, threads: int = 2):
     """The app's own providers: the embedded llama.cpp model or any OpenAI-compatible server."""
-    from kame_desktop.choices import LLM_KINDS, OPENAI_URL, check_choice
+    from kame_desktop.choices import OPENAI_URL, check_choice
 
     check_choice(kind, LLM_KINDS, "LLM provider (--llm)")
-    if kind == "local":
+    if kind == LOCAL_LLM:
         from kame_desktop.backend.llm.local import LocalLlm
 
         return LocalLlm(model_path=model, n_threads=threads, max_tokens=PREDICTION_TOKENS)
