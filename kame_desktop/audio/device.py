@@ -199,8 +199,8 @@ class DuplexAudio:
     `blocksize`: samples per PortAudio callback at 24 kHz (480 = 20 ms; lower is less latency,
     more wake-ups). `strict`: raise DeviceError when the devices cannot be opened now (the CLI)
     instead of running on timer-paced silence until they can (the GUI). `echo_canceller`: applied
-    to the microphone, fed with what is played. `ptt_gate` (push-to-talk key down) and `muted`
-    replace the microphone with silence without changing the timing.
+    to the microphone, fed with what is played. (Push-to-talk and mute gate its frames above it:
+    the controller's MicGate.)
     """
 
     def __init__(
@@ -231,8 +231,6 @@ class DuplexAudio:
         self.output_prefill = output_prefill
         self.stall_timeout = stall_timeout
         self.retry_interval = retry_interval
-        self.ptt_gate = True  # open: the microphone is heard (push-to-talk closes it while the key is up)
-        self.muted = False
         # Counters (callbacks increment some of them: plain int attribute updates).
         self.dropped_input_frames = 0  # stale frames dropped because the consumer fell behind
         self.input_overflows = 0  # samples lost because the input ring was full
@@ -514,8 +512,6 @@ class DuplexAudio:
             frame = self.echo_canceller.process(frame)
         self._levels = Levels(dbfs(frame), self._levels.output_db)
         self.frames_read += 1
-        if self.muted or not self.ptt_gate:
-            return np.zeros(self.frame_size, np.float32)
         return np.asarray(frame, np.float32)
 
     # --- AudioSink --------------------------------------------------------------------------------

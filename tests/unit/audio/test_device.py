@@ -232,24 +232,6 @@ def test_loopback_carries_our_output_to_our_input(duplex):
     assert np.argmax(spectrum) * SAMPLE_RATE / len(heard) == pytest.approx(1000, abs=10)
 
 
-def test_push_to_talk_gate_and_mute_give_silence_at_the_same_pace(duplex):
-    audio = duplex()
-    audio.read()
-    loopback(audio)
-    read_for(audio, 0.4, play=tone(4))
-    assert audio.read().any()  # the tone comes back while the gate is open
-    for flag in ("ptt_gate", "muted"):
-        setattr(audio, flag, flag == "muted")  # close the gate / mute
-        start = time.monotonic()
-        frames = read_for(audio, 0.5, play=tone(4))
-        assert all(not f.any() for f in frames)
-        assert 5 <= len(frames) <= 8, len(frames)  # still paced by the device
-        assert audio.levels.input_db > -20  # the meter still shows the microphone
-        assert time.monotonic() - start < 0.7
-        setattr(audio, flag, flag != "muted")
-    assert read_for(audio, 0.2, play=tone(4))[-1].any()
-
-
 def test_echo_canceller_on_the_device_removes_our_own_output(duplex):
     rng = np.random.default_rng(0)
     noise = [(0.1 * rng.standard_normal(FRAME_SIZE)).astype(np.float32) for _ in range(64)]
