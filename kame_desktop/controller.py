@@ -127,21 +127,19 @@ class MicGate:
         return out
 
 
+@dataclass
 class ControlledSource:
     """Wraps the real source on the inference thread: gating, stats and queued actions."""
 
-    def __init__(
-        self, inner: AudioSource, gate: MicGate, notify: Notify, stop: threading.Event, actions: queue.Queue
-    ) -> None:
-        self.inner = inner
-        self.gate = gate
-        self.notify = notify
-        self.stop = stop
-        self.actions = actions
-        self.index = 0
-        self._t0: float | None = None
-        self._step_start: float | None = None
-        self.frame_ms = 0.0
+    inner: AudioSource
+    gate: MicGate
+    notify: Notify
+    stop: threading.Event
+    actions: queue.Queue
+    index: int = field(default=0, init=False)  # frames read
+    frame_ms: float = field(default=0.0, init=False)
+    _t0: float | None = field(default=None, init=False)
+    _step_start: float | None = field(default=None, init=False)
 
     def read(self) -> np.ndarray | None:
         now = time.monotonic()
