@@ -14,10 +14,11 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 
+from fixtures.frontend import RecordingFrontEnd  # noqa: E402
+
 from kame_desktop.audio.sources import NullSink, NullSource  # noqa: E402
 from kame_desktop.config import Settings  # noqa: E402
 from kame_desktop.events import FRAME_SIZE, SAMPLE_RATE  # noqa: E402
-from kame_desktop.frontend.base import FrameResult  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -74,25 +75,6 @@ class ToneSource:
         self._closed.set()
 
 
-class RecordingFrontEnd:
-    """Records the peak of every input frame it is given; answers silence."""
-
-    kind, model, device = "kame", "recorder", "cpu"
-
-    def __init__(self) -> None:
-        self.peaks: list[float] = []
-
-    def step(self, frame: np.ndarray, signals: Any) -> FrameResult:
-        self.peaks.append(float(np.abs(frame).max()))
-        return FrameResult(np.zeros(FRAME_SIZE, dtype=np.float32))
-
-    def reset(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def audio(source_factory: Callable[[], Any]) -> Callable[[Settings], tuple[Any, Any]]:
     return lambda _settings, _on_error, _on_recover: (source_factory(), NullSink())
 
@@ -122,6 +104,24 @@ def make_window(qtbot):
     yield make
     for window in windows:
         window.controller.stop()
+
+
+@pytest.fixture
+def scripted_window(make_window, qtbot, tiny_frontend):
+    """Factory: scripted_window(script, seconds, realtime=False) → the main window after a whole
+    session on the tiny front-end: `seconds` of silence heard, the `script`'s oracle signals fed
+    at their frames, and the status back at "Stopped"."""
+
+    def run(script, seconds: float, realtime: bool = False):
+        window = make_window(
+            frontend_factory=lambda _s: tiny_frontend,
+            audio_factory=audio(lambda: NullSource(seconds, realtime=realtime)),
+            script=script,
+        )
+        qtbot.waitUntil(lambda: window.status.status.text() == "Stopped", timeout=15000)
+        return window
+
+    return run
 
 
 @pytest.fixture

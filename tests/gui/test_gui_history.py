@@ -9,7 +9,6 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
-from kame_desktop.audio.sources import NullSource
 from kame_desktop.events import OracleReset, OracleText
 from kame_desktop.history import HistoryStore
 from kame_desktop.session import ScriptEntry
@@ -21,14 +20,11 @@ def click(qtbot, button) -> None:
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
-def test_history_save_reopen_export_delete(make_window, qtbot, parts, tiny_frontend, tmp_path, monkeypatch):
-    script = [ScriptEntry(2, (OracleReset(0), OracleText(0, "hello world")))]
-    window = make_window(
-        frontend_factory=lambda _s: tiny_frontend,
-        audio_factory=parts.audio(lambda: NullSource(1.6, realtime=False)),
-        script=script,
-    )
-    qtbot.waitUntil(lambda: window.status.status.text() == "Stopped", timeout=15000)
+HELLO = [ScriptEntry(2, (OracleReset(0), OracleText(0, "hello world")))]
+
+
+def test_history_save_reopen_export_delete(scripted_window, qtbot, tmp_path, monkeypatch):
+    window = scripted_window(HELLO, 1.6)
     live = window.transcript.text("oracle")
     assert "hello world" in live
 
@@ -62,15 +58,9 @@ def test_history_save_reopen_export_delete(make_window, qtbot, parts, tiny_front
     assert window.viewing is None and not window.history_bar.isVisible()
 
 
-def test_copy_markdown(make_window, qtbot, parts, tiny_frontend):
+def test_copy_markdown(scripted_window):
     from PySide6.QtGui import QGuiApplication
 
-    script = [ScriptEntry(2, (OracleReset(0), OracleText(0, "hello world")))]
-    window = make_window(
-        frontend_factory=lambda _s: tiny_frontend,
-        audio_factory=parts.audio(lambda: NullSource(1.0, realtime=False)),
-        script=script,
-    )
-    qtbot.waitUntil(lambda: window.status.status.text() == "Stopped", timeout=15000)
+    window = scripted_window(HELLO, 1.0)
     window.copy_markdown()
     assert QGuiApplication.clipboard().text().strip()

@@ -55,19 +55,12 @@ def test_push_to_talk_gates_audio(make_window, qtbot, parts):
     assert max(recorder.peaks[mark:]) == 0.0
 
 
-def test_oracle_tokens_appear_in_order_with_resets(make_window, qtbot, parts, tiny_frontend):
-    from kame_desktop.audio.sources import NullSource
-
+def test_oracle_tokens_appear_in_order_with_resets(scripted_window):
     script = [
         ScriptEntry(3, (OracleReset(0), OracleText(0, "hello world"))),
         ScriptEntry(25, (OracleReset(1), OracleText(1, "good bye"))),
     ]
-    window = make_window(
-        frontend_factory=lambda _s: tiny_frontend,
-        audio_factory=parts.audio(lambda: NullSource(3.2, realtime=True)),
-        script=script,
-    )
-    qtbot.waitUntil(lambda: window.status.status.text() == "Stopped", timeout=15000)
+    window = scripted_window(script, 3.2, realtime=True)
     text = window.transcript.text("oracle")
     order = [text.find(s) for s in ("⟲ request 0", "hello world", "⟲ request 1", "good bye")]
     assert -1 not in order and order == sorted(order), text

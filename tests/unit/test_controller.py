@@ -9,13 +9,13 @@ import time
 
 import numpy as np
 import pytest
+from fixtures.frontend import RecordingFrontEnd
 
 from kame_desktop.audio.sources import NullSink
 from kame_desktop.config import Settings
 from kame_desktop.controller import Controller, ErrorNotice, SessionEnded, StatusNotice
 from kame_desktop.errors import CheckpointError
 from kame_desktop.events import FRAME_SIZE, SessionStartEvent, Stamped
-from kame_desktop.frontend.base import FrameResult
 
 
 class LoudSource:
@@ -34,25 +34,6 @@ class LoudSource:
 
     def close(self) -> None:
         self.closed.set()
-
-
-class PeakFrontEnd:
-    kind, model, device = "kame", "peaks", "cpu"
-
-    def __init__(self) -> None:
-        self.peaks: list[float] = []
-        self.resets = 0
-        self.closed = False
-
-    def step(self, frame, signals) -> FrameResult:
-        self.peaks.append(float(np.abs(frame).max()))
-        return FrameResult(np.zeros(FRAME_SIZE, np.float32))
-
-    def reset(self) -> None:
-        self.resets += 1
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class Notices(list):
@@ -93,7 +74,7 @@ def controller():
 
 
 def test_push_to_talk_gates_what_the_front_end_hears(controller):
-    fe = PeakFrontEnd()
+    fe = RecordingFrontEnd()
     c, notices = controller(lambda _s: fe)
     c.start()
     wait_for(lambda: len(fe.peaks) >= 5)
@@ -107,7 +88,7 @@ def test_push_to_talk_gates_what_the_front_end_hears(controller):
     c.stop()
     assert not c.running
     starts = [n.event for n in notices if isinstance(n, Stamped) and isinstance(n.event, SessionStartEvent)]
-    assert [(e.frontend, e.model) for e in starts] == [("kame", "peaks")]
+    assert [(e.frontend, e.model) for e in starts] == [("kame", "recorder")]
     assert fe.resets == 1, "the assembly path resets a front-end it is given"
     assert not fe.closed, "an injected front-end stays its owner's"
 
@@ -125,10 +106,10 @@ def test_a_load_failure_is_a_notice_with_its_kind(controller):
 
 
 def test_stopped_sessions_are_dropped_and_a_restart_builds_a_new_one(controller):
-    built: list[PeakFrontEnd] = []
+    built: list[RecordingFrontEnd] = []
 
     def factory(_settings):
-        built.append(PeakFrontEnd())
+        built.append(RecordingFrontEnd())
         return built[-1]
 
     c, notices = controller(factory)

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+from fixtures.llm import ScriptedLlm
 
 from kame_desktop.backend.oracle_manager import OracleManager, PolicyConfig, WordMerger
 from kame_desktop.backend.tools.base import Tool, ToolCall, TurnTools, object_schema
@@ -30,40 +31,6 @@ from kame_desktop.events import (
     ToolResultEvent,
     TurnEndEvent,
 )
-
-
-@dataclass
-class ScriptedLlm:
-    """Streams `chunks` with `delay` seconds between them; can fail instead."""
-
-    chunks: tuple[str, ...] = ("The capital", " of Fra", "nce is Paris.")
-    delay: float = 0.3
-    error: LlmError | None = None
-    name: str = "scripted"
-    context_tokens: int = 4096
-    dialogue: str = "chat"
-    overlaps: bool = False  # like the in-process model: one answer at a time
-    prompts: list[list[dict]] = field(default_factory=list)
-
-    def load(self) -> None:
-        pass
-
-    async def prime(self, system_prompt: str, tools=None) -> None:
-        pass
-
-    async def stream(self, messages, tools=None):
-        self.prompts.append(messages)
-        if self.error:
-            raise self.error
-        for chunk in self.chunks:
-            await asyncio.sleep(self.delay)
-            yield chunk
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    async def aclose(self) -> None:
-        pass
 
 
 @dataclass

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from fixtures.llm import ScriptedLlm
 
 from kame_desktop.backend.oracle_manager import REPEAT_REPLY, Heard, OracleManager, understood
 from kame_desktop.events import (
@@ -24,30 +26,14 @@ GARBLED = "Hoorotro Mino and do the rest."
 
 
 @dataclass
-class EchoLlm:
+class EchoLlm(ScriptedLlm):
+    """Streams the user's last words back, a word every 0.15 s (still writing when the turn ends)."""
+
     name: str = "echo"
-    context_tokens: int = 4096
-    dialogue: str = "chat"
-    overlaps: bool = False
-    prompts: list[list[dict]] = field(default_factory=list)
+    delay: float = 0.15
 
-    def load(self) -> None:
-        pass
-
-    async def prime(self, system_prompt: str, tools=None) -> None:
-        pass
-
-    async def stream(self, messages, tools=None):
-        self.prompts.append(messages)
-        for word in messages[-1]["content"].split():
-            await asyncio.sleep(0.15)  # still writing when the turn ends
-            yield word + " "
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    async def aclose(self) -> None:
-        pass
+    def reply(self, messages: list[dict]) -> list[str]:
+        return [word + " " for word in messages[-1]["content"].split()]
 
 
 def talk(turns: list[tuple[str, float | None]]) -> tuple[list, list, list[int | None], EchoLlm]:

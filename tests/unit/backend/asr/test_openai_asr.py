@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import io
-import json
-import threading
 import wave
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from fixtures.http_server import Handler, LocalServer
 from fixtures.speech import GAP_S, feed_all
 
 from kame_desktop.errors import AsrError
@@ -23,34 +21,23 @@ from kame_desktop.events import (
 )
 
 
+class TranscriberHandler(Handler):
+    def do_POST(self):
+        server = self.server
+        server.requests.append((self.path, self.headers.get("Authorization", ""), self.body()))
+        status, reply = server.reply
+        if status == 401:  # real services echo (part of) the key
+            reply = {"error": {"message": f"Incorrect API key provided: {self.headers.get('Authorization')}"}}
+        self.send_json(reply, status)
+
+
 @pytest.fixture
 def stub_transcriber():
     """A stub /v1/audio/transcriptions: answers `reply` = (status, JSON body); keeps the bodies."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            server.requests.append((self.path, self.headers.get("Authorization", ""), body))
-            status, reply = server.reply
-            if status == 401:  # real services echo (part of) the key
-                reply = {"error": {"message": f"Incorrect API key provided: {self.headers.get('Authorization')}"}}
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = LocalServer(TranscriberHandler, "/v1")
     server.requests, server.reply = [], (200, {"text": "hello"})
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield server.start()
+    server.stop()
 
 
 @pytest.fixture(scope="module")
