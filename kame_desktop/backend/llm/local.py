@@ -9,6 +9,8 @@ event that the thread checks between tokens, so it stops within one token."""
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import importlib.metadata
 import logging
 import re
@@ -91,6 +93,18 @@ def _display_name(path: Path) -> str:
     return re.sub(r"[.\-_](I?Q\d\w*|F16|F32|BF16)$", "", stem, flags=re.IGNORECASE)
 
 
+@functools.cache
+def _close_devnull_at_exit() -> None:
+    """llama-cpp-python opens /dev/null twice at import (llama_cpp/_utils.py: where it sends a
+    model load's output) and never closes it: "sys:1: ResourceWarning: unclosed file" at exit
+    (abetlen/llama-cpp-python#1828). Closed at exit: loads are over by then."""
+    from llama_cpp import _utils
+
+    for name in ("outnull_file", "errnull_file"):
+        if (file := getattr(_utils, name, None)) is not None:
+            atexit.register(file.close)
+
+
 class LocalLlm:
     """Chat with a local GGUF model in this process. `load()` blocks (seconds for big models):
     call it off the GUI thread, or let the first `stream()` load it on the worker thread."""
@@ -135,6 +149,7 @@ class LocalLlm:
                 check_gguf(path)
                 from llama_cpp import Llama
 
+                _close_devnull_at_exit()
                 try:
                     self._llm = Llama(
                         model_path=str(path),
