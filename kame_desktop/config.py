@@ -72,7 +72,7 @@ class LlmSettings:
     base_url: str = OPENAI_URL
     model: str = OPENAI_MODEL  # model name for provider openai
     gguf_path: str = ""  # a GGUF file, or an embedded model's name; empty: the embedded default (backend/llm/local.py)
-    threads: int = 1
+    threads: int = 2  # local: both cores while it writes (measured: README, "Hearing the question")
     policy: Policy = "reactive"
     first_chunk_timeout_s: float = 10.0  # no answer this long after asking: an error (and a retry)
     chunk_timeout_s: float = 5.0  # an answer that stops this long mid-way: the same
@@ -82,7 +82,10 @@ class LlmSettings:
 @dataclass(frozen=True)
 class AsrSettings:
     provider: AsrKind = WHISPER_ASR
-    whisper_model: str = "base"  # "base" (embedded), another size name, or a CTranslate2 folder
+    # "auto" (English: embedded tiny.en while the user talks, base at pauses; other languages: base),
+    # "base" or "tiny.en" (embedded), another size name (downloaded), or a CTranslate2 folder
+    whisper_model: str = "auto"
+    language: str = "en"  # what the user speaks (a Whisper language code)
     threads: int = 1
     turn_detection: TurnDetection = "smart"  # the end of the user's turn: by meaning, or after a fixed silence
 
@@ -133,6 +136,9 @@ class Settings:
     desktop: DesktopSettings = field(default_factory=DesktopSettings)
     system_prompt: str = ""  # empty: the built-in prompt (backend/prompts.py)
     history: bool = True
+    # Which defaults the file was written with: every field is saved, so a value that was the
+    # default then (version 1, no `version` key: _V1_DEFAULTS) moves to today's (_upgrade).
+    version: int = 2
 
 
 def llm_url_problem(url: str) -> str | None:
@@ -216,10 +222,24 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
 
 def _upgrade(cls: Any, data: Mapping[str, Any]) -> Mapping[str, Any]:
     """A table written by an earlier version, in today's keys: `[audio] open_mic = true/false`
-    (before the wake word) is `listening = "open_mic"/"push_to_talk"`."""
+    (before the wake word) is `listening = "open_mic"/"push_to_talk"`; in a file without a
+    version, a value that was that version's default (saved with every field) is today's."""
     if cls is AudioSettings and "listening" not in data and isinstance(data.get("open_mic"), bool):
         return {**data, "listening": "open_mic" if data["open_mic"] else "push_to_talk"}
+    if cls is Settings and "version" not in data:
+        return {**data, **{name: _moved_defaults(name, table) for name, table in data.items()
+                           if isinstance(table, Mapping) and name in _V1_DEFAULTS}}
     return data
+
+
+# Version 1's defaults that changed, by section: a version-1 file holding one of them holds it
+# only because every field is saved, so it reads as today's default.
+_V1_DEFAULTS: dict[str, dict[str, Any]] = {"asr": {"whisper_model": "base"}, "llm": {"threads": 1}}
+
+
+def _moved_defaults(section: str, table: Mapping[str, Any]) -> Mapping[str, Any]:
+    today = settings_to_dict(Settings())[section]
+    return {**table, **{key: today[key] for key, old in _V1_DEFAULTS[section].items() if table.get(key) == old}}
 
 
 def _build(cls: Any, data: Mapping[str, Any], where: str, quiet: bool = False) -> Any:
@@ -332,6 +352,7 @@ def _merge(cls: Any, new: dict[str, Any], written: Mapping[str, Any]) -> dict[st
     default is in use until then), so saving never loses what a newer version or a hand edit
     put there."""
     hints = typing.get_type_hints(cls)
+    written = _upgrade(cls, written)  # an old default is no value the user chose: it moves on
     loaded = settings_to_dict(_build(cls, written, "", quiet=True))  # what the app made of `written`
     out = dict(written)
     for f in dataclasses.fields(cls):

@@ -129,6 +129,8 @@ class AsrPartialEvent(Event):
     words: tuple[Word, ...] = ()
     avg_logprob: float | None = None  # the recognizer's confidence, where it gives one (see asr_final)
     no_speech_prob: float | None = None
+    # The pause pass's (whisper): all the words up to a pause the user is in; ask with them now.
+    pause: bool = False
 
 
 @dataclass(frozen=True)

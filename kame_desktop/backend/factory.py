@@ -93,7 +93,7 @@ def make_asr(settings: Settings) -> AsrProvider:
     if asr.provider == WHISPER_ASR:
         from kame_desktop.backend.asr.whisper import WhisperAsr
 
-        return WhisperAsr(model=asr.whisper_model, cpu_threads=asr.threads)
+        return WhisperAsr(model=asr.whisper_model, cpu_threads=asr.threads, language=asr.language or None)
     if asr.provider == OPENAI_ASR:
         from kame_desktop.backend.asr.openai_asr import OpenAiAsr
 

@@ -8,7 +8,9 @@ cancellation:
 - `reactive` (default): decide as soon as an ASR event brings ≥ 2 new words or a final (after a
   short debounce that coalesces bursts), and when rate-limited, decide again as soon as the
   window frees; a final that only confirms the words the running request already has is not
-  a reason to ask again;
+  a reason to ask again. The pause pass's words (a partial marked `pause`: the user is silent,
+  and these may be the turn's final words) are asked at once, past the word count, the debounce
+  and the rate limit, unless the running request has them already;
 - `end_of_turn`: no speculation, ask once the turn has ended (the cascade baseline).
 Which answer is heard (spec §3.3b): a stream is *adopted* when it sends its first non-blank text,
 if it is newer than the adopted one; then every older stream is cancelled and the reset goes out
@@ -264,6 +266,9 @@ class OracleManager:
             self.heard_partial = event if event.text.strip() else None
             self.pending = event.text
             self.max_pending_words = max(self.max_pending_words, word_count(event.text))
+            if event.pause and self.policy.name == "reactive":
+                self._ask_at_pause()
+                return
         elif isinstance(event, AsrFinalEvent):
             self.heard = self.heard.add(event)
             self.conversation.add(USER, event.text.strip())
@@ -281,6 +286,18 @@ class OracleManager:
             return
         if self.policy.name == "reactive" and self._wants_start(self.final_bump):
             self._schedule_decision(self.policy.debounce)
+
+    def _ask_at_pause(self) -> None:
+        """The user pauses, and these may be the turn's last words: ask with them now (a turn
+        that ends here plays this answer with no further request), unless the running request
+        already has them."""
+        if self._closed or not self._user_text().strip() or self._request_is_current():
+            return
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        self.final_bump = False
+        self._start()
 
     def turn_understood(self) -> bool:
         """Whether the open turn's words so far (finals and the latest partial) are trusted."""

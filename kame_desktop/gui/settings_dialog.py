@@ -182,7 +182,13 @@ class SettingsDialog(QDialog):
         self.asr_provider = _combo(ASR_KINDS, s.asr.provider)
         form.addRow("Provider", self.asr_provider)
         self.whisper_model = QLineEdit(s.asr.whisper_model)
+        self.whisper_model.setToolTip("auto: for English, the embedded tiny.en while you talk and base at your pauses "
+                                      "(base for other languages); tiny.en or base: one embedded model; a size name "
+                                      "is downloaded; or a CTranslate2 model folder")
         form.addRow("Whisper model", self.whisper_model)
+        self.asr_language = QLineEdit(s.asr.language)
+        self.asr_language.setToolTip("The language you speak, as a Whisper code (en, fr, de, ja, …)")
+        form.addRow("Language", self.asr_language)
         self.turn_detection = _combo(TURN_DETECTIONS, s.asr.turn_detection)
         self.turn_detection.setToolTip("smart: end your turn when the sentence sounds finished (Smart Turn); "
                                        "silence: after a fixed 0.5 s of silence")
@@ -400,7 +406,8 @@ class SettingsDialog(QDialog):
                 max_streams=self.max_streams.value(),
             ),
             asr=dataclasses.replace(s.asr, provider=self.asr_provider.currentText(),
-                                    whisper_model=self.whisper_model.text().strip() or "base",
+                                    whisper_model=self.whisper_model.text().strip() or "auto",
+                                    language=self.asr_language.text().strip().lower() or "en",
                                     turn_detection=self.turn_detection.currentText()),
             audio=dataclasses.replace(
                 s.audio,

@@ -111,6 +111,7 @@ def test_round_trip_every_field_changed(memory_keyring):
         tools=_all_changed(ToolSettings),
         system_prompt="You are a pirate.\nSpeak briefly.",
         history=False,
+        version=1,
     )
     flat_default, flat_new = settings_to_dict(Settings()), settings_to_dict(settings)
     for section, values in flat_new.items():  # the test really changes every field
@@ -258,7 +259,7 @@ def test_saving_keeps_unknown_keys_and_untouched_wrong_values_as_written(isolate
     )
     with caplog.at_level(logging.WARNING, logger="kame_desktop.config"):
         loaded = load_settings()
-    assert loaded.llm.threads == 1 and loaded.llm.chunk_timeout_s == 5.0 and loaded.history is True  # defaults meanwhile
+    assert loaded.llm.threads == LlmSettings().threads and loaded.llm.chunk_timeout_s == 5.0 and loaded.history is True  # defaults meanwhile
     assert "llm.threads" in caplog.text and "llm.chunk_timeout_s" in caplog.text
     save_settings(dataclasses.replace(loaded, system_prompt="Be brief."))  # the user changed another setting
     saved = config.tomllib.loads(path.read_text(encoding="utf-8"))
@@ -300,3 +301,22 @@ def test_an_earlier_versions_open_mic_is_the_listening_mode(isolated, written, m
     # a file with both (hand-edited): `listening` wins
     path.write_text('[audio]\nopen_mic = true\nlistening = "wake_word"\n', encoding="utf-8")
     assert load_settings(path).audio.listening == "wake_word"
+
+
+def test_an_old_files_saved_defaults_move_to_todays_and_chosen_values_stay(tmp_path):
+    """Every field is saved, so before settings had a version `whisper_model = "base"` and the
+    LLM's `threads = 1` were only the defaults then: they read as today's, and saving writes the
+    version with them. Other values, and a file with a version, keep what they say."""
+    old = tmp_path / "old.toml"
+    old.write_text('[asr]\nwhisper_model = "base"\nthreads = 2\n[llm]\nthreads = 1\npolicy = "polling"\n', encoding="utf-8")
+    assert load_settings(old).asr == AsrSettings(whisper_model="auto", threads=2)
+    assert load_settings(old).llm.threads == LlmSettings().threads == 2
+    assert load_settings(old).llm.policy == "polling"
+    save_settings(load_settings(old), old)
+    table = config.tomllib.loads(old.read_text(encoding="utf-8"))
+    assert table["version"] == 2 and table["asr"]["whisper_model"] == "auto"
+    chosen = tmp_path / "chosen.toml"
+    chosen.write_text('version = 2\n[asr]\nwhisper_model = "base"\n', encoding="utf-8")
+    assert load_settings(chosen).asr.whisper_model == "base"
+    save_settings(load_settings(chosen), chosen)
+    assert config.tomllib.loads(chosen.read_text(encoding="utf-8"))["asr"]["whisper_model"] == "base"

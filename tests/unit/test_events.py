@@ -35,7 +35,7 @@ DESIGN_TABLE: dict[str, dict] = {
         "llm": "smollm2",
         "asr": "whisper",
     },
-    "asr_partial": {"text": "what's the", "words": WORDS, "avg_logprob": -0.31, "no_speech_prob": 0.02},
+    "asr_partial": {"text": "what's the", "words": WORDS, "avg_logprob": -0.31, "no_speech_prob": 0.02, "pause": True},
     "asr_final": {"text": "what's the", "words": WORDS, "avg_logprob": -0.31, "no_speech_prob": 0.02},
     "asr_unclear": {"request": 4, "heard": "Hoorotro Mino", "reply": "Sorry, I didn't catch that.",
                     "avg_logprob": -1.2, "no_speech_prob": 0.1},

@@ -1,13 +1,23 @@
-"""Streaming ASR with faster-whisper: a growing window per utterance and local agreement.
+"""Streaming ASR with faster-whisper: a growing window per utterance.
 
 While the VAD hears the user, the utterance's audio (16 kHz, from the last trim point) is
 re-transcribed every `partial_interval` seconds of new audio, or every `last decode time` when
 decoding is slower than that, so a slow CPU stays near real time instead of falling behind.
-Words on which two consecutive hypotheses agree (LocalAgreement-2) are committed as an
-`AsrFinalEvent`; the rest is the partial. When the VAD's hang-over ends the speech, one last
-pass commits everything, then `SpeechEndEvent("user")` and `TurnEndEvent("vad")` follow.
-Long utterances are trimmed at the last committed word (committed text becomes the prompt) and
-forced to commit at `max_utterance_s`, so memory and decode cost stay bounded.
+Each pass's words are the partial. When the turn ends (or the VAD's hang-over ends the speech),
+the last pass over the whole utterance commits its words as `AsrFinalEvent`, then
+`SpeechEndEvent("user")` and `TurnEndEvent("vad")` follow. Only an utterance longer than
+`trim_s` commits earlier, the words on which two consecutive passes agree (LocalAgreement-2):
+it is trimmed at the last committed word (committed text becomes the prompt) and forced to
+commit at `max_utterance_s`, so memory and decode cost stay bounded.
+
+The *pause pass*: at the VAD's first silent chunk, the utterance so far is decoded at once (not
+at the next interval), and its partial is marked `pause`: the words the answer is asked with
+(the OracleManager asks at once), and the final words if the turn ends in this pause.
+
+Two models (`model="auto"` for English): a cheap one for the passes while the user talks (the
+partials speculation re-asks on) and a first pause pass, and an accurate one right after it
+(the next chunk), and for the last pass, over the whole utterance: its words are the final
+ones, and they are asked again only where they differ.
 
 The model loads in the constructor (seconds; the back-end worker builds providers off the GUI
 thread), so a missing model fails early rather than at the first word.
@@ -34,8 +44,9 @@ from kame_desktop.events import AsrFinalEvent, AsrPartialEvent, Event, Word
 log = logging.getLogger(__name__)
 
 SR = SegmentingAsr.RATE
+EMBEDDED_WHISPER = ("base", "tiny.en")  # shipped on PyPI (models/embedded.py): never the hub
 _TAIL_S = 0.2  # audio kept after the VAD's end point for the last pass
-_PAUSE_TAIL_S = 0.03  # silence a pass must have heard after the speech to count as its end: the VAD's first silent chunk
+PAUSE_TAIL_S = 0.03  # silence a pass must have heard after the speech to count as its end: the VAD's first silent chunk
 _FORCE_KEEP_S = 1.0  # at the length cap, words ending this close to the buffer end stay open
 
 
@@ -88,16 +99,20 @@ class _Utterance:
     committed: list[Word] = field(default_factory=list)
     committed_end: float = -math.inf  # session time where the committed words end
     decoded_to: int = 0  # absolute 16 kHz sample the last pass heard up to
+    tail_accurate: bool = True  # the partial words are the accurate model's
+    quick_to: int = 0  # absolute 16 kHz sample the cheap model's pause pass heard up to
+    accurate_to: int = 0  # … the last pass of the accurate model (the only one, with one model)
 
 
 class WhisperAsr(SegmentingAsr):
-    """`AsrProvider` over faster-whisper. `model`: "base" (the embedded model, no network), a
-    faster-whisper size or repo name (downloaded by faster-whisper: only when the user chose it)
-    or a CTranslate2 model folder."""
+    """`AsrProvider` over faster-whisper. `model`: "auto" (English: the embedded tiny.en while
+    the user talks and the embedded base at pauses; other languages: base), "base" or "tiny.en"
+    (the embedded models, no network), a faster-whisper size or repo name (downloaded by
+    faster-whisper: only when the user chose it) or a CTranslate2 model folder."""
 
     def __init__(
         self,
-        model: str | os.PathLike[str] = "base",
+        model: str | os.PathLike[str] = "auto",
         device: str = "auto",
         compute_type: str | None = None,  # None: int8 on CPU, float16 on CUDA
         cpu_threads: int = 1,
@@ -111,15 +126,22 @@ class WhisperAsr(SegmentingAsr):
     ) -> None:
         from faster_whisper import WhisperModel
 
-        path, self.name = _resolve_model(model, cache_dir)
+        accurate, cheap = _model_pair(model, language)
         device = _resolve_device(device)
         compute_type = compute_type or ("int8" if device == "cpu" else "float16")
-        try:
-            self._model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
-        except Exception as e:  # ctranslate2 and the hub raise plain RuntimeError/ValueError/OSError
-            raise ModelFileError(
-                f"Could not load the Whisper model '{model}' ({e}); use 'base' (embedded) or a CTranslate2 model folder"
-            ) from e
+        loaded, names = {}, []
+        for choice in dict.fromkeys((cheap, accurate)):
+            path, name = _resolve_model(choice, cache_dir)
+            names.append(name.removeprefix("whisper:"))
+            try:
+                loaded[choice] = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+            except Exception as e:  # ctranslate2 and the hub raise plain RuntimeError/ValueError/OSError
+                raise ModelFileError(
+                    f"Could not load the Whisper model '{choice}' ({e}); use 'auto' (embedded) or a CTranslate2 model folder"
+                ) from e
+        self._model, self._cheap_model = loaded[accurate], loaded[cheap]
+        self.two_models = accurate != cheap
+        self.name = "whisper:" + "+".join(names)  # e.g. whisper:tiny.en+base: partials, then pauses
         fw_log = logging.getLogger("faster_whisper")
         if fw_log.level == logging.NOTSET:  # it logs one INFO line per pass, several per second here
             fw_log.setLevel(logging.WARNING)
@@ -158,10 +180,15 @@ class WhisperAsr(SegmentingAsr):
             self.heard_until = self._buf.t_end  # silence since: nothing more to decode
             return []
         silence = self.vad.silence_start
-        if silence is not None and self._buf.total >= silence + _PAUSE_TAIL_S * SR:
+        if silence is not None and self._buf.total >= silence + PAUSE_TAIL_S * SR:
             # A pause the last pass did not reach: decode now, not at the next interval, so the
-            # words up to it are known when the turn detector ends the turn here.
-            return self._decode(final=False)
+            # words up to it are known when the turn detector ends the turn here. With two
+            # models the cheap one goes first (its words are asked at once), and the accurate one
+            # at the next chunk: the LLM writes while it checks them.
+            quick = self.two_models and u.quick_to < silence + PAUSE_TAIL_S * SR
+            if quick:
+                u.quick_to = self._buf.total
+            return self._decode(final=False, pause=True, quick=quick)
         pace = self.last_decode_s if self.adaptive_pacing else 0.0
         if u.since_decode >= max(self.partial_interval, pace) * SR:
             return self._decode(final=False)
@@ -171,8 +198,9 @@ class WhisperAsr(SegmentingAsr):
         u = self._utt
         assert u is not None
         # The last pass heard the speech to its end (the VAD's end point, where the turn detector
-        # heard it end, or the pause the turn ended in): its words are the final ones.
-        if u.decoded_to >= sample or self._pause_heard():
+        # heard it end, or the pause the turn ended in) with the accurate model: its words are
+        # the final ones.
+        if u.tail_accurate and (u.accurate_to >= sample or self._pause_heard()):
             events = self._settle(u, list(u.tail), final=True, t0=0.0, t1=0.0)
         else:
             events = self._decode(final=True, end_sample=sample + round(_TAIL_S * SR))
@@ -186,20 +214,29 @@ class WhisperAsr(SegmentingAsr):
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _decode(self, final: bool, end_sample: int | None = None) -> list[Event]:
+    def _decode(self, final: bool, end_sample: int | None = None, pause: bool = False, quick: bool = False) -> list[Event]:
         u = self._utt
         assert u is not None
+        accurate = not quick and (final or pause or not self.two_models)
         n = len(self._buf.samples) if end_sample is None else min(max(end_sample - self._buf.start, 0), len(self._buf.samples))
         t0, t1 = self._buf.time_of(self._buf.start), self._buf.time_of(self._buf.start + n)
         # Committed words whose audio was trimmed away give the model its context back.
         prompt = _text([w for w in u.committed if w.end <= t0][-30:]) or None
         started = time.perf_counter()
-        words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final)
-        self.heard_until = t1
-        self.last_decode_s = time.perf_counter() - started
+        model = self._model if accurate else self._cheap_model
+        words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final, model)
+        if not accurate or not self.two_models:  # paces the passes while the user talks
+            self.last_decode_s = time.perf_counter() - started
         u.since_decode = 0
         u.decoded_to = self._buf.start + n
-        events = self._settle(u, self._unseen(words, u), final, t0, t1)
+        if accurate:  # the final words come from this model: they are known up to here
+            self.heard_until = t1
+            u.accurate_to = u.decoded_to
+        u.tail_accurate = accurate
+        # Words are committed by agreement only where the window must be trimmed: in a short
+        # utterance the last pass decodes all of it, which hears better than words agreed on at
+        # the moving edge of partial windows (README, "Hearing the question").
+        events = self._settle(u, self._unseen(words, u), final, t0, t1, agree=t1 - t0 > self.trim_s, pause=pause)
         if not final and t1 - t0 > self.trim_s:
             self._trim(u, t1)
         return events
@@ -210,17 +247,19 @@ class WhisperAsr(SegmentingAsr):
         ends in this pause)."""
         assert self._utt is not None
         silence = self.vad.silence_start
-        return silence is not None and self._utt.decoded_to >= silence + _PAUSE_TAIL_S * SR
+        return silence is not None and self._utt.accurate_to >= silence + PAUSE_TAIL_S * SR
 
-    def _settle(self, u: _Utterance, new: list[Word], final: bool, t0: float, t1: float) -> list[Event]:
+    def _settle(self, u: _Utterance, new: list[Word], final: bool, t0: float, t1: float, *, agree: bool = True,
+                pause: bool = False) -> list[Event]:
         """Commit what the hypothesis `new` of the audio [t0, t1] agrees on with the last one
-        (all of it when final); the rest is the partial."""
+        (all of it when final; nothing unless `agree`); the rest is the partial (sent marked
+        `pause` after a pause pass, even when unchanged: the words to ask with now)."""
         if final:
             commit, tail = new, []
         else:
             agreed = 0
             for a, b in zip(u.tail, new, strict=False):
-                if normalize_word(a.word) != normalize_word(b.word):
+                if not agree or normalize_word(a.word) != normalize_word(b.word):
                     break
                 agreed += 1
             commit, tail = new[:agreed], new[agreed:]
@@ -233,9 +272,9 @@ class WhisperAsr(SegmentingAsr):
             u.committed += commit
             u.committed_end = commit[-1].end
         u.tail = tail
-        if _text(tail) != u.partial:
+        if _text(tail) != u.partial or pause:
             u.partial = _text(tail)
-            events.append(AsrPartialEvent(u.partial, tuple(tail), *self._scores(tail)))
+            events.append(AsrPartialEvent(u.partial, tuple(tail), *self._scores(tail), pause=pause))
         return events
 
     def _scores(self, words: list[Word]) -> tuple[float | None, float | None]:
@@ -253,14 +292,15 @@ class WhisperAsr(SegmentingAsr):
             cut = self._buf.sample_of(t1 - self.trim_s)
         self._buf.drop_before(cut)
 
-    def _transcribe(self, audio: np.ndarray, t0: float, t1: float, prompt: str | None, final: bool) -> list[Word]:
+    def _transcribe(self, audio: np.ndarray, t0: float, t1: float, prompt: str | None, final: bool,
+                    model=None) -> list[Word]:
         if len(audio) < SR // 10:
             return []
         frames = math.ceil(len(audio) / SR) * 100 + _MARGIN_FRAMES
         # Only for this pass, on this thread: other faster-whisper users keep the 30 s windows.
         _window.frames = max(_MIN_FRAMES, frames) if self.short_windows else None
         try:
-            segments, _info = self._model.transcribe(
+            segments, _info = (model or self._model).transcribe(
                 audio,
                 language=self.language,
                 beam_size=1,
@@ -313,11 +353,20 @@ def _resolve_model(model: str | os.PathLike[str], cache_dir: str | os.PathLike[s
                 f"{path} is not a CTranslate2 Whisper model folder (no model.bin); pick another folder or use 'base'"
             )
         return str(path), f"whisper:{path.name}"
-    if text == "base":
+    if text in EMBEDDED_WHISPER:
         from kame_desktop.models.embedded import embedded_whisper_model
 
-        return str(embedded_whisper_model(cache_dir)), "whisper:base"
+        return str(embedded_whisper_model(cache_dir, name=text)), f"whisper:{text}"
     return text, f"whisper:{text}"
+
+
+def _model_pair(model: str | os.PathLike[str], language: str | None) -> tuple[str | os.PathLike[str], str | os.PathLike[str]]:
+    """(the accurate model: pauses and the last pass; the cheap one: passes while the user talks)."""
+    if model != "auto":
+        return model, model
+    if language == "en":
+        return "base", "tiny.en"
+    return "base", "base"  # tiny.en hears English only
 
 
 def _resolve_device(device: str) -> str:

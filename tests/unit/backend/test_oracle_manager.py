@@ -231,6 +231,62 @@ def test_reactive_final_that_only_confirms_the_asked_words_does_not_re_ask():
     assert [e.word_count for _, e in rec.of(LlmRequestEvent)] == [6]
 
 
+def test_the_pause_pass_is_asked_at_once_past_the_word_count_the_debounce_and_the_rate_limit():
+    """A partial marked `pause` (the user is silent: maybe the turn's last words) is asked the
+    moment it arrives, though it adds one word and five requests already went out this second."""
+    script = [(0.05 + 0.1 * i, final(f"w{i} x")) for i in range(5)]  # five requests: the window is full
+    script += [(0.60, partial("one")), (0.62, AsrPartialEvent("one", pause=True))]
+    rec, _, _ = run("reactive", script, until=1.2)
+    requests = rec.of(LlmRequestEvent)
+    assert len(requests) == 6, [e.word_count for _, e in requests]
+    assert 0.62 <= requests[-1][0] <= 0.62 + 0.3  # not when the window frees (after 2 s)
+    assert requests[-1][1].word_count == 11
+
+
+def test_a_turn_whose_final_words_are_the_pause_pass_words_asks_nothing_more_and_names_that_answer():
+    llm = ScriptedLlm(delay=0.05)
+    rec = Recorder()
+
+    async def main():
+        manager = OracleManager(llm, rec.post, rec.emit, policy=PolicyConfig(name="reactive"))
+        manager.start()
+        manager.on_asr(partial("what is the capital"))
+        await asyncio.sleep(0.15)
+        manager.on_asr(AsrPartialEvent("what is the capital of France?", pause=True))
+        await asyncio.sleep(0.15)
+        manager.on_asr(final("What is the capital of France"))
+        manager.on_asr(TurnEndEvent("vad"))
+        answer = manager.answer_request()
+        await asyncio.sleep(0.3)
+        await manager.close()
+        return answer
+
+    answer = asyncio.run(main())
+    requests = [e.request for _, e in rec.of(LlmRequestEvent)]
+    assert requests == [1, 2] and answer == 2  # the pause pass's request is the answer
+    assert [e.request for _, e in rec.of(LlmDoneEvent)] == [2]
+
+
+def test_a_turn_whose_final_words_differ_from_the_pause_pass_asks_again_and_names_the_new_answer():
+    llm = ScriptedLlm(delay=0.05)
+    rec = Recorder()
+
+    async def main():
+        manager = OracleManager(llm, rec.post, rec.emit, policy=PolicyConfig(name="reactive"))
+        manager.start()
+        manager.on_asr(AsrPartialEvent("what is the capital", pause=True))
+        await asyncio.sleep(0.1)
+        manager.on_asr(final("what is the capital of France"))  # the user went on after the pause
+        manager.on_asr(TurnEndEvent("vad"))
+        answer = manager.answer_request()
+        await asyncio.sleep(0.4)
+        await manager.close()
+        return answer
+
+    answer = asyncio.run(main())
+    assert [e.word_count for _, e in rec.of(LlmRequestEvent)] == [4, 6] and answer == 2
+
+
 def test_end_of_turn_policy_asks_only_when_the_turn_ends_and_names_the_answer():
     llm = ScriptedLlm(delay=0.05)
     rec = Recorder()
