@@ -325,6 +325,9 @@ def bench_oracle_lag(
     scripted_llm: Annotated[
         bool, typer.Option("--scripted-llm", help="A scripted cloud-like LLM on 127.0.0.1 (300–900 ms first token, 40 words/s).")
     ] = False,
+    asr_model: Annotated[
+        str | None, typer.Option(help="A Whisper model instead of the app's default ('auto', 'tiny.en', 'base', a folder).")
+    ] = None,
 ) -> None:
     """Oracle lag (end of a user word → first oracle token that includes it): reactive vs polling;
     with a server, adopting answers on their first text vs cancelling at ask (oracle_gap_share)."""
@@ -332,24 +335,28 @@ def bench_oracle_lag(
 
     if llm_url and scripted_llm:
         raise typer.BadParameter("give --llm-url or --scripted-llm, not both")
-    _print_bench(run_bench(questions=questions, threads=threads, llm_url=llm_url, scripted_llm=scripted_llm), json_output)
+    _print_bench(run_bench(questions=questions, threads=threads, llm_url=llm_url, scripted_llm=scripted_llm,
+                           asr_model=asr_model), json_output)
 
 
 @bench_app.command("lite")
 def bench_lite(
     json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
     questions: Annotated[
-        int, typer.Option(help="How many Piper-spoken questions (each runs smart, silence and without speculation).")
+        int, typer.Option(help="How many Piper-spoken questions (each runs every arm: speculation, none, cascade, previous).")
     ] = 10,
     llm_model: Annotated[
-        str | None, typer.Option(help="A GGUF file instead of SmolLM2-135M (the benchmark's yardstick).")
+        str | None, typer.Option(help="An embedded LLM name or a GGUF file instead of the app's default.")
+    ] = None,
+    asr_model: Annotated[
+        str | None, typer.Option(help="A Whisper model instead of the app's default ('auto', 'tiny.en', 'base', a folder).")
     ] = None,
 ) -> None:
-    """Lite front-end response latency (end of user speech → first answer sample): smart vs silence turn
-    detection, speculative vs not, and mid-sentence pauses cut off."""
+    """Lite front-end response latency (end of user speech → first answer sample): with speculation vs
+    without, vs the plain cascade and the previous defaults; what was heard; mid-sentence pauses cut off."""
     from kame_desktop.bench.lite import run_bench
 
-    _print_bench(run_bench(questions=questions, llm_model=llm_model), json_output)
+    _print_bench(run_bench(questions=questions, llm_model=llm_model, asr_model=asr_model), json_output)
 
 
 @bench_app.command("idle")

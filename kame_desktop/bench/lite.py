@@ -1,21 +1,29 @@
 """`kame-desktop bench lite`: response latency of the lite front-end, with and without
-speculation, and with either turn detection.
+speculation, and against where we were.
 
-Piper-spoken questions are streamed paced (real time) through the lite front-end with the
-embedded back-end (streaming whisper, in-process SmolLM2-135M whatever the app's default LLM,
-Piper). response_latency = the end of the user's speech in the input → the first sample of the
-answer's speech in the output (a sample counts once a 20 ms window exceeds −40 dBFS; lite makes
-no other sound). Each question runs three ways, back to back: speculation (`reactive`: the
-answer is written while the user talks) with `smart` turn detection (the headline figures),
-the same with `silence` (`silence_*`: the fixed hang-over), the plain cascade (`baseline_*`:
-`end_of_turn`, ask only when the turn is over, with `silence`), and the headline's way with no
-tools offered to the LLM (`notools_*`); ratio = headline ÷ baseline, tools_ratio = headline ÷ notools.
-`*_turn_end_after_speech_ms`: end of the speech → `turn_end`, the share of the latency spent
-deciding the user has finished. `pause_cutoffs`: five questions spoken with a 600 ms pause before
-their last word, fed to each turn detector (its decision is on the audio clock, so no session is
-needed): how many turns it ended in the pause. The voice is Piper's, not espeak-ng's: espeak's
-gaps between words and flat melody are no human's, and Smart Turn listens to exactly that.
-Thread budget (2 cores): whisper 1, llama.cpp 1, Piper 1, Smart Turn 1 (at pauses only).
+Piper-spoken questions are streamed paced (real time) through the lite front-end with the app's
+default embedded back-end (streaming Whisper `auto`, the default in-process LLM — `--llm-model`
+and `--asr-model` override — and Piper). response_latency = the end of the user's speech in the
+input → the first sample of the answer's speech in the output (a sample counts once a 20 ms
+window exceeds −40 dBFS; lite makes no other sound). Each question runs every arm, back to back:
+- the headline: speculation (`reactive`: the answer is written while the user talks) with
+  `smart` turn detection;
+- `nospec_*`: the same models and turn detection, asking only when the turn is over
+  (`end_of_turn`): what speculation buys;
+- `baseline_*`: the plain cascade (`end_of_turn` with the `silence` hang-over);
+- `previous_*`: the headline's way with Whisper base and Qwen2.5-Coder-0.5B (the defaults
+  before issue 23): what the new defaults cost or save.
+ratio = headline ÷ baseline, nospec_ratio = headline ÷ nospec, previous_ratio = headline ÷ previous.
+heard_wer / previous_heard_wer: the final words heard against the questions' text.
+`stages_ms`: medians of the stages after the last word (bench/heard.py): vad, asr, llm first
+clause, tts first clause. `word_latency_ms` / `_p90_`: the end of a word → a partial holding it.
+`*_turn_end_after_speech_ms`: end of the speech → `turn_end`. `pause_cutoffs`: five questions
+spoken with a 600 ms pause before their last word, fed to each turn detector (its decision is
+on the audio clock, so no session is needed): how many turns it ended in the pause. The voice
+is Piper's, not espeak-ng's: espeak's gaps between words and flat melody are no human's, and
+Smart Turn listens to exactly that.
+Thread budget (2 cores): whisper 1, llama.cpp the app's default (2; the previous arm 1), Piper 1,
+Smart Turn 1 (at pauses only).
 """
 
 from __future__ import annotations
@@ -40,12 +48,13 @@ PAUSED_QUESTIONS = (  # (said, pause, last word)
     "Where can I buy a new pair of shoes?",
     "Recommend a good movie for the weekend.",
 )
-MODES = {  # name → (policy, turn detection, the built-in tools offered)
-    "smart": ("reactive", "smart", True),
-    "silence": ("reactive", "silence", True),
-    "baseline": ("end_of_turn", "silence", True),
-    "notools": ("reactive", "smart", False),  # what offering the tools costs (SmolLM2's template lists none)
+MODES = {  # name → (policy, turn detection, models: the run's or the previous defaults)
+    "smart": ("reactive", "smart", "now"),
+    "nospec": ("end_of_turn", "smart", "now"),
+    "baseline": ("end_of_turn", "silence", "now"),
+    "previous": ("reactive", "smart", "previous"),
 }
+PREVIOUS = ("base", "qwen2.5-coder-0.5b")  # (whisper, LLM) before issue 23
 WINDOW = SAMPLE_RATE // 50  # 20 ms
 THRESHOLD = 10 ** (-40 / 20)  # −40 dBFS (RMS of the window)
 
@@ -91,26 +100,28 @@ class Timed:
         return getattr(self._inner, name)
 
 
-def _settings(mode: str, llm_model: str):
-    from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, Settings, ToolSettings
+def _settings(mode: str, llm_model: str, asr_model: str):
+    from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, Settings
 
-    policy, turn_detection, tools = MODES[mode]
+    policy, turn_detection, models = MODES[mode]
+    threads = 1 if models == "previous" else LlmSettings().threads  # the previous default: one
     return Settings(
-        llm=LlmSettings(threads=1, policy=policy, gguf_path=llm_model),
-        asr=AsrSettings(turn_detection=turn_detection),
+        llm=LlmSettings(threads=threads, policy=policy, gguf_path=llm_model),
+        asr=AsrSettings(turn_detection=turn_detection, whisper_model=asr_model),
         frontend=FrontEndSettings(kind="lite"),
-        tools=ToolSettings(enabled=tools),
     )
 
 
-def _run_one(asr, tts, llm, pcm: np.ndarray, mode: str, llm_model: str) -> tuple[np.ndarray, list[Stamped]]:
+def run_one(asr, tts, llm, pcm: np.ndarray, settings) -> tuple[np.ndarray, list[Stamped]]:
+    """`pcm` streamed paced through a lite session of `settings` with these parts: (the output
+    audio, the timeline)."""
     from kame_desktop.assembly import build_session
     from kame_desktop.audio.sources import FileSource
 
     records: list[Stamped] = []
     bus = EventBus()
     bus.subscribe(records.append)
-    session = build_session(_settings(mode, llm_model), bus, asr=asr, llm=llm, tts=tts)
+    session = build_session(settings, bus, asr=asr, llm=llm, tts=tts)
     out: list[np.ndarray] = []
 
     class Collect:
@@ -148,26 +159,51 @@ def turn_ends(detector, pcm: np.ndarray) -> list[tuple[float, TurnEndEvent]]:
     return ends
 
 
-def run_bench(questions: int = 10, llm_model: str | None = None) -> dict:
+def run_bench(questions: int = 10, llm_model: str | None = None, asr_model: str | None = None) -> dict:
     import tempfile
     from pathlib import Path
 
     from kame_desktop.config import using_data_dir
 
     with tempfile.TemporaryDirectory() as scratch, using_data_dir(Path(scratch)):  # never the user's timers
-        return _bench(questions, llm_model)
+        return _bench(questions, llm_model, asr_model)
 
 
-def _bench(questions: int, llm_model: str | None) -> dict:
-    from kame_desktop.audio.vad import TURN_HANGOVER_MS
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def _p90(values: list[float]) -> float | None:
+    return round(float(np.percentile(values, 90)), 1) if values else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def _bench(questions: int, llm_model: str | None, asr_model: str | None) -> dict:
+    import asyncio
+
+    import soxr
+
+    from kame_desktop.audio.vad import TURN_HANGOVER_MS, SileroVad
     from kame_desktop.backend.asr.whisper import WhisperAsr
-    from kame_desktop.backend.llm.local import SMOLLM2
+    from kame_desktop.backend.factory import make_llm
+    from kame_desktop.backend.llm.local import DEFAULT_EMBEDDED
     from kame_desktop.backend.turn import MAX_SILENCE_MS, SMART_THRESHOLD, TurnDetector
+    from kame_desktop.bench.heard import (
+        heard_text,
+        heard_wer,
+        stages_ms,
+        vad_pause_after_s,
+        word_latencies_ms,
+    )
     from kame_desktop.bench.speech import QUESTIONS
+    from kame_desktop.config import AsrSettings, LlmSettings
     from kame_desktop.frontend.lite.tts import PiperTts
 
-    llm_model = llm_model or SMOLLM2  # the yardstick this benchmark has always used, whatever the app's default
-    asr = Timed(WhisperAsr(cpu_threads=1), "feed", "flush", "end_turn")
+    models = {"now": (asr_model or AsrSettings().whisper_model, llm_model or DEFAULT_EMBEDDED), "previous": PREVIOUS}
+    asrs = {key: Timed(WhisperAsr(whisper, cpu_threads=1), "feed", "flush", "end_turn") for key, (whisper, _) in models.items()}
     piper = PiperTts(threads=1)
     tts = Timed(piper, "synthesize")
     tts_audio_s = 0.0
@@ -179,22 +215,27 @@ def _bench(questions: int, llm_model: str | None) -> dict:
         return audio
 
     tts.synthesize = tts._timed(synthesize)
-    # One model per prompt (with the tools listed, and without), kept across the runs as the app
-    # keeps it: the system prompt is read once, not at every question.
-    from kame_desktop.backend.factory import make_llm
-
-    llms = {tools: make_llm(_settings(next(m for m in MODES if MODES[m][2] == tools), llm_model))
-            for tools in {t for _, _, t in MODES.values()}}
+    # One model per LLM, kept across the runs as the app keeps it: the system prompt is read
+    # once, not at every question.
+    llms = {key: make_llm(_settings(next(m for m in MODES if MODES[m][2] == key), llm, whisper))
+            for key, (whisper, llm) in models.items()}
     results: dict[str, list[dict]] = {mode: [] for mode in MODES}
     turn_end_ms: dict[str, list[float]] = {mode: [] for mode in MODES}
+    stages: dict[str, list[float]] = {"vad": [], "asr": [], "llm": [], "tts": []}
+    word_ms: list[float] = []
+    heard: dict[str, list[tuple[str, str]]] = {"now": [], "previous": []}
     smart_ends: list[TurnEndEvent] = []
-    input_s = 0.0
+    input_s = dict.fromkeys(models, 0.0)
+    vad = SileroVad()
     for text in QUESTIONS[:questions]:
         pcm = piper.synthesize(text)
         end = speech_end_s(pcm)
-        for mode in MODES:  # same utterance, every way, back to back
-            out, records = _run_one(asr, tts, llms[MODES[mode][2]], pcm, mode, llm_model)
-            input_s += len(pcm) / SAMPLE_RATE + TAIL_SECONDS
+        vad_s = vad_pause_after_s(vad, pcm, end)
+        words = asrs["now"].word_times(soxr.resample(pcm, SAMPLE_RATE, asrs["now"].RATE))
+        for mode, (_, _, key) in MODES.items():  # same utterance, every way, back to back
+            whisper, llm_name = models[key]
+            out, records = run_one(asrs[key], tts, llms[key], pcm, _settings(mode, llm_name, whisper))
+            input_s[key] += len(pcm) / SAMPLE_RATE + TAIL_SECONDS
             answer = first_sound_after_s(out, end)
             ends = [r for r in records if isinstance(r.event, TurnEndEvent)]
             if ends:
@@ -203,22 +244,28 @@ def _bench(questions: int, llm_model: str | None) -> dict:
                     smart_ends.append(ends[0].event)
             latency = None if answer is None else round((answer - end) * 1000, 1)
             said = "".join(r.event.piece for r in records if r.event.kind == "assistant_token").strip()
-            log.info("%s %r → %s ms: %r", mode, text, latency, said)
-            results[mode].append({"question": text, "response_latency_ms": latency, "answer": said})
+            heard_words = heard_text(records)
+            log.info("%s %r (heard %r) → %s ms: %r", mode, text, heard_words, latency, said)
+            results[mode].append({"question": text, "heard": heard_words, "response_latency_ms": latency, "answer": said})
+            if mode in ("smart", "previous"):
+                heard[key].append((text, heard_words))
+            if mode == "smart":
+                for stage, ms in stages_ms(records, end, vad_s).items():
+                    if ms is not None:
+                        stages[stage].append(ms)
+                word_ms += word_latencies_ms(records, [w.end for w in words])
 
     cutoffs = {}
     for mode in ("smart", "silence"):
         detector = TurnDetector(mode)
         cutoffs[mode] = 0
         for text in PAUSED_QUESTIONS:
-            pcm, resumed = paused(asr, piper, text)
+            pcm, resumed = paused(asrs["now"], piper, text)
             ends = turn_ends(detector, pcm)
             cutoffs[mode] += any(t < resumed for t, _ in ends)
             if mode == "smart":
                 smart_ends += [e for _, e in ends]
             log.info("pause %s %r: turn ends at %s s (speech resumes at %.2f s)", mode, text, [t for t, _ in ends], resumed)
-
-    import asyncio
 
     for llm in llms.values():
         asyncio.run(llm.aclose())
@@ -226,41 +273,38 @@ def _bench(questions: int, llm_model: str | None) -> dict:
     def latencies(mode: str) -> list[float]:
         return [u["response_latency_ms"] for u in results[mode] if u["response_latency_ms"] is not None]
 
-    def median(values: list[float]) -> float | None:
-        return round(statistics.median(values), 1) if values else None
-
-    def p90(values: list[float]) -> float | None:
-        return round(float(np.percentile(values, 90)), 1) if values else None
-
-    ours, base = latencies("smart"), latencies("baseline")
+    ours = _median(latencies("smart"))
+    figures: dict = {"median_response_latency_ms": ours, "p90_response_latency_ms": _p90(latencies("smart")),
+                     "answered": f"{len(latencies('smart'))}/{len(results['smart'])}"}
+    for mode in ("nospec", "baseline", "previous"):
+        figures[f"{mode}_median_response_latency_ms"] = _median(latencies(mode))
+        figures[f"{mode}_p90_response_latency_ms"] = _p90(latencies(mode))
+        figures[f"{mode}_answered"] = f"{len(latencies(mode))}/{len(results[mode])}"
     fallbacks = sum(e.probability is None or e.probability < SMART_THRESHOLD for e in smart_ends)
     return {
-        "median_response_latency_ms": median(ours),
-        "p90_response_latency_ms": p90(ours),
-        "silence_median_response_latency_ms": median(latencies("silence")),
-        "silence_p90_response_latency_ms": p90(latencies("silence")),
-        "baseline_median_response_latency_ms": median(base),
-        "baseline_p90_response_latency_ms": p90(base),
-        "ratio": round(median(ours) / median(base), 3) if ours and base else None,
-        "notools_median_response_latency_ms": median(latencies("notools")),
-        "notools_answered": f"{len(latencies('notools'))}/{len(results['notools'])}",
-        "tools_ratio": round(median(ours) / median(latencies("notools")), 3) if ours and latencies("notools") else None,
-        "answered": f"{len(ours)}/{len(results['smart'])}",
-        "silence_answered": f"{len(latencies('silence'))}/{len(results['silence'])}",
-        "baseline_answered": f"{len(base)}/{len(results['baseline'])}",
-        "smart_turn_end_after_speech_ms": median(turn_end_ms["smart"]),
-        "silence_turn_end_after_speech_ms": median(turn_end_ms["silence"]),
-        "baseline_turn_end_after_speech_ms": median(turn_end_ms["baseline"]),
+        **figures,
+        "ratio": _ratio(ours, figures["baseline_median_response_latency_ms"]),
+        "nospec_ratio": _ratio(ours, figures["nospec_median_response_latency_ms"]),
+        "previous_ratio": _ratio(ours, figures["previous_median_response_latency_ms"]),
+        "heard_wer": heard_wer(heard["now"]),
+        "previous_heard_wer": heard_wer(heard["previous"]),
+        "stages_ms": {stage: _median(values) for stage, values in stages.items()},
+        "word_latency_ms": _median(word_ms),
+        "word_latency_p90_ms": _p90(word_ms),
+        "smart_turn_end_after_speech_ms": _median(turn_end_ms["smart"]),
+        "baseline_turn_end_after_speech_ms": _median(turn_end_ms["baseline"]),
         "pause_cutoffs": cutoffs,
         "pause_questions": len(PAUSED_QUESTIONS),
         "smart_fallbacks": f"{fallbacks}/{len(smart_ends)}",  # turns the maximum silence ended
         "vad_hangover_ms": TURN_HANGOVER_MS,
         "smart_max_silence_ms": MAX_SILENCE_MS,
-        "llm_model": llm_model,
-        "asr_rtf": round(asr.busy_s / input_s, 3),
+        "asr_model": models["now"][0],
+        "llm_model": models["now"][1],
+        "previous_models": {"asr": PREVIOUS[0], "llm": PREVIOUS[1]},
+        "asr_rtf": {key: round(a.busy_s / input_s[key], 3) for key, a in asrs.items()},
         "tts_rtf": round(tts.busy_s / tts_audio_s, 3) if tts_audio_s else None,
         "questions": results,
-        "threads": {"whisper": 1, "llama": 1, "piper": 1, "smart_turn": 1},
+        "threads": {"whisper": 1, "llama": LlmSettings().threads, "previous_llama": 1, "piper": 1, "smart_turn": 1},
         "frame_ms": FRAME_SECONDS * 1000,
         "machine": {"platform": platform.platform()},
     }

@@ -101,7 +101,8 @@ def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int, llm_
     return records
 
 
-def run_bench(questions: int = 6, threads: int = 1, llm_url: str | None = None, scripted_llm: bool = False) -> dict:
+def run_bench(questions: int = 6, threads: int = 1, llm_url: str | None = None, scripted_llm: bool = False,
+              asr_model: str | None = None) -> dict:
     from kame_desktop.config import using_data_dir
 
     with contextlib.ExitStack() as stack:
@@ -113,28 +114,35 @@ def run_bench(questions: int = 6, threads: int = 1, llm_url: str | None = None, 
 
             llm_url = stack.enter_context(ScriptedLlmServer()).url
             stack.enter_context(environ_set(API_KEY_ENV, "scripted"))  # never the user's key, even to 127.0.0.1
-        return _bench(questions, threads, llm_url, "scripted" if scripted_llm else llm_url)
+        return _bench(questions, threads, llm_url, "scripted" if scripted_llm else llm_url, asr_model)
 
 
-def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | None) -> dict:
+def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | None, asr_model: str | None) -> dict:
+    import soxr
     import torch
 
     from kame_desktop.backend.asr.whisper import WhisperAsr
+    from kame_desktop.bench.heard import word_latencies_ms
     from kame_desktop.bench.speech import QUESTIONS, speak
+    from kame_desktop.config import AsrSettings
     from kame_desktop.frontend.kame.engine import KameFrontEnd
     from kame_desktop.frontend.kame.tiny import make_tiny_checkpoint
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         frontend = KameFrontEnd.load(str(make_tiny_checkpoint(Path(tmp) / "tiny")), device="cpu")
-    asr = WhisperAsr(cpu_threads=threads)
+    asr = WhisperAsr(asr_model or AsrSettings().whisper_model, cpu_threads=threads)
+    word_ms: list[float] = []
     arms = ARMS + ((CANCEL_ARM,) if llm_url else ())
     results: dict[str, list[dict]] = {name: [] for name, _, _ in arms}
     gaps: dict[str, list[int]] = {name: [0, 0] for name, _, _ in arms}
     for text in QUESTIONS[:questions]:
         pcm = speak(text)
+        word_ends = [w.end for w in asr.word_times(soxr.resample(pcm, 24000, asr.RATE))]
         for name, policy, max_streams in arms:  # same utterance, every arm, back to back
             records = _run_one(frontend, asr, pcm, policy, threads, llm_url, max_streams)
+            if name == "reactive":
+                word_ms += word_latencies_ms(records, word_ends)
             lags, ttfts = word_lags_ms(records)
             gap, live = oracle_gap_frames(records)
             gaps[name][0] += gap
@@ -164,6 +172,8 @@ def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | N
         "ratio": round(ours / baseline, 3) if ours and baseline else None,
         "median_ttft_ms": overall("reactive", "median_ttft_ms"),
         "baseline_median_ttft_ms": overall("polling", "median_ttft_ms"),
+        "word_latency_ms": round(statistics.median(word_ms), 1) if word_ms else None,
+        "word_latency_p90_ms": round(float(np.percentile(word_ms, 90)), 1) if word_ms else None,
         "oracle_gap_share": gap_share("reactive"),
         "baseline_oracle_gap_share": gap_share("polling"),
     }
@@ -177,6 +187,7 @@ def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | N
         }
     return result | {
         "llm": llm_label or "local (embedded SmolLM2-135M)",
+        "asr_model": asr.name,
         "utterances": results,
         "threads": {"torch": threads, "whisper": threads, "llama": threads},
         "frame_ms": FRAME_SECONDS * 1000,

@@ -35,6 +35,7 @@ def run_cmd(
     llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
     llm_model: Annotated[str | None, typer.Option(help="Model name (openai); GGUF path or embedded model (local: qwen2.5-coder-0.5b, smollm2-135m).")] = None,
     policy: Annotated[str, typer.Option(help="When to ask the LLM: reactive, polling or end_of_turn.")] = "reactive",
+    asr_model: Annotated[str | None, typer.Option(help="Whisper model: auto (the app's default), tiny.en, base, a size name or a folder.")] = None,
     voice: Annotated[str, typer.Option(help="Who speaks the questions: piper or espeak-ng.")] = "piper",
     judge_url: Annotated[str | None, typer.Option(help="OpenAI-compatible judge for MT-Bench sets.")] = None,
     judge_model: Annotated[str, typer.Option(help="The judge's model name.")] = "gpt-4.1",
@@ -56,7 +57,7 @@ def run_cmd(
     if checkpoint:
         frontend = "kame"
     settings = RunSettings(set=set_name, mode=mode, frontend=frontend, checkpoint=checkpoint, llm=llm,
-                           llm_url=llm_url, llm_model=llm_model, policy=policy, voice=voice, limit=limit,
+                           llm_url=llm_url, llm_model=llm_model, policy=policy, asr_model=asr_model, voice=voice, limit=limit,
                            max_wait_s=max_wait)
     settings.check()
     from kame_desktop.evaluation.questions import load_set

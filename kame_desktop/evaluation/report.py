@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from kame_desktop.bench.heard import heard_wer
 from kame_desktop.evaluation.latency import median, p90
 from kame_desktop.evaluation.questions import Question, load_set
 from kame_desktop.evaluation.runner import read_run_file
@@ -89,6 +90,9 @@ def summarize(out: Path, questions: list[Question] | None = None) -> dict[str, A
         "repeated_replies": sum(bool(t.get("repeated")) for t in replies),
         "replies": len(replies),
         "median_audio_wer": _median3([t["audio_wer"] for t in replies if t.get("audio_wer") is not None]),
+        # What the back-end heard of the questions (their final words), over every turn that has it.
+        "heard_wer": heard_wer([(t["question"], t["heard"]) for t in replies if "heard" in t]),
+        "asr_model": settings.get("asr_model"),
         "by_category": by_category,
         "category_accuracy": {name: c["accuracy"] for name, c in by_category.items() if "accuracy" in c},
         "ids": [q.id for q, _ in results],
@@ -215,7 +219,8 @@ def render_markdown(out: Path, s: dict[str, Any], questions: list[Question] | No
     if s["judge_scores"] is not None:
         rows += [("judge", s["judge"]), ("mean judge score (1-10, all rated turns)", s["judge_score"]),
                  ("turns without a rating", s["unrated_turns"])]
-    rows += [("median WER of the reply audio's transcript vs its text", s["median_audio_wer"])]
+    rows += [("median WER of the reply audio's transcript vs its text", s["median_audio_wer"]),
+             ("WER of the question words the back-end heard", s.get("heard_wer"))]
     rows += [("replies with a speaker label", f"{s['speaker_label_replies']} / {s['replies']}"),
              ("replies repeating an earlier one", f"{s['repeated_replies']} / {s['replies']}")]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
@@ -241,7 +246,7 @@ def render_markdown(out: Path, s: dict[str, Any], questions: list[Question] | No
 
 
 COMPARED = ("questions", "fact_accuracy", "fact_accuracy_transcript", "median_latency_ms", "p90_latency_ms",
-            "median_turn_end_ms", "median_audio_wer",
+            "median_turn_end_ms", "median_audio_wer", "heard_wer",
             "negative_latencies", "unanswered", "judge_score", "unrated_turns", "speaker_label_replies",
             "repeated_replies")
 

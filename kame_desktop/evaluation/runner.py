@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kame_desktop.bench.heard import heard_text
 from kame_desktop.config import using_data_dir
 from kame_desktop.errors import KameError
 from kame_desktop.evaluation.dialog import CAP_S, Dialog, Segment
@@ -53,6 +54,7 @@ class RunSettings:
     llm_url: str | None = None
     llm_model: str | None = None
     policy: str = "reactive"
+    asr_model: str | None = None  # None: the app's default (AsrSettings.whisper_model)
     voice: str = "piper"  # who speaks the questions: piper | espeak-ng
     limit: int | None = None
     max_wait_s: float = CAP_S  # the longest a turn waits for its reply to end
@@ -73,8 +75,9 @@ class RunSettings:
 
         settings = run_settings(frontend=self.frontend, checkpoint=self.checkpoint, llm=self.llm, llm_url=self.llm_url,
                                 llm_model=self.llm_model, policy=self.policy)
+        asr = dataclasses.replace(settings.asr, whisper_model=self.asr_model or settings.asr.whisper_model)
         # The `tools` set is about them: its sessions offer the built-in tools (the app's default is off).
-        return dataclasses.replace(settings, tools=ToolSettings(enabled=self.set == "tools"))
+        return dataclasses.replace(settings, asr=asr, tools=ToolSettings(enabled=self.set == "tools"))
 
 
 # --- session assembly (the one place; see the module docstring) --------------------------------
@@ -104,10 +107,11 @@ def load_parts(settings: RunSettings) -> Parts:
     # the tools) once. Each isolated question is a session here, so the in-process model is kept.
     app = settings.app_settings()
     llm = make_llm(app) if app.llm.provider == "local" else None
+    asr = WhisperAsr(app.asr.whisper_model, cpu_threads=1, language=app.asr.language or None)
     if settings.frontend == "lite":
         from kame_desktop.frontend.lite.tts import PiperTts
 
-        return Parts(WhisperAsr(cpu_threads=1), tts=PiperTts(threads=1), llm=llm)
+        return Parts(asr, tts=PiperTts(threads=1), llm=llm)
     from kame_desktop.models.accelerator import require_kame
 
     require_kame()
@@ -118,7 +122,7 @@ def load_parts(settings: RunSettings) -> Parts:
 
     if not settings.checkpoint:
         raise KameError("--frontend kame needs --checkpoint (a folder or a Hugging Face repo id)")
-    return Parts(WhisperAsr(cpu_threads=1), kame=KameFrontEnd.load(settings.checkpoint))
+    return Parts(asr, kame=KameFrontEnd.load(settings.checkpoint))
 
 
 @contextlib.contextmanager
@@ -272,6 +276,7 @@ class _Recorder:
                 "end_s": round(seg.end * FRAME_SECONDS, 3),
                 "speech_end_s": round(seg.speech_end_s, 3),
                 "said": said_text(mine),
+                "heard": heard_text(mine),  # the user's final words the back-end heard
                 "errors": [r.event.message for r in mine if r.event.kind == "error"],
             })
         with (folder / "timeline.jsonl").open("w", encoding="utf-8") as f:
