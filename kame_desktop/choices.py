@@ -27,6 +27,12 @@ LLM_LABELS = {LOCAL_LLM: "Local (llama.cpp, in process)", OPENAI_LLM: "OpenAI-co
 WHISPER_ASR = "whisper"  # faster-whisper on this machine
 OPENAI_ASR = "openai"  # OpenAI's transcriptions API (or the LLM's server's)
 KYUTAI_ASR = "kyutai-stt"  # Kyutai's streaming STT (GPU)
+# The LLMs that come embedded (PyPI packages), by the name the GGUF field takes; the first is
+# the default (README "Choosing the embedded LLM": it knows the most).
+EmbeddedLlm = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m"]
+EMBEDDED_LLMS: tuple[str, ...] = get_args(EmbeddedLlm)
+DEFAULT_LOCAL_MODEL = EMBEDDED_LLMS[0]
+
 AsrKind = Literal["whisper", "openai", "kyutai-stt"]
 ASR_KINDS: tuple[str, ...] = get_args(AsrKind)
 

@@ -18,7 +18,16 @@ from typing import Annotated
 
 import typer
 
-from kame_desktop.choices import ASR_KINDS, LLM_KINDS, LOCAL_LLM, OPENAI_LLM, WHISPER_ASR, one_of
+from kame_desktop.choices import (
+    ASR_KINDS,
+    DEFAULT_LOCAL_MODEL,
+    EMBEDDED_LLMS,
+    LLM_KINDS,
+    LOCAL_LLM,
+    OPENAI_LLM,
+    WHISPER_ASR,
+    one_of,
+)
 from kame_desktop.errors import KameError, OutputError
 from kame_desktop.evaluation.cli import app as eval_app  # typer only: its commands import lazily
 from kame_desktop.training.cli import app as train_app
@@ -89,10 +98,10 @@ def run(
     tail: Annotated[float, typer.Option(help="Seconds of silence streamed after the input.")] = 5.0,
     llm: Annotated[
         str | None,
-        typer.Option(help=f"Back-end LLM: {one_of(LLM_KINDS)} ({LOCAL_LLM}: the embedded Qwen2.5-Coder-0.5B, or --llm-model GGUF or smollm2-135m). Lite defaults to {LOCAL_LLM}."),
+        typer.Option(help=f"Back-end LLM: {one_of(LLM_KINDS)} ({LOCAL_LLM}: the embedded {DEFAULT_LOCAL_MODEL}, or --llm-model GGUF or another embedded model). Lite defaults to {LOCAL_LLM}."),
     ] = None,
     llm_url: Annotated[str | None, typer.Option(help=f"OpenAI-compatible base URL (--llm {OPENAI_LLM}).")] = None,
-    llm_model: Annotated[str | None, typer.Option(help=f"Model name ({OPENAI_LLM}); GGUF path or embedded model ({LOCAL_LLM}: qwen2.5-coder-0.5b, smollm2-135m).")] = None,
+    llm_model: Annotated[str | None, typer.Option(help=f"Model name ({OPENAI_LLM}); GGUF path or embedded model ({LOCAL_LLM}: {', '.join(EMBEDDED_LLMS)}).")] = None,
     asr: Annotated[str, typer.Option(help=f"Speech recognition: {one_of(ASR_KINDS)}.")] = WHISPER_ASR,
     policy: Annotated[str, typer.Option(help="When to ask the LLM: reactive, polling or end_of_turn.")] = "reactive",
     realtime: Annotated[

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kame_desktop.choices import OPENAI_LLM
 from kame_desktop.events import (
     FRAME_SECONDS,
     AsrFinalEvent,
@@ -92,7 +93,7 @@ def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int, llm_
     bus.subscribe(records.append)
     llm = LlmSettings(threads=llm_threads, policy=policy, max_streams=max_streams)
     if llm_url:
-        llm = dataclasses.replace(llm, provider="openai", base_url=llm_url, model="scripted")
+        llm = dataclasses.replace(llm, provider=OPENAI_LLM, base_url=llm_url, model="scripted")
     session = build_session(Settings(llm=llm), bus, frontend=frontend, asr=asr)
     try:
         session.run(FileSource(pcm, TAIL_SECONDS, realtime=True), NullSink())

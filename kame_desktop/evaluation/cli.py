@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from kame_desktop.choices import EMBEDDED_LLMS, LLM_KINDS, LOCAL_LLM, OPENAI_LLM, one_of
 from kame_desktop.errors import KameError
 
 app = typer.Typer(help="Evaluation: what the companion knows (facts, speech MT-Bench) and how fast it says it.")
@@ -31,9 +32,9 @@ def run_cmd(
     mode: Annotated[str, typer.Option(help="isolated (a fresh session per question) or conversation (one).")] = "isolated",
     frontend: Annotated[str, typer.Option(help="lite or kame.")] = "lite",
     checkpoint: Annotated[str | None, typer.Option(help="KAME checkpoint folder or repo id (means --frontend kame).")] = None,
-    llm: Annotated[str, typer.Option(help="Back-end LLM: local or openai.")] = "local",
+    llm: Annotated[str, typer.Option(help=f"Back-end LLM: {one_of(LLM_KINDS)}.")] = LOCAL_LLM,
     llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--llm openai).")] = None,
-    llm_model: Annotated[str | None, typer.Option(help="Model name (openai); GGUF path or embedded model (local: qwen2.5-coder-0.5b, smollm2-135m).")] = None,
+    llm_model: Annotated[str | None, typer.Option(help=f"Model name ({OPENAI_LLM}); GGUF path or embedded model ({LOCAL_LLM}: {', '.join(EMBEDDED_LLMS)}).")] = None,
     policy: Annotated[str, typer.Option(help="When to ask the LLM: reactive, polling or end_of_turn.")] = "reactive",
     asr_model: Annotated[str | None, typer.Option(help="Whisper model: auto (the app's default), tiny.en, base, a size name or a folder.")] = None,
     voice: Annotated[str, typer.Option(help="Who speaks the questions: piper or espeak-ng.")] = "piper",

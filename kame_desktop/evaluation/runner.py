@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kame_desktop.bench.heard import heard_text
+from kame_desktop.choices import LOCAL_LLM
 from kame_desktop.config import using_data_dir
 from kame_desktop.errors import KameError
 from kame_desktop.evaluation.dialog import CAP_S, Dialog, Segment
@@ -50,7 +51,7 @@ class RunSettings:
     mode: str = "isolated"
     frontend: str = "lite"  # lite | kame
     checkpoint: str | None = None  # KAME checkpoint folder or repo id
-    llm: str = "local"  # local | openai (backend.factory.LLM_KINDS)
+    llm: str = LOCAL_LLM  # choices.LLM_KINDS
     llm_url: str | None = None
     llm_model: str | None = None
     policy: str = "reactive"
@@ -106,7 +107,7 @@ def load_parts(settings: RunSettings) -> Parts:
     # A session of the app lasts the whole conversation: its model reads the system prompt (and
     # the tools) once. Each isolated question is a session here, so the in-process model is kept.
     app = settings.app_settings()
-    llm = make_llm(app) if app.llm.provider == "local" else None
+    llm = make_llm(app) if app.llm.provider == LOCAL_LLM else None
     asr = WhisperAsr(app.asr.whisper_model, cpu_threads=1, language=app.asr.language or None)
     if settings.frontend == "lite":
         from kame_desktop.frontend.lite.tts import PiperTts

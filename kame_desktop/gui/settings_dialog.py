@@ -36,6 +36,8 @@ from kame_desktop import config, credentials
 from kame_desktop.choices import (
     ASR_KINDS,
     COMPUTE_DEVICES,
+    DEFAULT_LOCAL_MODEL,
+    EMBEDDED_LLMS,
     FRONTEND_KINDS,
     LISTENING_LABELS,
     LISTENING_MODES,
@@ -53,6 +55,11 @@ from kame_desktop.gui.banner import ErrorBanner
 from kame_desktop.gui.bridge import EventBridge
 from kame_desktop.gui.key_capture import KeyCaptureEdit
 from kame_desktop.gui.meter import LevelMeter
+
+
+def _form_page() -> tuple[QWidget, QFormLayout]:
+    page = QWidget()
+    return page, QFormLayout(page)
 
 
 def _combo(items: tuple[str, ...] | list[str], current: str) -> QComboBox:
@@ -119,8 +126,7 @@ class SettingsDialog(QDialog):
     # --- pages ----------------------------------------------------------------------------------
 
     def _llm_page(self, s: Settings) -> QWidget:
-        page = QWidget()
-        form = QFormLayout(page)
+        page, form = _form_page()
         self.llm_provider = QComboBox()
         for kind in LLM_KINDS:
             self.llm_provider.addItem(LLM_LABELS[kind], kind)
@@ -128,7 +134,7 @@ class SettingsDialog(QDialog):
         self.llm_provider.currentIndexChanged.connect(self._update_llm_fields)
         form.addRow("Provider", self.llm_provider)
         self.gguf_path = QLineEdit(s.llm.gguf_path)
-        self.gguf_path.setPlaceholderText("embedded Qwen2.5-Coder-0.5B-Instruct (smollm2-135m: the fastest)")
+        self.gguf_path.setPlaceholderText(f"embedded {DEFAULT_LOCAL_MODEL} (or {', '.join(EMBEDDED_LLMS[1:])}: faster)")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_gguf)
         row = QHBoxLayout()
@@ -177,8 +183,7 @@ class SettingsDialog(QDialog):
         return page
 
     def _asr_page(self, s: Settings) -> QWidget:
-        page = QWidget()
-        form = QFormLayout(page)
+        page, form = _form_page()
         self.asr_provider = _combo(ASR_KINDS, s.asr.provider)
         form.addRow("Provider", self.asr_provider)
         self.whisper_model = QLineEdit(s.asr.whisper_model)
@@ -196,8 +201,7 @@ class SettingsDialog(QDialog):
         return page
 
     def _audio_page(self, s: Settings) -> QWidget:
-        page = QWidget()
-        form = QFormLayout(page)
+        page, form = _form_page()
         self.input_device = _combo(["", *_devices("input")], s.audio.input_device)
         form.addRow("Input device", self.input_device)
         self.output_device = _combo(["", *_devices("output")], s.audio.output_device)
@@ -265,8 +269,7 @@ class SettingsDialog(QDialog):
         self.ptt_key_problem.setVisible(bool(problem))
 
     def _frontend_page(self, s: Settings) -> QWidget:
-        page = QWidget()
-        form = QFormLayout(page)
+        page, form = _form_page()
         self.frontend_kind = _combo(FRONTEND_KINDS, s.frontend.kind)
         form.addRow("Front-end", self.frontend_kind)
         self.checkpoint = QLineEdit(s.frontend.checkpoint)

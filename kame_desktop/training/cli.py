@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kame_desktop.choices import LLM_KINDS, LOCAL_LLM, OPENAI_LLM, one_of
+from kame_desktop.choices import DEFAULT_LOCAL_MODEL, EMBEDDED_LLMS, LLM_KINDS, LOCAL_LLM, OPENAI_LLM, one_of
 from kame_desktop.errors import KameError
 
 app = typer.Typer(help="Fine-tune KAME on your own dialogues: prepare → simulate-oracle → tokenize → finetune → export.")
@@ -43,7 +43,7 @@ def prepare(
 def simulate_oracle(
     data: Annotated[Path, typer.Argument(help="Dataset folder (from `train prepare`).")],
     strategy: Annotated[str, typer.Option(help="llm (ask an LLM) or random (no LLM: other dialogues' responses, then the truth).")] = "llm",
-    llm: Annotated[str, typer.Option(help=f"{one_of(LLM_KINDS)}: {LOCAL_LLM} (embedded Qwen2.5-Coder-0.5B, or --llm-model GGUF or smollm2-135m), {OPENAI_LLM} (any compatible server).")] = LOCAL_LLM,
+    llm: Annotated[str, typer.Option(help=f"{one_of(LLM_KINDS)}: {LOCAL_LLM} (embedded {DEFAULT_LOCAL_MODEL}, or --llm-model GGUF or {', '.join(EMBEDDED_LLMS[1:])}), {OPENAI_LLM} (any compatible server).")] = LOCAL_LLM,
     llm_url: Annotated[str | None, typer.Option(help=f"OpenAI-compatible base URL (--llm {OPENAI_LLM}).")] = None,
     llm_model: Annotated[str | None, typer.Option(help=f"Model name ({OPENAI_LLM}; default gpt-4.1-nano) or GGUF path ({LOCAL_LLM}).")] = None,
     llm_threads: Annotated[int, typer.Option(help="CPU threads of the local model (prompt and generation).")] = 2,

