@@ -120,18 +120,28 @@ def read_conversation(path: Path) -> tuple[dict[str, Any], list[Stamped]]:
     return header, records
 
 
+def _header_and_lines(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The file's header and its non-blank lines (the header's first). Raises OSError or
+    ValueError (JSON, or no header line)."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    header = json.loads(lines[0]) if lines else None
+    if not isinstance(header, dict) or header.get("kind") != "header":
+        raise ValueError("no header line")
+    return header, lines
+
+
+def _why(e: OSError | ValueError) -> str:
+    return e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+
+
 def read_conversation_lines(path: Path) -> tuple[dict[str, Any], list[Stamped], int]:
     """(header, records, lines skipped). A line that is not a record this version knows (cut
     short by a crash or a full disk, or an event kind from a newer version) costs that line,
     not the conversation. Raises HistoryError when the file or its header is unreadable."""
     try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        header = json.loads(lines[0]) if lines else None
-        if not isinstance(header, dict) or header.get("kind") != "header":
-            raise ValueError("no header line")
+        header, lines = _header_and_lines(path)
     except (OSError, ValueError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
-        raise HistoryError(f"{path} is not a readable conversation ({why}); delete it or restore a copy") from None
+        raise HistoryError(f"{path} is not a readable conversation ({_why(e)}); delete it or restore a copy") from None
     records: list[Stamped] = []
     for line in lines[1:]:
         with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):  # that line only
@@ -185,14 +195,10 @@ class HistoryStore:
         broken: list[ConversationInfo] = []
         for path in self.root.glob(f"*{SUFFIX}") if self.root.is_dir() else []:
             try:
-                lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-                header = json.loads(lines[0]) if lines else None
-                if not isinstance(header, dict) or header.get("kind") != "header":
-                    raise ValueError("no header line")
+                header, lines = _header_and_lines(path)
             except (OSError, ValueError) as e:
                 log.warning("skipping history file %s: %s", path.name, type(e).__name__)
-                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
-                broken.append(ConversationInfo(path.stem, path.name, "", path, 0, f"unreadable: {why}"))
+                broken.append(ConversationInfo(path.stem, path.name, "", path, 0, f"unreadable: {_why(e)}"))
                 continue
             title, started = header.get("title"), header.get("started")
             found.append(
