@@ -86,12 +86,14 @@ CANCEL_ARM = ("cancel", "reactive", 1)
 def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int, llm_url: str | None, max_streams: int) -> list[Stamped]:
     from kame_desktop.assembly import build_session
     from kame_desktop.audio.sources import FileSource, NullSink
+    from kame_desktop.backend.llm.local import SMOLLM2
     from kame_desktop.config import LlmSettings, Settings
 
     records: list[Stamped] = []
     bus = EventBus()
     bus.subscribe(records.append)
-    llm = LlmSettings(threads=llm_threads, policy=policy, max_streams=max_streams)
+    # The in-process yardstick is SmolLM2 whatever the app's default (the bench measures the policy).
+    llm = LlmSettings(threads=llm_threads, policy=policy, max_streams=max_streams, gguf_path=SMOLLM2)
     if llm_url:
         llm = dataclasses.replace(llm, provider=OPENAI_LLM, base_url=llm_url, model="scripted")
     session = build_session(Settings(llm=llm), bus, frontend=frontend, asr=asr)
