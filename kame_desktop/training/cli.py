@@ -14,13 +14,6 @@ from kame_desktop.errors import KameError
 app = typer.Typer(help="Fine-tune KAME on your own dialogues: prepare → simulate-oracle → tokenize → finetune → export.")
 
 
-def _finish(report) -> None:
-    typer.echo(report.summary(), err=True)
-    if report.failed:
-        typer.echo(f"{report.failed} dialogue(s) failed (see the lines above); rerun after fixing them", err=True)
-        raise typer.Exit(1)
-
-
 @app.command()
 def prepare(
     src: Annotated[Path, typer.Argument(help="Canonical layout (audio/ + text/) or a folder of WAVs.")],
@@ -199,3 +192,10 @@ def export(
 
     run_export(run, out, dtype, oracle_embedding_mode)
     typer.echo(f"wrote a KAME checkpoint to {out}", err=True)
+
+
+def _finish(report) -> None:
+    typer.echo(report.summary(), err=True)
+    if report.failed:
+        typer.echo(f"{report.failed} dialogue(s) failed (see the lines above); rerun after fixing them", err=True)
+        raise typer.Exit(1)
