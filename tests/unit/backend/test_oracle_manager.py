@@ -243,47 +243,39 @@ def test_the_pause_pass_is_asked_at_once_past_the_word_count_the_debounce_and_th
     assert requests[-1][1].word_count == 11
 
 
-def test_a_turn_whose_final_words_are_the_pause_pass_words_asks_nothing_more_and_names_that_answer():
-    llm = ScriptedLlm(delay=0.05)
+def turn_after_a_pause(heard: list[tuple[float, object]], final_words: str) -> tuple[Recorder, int | None]:
+    """`heard` (seconds to wait after each event), then the turn ends on `final_words`: the
+    events recorded, and the request the front-end is told is the answer."""
     rec = Recorder()
 
     async def main():
-        manager = OracleManager(llm, rec.post, rec.emit, policy=PolicyConfig(name="reactive"))
+        manager = OracleManager(ScriptedLlm(delay=0.05), rec.post, rec.emit, policy=PolicyConfig(name="reactive"))
         manager.start()
-        manager.on_asr(partial("what is the capital"))
-        await asyncio.sleep(0.15)
-        manager.on_asr(AsrPartialEvent("what is the capital of France?", pause=True))
-        await asyncio.sleep(0.15)
-        manager.on_asr(final("What is the capital of France"))
-        manager.on_asr(TurnEndEvent("vad"))
-        answer = manager.answer_request()
-        await asyncio.sleep(0.3)
-        await manager.close()
-        return answer
-
-    answer = asyncio.run(main())
-    requests = [e.request for _, e in rec.of(LlmRequestEvent)]
-    assert requests == [1, 2] and answer == 2  # the pause pass's request is the answer
-    assert [e.request for _, e in rec.of(LlmDoneEvent)] == [2]
-
-
-def test_a_turn_whose_final_words_differ_from_the_pause_pass_asks_again_and_names_the_new_answer():
-    llm = ScriptedLlm(delay=0.05)
-    rec = Recorder()
-
-    async def main():
-        manager = OracleManager(llm, rec.post, rec.emit, policy=PolicyConfig(name="reactive"))
-        manager.start()
-        manager.on_asr(AsrPartialEvent("what is the capital", pause=True))
-        await asyncio.sleep(0.1)
-        manager.on_asr(final("what is the capital of France"))  # the user went on after the pause
+        for wait, event in heard:
+            manager.on_asr(event)
+            await asyncio.sleep(wait)
+        manager.on_asr(final(final_words))
         manager.on_asr(TurnEndEvent("vad"))
         answer = manager.answer_request()
         await asyncio.sleep(0.4)
         await manager.close()
         return answer
 
-    answer = asyncio.run(main())
+    return rec, asyncio.run(main())
+
+
+def test_a_turn_whose_final_words_are_the_pause_pass_words_asks_nothing_more_and_names_that_answer():
+    rec, answer = turn_after_a_pause([(0.15, partial("what is the capital")),
+                                      (0.15, AsrPartialEvent("what is the capital of France?", pause=True))],
+                                     "What is the capital of France")
+    assert [e.request for _, e in rec.of(LlmRequestEvent)] == [1, 2] and answer == 2  # the pause pass's request
+    assert [e.request for _, e in rec.of(LlmDoneEvent)] == [2]
+
+
+def test_a_turn_whose_final_words_differ_from_the_pause_pass_asks_again_and_names_the_new_answer():
+    # The user went on after the pause.
+    rec, answer = turn_after_a_pause([(0.1, AsrPartialEvent("what is the capital", pause=True))],
+                                     "what is the capital of France")
     assert [e.word_count for _, e in rec.of(LlmRequestEvent)] == [4, 6] and answer == 2
 
 
