@@ -1,8 +1,7 @@
-"""What the back-end heard and when, from a session's timeline: the measures `bench lite`,
-`bench oracle-lag` and `eval` share.
+"""When the back-end heard what, from a session's timeline: the measures `bench lite` and
+`bench oracle-lag` share (what it heard, `heard_text`/`heard_wer`, is scored in
+`evaluation/scoring.py`).
 
-- heard words: the user's final words (`asr_final`), what the answer was asked with;
-- `heard_wer`: their word error rate against what was said (corpus-wide: errors ÷ words said);
 - word latency: the end of a word in the audio → the first partial or final that holds it;
 - the stages after the user's last word: the VAD noticing the pause, the recognizer's words,
   the LLM's first clause of the answer that is played, the TTS's first sound.
@@ -27,24 +26,6 @@ from kame_desktop.events import (
 )
 
 _CLAUSE_END = re.compile(r"[.!?;:,]\s|[.!?]$")  # where the lite front-end may start speaking
-
-
-def heard_text(records: Iterable[Stamped]) -> str:
-    """The user's final words, in order."""
-    return " ".join(r.event.text.strip() for r in records if isinstance(r.event, AsrFinalEvent) and r.event.text.strip())
-
-
-def heard_wer(pairs: Sequence[tuple[str, str]]) -> float | None:
-    """Word error rate of what was heard against what was said, over all (said, heard) pairs."""
-    import jiwer
-
-    from kame_desktop.evaluation.scoring import normalize
-
-    said = [normalize(s) for s, _ in pairs]
-    if not any(said):
-        return None
-    kept = [(s, normalize(h)) for s, (_, h) in zip(said, pairs, strict=True) if s]
-    return round(float(jiwer.wer([s for s, _ in kept], [h for _, h in kept])), 3)
 
 
 def word_latencies_ms(records: Iterable[Stamped], word_ends: Sequence[float]) -> list[float]:

@@ -191,15 +191,10 @@ def _bench(questions: int, llm_model: str | None, asr_model: str | None) -> dict
     from kame_desktop.backend.factory import make_llm
     from kame_desktop.backend.llm.local import DEFAULT_EMBEDDED
     from kame_desktop.backend.turn import MAX_SILENCE_MS, SMART_THRESHOLD, TurnDetector
-    from kame_desktop.bench.heard import (
-        heard_text,
-        heard_wer,
-        stages_ms,
-        vad_pause_after_s,
-        word_latencies_ms,
-    )
+    from kame_desktop.bench.heard import stages_ms, vad_pause_after_s, word_latencies_ms
     from kame_desktop.bench.speech import QUESTIONS
     from kame_desktop.config import AsrSettings, LlmSettings
+    from kame_desktop.evaluation.scoring import heard_text, heard_wer
     from kame_desktop.frontend.lite.tts import PiperTts
 
     models = {"now": (asr_model or AsrSettings().whisper_model, llm_model or DEFAULT_EMBEDDED), "previous": PREVIOUS}

@@ -8,12 +8,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from kame_desktop.bench.heard import heard_wer
 from kame_desktop.evaluation.latency import median, p90
 from kame_desktop.evaluation.questions import Question, load_set
 from kame_desktop.evaluation.runner import read_run_file
 from kame_desktop.evaluation.score import load_results
-from kame_desktop.evaluation.scoring import wilson_interval
+from kame_desktop.evaluation.scoring import heard_wer, wilson_interval
 from kame_desktop.fileio import atomic_write_bytes
 
 # The paper's speech MT-Bench (reasoning, STEM, humanities): (label, latency s, score).

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kame_desktop.bench.heard import heard_text
 from kame_desktop.choices import LOCAL_LLM
 from kame_desktop.config import using_data_dir
 from kame_desktop.errors import KameError
 from kame_desktop.evaluation.dialog import CAP_S, Dialog, Segment
 from kame_desktop.evaluation.questions import Question, load_set
+from kame_desktop.evaluation.scoring import heard_text
 from kame_desktop.events import FRAME_SECONDS, EventBus, Stamped
 
 if TYPE_CHECKING:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+from kame_desktop.events import AsrFinalEvent, Stamped
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")  # 1,000 → 1000
 _TOKEN = re.compile(r"\d+(?:\.\d+)+|[a-z0-9\u00c0-\u024f]+")  # 2.5 stays one token
@@ -92,15 +94,31 @@ def repeated(said: str, earlier: Iterable[str]) -> bool:
     return any(jaccard(words, word_set(e)) >= REPEAT_JACCARD for e in earlier)
 
 
+def _wer(references: Sequence[str], hypotheses: Sequence[str]) -> float | None:
+    """Corpus word error rate (errors ÷ reference words) after `normalize`; None without words."""
+    import jiwer
+
+    kept = [(normalize(r), normalize(h)) for r, h in zip(references, hypotheses, strict=True)]
+    kept = [(r, h) for r, h in kept if r]
+    if not kept:
+        return None
+    return round(float(jiwer.wer([r for r, _ in kept], [h for _, h in kept])), 3)
+
+
 def audio_wer(said: str, transcript: str) -> float | None:
     """Word error rate of the reply's transcript against the text it spoke: does the audio say
     what the text says (TTS, truncation by barge-in)? None for a silent reply."""
-    import jiwer
+    return _wer([said], [transcript])
 
-    reference, hypothesis = normalize(said), normalize(transcript)
-    if not reference:
-        return None
-    return round(float(jiwer.wer(reference, hypothesis or "")), 3)
+
+def heard_text(records: Iterable[Stamped]) -> str:
+    """The user's final words in a session's timeline (what the answers were asked with), in order."""
+    return " ".join(r.event.text.strip() for r in records if isinstance(r.event, AsrFinalEvent) and r.event.text.strip())
+
+
+def heard_wer(pairs: Sequence[tuple[str, str]]) -> float | None:
+    """Word error rate of what the back-end heard against what was said, over all (said, heard) pairs."""
+    return _wer([s for s, _ in pairs], [h for _, h in pairs])
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:

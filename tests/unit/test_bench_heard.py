@@ -1,11 +1,12 @@
-"""What the back-end heard and when (bench/heard.py), on timelines built by hand: word latency,
+"""What the back-end heard and when (bench/heard.py, evaluation/scoring.py), on timelines built by hand: word latency,
 the heard words' error rate and the stages after the last word."""
 
 from __future__ import annotations
 
 import pytest
 
-from kame_desktop.bench.heard import heard_text, heard_wer, stages_ms, word_latencies_ms
+from kame_desktop.bench.heard import stages_ms, word_latencies_ms
+from kame_desktop.evaluation.scoring import heard_text, heard_wer
 from kame_desktop.events import (
     FRAME_SECONDS,
     AsrFinalEvent,
