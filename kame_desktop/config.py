@@ -127,9 +127,17 @@ class ToolSettings:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    # The companion remembers what you tell it about yourself (backend/memory.py): kept in the data
+    # folder, put into its prompt. Off: nothing is written or used.
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     llm: LlmSettings = field(default_factory=LlmSettings)
     tools: ToolSettings = field(default_factory=ToolSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
     asr: AsrSettings = field(default_factory=AsrSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     frontend: FrontEndSettings = field(default_factory=FrontEndSettings)

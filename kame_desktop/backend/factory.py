@@ -27,6 +27,8 @@ from kame_desktop.credentials import llm_api_key
 from kame_desktop.errors import AsrError, KameError, LlmError
 
 if TYPE_CHECKING:
+    from kame_desktop.backend.memory import MemoryKeeper
+    from kame_desktop.backend.tools.base import TurnTools
     from kame_desktop.backend.worker import Backend, EventSink, SignalSink
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,22 @@ def make_asr(settings: Settings) -> AsrProvider:
     raise AssertionError(asr.provider)
 
 
+def make_memory_and_tools(settings: Settings) -> tuple[MemoryKeeper | None, TurnTools | None]:
+    """The back-end's memory (None when switched off: nothing written or used) and the tools the
+    LLM is offered (None when off). With tools, memory is written through `remember`/`forget`;
+    without, the keeper asks the LLM itself once a turn is over."""
+    from kame_desktop.backend.memory import MemoryKeeper, MemoryStore
+    from kame_desktop.backend.tools import TurnTools, enabled_tools
+    from kame_desktop.backend.tools.memory import memory_tools
+
+    tools = enabled_tools(settings.tools.disabled) if settings.tools.enabled else None
+    memory = MemoryKeeper(MemoryStore(), extract=tools is None) if settings.memory.enabled else None
+    if memory is not None and tools is not None:
+        mine = {t.name: t for t in memory_tools(memory) if t.name not in settings.tools.disabled}
+        tools = TurnTools({**tools.tools, **mine})
+    return memory, tools
+
+
 def make_backend(
     settings: Settings, post_signal: SignalSink, publish: EventSink, *, asr: AsrProvider | None = None,
     llm: LlmProvider | None = None,
@@ -121,7 +139,6 @@ def make_backend(
     from kame_desktop.backend.llm.base import UnavailableLlm
     from kame_desktop.backend.oracle_manager import PolicyConfig
     from kame_desktop.backend.prompts import SYSTEM_PROMPT
-    from kame_desktop.backend.tools import enabled_tools
     from kame_desktop.backend.turn import TurnDetector
     from kame_desktop.backend.worker import Backend
     from kame_desktop.events import ErrorEvent
@@ -144,6 +161,7 @@ def make_backend(
         llm = UnavailableLlm(f"{llm.name} (prompt too long)", too_long, "bad_input")
         notices.append(ErrorEvent("llm", too_long, "bad_input"))
         log.warning("%s", too_long)
+    memory, tools = make_memory_and_tools(settings)
     return Backend(
         llm,
         asr if asr is not None else make_asr(settings),
@@ -154,5 +172,6 @@ def make_backend(
         system_prompt=system_prompt,
         notices=notices,
         owns_llm=owns_llm,
-        tools=enabled_tools(settings.tools.disabled) if settings.tools.enabled else None,
+        tools=tools,
+        memory=memory,
     )

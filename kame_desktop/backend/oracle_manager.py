@@ -48,6 +48,7 @@ from kame_desktop.backend.prompts import (
     USER,
     Conversation,
     build_messages,
+    with_note,
 )
 from kame_desktop.backend.tools.base import ToolCall, ToolResult, TurnTools
 from kame_desktop.choices import POLICIES, Policy, check_choice
@@ -223,6 +224,7 @@ class OracleManager:
         self.tools = tools  # None or empty: the LLM is offered none
         self._final_waiters: list[tuple[int, asyncio.Future]] = []  # writes waiting for the turn's end
         self._tool_tokens: int | None = None
+        self.notes: Callable[[], str] | None = None  # memory kept during the conversation (backend/memory.py)
         self._timer: asyncio.TimerHandle | None = None
         self._poller: asyncio.Task | None = None
         self._priming: asyncio.Task | None = None
@@ -434,10 +436,11 @@ class OracleManager:
         count = self.llm.count_tokens
         if self._tool_tokens is None:  # the template lists the tools with the system prompt
             self._tool_tokens = count(json.dumps(self.tools.schemas())) if self.tools else 0
+        note = self.notes() if self.notes else ""
         budget = (self.llm.context_tokens - count(self.system_prompt) - self._tool_tokens - ANSWER_TOKENS
-                  - 2 * MESSAGE_TOKENS)
+                  - 2 * MESSAGE_TOKENS - (count(note) if note else 0))
         turns = self.conversation.window(self.pending, count, budget)
-        return build_messages(self.system_prompt, turns, count, budget, self.llm.dialogue)
+        return with_note(build_messages(self.system_prompt, turns, count, budget, self.llm.dialogue), note)
 
     def _start(self) -> None:
         if self._closed:

@@ -138,3 +138,14 @@ def build_messages(
     messages = [{"role": "system", "content": system_prompt}]
     messages += [{"role": "user" if s == USER else "assistant", "content": text} for s, text in kept]
     return messages
+
+
+def with_note(messages: list[dict[str, str]], note: str) -> list[dict[str, str]]:
+    """`note` at the start of the latest user message (memory kept during the conversation): the
+    system prompt and the turns before it stay as the model has read them."""
+    if not note:
+        return messages
+    for n in range(len(messages) - 1, 0, -1):
+        if messages[n]["role"] == "user":
+            return [*messages[:n], {**messages[n], "content": f"{note}\n{messages[n]['content']}"}, *messages[n + 1 :]]
+    return messages

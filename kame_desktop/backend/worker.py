@@ -26,6 +26,7 @@ import numpy as np
 
 from kame_desktop.backend.asr.base import AsrProvider
 from kame_desktop.backend.llm.base import LlmProvider
+from kame_desktop.backend.memory import MemoryKeeper
 from kame_desktop.backend.oracle_manager import OracleManager, PolicyConfig
 from kame_desktop.backend.prompts import SYSTEM_PROMPT
 from kame_desktop.backend.tools.base import ToolFailed, TurnTools
@@ -104,6 +105,7 @@ class Backend:
         notices: list[Event] | tuple[Event, ...] = (),
         tools: TurnTools | None = None,  # what the LLM may call; with them, due timers are said
         owns_llm: bool = True,  # False: the caller's, kept open for its next session
+        memory: MemoryKeeper | None = None,  # None: memory is off (nothing written or used)
     ) -> None:
         self.llm = llm
         self.asr = asr
@@ -115,6 +117,7 @@ class Backend:
         self.notices = tuple(notices)  # e.g. why the LLM is unavailable, published once started
         self.tools = tools
         self.owns_llm = owns_llm
+        self.memory = memory
         self._audio: queue.Queue = queue.Queue(audio_queue_frames)
         self._turn_audio: queue.Queue = queue.Queue(audio_queue_frames)
         self.dropped_audio_frames = 0
@@ -167,18 +170,39 @@ class Backend:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._manager = OracleManager(
-            self.llm, self.post_signal, self.publish, policy=self.policy, system_prompt=self.system_prompt,
+            self.llm, self.post_signal, self.publish, policy=self.policy, system_prompt=self._prompt(),
             tools=self.tools,
         )
+        keeping = None
+        if self.memory is not None:
+            self._manager.notes = self.memory.notes
+            keeping = asyncio.get_running_loop().create_task(self.memory.run(self._manager, self.llm))
+            if self.memory.store.notice:  # a damaged memory file was set aside: one banner line
+                self.publish(ErrorEvent("memory", self.memory.store.notice, "failed"))
         self._manager.start()
         timers = asyncio.get_running_loop().create_task(self._say_due_timers()) if self.tools else None
         self._ready.set()
         await self._stopping.wait()
         if timers is not None:
             timers.cancel()
+        if keeping is not None and self.memory is not None:
+            keeping.cancel()
+            await self.memory.flush()  # what the user said last is kept before the session ends
         await self._manager.close()
         if self.owns_llm:
             await self.llm.aclose()
+
+    def _prompt(self) -> str:
+        """The system prompt of a new conversation: with memory, the items chosen for it."""
+        if self.memory is None:
+            return self.system_prompt
+        return self.memory.system_prompt(self.system_prompt, self.llm.count_tokens)
+
+    def _new_conversation(self) -> None:
+        self.manager.new_conversation()
+        if self.memory is not None:
+            self.memory.new_conversation()
+            self.manager.system_prompt = self._prompt()
 
     async def _say_due_timers(self) -> None:
         """Have the companion say each timer or reminder that falls due (one that fell due while
@@ -208,12 +232,14 @@ class Backend:
     def on_companion_text(self, text: str) -> None:
         if text and self._loop is not None:
             self._loop.call_soon_threadsafe(self.manager.on_companion_text, text)
+            if self.memory is not None:
+                self._loop.call_soon_threadsafe(self.memory.said)
 
     def new_conversation(self) -> None:
         if self.asr is not None:
             self._send(Reset())
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.manager.new_conversation)
+            self._loop.call_soon_threadsafe(self._new_conversation)
 
     def inject_asr_events(self, events: list[Event]) -> None:
         """Hand ASR events to the manager as if recognised (scripted sessions, tests)."""

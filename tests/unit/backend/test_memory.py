@@ -1,0 +1,261 @@
+"""The companion's memory (issue 26): what one session keeps is in the next one's prompt, only
+a turn's final words are read (never a partial, never a request the user talked over), "forget"
+removes, the off switch stops writing and use, a damaged store is set aside, and no item text
+reaches the log file."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import stat
+import time
+
+import pytest
+from fixtures.llm import ScriptedLlm
+
+from kame_desktop.backend.factory import make_memory_and_tools
+from kame_desktop.backend.memory import (
+    EXTRACT_PROMPT,
+    MEMORY_HEADER,
+    MemoryKeeper,
+    MemoryStore,
+    choose,
+    memory_path,
+    parse_extraction,
+)
+from kame_desktop.backend.oracle_manager import PolicyConfig
+from kame_desktop.backend.prompts import SYSTEM_PROMPT
+from kame_desktop.backend.tools.base import ToolCall
+from kame_desktop.backend.tools.memory import memory_tools
+from kame_desktop.backend.worker import Backend
+from kame_desktop.config import MemorySettings, Settings, ToolSettings
+from kame_desktop.events import AsrFinalEvent, AsrPartialEvent, ErrorEvent, TurnEndEvent
+
+pytestmark = pytest.mark.usefixtures("isolated")
+
+
+@dataclasses.dataclass
+class MemoryLlm(ScriptedLlm):
+    """Answers questions with `chunks`, and memory requests with `kept` (after `kept_delay`)."""
+
+    kept: str = "none"
+    kept_delay: float = 0.01
+    delay: float = 0.01
+    asked_to_keep: int = 0
+
+    async def stream(self, messages, tools=None):
+        if messages[0]["content"] != EXTRACT_PROMPT:
+            async for chunk in super().stream(messages, tools):
+                yield chunk
+            return
+        self.asked_to_keep += 1
+        await asyncio.sleep(self.kept_delay)
+        yield self.kept
+
+
+class Session:
+    """A back-end with memory (or without), fed final words as if recognised; stop() ends it."""
+
+    def __init__(self, llm: MemoryLlm, settings: Settings | None = None) -> None:
+        self.events: list = []
+        self.llm = llm
+        self.memory, tools = make_memory_and_tools(settings or Settings())
+        self.backend = Backend(llm, None, lambda s: True, self.events.append, policy=PolicyConfig(name="end_of_turn"),
+                               memory=self.memory, tools=tools)
+        self.backend.start()
+
+    def say(self, words: str, reply: str = "Okay.") -> None:
+        """The user says `words` (a turn of final words); the companion answers aloud."""
+        self.backend.inject_asr_events([AsrFinalEvent(words), TurnEndEvent("ptt")])
+        wait_for(lambda: any(p[0]["content"] != EXTRACT_PROMPT and words in p[-1]["content"] for p in self.llm.prompts))
+        self.backend.on_companion_text(reply)
+
+    def kept(self, timeout: float = 10.0) -> None:
+        """Until the keeper has read every final word."""
+        assert self.memory is not None
+        wait_for(lambda: not self.memory.pending(), timeout)
+
+    def stop(self) -> None:
+        self.backend.stop()
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def answer_prompts(llm: MemoryLlm) -> list[list[dict]]:
+    return [p for p in llm.prompts if p[0]["content"] != EXTRACT_PROMPT]
+
+
+def test_what_one_session_keeps_is_in_the_next_sessions_prompt():
+    first = Session(MemoryLlm(kept="remember name = The user's name is Zanzibar."))
+    first.say("My name is Zanzibar.", "Nice to meet you, Zanzibar.")
+    first.kept()
+    first.stop()
+    [item] = MemoryStore().items()
+    assert item.text == "The user's name is Zanzibar." and item.how == "said" and item.conversation
+    assert stat.S_IMODE(os.stat(memory_path()).st_mode) == 0o600  # the user's own
+
+    second = Session(MemoryLlm())
+    second.say("What is my name?")
+    second.stop()
+    system = answer_prompts(second.llm)[0][0]["content"]
+    assert system.startswith(SYSTEM_PROMPT) and MEMORY_HEADER in system and "Zanzibar" in system
+
+
+def test_an_item_kept_during_a_conversation_joins_at_the_next_turn_and_the_prompt_stays_the_same():
+    session = Session(MemoryLlm(kept="remember dog = The user's dog is called Biscuit."))
+    session.say("My dog is called Biscuit.")
+    session.kept()
+    session.say("What is my dog called?")
+    session.stop()
+    first, second = answer_prompts(session.llm)
+    assert first[0] == second[0]  # the system prompt, as the model read it, is unchanged
+    assert "Biscuit." in second[-1]["content"] and "Notes about me" in second[-1]["content"]
+    assert "Notes about me" not in first[-1]["content"]
+
+
+def test_nothing_is_written_from_a_partial():
+    session = Session(MemoryLlm(kept="remember name = The user's name is Zanzibar."))
+    session.backend.inject_asr_events([AsrPartialEvent("my name is Zanzibar")])  # never final, the turn never ends
+    time.sleep(1.5)
+    session.stop()
+    assert session.llm.asked_to_keep == 0 and MemoryStore().items() == []
+
+
+def test_a_memory_request_the_user_talks_over_is_dropped_and_its_words_read_again_later():
+    llm = MemoryLlm(kept="remember home = The user lives in Lyon.", kept_delay=3.0)
+    session = Session(llm)
+    session.say("I live in Lyon.")
+    wait_for(lambda: llm.asked_to_keep == 1)
+    session.backend.inject_asr_events([AsrPartialEvent("and")])  # the user talks again: the request stops
+    time.sleep(0.5)
+    assert MemoryStore().items() == []  # nothing from the cancelled request
+    llm.kept_delay = 0.01
+    session.backend.inject_asr_events([AsrFinalEvent("and what is the weather like?"), TurnEndEvent("ptt")])
+    session.backend.on_companion_text("Sunny.")
+    session.kept()
+    session.stop()
+    assert [i.text for i in MemoryStore().items()] == ["The user lives in Lyon."]
+    assert llm.asked_to_keep == 2
+
+
+def test_a_memory_tool_asked_on_words_that_were_not_final_never_writes():
+    memory, tools = make_memory_and_tools(Settings(tools=ToolSettings(enabled=True)))
+    assert memory is not None and tools is not None and not memory.extract
+
+    async def not_final() -> bool:
+        return False
+
+    call = ToolCall("remember", json.dumps({"topic": "name", "fact": "My name is Zanzibar"}))
+    assert asyncio.run(tools.call(call, not_final)) is None
+    assert MemoryStore().items() == []
+
+    async def final() -> bool:
+        return True
+
+    assert asyncio.run(tools.call(call, final)).text == "remembered: The user's name is Zanzibar."
+    assert [i.how for i in MemoryStore().items()] == ["tool"]
+
+
+def test_forget_removes_the_item_by_voice_and_by_tool():
+    store = MemoryStore()
+    store.remember("sister's birthday", "The user's sister's birthday is May 3rd.")
+    store.remember("home", "The user lives in Lyon.")
+    session = Session(MemoryLlm(kept="forget sister's birthday"))
+    session.say("Please forget my sister's birthday.")
+    session.kept()
+    session.say("What do you know about me?")
+    session.stop()
+    assert [i.text for i in store.items()] == ["The user lives in Lyon."]
+    assert "Forget that: The user's sister's birthday is May 3rd." in answer_prompts(session.llm)[-1][-1]["content"]
+
+    keeper = MemoryKeeper(store)
+    forget = {t.name: t for t in memory_tools(keeper)}["forget"]
+    assert forget.run(what="where I live").startswith("forgot 1 item")
+    assert store.items() == []
+
+
+def test_a_forget_line_without_the_user_asking_and_facts_not_from_their_words_are_not_kept():
+    said = "What is the capital of France?"
+    answer = "home = The user lives in Paris.\nremember capital = The capital of France is Paris.\nforget home"
+    assert parse_extraction(answer, said) == []
+    [change] = parse_extraction("remember job = I work as a nurse.", "I work as a nurse.")
+    assert change.text == "The user work as a nurse." or change.text.startswith("The user")
+
+
+def test_a_duplicate_merges_and_a_new_value_replaces_the_old():
+    store = MemoryStore()
+    store.remember("home", "The user lives in Paris.")
+    _, how = store.remember("home", "The user lives in Paris.")
+    assert how == "merged" and store.items()[0].uses == 2
+    _, how = store.remember("city", "The user lives in Berlin.")  # another topic name, the same sentence
+    assert how == "replaced" and [i.text for i in store.items()] == ["The user lives in Berlin."]
+    store.remember("sister", "The user's sister's name is Ann.")
+    store.remember("sister birthday", "The user's sister's birthday is May 3rd.")
+    assert len(store.items()) == 3
+
+
+def test_the_prompt_holds_the_newest_and_most_used_within_its_budget():
+    store = MemoryStore()
+    for n in range(40):
+        store.remember(f"fact {n}", f"The user likes thing number {n} a lot.")
+    chosen = choose(store.items(), lambda t: len(t.split()), 60)
+    assert 0 < len(chosen) < 40 and sum(len(i.text.split()) + 2 for i in chosen) <= 60
+
+
+def test_the_off_switch_stops_both_writing_and_use():
+    MemoryStore().remember("pet", "The user's cat is called Miso.")
+    off = Settings(memory=MemorySettings(enabled=False))
+    assert make_memory_and_tools(off)[0] is None
+    assert make_memory_and_tools(dataclasses.replace(off, tools=ToolSettings(enabled=True)))[1] is not None
+    assert "remember" not in make_memory_and_tools(dataclasses.replace(off, tools=ToolSettings(enabled=True)))[1].tools
+    llm = MemoryLlm(kept="remember name = The user's name is Zanzibar.")
+    session = Session(llm, off)
+    session.say("My name is Zanzibar.")
+    session.backend.on_companion_text("Hello.")
+    time.sleep(1.5)
+    session.stop()
+    assert llm.asked_to_keep == 0
+    assert [i.text for i in MemoryStore().items()] == ["The user's cat is called Miso."]
+    assert all(p[0]["content"] == SYSTEM_PROMPT for p in llm.prompts)
+
+
+def test_a_damaged_store_is_set_aside_with_one_banner_line_and_a_fresh_one_starts():
+    memory_path().parent.mkdir(parents=True, exist_ok=True)
+    memory_path().write_bytes(b'{"items": [{"text": ')
+    session = Session(MemoryLlm(kept="remember name = The user's name is Zanzibar."))
+    session.say("My name is Zanzibar.")
+    session.kept()
+    session.stop()
+    errors = [e for e in session.events if isinstance(e, ErrorEvent)]
+    assert [e.source for e in errors] == ["memory"] and "damaged" in errors[0].message
+    assert [p.read_bytes() for p in memory_path().parent.glob("memory.json.bad-*")] == [b'{"items": [{"text": ']
+    assert [i.text for i in MemoryStore().items()] == ["The user's name is Zanzibar."]
+
+
+def test_no_item_text_reaches_the_log_file_at_debug(monkeypatch):
+    from kame_desktop.logs import LOG_FILE, add_file_log, log_dir
+
+    MemoryStore().remember("pet", "The user's cat is called Quokkaberry.")
+    handler = add_file_log(logging.DEBUG)
+    assert handler is not None
+    try:
+        session = Session(MemoryLlm(kept="remember name = The user's name is Zanzibar.\nremember x = junk"))
+        session.say("My name is Zanzibar.")
+        session.kept()
+        session.say("What do you know about me?")
+        session.stop()
+        handler.flush()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    text = (log_dir() / LOG_FILE).read_text()
+    assert "memory: 1 change(s)" in text  # the log says what happened, never what was kept
+    assert "Quokkaberry" not in text and "The user's name is Zanzibar" not in text
