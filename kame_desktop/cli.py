@@ -390,6 +390,25 @@ def bench_wake(
     _print_bench(run_bench(), json_output)
 
 
+@bench_app.command("unclear")
+def bench_unclear(
+    json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N `facts` questions.")] = None,
+    snr_db: Annotated[float, typer.Option(help="Speech-to-noise ratio of the `noise` condition, in dB.")] = -10.0,
+    conditions: Annotated[str, typer.Option(help="Comma-separated: clean, noise, noise_snr-5, noise_snr0, cut.")] = (
+        "clean,noise,noise_snr-5,noise_snr0,cut"),
+    details: Annotated[bool, typer.Option(help="Every question's heard words and scores in the JSON.")] = False,
+) -> None:
+    """"Didn't catch that": how often the companion asks to repeat the `facts` questions (Piper)
+    clean, with noise over their end, and cut mid-word, through the app's Whisper and rule."""
+    from kame_desktop.bench.unclear import CONDITIONS, run_bench
+
+    chosen = tuple(c.strip() for c in conditions.split(",") if c.strip())
+    if unknown := [c for c in chosen if c not in CONDITIONS]:
+        raise typer.BadParameter(f"unknown condition {unknown[0]!r}; choose from {', '.join(CONDITIONS)}")
+    _print_bench(run_bench(limit=limit, snr_db=snr_db, conditions=chosen, details=details), json_output)
+
+
 def _print_bench(result: dict, json_output: bool) -> None:
     import json
 

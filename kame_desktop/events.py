@@ -131,6 +131,7 @@ class AsrPartialEvent(Event):
     no_speech_prob: float | None = None
     # The pause pass's (whisper): all the words up to a pause the user is in; ask with them now.
     pause: bool = False
+    unheard_s: float | None = None  # a pause pass's: as in asr_final
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,9 @@ class AsrFinalEvent(Event):
     # highest no-speech probability among those segments; None where the recognizer gives none.
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    # Whisper: seconds the speech went on after the last word it wrote (noise covered the rest);
+    # None where not measured (words committed before the speech ended, other recognizers).
+    unheard_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class AsrUnclearEvent(Event):
     reply: str
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    unheard_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -87,11 +87,14 @@ TOO_LONG = (
 )
 
 
-# "Didn't catch that" (measured with the embedded Whisper base on the 66 `facts` questions spoken
-# by Piper; see README): a turn whose words average a segment log probability below
-# UNCLEAR_LOGPROB, or that Whisper thinks may be no speech at all, is not answered.
+# "Didn't catch that" (measured with the app's Whisper on the 66 `facts` questions spoken by Piper,
+# clean and with noise over their end: `kame-desktop bench unclear`, README): a turn is not
+# answered when its words average a segment log probability below UNCLEAR_LOGPROB, when Whisper
+# thinks they may be no speech at all, or when the speech went on more than UNCLEAR_UNHEARD_S
+# after the last word it wrote (noise covered the end of the question; clean speech: at most 0.3 s).
 UNCLEAR_LOGPROB = -0.8
 UNCLEAR_NO_SPEECH = 0.6
+UNCLEAR_UNHEARD_S = 0.4
 REPEAT_REPLY = "Sorry, I didn't catch that. Could you say it again?"
 
 
@@ -104,13 +107,15 @@ class Heard:
     logprob_sum: float = 0.0  # avg_logprob × words, over the words that had one
     scored: int = 0
     no_speech: float = 0.0
+    unheard: float | None = None  # the speech after the last word, as the latest event that measured it says
 
     def add(self, event: AsrFinalEvent | AsrPartialEvent) -> Heard:
         n, text = word_count(event.text), f"{self.text} {event.text.strip()}".strip()
+        unheard = self.unheard if event.unheard_s is None else event.unheard_s
         if event.avg_logprob is None or not n:
-            return Heard(text, self.words + n, self.logprob_sum, self.scored, self.no_speech)
+            return Heard(text, self.words + n, self.logprob_sum, self.scored, self.no_speech, unheard)
         return Heard(text, self.words + n, self.logprob_sum + event.avg_logprob * n, self.scored + n,
-                     max(self.no_speech, event.no_speech_prob or 0.0))
+                     max(self.no_speech, event.no_speech_prob or 0.0), unheard)
 
     @property
     def avg_logprob(self) -> float | None:
@@ -119,6 +124,8 @@ class Heard:
 
 def understood(heard: Heard) -> bool:
     """False when the recognizer says the words are unreliable (one without scores is trusted)."""
+    if heard.unheard is not None and heard.unheard > UNCLEAR_UNHEARD_S:
+        return False
     if not heard.scored:
         return True
     return heard.logprob_sum / heard.scored >= UNCLEAR_LOGPROB and heard.no_speech < UNCLEAR_NO_SPEECH
@@ -315,7 +322,8 @@ class OracleManager:
         self.conversation.lines[:] = before
         self.pending, self.max_pending_words, self.final_bump = "", 0, False
         request = self.request + 1
-        self.emit(AsrUnclearEvent(request, heard.text, REPEAT_REPLY, heard.avg_logprob, round(heard.no_speech, 3)))
+        self.emit(AsrUnclearEvent(request, heard.text, REPEAT_REPLY, heard.avg_logprob, round(heard.no_speech, 3),
+                                  heard.unheard))
         self._say(REPEAT_REPLY)
 
     def _user_text(self) -> str:

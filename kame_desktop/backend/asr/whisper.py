@@ -48,6 +48,10 @@ EMBEDDED_WHISPER = ("base", "tiny.en")  # shipped on PyPI (models/embedded.py): 
 _TAIL_S = 0.2  # audio kept after the VAD's end point for the last pass
 PAUSE_TAIL_S = 0.03  # silence a pass must have heard after the speech to count as its end: the VAD's first silent chunk
 _FORCE_KEEP_S = 1.0  # at the length cap, words ending this close to the buffer end stay open
+# "Sound after the words" (asr_* unheard_s): the audio counts as sound down to this far below the
+# words' level (their 32 ms frames' 90th percentile); measured: README, "Didn't catch that".
+SOUND_DROP_DB = 15.0
+_LEVEL_FRAME = 512  # 32 ms at 16 kHz
 
 
 # faster-whisper pads every window to Whisper's 30 s before encoding. The CTranslate2 encoder
@@ -78,6 +82,25 @@ def _install_short_windows() -> None:
     if fw.pad_or_trim is not _pad_to_window:
         _fw_pad_or_trim = fw.pad_or_trim
         fw.pad_or_trim = _pad_to_window
+
+
+def sound_after_words(audio: np.ndarray, t0: float, words: list[Word], speech_end: float) -> float | None:
+    """Seconds the sound went on after the last of `words` (16 kHz `audio` starting at session
+    time `t0`): up to the last 32 ms frame within SOUND_DROP_DB of the words' level, and at most
+    to `speech_end` (the VAD's). Whisper writes what it understood and stops: speech that noise
+    covered, after the last word it wrote, is speech nobody heard. None without words."""
+    if not words:
+        return None
+    n = len(audio) // _LEVEL_FRAME
+    if not n:
+        return 0.0
+    frames = np.asarray(audio[: n * _LEVEL_FRAME], np.float64).reshape(n, _LEVEL_FRAME)
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-10)
+    starts = t0 + np.arange(n) * _LEVEL_FRAME / SR
+    spoken = level[(starts >= words[0].start) & (starts < words[-1].end)]
+    loud = np.nonzero(level >= (np.percentile(spoken, 90) if len(spoken) else level.max()) - SOUND_DROP_DB)[0]
+    end = float(starts[loud[-1]]) + _LEVEL_FRAME / SR if len(loud) else words[-1].end
+    return round(max(0.0, min(end, speech_end) - words[-1].end), 3)
 
 
 def normalize_word(word: str) -> str:
@@ -156,6 +179,8 @@ class WhisperAsr(SegmentingAsr):
         self.last_decode_s = 0.0  # wall time of the last pass (paces the next one)
         # The last pass's words -> (avg_logprob, no_speech_prob) of the segment each came from.
         self._confidence: dict[Word, tuple[float, float]] = {}
+        # The last pass's sound after its words (sound_after_words), where it heard the speech end.
+        self._unheard: float | None = None
         # Off: a pass every partial_interval of audio whatever the CPU (runs that are not paced
         # at real time, where wall-clock pacing only adds run-to-run variation).
         self.adaptive_pacing = True
@@ -225,6 +250,10 @@ class WhisperAsr(SegmentingAsr):
         started = time.perf_counter()
         model = self._model if accurate else self._cheap_model
         words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final, model)
+        # A pass that heard the speech end (a pause, the end point): how long it went on after the words.
+        speech_end = self.vad.silence_start if pause else (end_sample - round(_TAIL_S * SR) if final and end_sample else None)
+        self._unheard = None if speech_end is None else sound_after_words(
+            self._buf.samples[:n], t0, words, self._buf.time_of(speech_end))
         if not accurate or not self.two_models:  # paces the passes while the user talks
             self.last_decode_s = time.perf_counter() - started
         u.since_decode = 0
@@ -268,13 +297,14 @@ class WhisperAsr(SegmentingAsr):
                     commit.append(tail.pop(0))
         events: list[Event] = []
         if commit:
-            events.append(AsrFinalEvent(_text(commit), tuple(commit), *self._scores(commit)))
+            events.append(AsrFinalEvent(_text(commit), tuple(commit), *self._scores(commit), self._unheard if final else None))
             u.committed += commit
             u.committed_end = commit[-1].end
         u.tail = tail
         if _text(tail) != u.partial or pause:
             u.partial = _text(tail)
-            events.append(AsrPartialEvent(u.partial, tuple(tail), *self._scores(tail), pause=pause))
+            events.append(AsrPartialEvent(u.partial, tuple(tail), *self._scores(tail), pause=pause,
+                                          unheard_s=self._unheard if pause else None))
         return events
 
     def _scores(self, words: list[Word]) -> tuple[float | None, float | None]:
