@@ -106,6 +106,7 @@ class SegmentingAsr:
         self.vad.reset()
         self._buf = ClockedAudio()  # pre-roll, or the utterance from its trim point
         self.in_speech = False
+        self._heard_to = 0  # absolute sample up to which the last utterance's words were taken
 
     def feed(self, pcm: np.ndarray, t_end: float) -> list[Event]:
         x = self._resampler.resample_chunk(np.asarray(pcm, np.float32).reshape(-1))
@@ -114,7 +115,9 @@ class SegmentingAsr:
         for kind, t in self.vad.process(x):
             sample = round(t * self.RATE)
             if kind == "start":
-                self._buf.drop_before(sample - round(self.PREROLL_S * self.RATE))
+                # The pre-roll stops where the last utterance's words end: a turn that ended in a
+                # short pause would otherwise hear its last word again ("what what part of …").
+                self._buf.drop_before(max(sample - round(self.PREROLL_S * self.RATE), self._heard_to))
                 self.in_speech = True
                 events.append(SpeechStartEvent("user"))
                 events += self._utterance_started(sample)

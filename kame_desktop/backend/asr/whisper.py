@@ -229,6 +229,7 @@ class WhisperAsr(SegmentingAsr):
             events = self._settle(u, list(u.tail), final=True, t0=0.0, t1=0.0)
         else:
             events = self._decode(final=True, end_sample=sample + round(_TAIL_S * SR))
+        self._heard_to = u.decoded_to  # its last pass heard the audio up to here
         self._utt = None
         return events
 

@@ -188,3 +188,35 @@ def test_speech_after_a_heard_pause_is_decoded_when_it_comes_in_one_chunk(whispe
     assert [e for e in events if isinstance(e, SpeechEndEvent)] == [SpeechEndEvent("user")]  # one utterance
     said = words_of(" ".join(e.text for e in events if isinstance(e, AsrFinalEvent)))
     assert said[-2:] == ["of", "france"], said
+
+
+def test_a_turn_ended_in_a_short_pause_does_not_hear_its_last_words_again(whisper_asr, piper_voice):
+    """The turn detector ends a turn in a 0.15 s pause and the user goes on: the next
+    utterance's pre-roll (the audio before the VAD's late onset) must not reach back into the
+    words the last one already committed ("what part of the body body pumps blood")."""
+    from kame_desktop.bench.lite import WINDOW, loud_windows
+
+    def voiced(text: str) -> np.ndarray:
+        pcm = piper_voice.synthesize(text)
+        loud = loud_windows(pcm)
+        return pcm[loud[0] * WINDOW : (loud[-1] + 1) * WINDOW]
+
+    first = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), voiced("What part of the body")])
+    pause = np.zeros(round(0.15 * SAMPLE_RATE), np.float32)
+    rest = np.concatenate([voiced("pumps blood?"), np.zeros(SAMPLE_RATE, np.float32)])
+    whisper_asr.reset()
+    events, t, ended = [], 0.0, False
+    for pcm in (first, pause, rest):
+        for i in range(0, len(pcm), FRAME_SIZE):
+            t += len(pcm[i : i + FRAME_SIZE]) / SAMPLE_RATE
+            events += whisper_asr.feed(pcm[i : i + FRAME_SIZE], t)
+            if pcm is pause and not ended:
+                events += whisper_asr.end_turn(t)  # the turn detector (its own VAD) heard the pause first
+                ended = True
+    events += whisper_asr.flush(t)
+    assert ended
+    finals = [e.text for e in events if isinstance(e, AsrFinalEvent)]
+    assert len(finals) >= 2, finals  # two utterances
+    said = words_of(" ".join(finals))
+    assert said.count("body") == 1 and said.count("the") == 1, finals
+
