@@ -61,7 +61,7 @@ def _clock(t: float) -> str:
 def _request_lines(r: Request) -> list[Line]:
     tags = [] if r.id is None else [f"request {r.id}"]
     if r.policy == "repeat":
-        tags.append("asked to repeat")
+        tags.append(f"asked to repeat: {r.why}" if r.why else "asked to repeat")
     elif r.policy == "announcement":
         tags.append("said unasked (a timer)")
     elif r.policy and r.policy != "script":

@@ -43,6 +43,20 @@ def piece_text(piece: str) -> str:
     return piece.replace("\u2581", " ")  # sentencepiece's word boundary
 
 
+def unclear_reason(e: AsrUnclearEvent) -> str:
+    """Why the companion asked to hear it again, in a few words (the OracleManager's signals)."""
+    from kame_desktop.backend.oracle_manager import UNCLEAR_LOGPROB, UNCLEAR_NO_SPEECH, UNCLEAR_UNHEARD_S
+
+    reasons = []
+    if e.unheard_s is not None and e.unheard_s > UNCLEAR_UNHEARD_S:
+        reasons.append(f"{e.unheard_s:.1f} s of speech after the last word heard")
+    if e.avg_logprob is not None and e.avg_logprob < UNCLEAR_LOGPROB:
+        reasons.append(f"unsure of the words ({e.avg_logprob:.2f})")
+    if e.no_speech_prob is not None and e.no_speech_prob >= UNCLEAR_NO_SPEECH:
+        reasons.append("maybe no speech")
+    return ", ".join(reasons)
+
+
 @dataclass
 class Request:
     """One LLM request (or a scripted oracle answer, or the request to repeat) and its fate."""
@@ -58,6 +72,7 @@ class Request:
     ended: str | None = None  # "done", "done (length)", "cancelled (superseded)", …
     late: int = 0  # oracle tokens that came too late to be fed
     tools: list[str] = field(default_factory=list)  # "⚙ calculate(37*48) → 37*48 = 1776", in call order
+    why: str = ""  # a request to repeat: what made the words untrustworthy
 
     @property
     def heard(self) -> bool:
@@ -143,6 +158,7 @@ class Conversation:
                 turn, entry = self._request(request, t, "repeat")
                 turn.unclear = True
                 entry.text, entry.adopted_ms = reply, 0.0
+                entry.why = unclear_reason(e)
             case LlmRequestEvent(request=request, policy=policy, word_count=words):
                 turn, entry = self._request(request, t, policy)
                 entry.words = words

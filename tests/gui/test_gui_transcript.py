@@ -143,3 +143,22 @@ def test_a_tool_call_and_its_result_show_in_a_line_under_the_reply(make_window, 
     assert "⚙ get_time() ✗ get_time did not answer" in oracle
     assert oracle.index("⚙ calculate") < oracle.index("It is 1776.")
     assert "said unasked (a timer)" in oracle and "Your 10 minutes tea timer is done." in oracle
+
+
+def test_a_question_not_caught_is_marked_with_why(make_window, qtbot):
+    """The request to repeat sits under the turn the companion did not catch, with the reason."""
+    from kame_desktop.backend.oracle_manager import REPEAT_REPLY
+    from kame_desktop.events import AsrUnclearEvent
+
+    window = make_window(start=False)
+    post(window, AsrFinalEvent("What is the biggest", (), -0.38, 0.04, 0.74), LlmRequestEvent(1, "reactive", 4),
+         TurnEndEvent("vad"), LlmCancelledEvent(1, "not understood"),
+         AsrUnclearEvent(2, "What is the biggest", REPEAT_REPLY, -0.38, 0.04, 0.74),
+         *[AssistantTokenEvent(None, " " + w) for w in REPEAT_REPLY.split()])
+    qtbot.waitUntil(lambda: drawn(window) == 1 and "again?" in shown(window, 0, "reply"))
+    turn = window.transcript.turns[0]
+    assert turn.unclear and [r.id for r in turn.requests] == [1, 2]
+    assert "didn't catch that" in shown(window, 0, "question")
+    oracle = shown(window, 0, "oracle")
+    assert "request 2 · asked to repeat: 0.7 s of speech after the last word heard" in oracle, oracle
+    assert "cancelled (not understood)" in oracle
