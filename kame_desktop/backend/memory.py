@@ -364,6 +364,8 @@ def parse_extraction(answer: str, said: str) -> list[Change]:
             continue
         if not (content_words(f"{topic} {fact}") & heard):
             continue  # not from these words (a known note repeated, an answer to a question)
+        if _names_not_said(fact, lowered):
+            continue  # a name or a number the user did not say (a small model copies its examples)
         if not (asked or _ABOUT_USER.search(fact)):
             continue
         out.append(Change("remember", topic, third_person(fact)))
@@ -377,6 +379,18 @@ def worth_asking(said: str) -> bool:
     """Whether the words may hold something to keep: the user speaks of themselves, or asks to
     remember or forget. Questions about the world cost no request."""
     return bool(_WORTH_ASKING.search(said))
+
+
+def _names_not_said(fact: str, said: str) -> bool:
+    """Whether `fact` holds a name (a capitalised word past its first) or a number that `said`
+    does not."""
+    heard = set(words(said))
+    for n, word in enumerate(fact.split()):
+        w = re.sub(r"[^\w']", "", word).removesuffix("'s")
+        named = n > 0 and w[:1].isupper() and w.lower() not in ("user", "i")
+        if (named or any(c.isdigit() for c in w)) and w.lower() not in heard:
+            return True
+    return False
 
 
 def _extract_request(said: str, known: list[MemoryItem]) -> list[dict[str, str]]:

@@ -132,6 +132,7 @@ class MainWindow(QMainWindow):
             ("Export &Markdown…", lambda: self.export("md"), None),
             ("Export &JSON…", lambda: self.export("json"), None),
             ("&History…", self.open_history, "Ctrl+H"),
+            ("&Memory…", self.open_memory, None),
             ("&Settings…", self.open_settings, "Ctrl+,"),
             ("Download &KAME model…", self.open_model_manager, None),
             ("&Quit", self.quit_app, "Ctrl+Q"),
@@ -324,6 +325,13 @@ class MainWindow(QMainWindow):
         dialog.reopen.connect(self.show_history)
         self.history_dialog = dialog
         dialog.open()
+
+    def open_memory(self) -> None:
+        """What the companion remembers about the user, to edit, delete, export or clear."""
+        from kame_desktop.gui.memory_dialog import MemoryDialog
+
+        self.memory_dialog = MemoryDialog(parent=self, enabled=self.settings.memory.enabled)
+        self.memory_dialog.open()
 
     def copy_markdown(self) -> None:
         QGuiApplication.clipboard().setText(render_markdown(self.current_records()))

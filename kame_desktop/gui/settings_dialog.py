@@ -302,6 +302,11 @@ class SettingsDialog(QDialog):
 
         page = QWidget()
         layout = QVBoxLayout(page)
+        # Memory (backend/memory.py): off, nothing is written or used; Conversation → Memory… lists it.
+        self.memory_enabled = QCheckBox("Remember what I tell the companion about myself (kept on this computer; "
+                                        "Conversation → Memory… shows and edits it)")
+        self.memory_enabled.setChecked(s.memory.enabled)
+        layout.addWidget(self.memory_enabled)
         self.tools_enabled = QCheckBox("Let the companion use tools (it looks things up while you talk; "
                                        "timers and notes are set only once you have finished)")
         self.tools_enabled.setChecked(s.tools.enabled)
@@ -434,6 +439,7 @@ class SettingsDialog(QDialog):
                                         keep_in_tray=self.keep_in_tray.isChecked()),
             tools=dataclasses.replace(s.tools, enabled=self.tools_enabled.isChecked(), disabled=tuple(
                 name for name, box in self.tool_boxes.items() if not box.isChecked())),
+            memory=dataclasses.replace(s.memory, enabled=self.memory_enabled.isChecked()),
             system_prompt=self.system_prompt.toPlainText(),
             history=self.history.isChecked(),
         )

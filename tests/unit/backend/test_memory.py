@@ -259,3 +259,10 @@ def test_no_item_text_reaches_the_log_file_at_debug(monkeypatch):
     text = (log_dir() / LOG_FILE).read_text()
     assert "memory: 1 change(s)" in text  # the log says what happened, never what was kept
     assert "Quokkaberry" not in text and "The user's name is Zanzibar" not in text
+
+
+def test_a_name_the_user_did_not_say_is_not_kept():
+    # Qwen2.5-Coder-1.5B answered "My name is Daniel." with its prompt's example, Tom.
+    assert parse_extraction("remember name = The user's name is Tom.", "My name is Daniel.") == []
+    [change] = parse_extraction("remember name = The user's name is Daniel.", "my name is daniel")
+    assert change.text == "The user's name is Daniel."
