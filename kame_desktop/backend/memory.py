@@ -376,9 +376,10 @@ _WORTH_ASKING = re.compile(r"\b(i|i'm|i've|i'd|my|me|mine|myself|remember|forget
 
 
 def worth_asking(said: str) -> bool:
-    """Whether the words may hold something to keep: the user speaks of themselves, or asks to
-    remember or forget. Questions about the world cost no request."""
-    return bool(_WORTH_ASKING.search(said))
+    """Whether the words may hold something to keep: the user speaks of themselves, asks to
+    remember or forget, or states something (the recognizer may have missed the "my"). Questions
+    about the world cost no request."""
+    return bool(_WORTH_ASKING.search(said)) or not said.rstrip().endswith("?")
 
 
 def _names_not_said(fact: str, said: str) -> bool:
@@ -518,7 +519,7 @@ class MemoryKeeper:
         """The session ends: keep what the user said and was not read yet (within `timeout`)."""
         if self._task is not None:
             self._task.cancel()
-        if not self.extract or self._manager is None or not worth_asking(said := self.pending()):
+        if not self.extract or self._manager is None or not (said := self.pending()) or not worth_asking(said):
             return
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(self._keep(said, reprime=False), timeout)
