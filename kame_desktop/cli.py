@@ -360,12 +360,16 @@ def bench_lite(
     asr_model: Annotated[
         str | None, typer.Option(help="A Whisper model instead of the app's default ('auto', 'tiny.en', 'base', a folder).")
     ] = None,
+    memory_items: Annotated[
+        int, typer.Option(min=0, max=22, help="Also run the headline with memory on and this many items stored (memory_*).")
+    ] = 0,
 ) -> None:
     """Lite front-end response latency (end of user speech → first answer sample): with speculation vs
     without, vs the plain cascade and the previous defaults; what was heard; mid-sentence pauses cut off."""
     from kame_desktop.bench.lite import run_bench
 
-    _print_bench(run_bench(questions=questions, llm_model=llm_model, asr_model=asr_model), json_output)
+    _print_bench(run_bench(questions=questions, llm_model=llm_model, asr_model=asr_model, memory_items=memory_items),
+                 json_output)
 
 
 @bench_app.command("idle")

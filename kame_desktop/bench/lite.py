@@ -13,7 +13,10 @@ window exceeds −40 dBFS; lite makes no other sound). Each question runs every 
 - `baseline_*`: the plain cascade (`end_of_turn` with the `silence` hang-over);
 - `previous_*`: the headline's way with Whisper base and Qwen2.5-Coder-0.5B (the defaults
   before issue 23): what the new defaults cost or save.
-ratio = headline ÷ baseline, nospec_ratio = headline ÷ nospec, previous_ratio = headline ÷ previous.
+- `memory_*` (`--memory-items N`): the headline with memory on and N items stored (its own LLM,
+  which keeps what it has read as the app's does); every other arm runs with memory off.
+ratio = headline ÷ baseline, nospec_ratio = headline ÷ nospec, previous_ratio = headline ÷ previous,
+memory_ratio = memory ÷ headline.
 heard_wer / previous_heard_wer: the final words heard against the questions' text.
 `stages_ms`: medians of the stages after the last word (bench/heard.py): vad, asr, llm first
 clause, tts first clause. `word_latency_ms` / `_p90_`: the end of a word → a partial holding it.
@@ -53,6 +56,7 @@ MODES = {  # name → (policy, turn detection, models: the run's or the previous
     "nospec": ("end_of_turn", "smart", "now"),
     "baseline": ("end_of_turn", "silence", "now"),
     "previous": ("reactive", "smart", "previous"),
+    "memory": ("reactive", "smart", "memory"),  # only with --memory-items
 }
 PREVIOUS = ("base", "qwen2.5-coder-0.5b")  # (whisper, LLM) before issue 23
 WINDOW = SAMPLE_RATE // 50  # 20 ms
@@ -101,7 +105,7 @@ class Timed:
 
 
 def _settings(mode: str, llm_model: str, asr_model: str):
-    from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, Settings
+    from kame_desktop.config import AsrSettings, FrontEndSettings, LlmSettings, MemorySettings, Settings
 
     policy, turn_detection, models = MODES[mode]
     threads = 1 if models == "previous" else LlmSettings().threads  # the previous default: one
@@ -109,6 +113,7 @@ def _settings(mode: str, llm_model: str, asr_model: str):
         llm=LlmSettings(threads=threads, policy=policy, gguf_path=llm_model),
         asr=AsrSettings(turn_detection=turn_detection, whisper_model=asr_model),
         frontend=FrontEndSettings(kind="lite"),
+        memory=MemorySettings(enabled=models == "memory"),
     )
 
 
@@ -159,14 +164,19 @@ def turn_ends(detector, pcm: np.ndarray) -> list[tuple[float, TurnEndEvent]]:
     return ends
 
 
-def run_bench(questions: int = 10, llm_model: str | None = None, asr_model: str | None = None) -> dict:
+def run_bench(questions: int = 10, llm_model: str | None = None, asr_model: str | None = None,
+              memory_items: int = 0) -> dict:
     import tempfile
     from pathlib import Path
 
     from kame_desktop.config import using_data_dir
 
     with tempfile.TemporaryDirectory() as scratch, using_data_dir(Path(scratch)):  # never the user's timers
-        return _bench(questions, llm_model, asr_model)
+        if memory_items:
+            from kame_desktop.bench.memory_items import seed
+
+            memory_items = seed(memory_items)
+        return _bench(questions, llm_model, asr_model, memory_items)
 
 
 def _median(values: list[float]) -> float | None:
@@ -181,7 +191,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-def _bench(questions: int, llm_model: str | None, asr_model: str | None) -> dict:
+def _bench(questions: int, llm_model: str | None, asr_model: str | None, memory_items: int = 0) -> dict:
     import asyncio
 
     import soxr
@@ -198,6 +208,9 @@ def _bench(questions: int, llm_model: str | None, asr_model: str | None) -> dict
     from kame_desktop.frontend.lite.tts import PiperTts
 
     models = {"now": (asr_model or AsrSettings().whisper_model, llm_model or DEFAULT_EMBEDDED), "previous": PREVIOUS}
+    modes = {mode: how for mode, how in MODES.items() if mode != "memory" or memory_items}
+    if memory_items:
+        models["memory"] = models["now"]
     asrs = {key: Timed(WhisperAsr(whisper, cpu_threads=1), "feed", "flush", "end_turn") for key, (whisper, _) in models.items()}
     piper = PiperTts(threads=1)
     tts = Timed(piper, "synthesize")
@@ -214,8 +227,8 @@ def _bench(questions: int, llm_model: str | None, asr_model: str | None) -> dict
     # once, not at every question.
     llms = {key: make_llm(_settings(next(m for m in MODES if MODES[m][2] == key), llm, whisper))
             for key, (whisper, llm) in models.items()}
-    results: dict[str, list[dict]] = {mode: [] for mode in MODES}
-    turn_end_ms: dict[str, list[float]] = {mode: [] for mode in MODES}
+    results: dict[str, list[dict]] = {mode: [] for mode in modes}
+    turn_end_ms: dict[str, list[float]] = {mode: [] for mode in modes}
     stages: dict[str, list[float]] = {"vad": [], "asr": [], "llm": [], "tts": []}
     word_ms: list[float] = []
     heard: dict[str, list[tuple[str, str]]] = {"now": [], "previous": []}
@@ -227,7 +240,7 @@ def _bench(questions: int, llm_model: str | None, asr_model: str | None) -> dict
         end = speech_end_s(pcm)
         vad_s = vad_pause_after_s(vad, pcm, end)
         words = asrs["now"].word_times(soxr.resample(pcm, SAMPLE_RATE, asrs["now"].RATE))
-        for mode, (_, _, key) in MODES.items():  # same utterance, every way, back to back
+        for mode, (_, _, key) in modes.items():  # same utterance, every way, back to back
             whisper, llm_name = models[key]
             out, records = run_one(asrs[key], tts, llms[key], pcm, _settings(mode, llm_name, whisper))
             input_s[key] += len(pcm) / SAMPLE_RATE + TAIL_SECONDS
@@ -271,7 +284,7 @@ def _bench(questions: int, llm_model: str | None, asr_model: str | None) -> dict
     ours = _median(latencies("smart"))
     figures: dict = {"median_response_latency_ms": ours, "p90_response_latency_ms": _p90(latencies("smart")),
                      "answered": f"{len(latencies('smart'))}/{len(results['smart'])}"}
-    for mode in ("nospec", "baseline", "previous"):
+    for mode in ("nospec", "baseline", "previous", *(("memory",) if memory_items else ())):
         figures[f"{mode}_median_response_latency_ms"] = _median(latencies(mode))
         figures[f"{mode}_p90_response_latency_ms"] = _p90(latencies(mode))
         figures[f"{mode}_answered"] = f"{len(latencies(mode))}/{len(results[mode])}"
@@ -281,6 +294,8 @@ def _bench(questions: int, llm_model: str | None, asr_model: str | None) -> dict
         "ratio": _ratio(ours, figures["baseline_median_response_latency_ms"]),
         "nospec_ratio": _ratio(ours, figures["nospec_median_response_latency_ms"]),
         "previous_ratio": _ratio(ours, figures["previous_median_response_latency_ms"]),
+        **({"memory_ratio": _ratio(figures["memory_median_response_latency_ms"], ours), "memory_items": memory_items}
+           if memory_items else {}),
         "heard_wer": heard_wer(heard["now"]),
         "previous_heard_wer": heard_wer(heard["previous"]),
         "stages_ms": {stage: _median(values) for stage, values in stages.items()},
