@@ -362,6 +362,8 @@ def parse_extraction(answer: str, said: str) -> list[Change]:
             continue
         if not fact or not topic:
             continue
+        if len(fact.split()) <= 4 and not _ABOUT_USER.search(fact) and not said.rstrip().endswith("?"):
+            fact = f"the user's {topic} is {fact}"  # a bare value ("name = Daniel"), told in a statement
         if not (content_words(f"{topic} {fact}") & heard):
             continue  # not from these words (a known note repeated, an answer to a question)
         if _names_not_said(fact, lowered):

@@ -266,3 +266,10 @@ def test_a_name_the_user_did_not_say_is_not_kept():
     assert parse_extraction("remember name = The user's name is Tom.", "My name is Daniel.") == []
     [change] = parse_extraction("remember name = The user's name is Daniel.", "my name is daniel")
     assert change.text == "The user's name is Daniel."
+
+
+def test_a_bare_value_told_in_a_statement_is_kept_as_a_sentence_about_the_user():
+    # Qwen2.5-Coder-1.5B on "Man name is Daniel." (Whisper tiny.en hearing Piper's "My name is Daniel."):
+    [change] = parse_extraction("remember name = Daniel", "Man name is Daniel.")
+    assert change.text == "The user's name is Daniel."
+    assert parse_extraction("remember capital = Paris", "What is the capital of France?") == []
