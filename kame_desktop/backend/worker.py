@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kame_desktop.backend.asr.base import AsrProvider
+from kame_desktop.backend.cores import PauseCores
 from kame_desktop.backend.llm.base import LlmProvider
 from kame_desktop.backend.memory import MemoryKeeper
 from kame_desktop.backend.oracle_manager import OracleManager, PolicyConfig
@@ -118,6 +119,11 @@ class Backend:
         self.tools = tools
         self.owns_llm = owns_llm
         self.memory = memory
+        # The pause's answer, the ASR's check of its words and the voice take turns on the cores.
+        self.cores = PauseCores()
+        for part in (llm, asr):
+            if hasattr(part, "cores"):
+                part.cores = self.cores
         self._audio: queue.Queue = queue.Queue(audio_queue_frames)
         self._turn_audio: queue.Queue = queue.Queue(audio_queue_frames)
         self.dropped_audio_frames = 0
@@ -171,7 +177,7 @@ class Backend:
         self._stopping = asyncio.Event()
         self._manager = OracleManager(
             self.llm, self.post_signal, self.publish, policy=self.policy, system_prompt=self._prompt(),
-            tools=self.tools,
+            tools=self.tools, cores=self.cores,
         )
         keeping = None
         if self.memory is not None:

