@@ -406,7 +406,7 @@ QUIET_S = 0.8  # the companion has been quiet this long after the answer: the ba
 SILENT_TURN_S = 4.0  # nothing was said after the turn: idle all the same after this long
 CHECK_S = 0.05
 FLUSH_S = 20.0  # at the end of a session, how long keeping what was said may take
-EXTRACT_TIMEOUT_S = 60.0
+MAX_TRIES = 3
 
 
 class MemoryKeeper:
@@ -428,6 +428,7 @@ class MemoryKeeper:
         self._manager: OracleManager | None = None
         self._llm: LlmProvider | None = None
         self._task: asyncio.Task | None = None
+        self._failures = 0  # failed tries for the words pending
 
     # --- the prompt -----------------------------------------------------------------------------
 
@@ -523,8 +524,10 @@ class MemoryKeeper:
             self._task.cancel()
         if not self.extract or self._manager is None or not (said := self.pending()) or not worth_asking(said):
             return
+        deadline = asyncio.get_running_loop().time() + timeout
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(self._keep(said, reprime=False), timeout)
+            while (said := self.pending()) and (left := deadline - asyncio.get_running_loop().time()) > 0:
+                await asyncio.wait_for(self._keep(said, reprime=False), left)
 
     async def _keep(self, said: str, reprime: bool = True) -> None:
         from kame_desktop.errors import KameError
@@ -546,10 +549,15 @@ class MemoryKeeper:
                 aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
                     await aclose()
-        except KameError as e:  # the words are dropped, not retried forever
-            log.warning("memory: could not read the last turn for memory (%s)", type(e).__name__)
-            self._mark_read()
+        except KameError as e:
+            # A busy machine may keep the model past its first-chunk limit: what it read of the
+            # request stays read (llama.cpp's cache), so the next try is quicker. Then dropped.
+            self._failures += 1
+            if not getattr(e, "retryable", False) or self._failures >= MAX_TRIES:
+                log.warning("memory: could not read the last turn for memory (%s)", type(e).__name__)
+                self._mark_read()
             return
+        self._failures = 0
         self._mark_read()
         self.apply(parse_extraction(answer, said), how="said")
         if reprime and not self._llm.overlaps:  # the next answer finds its prompt read
