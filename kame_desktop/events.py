@@ -132,6 +132,7 @@ class AsrPartialEvent(Event):
     # The pause pass's (whisper): all the words up to a pause the user is in; ask with them now.
     pause: bool = False
     unheard_s: float | None = None  # a pause pass's: as in asr_final
+    word_logprob: float | None = None  # as in asr_final
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class AsrFinalEvent(Event):
     # Whisper: seconds the speech went on after the last word it wrote (noise covered the rest);
     # None where not measured (words committed before the speech ended, other recognizers).
     unheard_s: float | None = None
+    word_logprob: float | None = None  # Whisper: the mean over the words of their log probability
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class AsrUnclearEvent(Event):
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     unheard_s: float | None = None
+    word_logprob: float | None = None
 
 
 @dataclass(frozen=True)

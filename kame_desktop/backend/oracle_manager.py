@@ -90,10 +90,13 @@ TOO_LONG = (
 
 # "Didn't catch that" (measured with the app's Whisper on the 66 `facts` questions spoken by Piper,
 # clean and with noise over their end: `kame-desktop bench unclear`, README): a turn is not
-# answered when its words average a segment log probability below UNCLEAR_LOGPROB, when Whisper
-# thinks they may be no speech at all, or when the speech went on more than UNCLEAR_UNHEARD_S
-# after the last word it wrote (noise covered the end of the question; clean speech: at most 0.3 s).
+# answered when its words average a segment log probability below UNCLEAR_LOGPROB or a word log
+# probability below UNCLEAR_WORD_LOGPROB (a word probability of 0.5: clean speech ≥ 0.63), when
+# Whisper thinks they may be no speech at all, or when the speech went on more than
+# UNCLEAR_UNHEARD_S after the last word it wrote (noise covered the end of the question; clean
+# speech: at most 0.3 s).
 UNCLEAR_LOGPROB = -0.8
+UNCLEAR_WORD_LOGPROB = -0.69
 UNCLEAR_NO_SPEECH = 0.6
 UNCLEAR_UNHEARD_S = 0.4
 REPEAT_REPLY = "Sorry, I didn't catch that. Could you say it again?"
@@ -109,23 +112,33 @@ class Heard:
     scored: int = 0
     no_speech: float = 0.0
     unheard: float | None = None  # the speech after the last word, as the latest event that measured it says
+    word_logprob_sum: float = 0.0  # word_logprob × words, over the words that had one
+    word_scored: int = 0
 
     def add(self, event: AsrFinalEvent | AsrPartialEvent) -> Heard:
         n, text = word_count(event.text), f"{self.text} {event.text.strip()}".strip()
         unheard = self.unheard if event.unheard_s is None else event.unheard_s
+        words = (self.word_logprob_sum, self.word_scored) if event.word_logprob is None or not n else (
+            self.word_logprob_sum + event.word_logprob * n, self.word_scored + n)
         if event.avg_logprob is None or not n:
-            return Heard(text, self.words + n, self.logprob_sum, self.scored, self.no_speech, unheard)
+            return Heard(text, self.words + n, self.logprob_sum, self.scored, self.no_speech, unheard, *words)
         return Heard(text, self.words + n, self.logprob_sum + event.avg_logprob * n, self.scored + n,
-                     max(self.no_speech, event.no_speech_prob or 0.0), unheard)
+                     max(self.no_speech, event.no_speech_prob or 0.0), unheard, *words)
 
     @property
     def avg_logprob(self) -> float | None:
         return round(self.logprob_sum / self.scored, 3) if self.scored else None
 
+    @property
+    def word_logprob(self) -> float | None:
+        return round(self.word_logprob_sum / self.word_scored, 3) if self.word_scored else None
+
 
 def understood(heard: Heard) -> bool:
     """False when the recognizer says the words are unreliable (one without scores is trusted)."""
     if heard.unheard is not None and heard.unheard > UNCLEAR_UNHEARD_S:
+        return False
+    if heard.word_scored and heard.word_logprob_sum / heard.word_scored < UNCLEAR_WORD_LOGPROB:
         return False
     if not heard.scored:
         return True
@@ -335,7 +348,7 @@ class OracleManager:
         self.pending, self.max_pending_words, self.final_bump = "", 0, False
         request = self.request + 1
         self.emit(AsrUnclearEvent(request, heard.text, REPEAT_REPLY, heard.avg_logprob, round(heard.no_speech, 3),
-                                  heard.unheard))
+                                  heard.unheard, heard.word_logprob))
         self._say(REPEAT_REPLY)
 
     def _user_text(self) -> str:

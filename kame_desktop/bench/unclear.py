@@ -92,7 +92,12 @@ def judge(events: list):
 def run_bench(limit: int | None = None, snr_db: float = -10.0, conditions: tuple[str, ...] = CONDITIONS,
               details: bool = False) -> dict:
     from kame_desktop.backend.asr.whisper import WhisperAsr
-    from kame_desktop.backend.oracle_manager import UNCLEAR_LOGPROB, UNCLEAR_NO_SPEECH, UNCLEAR_UNHEARD_S
+    from kame_desktop.backend.oracle_manager import (
+        UNCLEAR_LOGPROB,
+        UNCLEAR_NO_SPEECH,
+        UNCLEAR_UNHEARD_S,
+        UNCLEAR_WORD_LOGPROB,
+    )
     from kame_desktop.config import AsrSettings
     from kame_desktop.evaluation.speech import Speaker
 
@@ -111,7 +116,8 @@ def run_bench(limit: int | None = None, snr_db: float = -10.0, conditions: tuple
             heard, answered = judge(hear(asr, degrade(speaker.speak(question), condition, snr_db, rng)))
             rows.append({"question": question, "heard": heard.text, "answered": answered,
                          "right": _words(heard.text) == _words(question), "avg_logprob": heard.avg_logprob,
-                         "no_speech_prob": round(heard.no_speech, 3), "unheard_s": heard.unheard})
+                         "word_logprob": heard.word_logprob, "no_speech_prob": round(heard.no_speech, 3),
+                         "unheard_s": heard.unheard})
         n, fired = len(rows), sum(not r["answered"] for r in rows)
         results[condition] = {
             "questions": n,
@@ -122,10 +128,13 @@ def run_bench(limit: int | None = None, snr_db: float = -10.0, conditions: tuple
             "missed_misheard": sum(not r["right"] and r["answered"] for r in rows),
             "by_signal": {
                 "avg_logprob": sum(r["avg_logprob"] is not None and r["avg_logprob"] < UNCLEAR_LOGPROB for r in rows),
+                "word_logprob": sum(r["word_logprob"] is not None and r["word_logprob"] < UNCLEAR_WORD_LOGPROB
+                                    for r in rows),
                 "no_speech_prob": sum(r["no_speech_prob"] >= UNCLEAR_NO_SPEECH for r in rows),
                 "unheard_s": sum(r["unheard_s"] is not None and r["unheard_s"] > UNCLEAR_UNHEARD_S for r in rows),
             },
             "max_unheard_s": max((r["unheard_s"] for r in rows if r["unheard_s"] is not None), default=None),
+            "min_word_logprob": min((r["word_logprob"] for r in rows if r["word_logprob"] is not None), default=None),
             "seconds": round(time.monotonic() - t, 1),
             **({"rows": rows} if details else {}),
         }
@@ -137,8 +146,8 @@ def run_bench(limit: int | None = None, snr_db: float = -10.0, conditions: tuple
         "conditions": results,
         "snr_db": snr_db,
         "asr": asr.name,
-        "thresholds": {"avg_logprob": UNCLEAR_LOGPROB, "no_speech_prob": UNCLEAR_NO_SPEECH,
-                       "unheard_s": UNCLEAR_UNHEARD_S},
+        "thresholds": {"avg_logprob": UNCLEAR_LOGPROB, "word_logprob": UNCLEAR_WORD_LOGPROB,
+                       "no_speech_prob": UNCLEAR_NO_SPEECH, "unheard_s": UNCLEAR_UNHEARD_S},
         "voice": "piper",
         "machine": platform.processor() or platform.machine(),
         "seconds": round(time.monotonic() - started, 1),

@@ -90,7 +90,8 @@ def turn_lines(turn: Turn, folded: bool) -> list[Line]:
             head.append(("  — didn't catch that", "marker"))
         words = [(turn.final, "user")] if turn.final else []
         if turn.partial:
-            words.append(((" " if turn.final else "") + turn.partial, "partial"))
+            # grey while revisable; a turn that ended on them keeps them (its final words may follow)
+            words.append(((" " if turn.final else "") + turn.partial, "user" if turn.ended else "partial"))
         lines += [("question", 0, head), ("question", 0, words)]
     if turn.reply:
         said = [(text, "assistant") if kind == "said" else (" ⟂ interrupted", "marker") for text, kind in turn.reply]

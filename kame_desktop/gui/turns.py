@@ -2,7 +2,9 @@
 under the reply, the LLM requests asked while that turn was spoken, with what each said and
 what became of it. Built event by event from the session's records, live or from history.
 
-Grouping: a turn opens with the user's first words after the previous turn ended (turn_end);
+Grouping: a turn opens with the user's first words after the previous turn ended (turn_end),
+except words spoken before that end (their times say so): the recognizer may commit a turn's
+last words after the turn detector ended it, and they are that turn's;
 requests (llm_request, or an oracle_reset of a request never asked, as scripts send) belong to
 the turn open when they were asked, and their text, adoption, cancellation and oracle tokens
 follow them by request id. The companion's words go to the latest turn; a barge-in marks the
@@ -36,6 +38,7 @@ from kame_desktop.events import (
     ToolCallEvent,
     ToolResultEvent,
     TurnEndEvent,
+    Word,
 )
 
 
@@ -45,13 +48,19 @@ def piece_text(piece: str) -> str:
 
 def unclear_reason(e: AsrUnclearEvent) -> str:
     """Why the companion asked to hear it again, in a few words (the OracleManager's signals)."""
-    from kame_desktop.backend.oracle_manager import UNCLEAR_LOGPROB, UNCLEAR_NO_SPEECH, UNCLEAR_UNHEARD_S
+    from kame_desktop.backend.oracle_manager import (
+        UNCLEAR_LOGPROB,
+        UNCLEAR_NO_SPEECH,
+        UNCLEAR_UNHEARD_S,
+        UNCLEAR_WORD_LOGPROB,
+    )
 
     reasons = []
     if e.unheard_s is not None and e.unheard_s > UNCLEAR_UNHEARD_S:
         reasons.append(f"{e.unheard_s:.1f} s of speech after the last word heard")
-    if e.avg_logprob is not None and e.avg_logprob < UNCLEAR_LOGPROB:
-        reasons.append(f"unsure of the words ({e.avg_logprob:.2f})")
+    if (e.avg_logprob is not None and e.avg_logprob < UNCLEAR_LOGPROB) or (
+            e.word_logprob is not None and e.word_logprob < UNCLEAR_WORD_LOGPROB):
+        reasons.append("unsure of the words")
     if e.no_speech_prob is not None and e.no_speech_prob >= UNCLEAR_NO_SPEECH:
         reasons.append("maybe no speech")
     return ", ".join(reasons)
@@ -86,6 +95,7 @@ class Turn:
     final: str = ""  # the user's committed words
     partial: str = ""  # words still being revised (grey)
     ended: bool = False
+    ended_at: float = 0.0  # when turn_end came (words spoken before it are still this turn's)
     unclear: bool = False  # the words were unreliable: the companion asked to hear them again
     reply: list[tuple[str, str]] = field(default_factory=list)  # (text, "said" | "cut")
     requests: list[Request] = field(default_factory=list)
@@ -117,8 +127,9 @@ class Conversation:
             self.turns.append(Turn(0, t))
         return self.turns[-1]
 
-    def _new_turn_if_ended(self, t: float) -> Turn:
-        if not self.turns or self.turns[-1].ended:
+    def _new_turn_if_ended(self, t: float, words: tuple[Word, ...] = ()) -> Turn:
+        last = self.turns[-1] if self.turns else None
+        if last is None or (last.ended and not (words and words[0].start < last.ended_at)):
             self.turns.append(Turn(len(self.turns), t))
         return self.turns[-1]
 
@@ -137,23 +148,22 @@ class Conversation:
                 self._requests.clear()
                 self._fed = None
                 return None
-            case AsrPartialEvent(text=text):
+            case AsrPartialEvent(text=text, words=words):
                 if not text.strip() and (not self.turns or self.turns[-1].ended):
                     return None  # a cleared partial after the turn: nothing new
-                turn = self._new_turn_if_ended(t)
+                turn = self._new_turn_if_ended(t, words)
                 turn.partial = text.strip()
-            case AsrFinalEvent(text=text):
+            case AsrFinalEvent(text=text, words=words):
                 if not text.strip():
                     return None
-                turn = self._new_turn_if_ended(t)
+                turn = self._new_turn_if_ended(t, words)
                 turn.final = f"{turn.final} {text.strip()}".strip()
-                turn.partial = ""
+                turn.partial = ""  # the committed words replace the revisable ones
             case TurnEndEvent():
                 if not self.turns or self.turns[-1].ended or not self.turns[-1].question:
                     return None  # no words: the next words still open this turn
                 turn = self.turns[-1]
-                turn.ended = True
-                turn.final, turn.partial = turn.question, ""
+                turn.ended, turn.ended_at = True, t  # its partial stays until its final words come
             case AsrUnclearEvent(request=request, reply=reply):
                 turn, entry = self._request(request, t, "repeat")
                 turn.unclear = True

@@ -162,3 +162,29 @@ def test_a_question_not_caught_is_marked_with_why(make_window, qtbot):
     oracle = shown(window, 0, "oracle")
     assert "request 2 · asked to repeat: 0.7 s of speech after the last word heard" in oracle, oracle
     assert "cancelled (not understood)" in oracle
+
+
+def test_a_turns_last_words_after_its_end_stay_in_that_turn(make_window, qtbot):
+    """The turn detector may end a turn before the recognizer commits its words (a busy machine):
+    words spoken before the turn's end are still its own; the next question opens the next turn."""
+    from kame_desktop.events import Word
+
+    def at(frame: int, *events) -> None:
+        thread = threading.Thread(target=lambda: [window.bridge(Stamped(frame, e)) for e in events])
+        thread.start()
+        thread.join()
+
+    def words(text: str, start: float) -> tuple:
+        return tuple(Word(w, round(start + 0.3 * k, 2), round(start + 0.3 * k + 0.25, 2)) for k, w in enumerate(text.split()))
+
+    window = make_window(start=False)
+    at(10, AsrPartialEvent("What is the capital", words("What is the capital", 0.2)))
+    at(24, TurnEndEvent("vad"))  # t = 1.92 s
+    at(50, AsrFinalEvent("What is the capital of France?", words("What is the capital of France?", 0.2)))
+    at(52, AssistantTokenEvent(None, " Paris."))
+    at(110, AsrPartialEvent("How many legs", words("How many legs", 8.6)))
+    qtbot.waitUntil(lambda: drawn(window) == 2)
+    first, second = window.transcript.turns
+    assert first.question == "What is the capital of France?" and first.reply_text == "Paris."
+    assert second.question == "How many legs"
+    assert shown(window, 0, "question").endswith("What is the capital of France?")

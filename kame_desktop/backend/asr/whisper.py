@@ -183,6 +183,8 @@ class WhisperAsr(SegmentingAsr):
         self._confidence: dict[Word, tuple[float, float]] = {}
         # The last pass's sound after its words (sound_after_words), where it heard the speech end.
         self._unheard: float | None = None
+        # … and each word's log probability (Whisper's word probability: its tokens' mean).
+        self._word_logprob: dict[Word, float] = {}
         # Off: a pass every partial_interval of audio whatever the CPU (runs that are not paced
         # at real time, where wall-clock pacing only adds run-to-run variation).
         self.adaptive_pacing = True
@@ -310,15 +312,21 @@ class WhisperAsr(SegmentingAsr):
                     commit.append(tail.pop(0))
         events: list[Event] = []
         if commit:
-            events.append(AsrFinalEvent(_text(commit), tuple(commit), *self._scores(commit), self._unheard if final else None))
+            events.append(AsrFinalEvent(_text(commit), tuple(commit), *self._scores(commit), self._unheard if final else None,
+                                        self._word_score(commit)))
             u.committed += commit
             u.committed_end = commit[-1].end
         u.tail = tail
         if _text(tail) != u.partial or pause:
             u.partial = _text(tail)
             events.append(AsrPartialEvent(u.partial, tuple(tail), *self._scores(tail), pause=pause,
-                                          unheard_s=self._unheard if pause else None))
+                                          unheard_s=self._unheard if pause else None, word_logprob=self._word_score(tail)))
         return events
+
+    def _word_score(self, words: list[Word]) -> float | None:
+        """The mean log probability of `words` (None: none scored)."""
+        scores = [self._word_logprob[w] for w in words if w in self._word_logprob]
+        return round(sum(scores) / len(scores), 3) if scores else None
 
     def _scores(self, words: list[Word]) -> tuple[float | None, float | None]:
         """(avg_logprob, no_speech_prob) of `words`: the mean of their segments' average log
@@ -356,7 +364,7 @@ class WhisperAsr(SegmentingAsr):
                 temperature=(0.0, 0.2, 0.4, 0.6) if final else 0.0,
             )
             words: list[Word] = []
-            self._confidence = {}
+            self._confidence, self._word_logprob = {}, {}
             for seg in segments:  # a lazy generator: the decoding happens here
                 if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:  # Whisper's own silence rule
                     continue
@@ -369,6 +377,7 @@ class WhisperAsr(SegmentingAsr):
                         end = min(max(t0 + float(w.end), start), t1)
                         words.append(Word(text, round(start, 3), round(end, 3)))
                         self._confidence[words[-1]] = (float(seg.avg_logprob), float(seg.no_speech_prob))
+                        self._word_logprob[words[-1]] = math.log(max(float(w.probability), 1e-6))
         finally:
             _window.frames = None
         return words

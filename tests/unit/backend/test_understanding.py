@@ -120,6 +120,14 @@ def test_speech_that_goes_on_after_the_last_word_is_not_understood():
     assert not understood(Heard().add(AsrFinalEvent("What is the", unheard_s=1.0)))
 
 
+def test_unsure_words_are_not_understood():
+    """Whisper's word probabilities: below 0.5 on average (log −0.69) the words are guessed."""
+    sure, unsure = AsrFinalEvent("What is the", (), -0.3, 0.05, 0.1, -0.2), AsrFinalEvent("tall son", (), -0.5, 0.05, 0.1, -1.6)
+    assert understood(Heard().add(sure))
+    both = Heard().add(sure).add(unsure)
+    assert both.word_logprob == round((3 * -0.2 + 2 * -1.6) / 5, 3) and not understood(both)
+
+
 def test_sound_after_words_ends_where_the_sound_falls_quiet_or_the_speech_ends():
     rate = 16_000
     rng = np.random.default_rng(0)
