@@ -121,6 +121,7 @@ class Conversation:
         self.turns: list[Turn] = []
         self._requests: dict[int | None, tuple[Turn, Request]] = {}
         self._fed: Request | None = None  # the request whose oracle tokens KAME is being fed
+        self._heard: Turn | None = None  # the turn the latest final words went to
 
     def _turn(self, t: float) -> Turn:
         if not self.turns:
@@ -128,14 +129,17 @@ class Conversation:
         return self.turns[-1]
 
     def _new_turn_if_ended(self, t: float, words: tuple[Word, ...] = ()) -> Turn:
-        last = self.turns[-1] if self.turns else None
-        if last is None or (last.ended and not (words and words[0].start < last.ended_at)):
+        if words:  # words spoken before a turn's end are that turn's, whenever they come
+            late = next((turn for turn in self.turns[-3:] if turn.ended and words[0].start < turn.ended_at), None)
+            if late is not None:
+                return late
+        if not self.turns or self.turns[-1].ended:
             self.turns.append(Turn(len(self.turns), t))
         return self.turns[-1]
 
-    def _request(self, request: int | None, t: float, policy: str = "") -> tuple[Turn, Request]:
+    def _request(self, request: int | None, t: float, policy: str = "", turn: Turn | None = None) -> tuple[Turn, Request]:
         if request not in self._requests:
-            turn = self._turn(t)
+            turn = turn or self._turn(t)
             entry = Request(request, t, policy)
             turn.requests.append(entry)
             self._requests[request] = (turn, entry)
@@ -159,13 +163,14 @@ class Conversation:
                 turn = self._new_turn_if_ended(t, words)
                 turn.final = f"{turn.final} {text.strip()}".strip()
                 turn.partial = ""  # the committed words replace the revisable ones
+                self._heard = turn
             case TurnEndEvent():
                 if not self.turns or self.turns[-1].ended or not self.turns[-1].question:
                     return None  # no words: the next words still open this turn
                 turn = self.turns[-1]
                 turn.ended, turn.ended_at = True, t  # its partial stays until its final words come
             case AsrUnclearEvent(request=request, reply=reply):
-                turn, entry = self._request(request, t, "repeat")
+                turn, entry = self._request(request, t, "repeat", self._heard)  # the turn of the words it did not trust
                 turn.unclear = True
                 entry.text, entry.adopted_ms = reply, 0.0
                 entry.why = unclear_reason(e)

@@ -167,7 +167,7 @@ def test_a_question_not_caught_is_marked_with_why(make_window, qtbot):
 def test_a_turns_last_words_after_its_end_stay_in_that_turn(make_window, qtbot):
     """The turn detector may end a turn before the recognizer commits its words (a busy machine):
     words spoken before the turn's end are still its own; the next question opens the next turn."""
-    from kame_desktop.events import Word
+    from kame_desktop.events import AsrUnclearEvent, Word
 
     def at(frame: int, *events) -> None:
         thread = threading.Thread(target=lambda: [window.bridge(Stamped(frame, e)) for e in events])
@@ -182,9 +182,13 @@ def test_a_turns_last_words_after_its_end_stay_in_that_turn(make_window, qtbot):
     at(24, TurnEndEvent("vad"))  # t = 1.92 s
     at(50, AsrFinalEvent("What is the capital of France?", words("What is the capital of France?", 0.2)))
     at(52, AssistantTokenEvent(None, " Paris."))
-    at(110, AsrPartialEvent("How many legs", words("How many legs", 8.6)))
-    qtbot.waitUntil(lambda: drawn(window) == 2)
-    first, second = window.transcript.turns
+    at(110, AsrPartialEvent("Wait", words("Wait", 8.6)))
+    at(115, TurnEndEvent("vad"))  # t = 9.2 s
+    at(117, AsrPartialEvent("Please stop", words("Please stop", 9.3)))  # the next one, before the last's words
+    at(130, AsrFinalEvent("Wait", words("Wait", 8.6)), AsrUnclearEvent(3, "Wait", "Say again?", -1.2))
+    qtbot.waitUntil(lambda: drawn(window) == 3)
+    first, wait, please = window.transcript.turns
     assert first.question == "What is the capital of France?" and first.reply_text == "Paris."
-    assert second.question == "How many legs"
     assert shown(window, 0, "question").endswith("What is the capital of France?")
+    assert wait.question == "Wait" and wait.unclear and [r.id for r in wait.requests] == [3]
+    assert please.question == "Please stop" and not please.unclear
