@@ -122,6 +122,7 @@ class Conversation:
         self._requests: dict[int | None, tuple[Turn, Request]] = {}
         self._fed: Request | None = None  # the request whose oracle tokens KAME is being fed
         self._heard: Turn | None = None  # the turn the latest final words went to
+        self._end_before_words: float | None = None  # a turn_end that came before any words of its turn
 
     def _turn(self, t: float) -> Turn:
         if not self.turns:
@@ -135,7 +136,12 @@ class Conversation:
                 return late
         if not self.turns or self.turns[-1].ended:
             self.turns.append(Turn(len(self.turns), t))
-        return self.turns[-1]
+        turn = self.turns[-1]
+        if words and self._end_before_words is not None:  # the turn ended before any of its words came
+            if words[0].start < self._end_before_words:
+                turn.ended, turn.ended_at = True, self._end_before_words
+            self._end_before_words = None
+        return turn
 
     def _request(self, request: int | None, t: float, policy: str = "", turn: Turn | None = None) -> tuple[Turn, Request]:
         if request not in self._requests:
@@ -166,7 +172,8 @@ class Conversation:
                 self._heard = turn
             case TurnEndEvent():
                 if not self.turns or self.turns[-1].ended or not self.turns[-1].question:
-                    return None  # no words: the next words still open this turn
+                    self._end_before_words = t  # no words yet (they may follow it), or none at all
+                    return None
                 turn = self.turns[-1]
                 turn.ended, turn.ended_at = True, t  # its partial stays until its final words come
             case AsrUnclearEvent(request=request, reply=reply):

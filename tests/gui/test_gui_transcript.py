@@ -186,8 +186,14 @@ def test_a_turns_last_words_after_its_end_stay_in_that_turn(make_window, qtbot):
     at(115, TurnEndEvent("vad"))  # t = 9.2 s
     at(117, AsrPartialEvent("Please stop", words("Please stop", 9.3)))  # the next one, before the last's words
     at(130, AsrFinalEvent("Wait", words("Wait", 8.6)), AsrUnclearEvent(3, "Wait", "Say again?", -1.2))
-    qtbot.waitUntil(lambda: drawn(window) == 3)
-    first, wait, please = window.transcript.turns
+    # a recognizer so far behind that the turn ended before any of its words came
+    at(150, TurnEndEvent("vad"))
+    at(200, TurnEndEvent("vad"))  # t = 16 s
+    at(230, AsrFinalEvent("Who painted the Mona Lisa?", words("Who painted the Mona Lisa?", 14.0)))
+    at(240, AsrPartialEvent("And who", words("And who", 18.5)))
+    qtbot.waitUntil(lambda: drawn(window) == 5)
+    first, wait, please, mona, who = window.transcript.turns
+    assert mona.question == "Who painted the Mona Lisa?" and mona.ended and who.question == "And who"
     assert first.question == "What is the capital of France?" and first.reply_text == "Paris."
     assert shown(window, 0, "question").endswith("What is the capital of France?")
     assert wait.question == "Wait" and wait.unclear and [r.id for r in wait.requests] == [3]
