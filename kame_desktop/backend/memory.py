@@ -559,7 +559,10 @@ class MemoryKeeper:
             return
         self._failures = 0
         self._mark_read()
-        self.apply(parse_extraction(answer, said), how="said")
+        changes = parse_extraction(answer, said)
+        # Counts only, never the words: what the model wrote and what of it was kept.
+        log.debug("memory: the model wrote %d line(s); %d kept", len(answer.strip().splitlines()), len(changes))
+        self.apply(changes, how="said")
         if reprime and not self._llm.overlaps:  # the next answer finds its prompt read
             await self._llm.prime(self._manager.system_prompt, self._manager.tools.schemas() if self._manager.tools else None)
 
