@@ -57,7 +57,7 @@ def unclear_reason(e: AsrUnclearEvent) -> str:
 
     reasons = []
     if e.unheard_s is not None and e.unheard_s > UNCLEAR_UNHEARD_S:
-        reasons.append(f"{e.unheard_s:.1f} s of speech after the last word heard")
+        reasons.append(f"{e.unheard_s:.2f} s of speech after the last word heard")
     if (e.avg_logprob is not None and e.avg_logprob < UNCLEAR_LOGPROB) or (
             e.word_logprob is not None and e.word_logprob < UNCLEAR_WORD_LOGPROB):
         reasons.append("unsure of the words")

@@ -160,7 +160,7 @@ def test_a_question_not_caught_is_marked_with_why(make_window, qtbot):
     assert turn.unclear and [r.id for r in turn.requests] == [1, 2]
     assert "didn't catch that" in shown(window, 0, "question")
     oracle = shown(window, 0, "oracle")
-    assert "request 2 · asked to repeat: 0.7 s of speech after the last word heard" in oracle, oracle
+    assert "request 2 · asked to repeat: 0.74 s of speech after the last word heard" in oracle, oracle
     assert "cancelled (not understood)" in oracle
 
 
