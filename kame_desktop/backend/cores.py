@@ -73,8 +73,9 @@ class PauseCores:
                 self._check_may_run.clear()
 
     def first_clause(self) -> None:
+        """The answer's first clause is written: the check may run, and the LLM holds during it."""
         with self._lock:
-            self._clause_written = True
+            self._clause_written = self.enabled
             self._check_may_run.set()
 
     def answer_ended(self) -> None:

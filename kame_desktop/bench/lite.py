@@ -103,8 +103,8 @@ class Timed:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def __setattr__(self, name, value):  # what the session sets (e.g. `cores`) is the provider's
-        if name == "busy_s":
+    def __setattr__(self, name, value):  # the timed methods are the wrapper's; the rest (e.g. `cores`) the provider's
+        if name in self.__dict__:
             object.__setattr__(self, name, value)
         else:
             setattr(self._inner, name, value)

@@ -103,3 +103,13 @@ def test_an_answer_that_ends_lets_everyone_go():
     cores.before_check()
     cores.may_write(threading.Event())
     assert time.monotonic() - start < 0.05
+
+
+def test_without_speculation_at_the_pause_the_llm_is_never_held():
+    cores = PauseCores(enabled=False)  # end_of_turn / polling: nothing is asked at the pause
+    cores.answering()
+    cores.first_clause()
+    cores.before_check()
+    start = time.monotonic()
+    cores.may_write(threading.Event())
+    assert time.monotonic() - start < 0.05
