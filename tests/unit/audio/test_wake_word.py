@@ -1,5 +1,5 @@
-"""The wake-word detector read from the ovos-ww-plugin-wakeforge wheel, and the gate that opens
-the microphone for one turn after it."""
+"""The wake-word detector read from the ovos-ww-plugin-wakeforge wheel (with pyrnnoise's noise
+suppressor before it), and the gate that opens the microphone for one turn after it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import pytest
 import soxr
 
 from kame_desktop.audio import wake_word
-from kame_desktop.audio.wake_word import STEP, WakeWordDetector, model_paths, threshold
+from kame_desktop.audio.wake_word import (
+    STEP,
+    THRESHOLDS,
+    NoiseSuppressor,
+    WakeWordDetector,
+    model_paths,
+    suppress_noise,
+    threshold,
+)
+from kame_desktop.bench.wake import _pink
 from kame_desktop.errors import ModelFileError
 from kame_desktop.events import FRAME_SIZE, SAMPLE_RATE, SpeechEndEvent, SpeechStartEvent, TurnEndEvent
 from kame_desktop.listening import LISTEN_TIMEOUT_S, WakeGate
@@ -34,8 +43,9 @@ def test_the_models_come_from_the_installed_wheel():
 
 
 def test_sensitivity_moves_the_threshold_around_the_measured_one():
-    assert threshold("alexa", 0.5) == pytest.approx(0.998)
-    assert threshold("alexa", 0.9) < 0.998 < threshold("alexa", 0.1)
+    t = THRESHOLDS["alexa"]
+    assert threshold("alexa", 0.5) == pytest.approx(t)
+    assert threshold("alexa", 0.9) < t < threshold("alexa", 0.1)
 
 
 def test_it_fires_on_the_wake_word_and_not_on_the_question_alone(said):
@@ -55,6 +65,52 @@ def test_it_fires_on_the_wake_word_and_not_on_the_question_alone(said):
         detector.push(x[i : i + STEP])
         pushed.append(detector.last)
     assert np.allclose(batched[: len(pushed)], pushed, atol=1e-4)
+
+
+def fires_at(detector: WakeWordDetector, x: np.ndarray) -> list[float]:
+    return [(i + STEP) / 16_000 for i in range(0, len(x) - STEP + 1, STEP) if detector.push(x[i : i + STEP])]
+
+
+def test_it_hears_the_wake_word_in_a_noisy_room(said):
+    """Pink noise 10 dB under the speech (as `bench wake`'s noisy positives), four draws of it:
+    without the noise suppressor Alexa's logit here was 5.2–5.9 (unheard); with it 7.8–9.3."""
+    x = to16k(said["wake"])
+    speech_rms = np.sqrt(np.mean(x[np.abs(x) > 1e-3] ** 2))
+    heard = 0
+    for seed in range(4):
+        noise = _pink(len(x), np.random.default_rng(seed)) * speech_rms * 10 ** (-10 / 20)
+        fired = fires_at(WakeWordDetector("alexa"), np.clip(x + noise, -1, 1).astype(np.float32))
+        heard += bool(fired) and fired[0] < 0.5 + 1.2  # within the first words
+    assert heard >= 3
+
+
+def test_the_noise_suppressor_quiets_noise_and_keeps_speech(said):
+    speech = to16k(said["wake"])
+    noise = 0.05 * _pink(len(speech), np.random.default_rng(0))
+    out = NoiseSuppressor()(noise)
+    assert np.sqrt(np.mean(out[8_000:] ** 2)) < 0.1 * 0.05, "steady noise is brought down by more than 20 dB"
+    kept = NoiseSuppressor()(speech)
+    assert 0.5 < np.sqrt(np.mean(kept**2)) / np.sqrt(np.mean(speech[: len(kept)] ** 2)) < 2, "speech keeps its level"
+    # however the stream is cut, the same samples come out (the benchmark's batches rely on it)
+    mixed = speech + noise
+    cut = NoiseSuppressor()
+    pieces = np.concatenate([cut(mixed[i : i + 1000]) for i in range(0, len(mixed), 1000)])
+    whole = NoiseSuppressor()(mixed)
+    n = min(len(pieces), len(whole))
+    assert n > len(mixed) - 2_000 and np.array_equal(pieces[:n], whole[:n])
+    assert len(suppress_noise(mixed)[1]) == len(mixed) // STEP
+
+
+def test_a_missing_noise_suppressor_says_how_to_reinstall(monkeypatch, tmp_path):
+    real = wake_word.package_dir
+    monkeypatch.setattr(wake_word, "package_dir",
+                        lambda package=wake_word.PACKAGE, pip=wake_word.PIP: tmp_path if package == "pyrnnoise" else real())
+    wake_word._rnnoise.cache_clear()
+    try:
+        with pytest.raises(ModelFileError, match=r"noise suppressor is missing .*pip install --no-deps --force-reinstall pyrnnoise"):
+            WakeWordDetector("alexa")
+    finally:
+        wake_word._rnnoise.cache_clear()
 
 
 def test_silence_is_not_scored():
