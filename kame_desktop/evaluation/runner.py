@@ -72,13 +72,15 @@ class RunSettings:
     def app_settings(self) -> Settings:
         """The Settings of the sessions this run builds (through the one assembly path)."""
         from kame_desktop.assembly import run_settings
-        from kame_desktop.config import ToolSettings
+        from kame_desktop.config import MemorySettings, ToolSettings
 
         settings = run_settings(frontend=self.frontend, checkpoint=self.checkpoint, llm=self.llm, llm_url=self.llm_url,
                                 llm_model=self.llm_model, policy=self.policy)
         asr = dataclasses.replace(settings.asr, whisper_model=self.asr_model or settings.asr.whisper_model)
         # The `tools` set is about them: its sessions offer the built-in tools (the app's default is off).
-        return dataclasses.replace(settings, asr=asr, tools=ToolSettings(enabled=self.set == "tools"))
+        # Memory likewise: the `memory` set's sessions keep and use it (in the run's own folder).
+        return dataclasses.replace(settings, asr=asr, tools=ToolSettings(enabled=self.set == "tools"),
+                                   memory=MemorySettings(enabled=self.set == "memory"))
 
 
 # --- session assembly (the one place; see the module docstring) --------------------------------
@@ -322,7 +324,11 @@ def _run_pending(settings: RunSettings, out: Path, pending: list[Question], next
     parts = load_parts(settings)
     speaker = Speaker(settings.voice, tts=parts.tts)
     spoken = {q.id: [speaker.speak(t) for t in q.turns] for q in pending}  # before any paced run
-    groups = [[q] for q in pending] if settings.mode == "isolated" else [pending]
+    spoken |= {f"{q.id}/tell{n}": [speaker.speak(t) for t in turns] for q in pending for n, turns in enumerate(q.tell)}
+    # A question told in conversations before it is asked in a new one: it is a group of its own.
+    told = [[q] for q in pending if q.tell]
+    pending = [q for q in pending if not q.tell]
+    groups = told + ([[q] for q in pending] if settings.mode == "isolated" else [pending] if pending else [])
     try:
         _run_groups(settings, out, parts, spoken, groups, next_session, done)
     finally:
@@ -335,6 +341,8 @@ def _run_groups(settings: RunSettings, out: Path, parts: Parts, spoken: dict[str
     from kame_desktop.audio.sources import NullSink
 
     for index, group in enumerate(groups, next_session):
+        for n, _ in enumerate(group[0].tell if len(group) == 1 else ()):
+            _tell(settings, parts, spoken[f"{group[0].id}/tell{n}"], question_dir(out, group[0]) / f"tell{n + 1}.json")
         plan = [(q, k) for q in group for k in range(len(q.turns))]
         records: list[Stamped] = []
         bus = EventBus()
@@ -343,3 +351,38 @@ def _run_groups(settings: RunSettings, out: Path, parts: Parts, spoken: dict[str
         dialog = Dialog([spoken[q.id][k] for q, k in plan], cap_s=settings.max_wait_s, on_segment=recorder)
         with open_session(settings, parts, bus) as session:
             session.run(dialog, dialog.sink(NullSink()))
+
+
+KEEP_WAIT_S = 120.0  # the longest the user stays quiet after telling, for the companion to keep it
+
+
+def _tell(settings: RunSettings, parts: Parts, utterances: list[np.ndarray], record: Path) -> None:
+    """A conversation that tells the companion something (the `memory` set): spoken like the
+    questions, then the user stays quiet until the companion has kept what it heard (its memory
+    reads a turn once the back-end is idle), then the conversation ends. What was heard and said
+    goes to `record`."""
+    from kame_desktop.audio.sources import NullSink, NullSource
+    from kame_desktop.fileio import atomic_write_bytes
+
+    dialog = Dialog(utterances, cap_s=settings.max_wait_s)
+    records: list[Stamped] = []
+    bus = EventBus()
+    bus.subscribe(records.append)
+    with open_session(settings, parts, bus) as session:
+        memory = session.backend.memory if session.backend else None
+        quiet = NullSource(realtime=True)
+        waited = [0]
+
+        class Source:
+            def read(self) -> np.ndarray | None:
+                frame = dialog.read()
+                if frame is not None:
+                    return frame
+                waited[0] += 1
+                if memory is None or not memory.pending() or waited[0] * FRAME_SECONDS > KEEP_WAIT_S:
+                    return None
+                return quiet.read()
+
+        session.run(Source(), dialog.sink(NullSink()))
+    told = {"heard": heard_text(records), "said": said_text(records), "waited_s": round(waited[0] * FRAME_SECONDS, 1)}
+    atomic_write_bytes(record, json.dumps(told, indent=2, ensure_ascii=False).encode())
