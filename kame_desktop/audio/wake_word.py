@@ -237,21 +237,22 @@ def suppress_noise(pcm16k: np.ndarray) -> Suppressed:
     return np.concatenate(parts), np.asarray(ends, np.int64)
 
 
-# `kame-desktop bench wake --json` (2 shared cores, 15.3 min of negative speech; 54 Piper and 36
-# espeak-ng positives a word; Piper's variation makes each run a little different — an earlier
-# run: alexa 0.685, 0.889, 0 false wakes): detection_rate (Piper), espeak-ng's, false wakes per
-# 30 min, % of one core while waiting. hey_mycroft_synthetic heard 0–7 % of its positives: it
-# is not offered.
+# `kame-desktop bench wake --json` (2 busy shared cores, 30.05 min of negative speech; 54 Piper
+# and 36 espeak-ng positives a word; noise suppressor on): detection_rate (Piper), espeak-ng's,
+# false wakes per 30 min, % of one core while waiting (RNNoise's ~4.6 % included). Before the
+# suppressor (threshold 0.998, 15.3 min): alexa 0.704 (noise 0.11), 0.917, 1.96, 3.2. Alexa is
+# heard in every clean and quiet Piper clip and half of the noisy ones (fast speech is what is
+# missed). hey_mycroft_synthetic heard 0–7 % of its positives: it is not offered.
 MEASURED: dict[str, tuple[float, float, float, float]] = {
-    "alexa": (0.704, 0.917, 1.96, 3.2),
-    "wake_up": (0.444, 0.306, 3.92, 8.7),
-    "hey_mycroft": (0.426, 0.0, 0.0, 12.8),
-    "hey_mycroft_synthetic": (0.074, 0.0, 0.0, 8.8),
+    "alexa": (0.833, 0.778, 1.0, 7.3),
+    "wake_up": (0.759, 0.361, 3.0, 12.8),
+    "hey_mycroft": (0.444, 0.028, 0.0, 16.4),
+    "hey_mycroft_synthetic": (0.019, 0.0, 0.0, 11.8),
 }
 
 
 def wake_word_label(word: str) -> str:
-    """'Alexa — heard 68 % (Piper), 89 % (espeak-ng); 0 false wakes / 30 min; 2.9 % of a core'."""
+    """'Alexa — heard 83% (Piper), 78% (espeak-ng); 1 false wakes / 30 min; 7.3 % of a core'."""
     name = PHRASES[word]
     if word not in MEASURED:
         return name
