@@ -5,7 +5,8 @@ Piper-spoken questions are streamed paced (real time) through the lite front-end
 default embedded back-end (streaming Whisper `auto`, the default in-process LLM — `--llm-model`
 and `--asr-model` override — and Piper). response_latency = the end of the user's speech in the
 input → the first sample of the answer's speech in the output (a sample counts once a 20 ms
-window exceeds −40 dBFS; lite makes no other sound). Each question runs every arm, back to back:
+window exceeds −40 dBFS; lite makes no other sound). After one untimed turn per model set (the app has
+read its prompt and run every model once), each question runs every arm, back to back:
 - the headline: speculation (`reactive`: the answer is written while the user talks) with
   `smart` turn detection;
 - `nospec_*`: the same models and turn detection, asking only when the turn is over
@@ -241,6 +242,15 @@ def _bench(questions: int, llm_model: str | None, asr_model: str | None, memory_
     smart_ends: list[TurnEndEvent] = []
     input_s = dict.fromkeys(models, 0.0)
     vad = SileroVad()
+    # One untimed turn per model set first, as in an app that has been open a while: the LLM has
+    # read its system prompt (at a session's start it reads it then, seconds for the 1.5B, and
+    # the first question would wait for that) and every model has run once.
+    for key, (whisper, llm_name) in models.items():
+        mode = next(m for m, how in modes.items() if how[2] == key)
+        run_one(asrs[key], tts, llms[key], piper.synthesize(QUESTIONS[-1]), _settings(mode, llm_name, whisper))
+    for timed in (*asrs.values(), tts):
+        timed.busy_s = 0.0
+    tts_audio_s = 0.0
     for text in QUESTIONS[:questions]:
         pcm = piper.synthesize(text)
         end = speech_end_s(pcm)

@@ -74,7 +74,7 @@ def test_final_words_equal_to_the_pause_pass_play_its_answer_with_no_further_req
 def test_a_pause_pass_whose_words_the_user_goes_on_from_is_never_heard(auto_asr, piper_voice):
     """The user pauses mid-question (shorter than the turn's hang-over): the pause pass's words
     are asked at once, then the final words differ, and only the answer to those is spoken."""
-    pcm = np.concatenate([silence(0.5), voiced(piper_voice, "What is the capital"), silence(0.35),
+    pcm = np.concatenate([silence(0.5), voiced(piper_voice, "What is the capital"), silence(0.45),
                           voiced(piper_voice, "of France?"), silence(3.0)])
     records, spoken = run(auto_asr, piper_voice, pcm, "silence")
     pause = first_pause(records)
