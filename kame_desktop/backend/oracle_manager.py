@@ -38,7 +38,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kame_desktop.backend.cleaning import ReplyCleaner
-from kame_desktop.backend.cores import PauseCores, first_clause_written
 from kame_desktop.backend.llm.base import LlmProvider, Message
 from kame_desktop.backend.prompts import (
     ANSWER_TOKENS,
@@ -227,7 +226,6 @@ class OracleManager:
         merge_words: bool = True,
         clock: Callable[[], float] = time.monotonic,
         tools: TurnTools | None = None,
-        cores: PauseCores | None = None,
     ) -> None:
         self.llm = llm
         self.post_signal = post_signal
@@ -244,10 +242,6 @@ class OracleManager:
         self.adopted = 0  # the request the front-end hears (0: none yet)
         self.overlap = llm.overlaps and self.policy.max_streams > 1
         self.tools = tools  # None or empty: the LLM is offered none
-        # The pause's answer writes its first clause before the accurate ASR checks its words.
-        self.cores = cores or PauseCores()
-        self.cores.enabled = self.policy.name == "reactive"  # the only policy that asks at the pause
-        self._opening: set[int] = set()  # live requests that have not written their first clause
         self._final_waiters: list[tuple[int, asyncio.Future]] = []  # writes waiting for the turn's end
         self._tool_tokens: int | None = None
         self.notes: Callable[[], str] | None = None  # memory kept during the conversation (backend/memory.py)
@@ -320,17 +314,12 @@ class OracleManager:
         that ends here plays this answer with no further request), unless the running request
         already has them."""
         if self._closed or not self._user_text().strip() or self._request_is_current():
-            if not self.streams:  # no answer is being written: the check may run
-                self.cores.answer_ended()
-            elif not self._opening.intersection(self.streams):  # the answer goes on past its first clause
-                self.cores.first_clause()
             return
         if self._timer:
             self._timer.cancel()
             self._timer = None
         self.final_bump = False
         self._start()
-        self.cores.answering()
 
     def turn_understood(self) -> bool:
         """Whether the open turn's words so far (finals and the latest partial) are trusted."""
@@ -343,7 +332,6 @@ class OracleManager:
             self._timer.cancel()
             self._timer = None
         self._cancel_streams("not understood")
-        self.cores.answer_ended()
         self.conversation.lines[:] = before
         self.pending, self.max_pending_words, self.final_bump = "", 0, False
         request = self.request + 1
@@ -383,7 +371,6 @@ class OracleManager:
 
     async def close(self) -> None:
         self._closed = True  # late ASR events and pending retries must not start new requests
-        self.cores.answer_ended()
         if self._poller:
             self._poller.cancel()
         if self._priming:
@@ -489,7 +476,6 @@ class OracleManager:
         self.emit(LlmRequestEvent(self.request, self.policy.name, self.total_at_last_start))
         task = asyncio.get_running_loop().create_task(self._stream(self.request, self._messages()))
         self.streams[self.request] = task
-        self._opening.add(self.request)
         task.add_done_callback(lambda _, request=self.request: self._forget(request, task))
         self._limit_streams()
 
@@ -516,7 +502,6 @@ class OracleManager:
             self.post_signal(OracleText(request, text))
 
         taken = 0  # characters of this answer passed on
-        opening = ""  # its text until the first clause is written
         reason = "stop"
         stream = None
         try:
@@ -543,12 +528,6 @@ class OracleManager:
                         if not self._adopt(request, started):
                             raise asyncio.CancelledError  # stale: a newer answer already speaks
                         self.emit(LlmFirstChunkEvent(request, round((time.monotonic() - started) * 1000, 1)))
-                    if request in self._opening:
-                        opening += chunk
-                        if first_clause_written(opening):
-                            self._opening.discard(request)
-                            if request == self.request:
-                                self.cores.first_clause()
                     if chunk:
                         self.emit(LlmChunkEvent(request, chunk))  # the timeline keeps what the LLM said
                         clean = cleaner.push(chunk)
@@ -589,9 +568,6 @@ class OracleManager:
             log.exception("LLM stream failed")
             self._failed(request, f"unexpected LLM failure: {e}", True, "failed")
         finally:
-            self._opening.discard(request)
-            if request == self.request:
-                self.cores.answer_ended()
             if stream is not None:
                 await _aclose(stream)  # at once, also when cancelled: not whenever it is collected
 

@@ -119,7 +119,7 @@ class Backend:
         self.tools = tools
         self.owns_llm = owns_llm
         self.memory = memory
-        # The pause's answer, the ASR's check of its words and the voice take turns on the cores.
+        # While the accurate recognizer checks the words at a pause, the in-process LLM holds.
         self.cores = PauseCores()
         for part in (llm, asr):
             if hasattr(part, "cores"):
@@ -177,7 +177,7 @@ class Backend:
         self._stopping = asyncio.Event()
         self._manager = OracleManager(
             self.llm, self.post_signal, self.publish, policy=self.policy, system_prompt=self._prompt(),
-            tools=self.tools, cores=self.cores,
+            tools=self.tools,
         )
         keeping = None
         if self.memory is not None:

@@ -178,7 +178,7 @@ class WhisperAsr(SegmentingAsr):
         self.max_utterance_s = max_utterance_s
         self.trim_s = trim_s
         self.last_decode_s = 0.0  # wall time of the last pass (paces the next one)
-        self.cores: PauseCores | None = None  # with two models: the accurate pass lets the answer go first
+        self.cores: PauseCores | None = None  # with two models: the LLM holds while the accurate pass checks
         # The last pass's words -> (avg_logprob, no_speech_prob) of the segment each came from.
         self._confidence: dict[Word, tuple[float, float]] = {}
         # The last pass's sound after its words (sound_after_words), where it heard the speech end.
@@ -217,10 +217,7 @@ class WhisperAsr(SegmentingAsr):
             quick = self.two_models and u.quick_to < silence + PAUSE_TAIL_S * SR
             if quick:
                 u.quick_to = self._buf.total
-            events = self._decode(final=False, pause=True, quick=quick)
-            if quick and self.cores is not None and u.tail:
-                self.cores.answer_asked()  # its words are asked at once: the check waits for the answer
-            return events
+            return self._decode(final=False, pause=True, quick=quick)
         pace = self.last_decode_s if self.adaptive_pacing else 0.0
         if u.since_decode >= max(self.partial_interval, pace) * SR:
             return self._decode(final=False)

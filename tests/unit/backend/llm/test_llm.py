@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import threading
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -210,6 +211,43 @@ def test_local_cancel_stops_generation_then_works_again():
     assert waited < 1.0
     assert 1 <= len(got) < 50  # it stopped long before the ~1000-token story
     assert again and "".join(again).strip()
+
+
+def test_local_holds_its_tokens_while_the_recognizer_checks_the_words():
+    """PauseCores (backend/cores.py): between before_check and after_check the in-process model
+    writes nothing (for up to HOLD_S); after it, the answer comes."""
+    from kame_desktop.backend.cores import HOLD_S, PauseCores
+
+    class Watched(PauseCores):
+        def may_write(self, stop):
+            asked.set()  # the model has its first token and asks to pass it on
+            super().may_write(stop)
+
+    asked = threading.Event()
+    llm = LocalLlm(SMOLLM2, n_threads=1, max_tokens=16, **PATIENT)
+    llm.cores = Watched()
+    llm.load()
+
+    async def go() -> tuple[list[str], list[str]]:
+        llm.cores.before_check()
+        during: list[str] = []
+
+        async def consume() -> None:
+            async for chunk in llm.stream(HELLO):
+                during.append(chunk)
+
+        task = asyncio.create_task(consume())
+        assert await asyncio.to_thread(asked.wait, 30)
+        await asyncio.sleep(HOLD_S * 0.4)  # a token passed on at once would be here by now
+        held = list(during)
+        llm.cores.after_check()
+        await task
+        await llm.aclose()
+        return held, during
+
+    held, after = run(go())
+    assert held == []
+    assert "".join(after).strip()
 
 
 def test_local_cancel_in_the_iteration_a_chunk_arrives_still_stops_generation(monkeypatch):
