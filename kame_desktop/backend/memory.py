@@ -39,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kame_desktop.backend.oracle_manager import normalized_words
 from kame_desktop.config import data_dir
 from kame_desktop.fileio import atomic_write_bytes
 
@@ -101,14 +102,10 @@ _STOP_WORDS = (
 _STOP = frozenset(_STOP_WORDS.split())
 
 
-def words(text: str) -> list[str]:
-    return [w for w in (re.sub(r"[^\w']", "", w.lower()) for w in text.split()) if w]
-
-
 def content_words(text: str) -> set[str]:
     """The words that carry meaning, plural and third-person "s" dropped ("lives" is "live")."""
     out = set()
-    for w in words(text):
+    for w in normalized_words(text):
         if w not in _STOP and len(w) > 1:
             w = w.removesuffix("'s")
             out.add(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
@@ -117,7 +114,7 @@ def content_words(text: str) -> set[str]:
 
 def topic_key(topic: str) -> str:
     """"The user's home city" and "home city" are one topic."""
-    return " ".join(w for w in words(topic) if w not in ("the", "user's", "users", "my", "user")) or topic.strip().lower()
+    return " ".join(w for w in normalized_words(topic) if w not in ("the", "user's", "users", "my", "user")) or topic.strip().lower()
 
 
 def third_person(text: str) -> str:
@@ -132,7 +129,7 @@ def third_person(text: str) -> str:
 
 def _same_sentence(a: str, b: str) -> bool:
     """The same statement with a new ending ("… lives in Paris" / "… lives in Lyon"): a correction."""
-    wa, wb = words(a), words(b)
+    wa, wb = normalized_words(a), normalized_words(b)
     prefix = 0
     for x, y in zip(wa, wb, strict=False):
         if x != y:
@@ -208,7 +205,7 @@ class MemoryStore:
         with self._lock:
             items = self._read()
             for n, old in enumerate(items):
-                if words(old.text) == words(text):
+                if normalized_words(old.text) == normalized_words(text):
                     items[n] = dataclasses.replace(old, updated=now, uses=old.uses + 1)
                     self._write(items)
                     return items[n], "merged"
@@ -387,7 +384,7 @@ def worth_asking(said: str) -> bool:
 def _names_not_said(fact: str, said: str) -> bool:
     """Whether `fact` holds a name (a capitalised word past its first) or a number that `said`
     does not."""
-    heard = set(words(said))
+    heard = set(normalized_words(said))
     for n, word in enumerate(fact.split()):
         w = re.sub(r"[^\w']", "", word).removesuffix("'s")
         named = n > 0 and w[:1].isupper() and w.lower() not in ("user", "i")

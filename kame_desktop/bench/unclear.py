@@ -22,12 +22,10 @@ machine's speed."""
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import re
 import time
-from importlib import resources
 
 import numpy as np
 
@@ -36,11 +34,6 @@ log = logging.getLogger(__name__)
 CONDITIONS = ("clean", "noise", "noise_snr-5", "noise_snr0", "cut")
 NOISE_FROM = 0.4  # the noise covers the question from 40 % of its length
 CUT_AT = 0.6
-
-
-def facts_questions() -> list[str]:
-    text = resources.files("kame_desktop.evaluation").joinpath("data", "facts.jsonl").read_text()
-    return [json.loads(line)["question"] for line in text.splitlines() if line.strip()]
 
 
 def _words(text: str) -> list[str]:
@@ -99,10 +92,11 @@ def run_bench(limit: int | None = None, snr_db: float = -10.0, conditions: tuple
         UNCLEAR_WORD_LOGPROB,
     )
     from kame_desktop.config import AsrSettings
+    from kame_desktop.evaluation.questions import load_set
     from kame_desktop.evaluation.speech import Speaker
 
     started = time.monotonic()
-    questions = facts_questions()[:limit]
+    questions = [q.turns[0] for q in load_set("facts", limit)]
     speaker = Speaker("piper")
     settings = AsrSettings()
     asr = WhisperAsr(settings.whisper_model, cpu_threads=settings.threads, language=settings.language or None)

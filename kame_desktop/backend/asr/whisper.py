@@ -179,12 +179,11 @@ class WhisperAsr(SegmentingAsr):
         self.trim_s = trim_s
         self.last_decode_s = 0.0  # wall time of the last pass (paces the next one)
         self.cores: PauseCores | None = None  # with two models: the LLM holds while the accurate pass checks
-        # The last pass's words -> (avg_logprob, no_speech_prob) of the segment each came from.
-        self._confidence: dict[Word, tuple[float, float]] = {}
+        # The last pass's words -> (avg_logprob, no_speech_prob) of the segment each came from, and
+        # the word's own log probability (Whisper's word probability: its tokens' mean).
+        self._confidence: dict[Word, tuple[float, float, float]] = {}
         # The last pass's sound after its words (sound_after_words), where it heard the speech end.
         self._unheard: float | None = None
-        # … and each word's log probability (Whisper's word probability: its tokens' mean).
-        self._word_logprob: dict[Word, float] = {}
         # Off: a pass every partial_interval of audio whatever the CPU (runs that are not paced
         # at real time, where wall-clock pacing only adds run-to-run variation).
         self.adaptive_pacing = True
@@ -322,7 +321,7 @@ class WhisperAsr(SegmentingAsr):
 
     def _word_score(self, words: list[Word]) -> float | None:
         """The mean log probability of `words` (None: none scored)."""
-        scores = [self._word_logprob[w] for w in words if w in self._word_logprob]
+        scores = [self._confidence[w][2] for w in words if w in self._confidence]
         return round(sum(scores) / len(scores), 3) if scores else None
 
     def _scores(self, words: list[Word]) -> tuple[float | None, float | None]:
@@ -361,7 +360,7 @@ class WhisperAsr(SegmentingAsr):
                 temperature=(0.0, 0.2, 0.4, 0.6) if final else 0.0,
             )
             words: list[Word] = []
-            self._confidence, self._word_logprob = {}, {}
+            self._confidence = {}
             for seg in segments:  # a lazy generator: the decoding happens here
                 if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:  # Whisper's own silence rule
                     continue
@@ -373,8 +372,8 @@ class WhisperAsr(SegmentingAsr):
                         start = min(max(t0 + float(w.start), t0), t1)
                         end = min(max(t0 + float(w.end), start), t1)
                         words.append(Word(text, round(start, 3), round(end, 3)))
-                        self._confidence[words[-1]] = (float(seg.avg_logprob), float(seg.no_speech_prob))
-                        self._word_logprob[words[-1]] = math.log(max(float(w.probability), 1e-6))
+                        self._confidence[words[-1]] = (float(seg.avg_logprob), float(seg.no_speech_prob),
+                                                       math.log(max(float(w.probability), 1e-6)))
         finally:
             _window.frames = None
         return words
