@@ -32,6 +32,7 @@ from kame_desktop.choices import TURN_DETECTIONS, check_choice
 from kame_desktop.events import SAMPLE_RATE, Event, SpeechEndEvent, SpeechStartEvent, TurnEndEvent
 
 SMART_THRESHOLD = 0.5  # Smart Turn's own decision point
+CONFIRM_MS = 96  # a "complete" turn still ends only if the pause lasts this long (see feed)
 MAX_SILENCE_MS = 1000  # nobody is left waiting longer than this
 PREROLL_S = 0.5  # audio before the VAD's start that the model sees (as pipecat gives it)
 
@@ -61,6 +62,7 @@ class TurnDetector:
         self._audio = np.zeros(0, np.float32)  # the turn's audio (with pre-roll), at most WINDOW_S
         self.in_turn = False
         self._checked = False  # the model has judged this pause
+        self._complete = False  # ... and called the turn complete
         self.probability: float | None = None  # the last check's answer in this turn
         self.speech_end_t = 0.0  # session time where the speech of this turn (so far) ends
 
@@ -79,14 +81,21 @@ class TurnDetector:
         if self.in_turn:  # now while speaking; in a pause, where the VAD heard it begin
             pause = self.vad.silence_start
             self.speech_end_t = t_end if pause is None else t_end - (self.vad.received - pause) / RATE
-        if not self.vad.silence_samples:
-            self._checked = False  # speaking (again): the next pause is judged afresh
+        silence = self.vad.silence_samples
+        if not silence:
+            self._checked = self._complete = False  # speaking (again): the next pause is judged afresh
         elif self.model is not None and self.in_turn and not self._checked:
             self._checked = True
             self.probability = round(self.model.probability(self._audio), 3)
-            if self.probability >= SMART_THRESHOLD:
-                self.vad.end_speech()
-                events += self._end_turn()
+            self._complete = self.probability >= SMART_THRESHOLD
+        # The model reads the pause at its first silent chunk, but "complete" ends the turn only
+        # once the pause has lasted CONFIRM_MS: a stop consonant or a breath inside a question
+        # ("What part of the body | pumps blood?") is a VAD pause of less than that, and Smart
+        # Turn called such fragments complete. Live, the check itself takes longer than the
+        # window, so the audio that confirms it is usually queued by the time it returns.
+        if self._complete and self.in_turn and silence >= CONFIRM_MS * RATE // 1000:
+            self.vad.end_speech()
+            events += self._end_turn()
         return events
 
     def flush(self) -> list[Event]:
@@ -97,6 +106,6 @@ class TurnDetector:
 
     def _end_turn(self) -> list[Event]:
         self.in_turn = False
-        self._checked = False
+        self._checked = self._complete = False
         self._audio = self._audio[-round(PREROLL_S * RATE) :]
         return [SpeechEndEvent("user"), TurnEndEvent("vad", self.mode, self.probability)]

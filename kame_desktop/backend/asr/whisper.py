@@ -53,6 +53,8 @@ _FORCE_KEEP_S = 1.0  # at the length cap, words ending this close to the buffer 
 # words' level (their 32 ms frames' 90th percentile); measured: README, "Didn't catch that".
 SOUND_DROP_DB = 15.0
 _LEVEL_FRAME = 512  # 32 ms at 16 kHz
+_CONTINUED_S = 0.3  # an utterance the VAD starts this soon after the audio heard continues it
+_SYLLABLE_S = 0.15  # less loud sound than this is no new word
 
 
 # faster-whisper pads every window to Whisper's 30 s before encoding. The CTranslate2 encoder
@@ -85,6 +87,22 @@ def _install_short_windows() -> None:
         fw.pad_or_trim = _pad_to_window
 
 
+def _frame_levels(audio: np.ndarray) -> np.ndarray:
+    """The level (dB) of each whole 32 ms frame of 16 kHz `audio`."""
+    n = len(audio) // _LEVEL_FRAME
+    frames = np.asarray(audio[: n * _LEVEL_FRAME], np.float64).reshape(n, _LEVEL_FRAME)
+    return 10 * np.log10(np.mean(frames**2, axis=1) + 1e-10)
+
+
+def words_level(audio: np.ndarray, t0: float, words: list[Word]) -> float | None:
+    """The level (dB) of the loud part of `words` in 16 kHz `audio` starting at session time
+    `t0`: the 90th percentile of the frames they span (None: no frame)."""
+    level = _frame_levels(audio)
+    starts = t0 + np.arange(len(level)) * _LEVEL_FRAME / SR
+    spoken = level[(starts >= words[0].start) & (starts < words[-1].end)] if words else level[:0]
+    return float(np.percentile(spoken, 90)) if len(spoken) else None
+
+
 def sound_after_words(audio: np.ndarray, t0: float, words: list[Word], speech_end: float) -> float | None:
     """Seconds the sound went on after the last of `words` (16 kHz `audio` starting at session
     time `t0`): up to the last 32 ms frame within SOUND_DROP_DB of the words' level, and at most
@@ -92,14 +110,12 @@ def sound_after_words(audio: np.ndarray, t0: float, words: list[Word], speech_en
     covered, after the last word it wrote, is speech nobody heard. None without words."""
     if not words:
         return None
-    n = len(audio) // _LEVEL_FRAME
-    if not n:
+    level = _frame_levels(audio)
+    if not len(level):
         return 0.0
-    frames = np.asarray(audio[: n * _LEVEL_FRAME], np.float64).reshape(n, _LEVEL_FRAME)
-    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-10)
-    starts = t0 + np.arange(n) * _LEVEL_FRAME / SR
-    spoken = level[(starts >= words[0].start) & (starts < words[-1].end)]
-    loud = np.nonzero(level >= (np.percentile(spoken, 90) if len(spoken) else level.max()) - SOUND_DROP_DB)[0]
+    starts = t0 + np.arange(len(level)) * _LEVEL_FRAME / SR
+    reference = words_level(audio, t0, words)
+    loud = np.nonzero(level >= (level.max() if reference is None else reference) - SOUND_DROP_DB)[0]
     end = float(starts[loud[-1]]) + _LEVEL_FRAME / SR if len(loud) else words[-1].end
     return round(max(0.0, min(end, speech_end) - words[-1].end), 3)
 
@@ -117,6 +133,7 @@ def _text(words: list[Word]) -> str:
 class _Utterance:
     """State of the utterance being recognized (None between utterances)."""
 
+    start: int = 0  # absolute 16 kHz sample where the VAD heard it begin
     since_decode: int = 0  # 16 kHz samples since the last pass
     tail: list[Word] = field(default_factory=list)  # last hypothesis' uncommitted words
     partial: str = ""  # text of the last partial sent
@@ -195,9 +212,10 @@ class WhisperAsr(SegmentingAsr):
         super().reset()
         self._utt: _Utterance | None = None
         self.heard_until = -math.inf  # a new conversation's clock starts again at 0
+        self._heard_level: float | None = None  # the last utterance's speech level (dB)
 
     def _utterance_started(self, sample: int) -> list[Event]:
-        self._utt = _Utterance()
+        self._utt = _Utterance(start=sample)
         return []
 
     def _more_audio(self, n: int) -> list[Event]:
@@ -225,16 +243,35 @@ class WhisperAsr(SegmentingAsr):
     def _utterance_ended(self, sample: int) -> list[Event]:
         u = self._utt
         assert u is not None
+        # Its speech is what the last utterance's final pass already heard (a turn ended in a
+        # short pause, and that pass's tail held the word after it: "what am I allergic | to?"):
+        # its words are in that utterance, and Whisper given only the end of a word writes
+        # something ("Thank you."). It gives no words.
+        if self._only_heard_before(u, sample):
+            events = self._settle(u, [], final=True, t0=0.0, t1=0.0)  # clears a partial it showed
         # The last pass heard the speech to its end (the VAD's end point, where the turn detector
         # heard it end, or the pause the turn ended in) with the accurate model: its words are
         # the final ones.
-        if u.tail_accurate and (u.accurate_to >= sample or self._pause_heard()):
+        elif u.tail_accurate and (u.accurate_to >= sample or self._pause_heard()):
             events = self._settle(u, list(u.tail), final=True, t0=0.0, t1=0.0)
         else:
             events = self._decode(final=True, end_sample=sample + round(_TAIL_S * SR))
-        self._heard_to = u.decoded_to  # its last pass heard the audio up to here
+        self._heard_to = max(self._heard_to, u.decoded_to)  # its last pass heard the audio up to here
+        if u.committed:
+            self._heard_level = words_level(self._buf.samples, self._buf.time_of(self._buf.start), u.committed[-8:])
         self._utt = None
         return events
+
+    def _only_heard_before(self, u: _Utterance, end: int) -> bool:
+        """The utterance began as the audio the last utterance's final pass heard ended (the
+        VAD, reset when the turn ended, reports the word it is still in as a start), and after
+        that audio, up to `end`, less than a syllable is as loud as that utterance's words
+        (within SOUND_DROP_DB): the tail of the word that pass heard begin."""
+        if self._heard_level is None or u.start >= self._heard_to + round(_CONTINUED_S * SR):
+            return False
+        after = self._buf.samples[max(self._heard_to - self._buf.start, 0) : max(end - self._buf.start, 0)]
+        loud = np.count_nonzero(_frame_levels(after) >= self._heard_level - SOUND_DROP_DB)
+        return loud * _LEVEL_FRAME < _SYLLABLE_S * SR
 
     def word_times(self, pcm16k: np.ndarray) -> list[Word]:
         """The words of a whole clip (16 kHz) with their times in it: where benchmarks and tests

@@ -222,6 +222,34 @@ def test_a_turn_ended_in_a_short_pause_does_not_hear_its_last_words_again(whispe
 
 
 
+def test_the_rest_of_a_word_the_last_final_pass_heard_is_no_utterance_of_its_own(whisper_asr, piper_voice):
+    """The turn ends in a short pause, and the final pass's tail holds the word after it ("what am
+    I allergic | to?"): the VAD then starts a new utterance in that word, whose audio is only the
+    word's end. Whisper wrote it as "Thank you.", and the request to repeat replaced the answer."""
+    from kame_desktop.bench.lite import WINDOW, loud_windows
+
+    def voiced(text: str) -> np.ndarray:
+        pcm = piper_voice.synthesize(text)
+        loud = loud_windows(pcm)
+        return pcm[loud[0] * WINDOW : (loud[-1] + 1) * WINDOW]
+
+    first = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), voiced("What am I allergic")])
+    rest = np.concatenate([np.zeros(round(0.08 * SAMPLE_RATE), np.float32), voiced("to?"), np.zeros(SAMPLE_RATE, np.float32)])
+    pcm, cut = np.concatenate([first, rest]), len(first) / SAMPLE_RATE
+    whisper_asr.reset()
+    events, ended = [], False
+    for i in range(0, len(pcm), FRAME_SIZE):
+        t = min(i + FRAME_SIZE, len(pcm)) / SAMPLE_RATE
+        events += whisper_asr.feed(pcm[i : i + FRAME_SIZE], t)
+        if not ended and t >= cut + 0.24:  # the detector's decision arrives a model run later
+            events += whisper_asr.end_turn(t, speech_end_t=cut)
+            ended = True
+    events += whisper_asr.flush(t)
+    finals = [e.text for e in events if isinstance(e, AsrFinalEvent)]
+    assert words_of(finals[0])[-2:] == ["allergic", "to"], finals  # the last pass heard the word
+    assert finals == finals[:1], finals  # and its end made no words of its own
+
+
 def test_at_a_pause_the_llm_holds_while_the_accurate_model_checks(whisper_asr, piper_voice):
     """`auto` with the session's PauseCores: every pass of the accurate model (the check of the
     cheap pause pass's words, and none while the user talks) runs between before_check and
