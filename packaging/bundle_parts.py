@@ -19,8 +19,9 @@ from PyInstaller.utils.hooks import (
 # Never in the lite bundle: the KAME extra and the tools for training and evaluation. The
 # code that imports them does so lazily, so it still loads without them.
 KAME_ONLY = ["torch", "torchaudio", "triton", "moshi", "bitsandbytes", "sentencepiece", "safetensors"]
+# (uvicorn stays: importing the `mcp` SDK, the MCP servers' client, imports it through sse-starlette.)
 NOT_BUNDLED = ["matplotlib", "pyarrow", "accelerate", "deepspeed", "pandas", "tkinter", "IPython", "pytest",
-               "llama_cpp.server", "uvicorn", "fastapi"]
+               "llama_cpp.server", "fastapi"]
 
 
 def parts(root: Path) -> tuple[list, list, list]:
