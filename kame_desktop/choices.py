@@ -58,6 +58,11 @@ COMPUTE_DEVICES: tuple[str, ...] = get_args(ComputeDevice)
 Precision = Literal["auto", "bf16", "fp16", "fp32"]  # auto: bf16 on a GPU, fp32 on a CPU
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
+# How the app reaches an MCP server (backend/tools/mcp_servers.py): a program it starts and talks
+# to on stdin/stdout, or a streamable-HTTP endpoint.
+McpTransport = Literal["stdio", "http"]
+MCP_TRANSPORTS: tuple[str, ...] = get_args(McpTransport)
+
 # The cloud LLM the reference uses (spec §8 quirk 9: a setting, with this default).
 OPENAI_URL = "https://api.openai.com/v1"
 OPENAI_MODEL = "gpt-4.1"

@@ -35,6 +35,7 @@ from kame_desktop.choices import (
     FrontEndKind,
     ListeningMode,
     LlmKind,
+    McpTransport,
     Policy,
     Precision,
     TurnDetection,
@@ -118,12 +119,30 @@ class DesktopSettings:
 
 
 @dataclass(frozen=True)
+class McpServerSettings:
+    """One MCP server whose tools the LLM may call (backend/tools/mcp_servers.py), as a
+    `[[tools.mcp]]` table. An HTTP server's token is never here: the keyring keeps it, under the
+    server's name (credentials.mcp_token)."""
+
+    name: str = ""  # its tools are offered as name.tool (letters, digits, - and _)
+    enabled: bool = False  # off until the user turns it on
+    transport: McpTransport = "stdio"
+    command: str = ""  # stdio: the program, its arguments and extra environment ("NAME=value")
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    url: str = ""  # http: the streamable-HTTP endpoint (e.g. http://127.0.0.1:8000/mcp)
+    token_header: str = "Authorization"  # carries the stored token ("Bearer " added for Authorization)
+    timeout_s: float = 10.0  # a call that takes longer is cut (the model is told so)
+
+
+@dataclass(frozen=True)
 class ToolSettings:
     # The built-in tools the LLM may call (date and time, calculator, timers, notes). Off by default:
     # listed in the embedded Qwen's prompt they are ~600 more tokens to read when a session starts
     # (8.2 s against 1.6 s on one thread here, measured), then nothing more per answer.
     enabled: bool = False
-    disabled: tuple[str, ...] = ()  # single tools switched off, by name (e.g. "add_note")
+    disabled: tuple[str, ...] = ()  # single tools switched off, by name (e.g. "add_note", "calendar.add_event")
+    mcp: tuple[McpServerSettings, ...] = ()  # the user's MCP servers: their tools join the built-ins
 
 
 @dataclass(frozen=True)
@@ -263,6 +282,11 @@ def _build(cls: Any, data: Mapping[str, Any], where: str, quiet: bool = False) -
                 kwargs[f.name] = _build(typ, value, name + ".", quiet)
             elif not quiet:
                 log.warning("settings: [%s] is not a table; using its defaults", name)
+        elif (item := _table_list_of(typ)) is not None:  # [[name]] tables, e.g. [[tools.mcp]]
+            if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+                kwargs[f.name] = tuple(_build(item, v, f"{name}[{i}].", quiet) for i, v in enumerate(value))
+            elif not quiet:
+                log.warning("settings: %s is not a list of tables; using the default", name)
         elif (checked := _check(value, typ)) is not _WRONG:
             kwargs[f.name] = checked
         elif not quiet:  # the value itself is not logged: a key pasted into the wrong field must not leak
@@ -271,6 +295,14 @@ def _build(cls: Any, data: Mapping[str, Any], where: str, quiet: bool = False) -
     if unknown and not quiet:
         log.debug("settings: ignoring unknown keys %s", ", ".join(sorted(where + k for k in unknown)))
     return cls(**kwargs)
+
+
+def _table_list_of(typ: Any) -> Any:
+    """The dataclass of a `tuple[SomeSettings, ...]` field (an array of TOML tables), else None."""
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) is tuple and len(args) == 2 and args[1] is Ellipsis and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
 
 
 _WRONG = object()

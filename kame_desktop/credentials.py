@@ -1,6 +1,7 @@
-"""The API key: kept in the OS keyring, or in a 0600 file (secrets.json beside the settings)
-where no keyring exists, never in the settings file; and hidden (`redact`, `KeyRedactor`) from
-everything that is logged, saved or exported, fragments included."""
+"""The API key (and each MCP server's token): kept in the OS keyring, or in a 0600 file
+(secrets.json beside the settings) where no keyring exists, never in the settings file; and the
+API key hidden (`redact`, `KeyRedactor`) from everything that is logged, saved or exported,
+fragments included."""
 
 from __future__ import annotations
 
@@ -17,16 +18,19 @@ log = logging.getLogger(__name__)
 
 KEYRING_SERVICE = APP_NAME
 LLM_KEY_NAME = "llm-api-key"
+MCP_TOKEN_PREFIX = "mcp-token:"  # + the server's name: an HTTP MCP server's token
 API_KEY_ENV = "KAME_LLM_API_KEY"
 SECRETS_FILE = "secrets.json"  # the key's home only where the OS has no usable keyring
 REDACTED = "***"
 _MIN_REDACT = 4  # shorter "keys" would blank ordinary words; no real API key is that short
 
 
-def save_settings_and_key(settings: Settings, key: str | None, path: Path | None = None) -> None:
-    """Save the settings and (when `key` is not None) the API key together or not at all: a
-    key that cannot be stored puts the settings file back as it was. Raises KameError with one
-    line that says where and what to do."""
+def save_settings_and_key(settings: Settings, key: str | None, path: Path | None = None,
+                          tokens: dict[str, str] | None = None) -> None:
+    """Save the settings and (when `key` is not None) the API key, and MCP servers' `tokens`
+    (server name → token; "" forgets it), together or not at all: a secret that cannot be stored
+    puts the settings file back as it was. Raises KameError with one line that says where and
+    what to do."""
     from kame_desktop.errors import KameError
 
     path = path or settings_path()
@@ -44,10 +48,13 @@ def save_settings_and_key(settings: Settings, key: str | None, path: Path | None
             "writable (and remove anything in the file's place); nothing was changed",
             kind="bad_input",
         ) from None
-    if key is None:
+    if key is None and not tokens:
         return
     try:
-        store_api_key(key)
+        if key is not None:
+            store_api_key(key)
+        for server, token in (tokens or {}).items():
+            store_mcp_token(server, token)
     except OSError as e:
         try:
             if before is None:
@@ -56,8 +63,9 @@ def save_settings_and_key(settings: Settings, key: str | None, path: Path | None
                 atomic_write_bytes(path, before)
         except OSError as e2:
             log.warning("cannot put %s back as it was: %s", path, e2.strerror or type(e2).__name__)
+        what = "the API key" if key is not None else "the MCP server's token"
         raise KameError(
-            f"cannot store the API key in {secrets_path()} ({e.strerror or type(e).__name__}) — make "
+            f"cannot store {what} in {secrets_path()} ({e.strerror or type(e).__name__}) — make "
             f"{secrets_path().parent} writable, or install a keyring; the settings were not changed",
             kind="bad_input",
         ) from None
@@ -137,54 +145,79 @@ def llm_api_key() -> str | None:
     key = os.environ.get(API_KEY_ENV)
     if key:
         return key
-    keyring = _usable_keyring()
-    if keyring is not None:
-        try:
-            key = keyring.get_password(KEYRING_SERVICE, LLM_KEY_NAME)
-        except Exception as e:  # locked or unreachable keyring: try the file
-            log.debug("keyring read failed: %s", type(e).__name__)
-        if key:
-            return key
-    return _read_secrets_file().get(LLM_KEY_NAME) or None
+    return _read_secret(LLM_KEY_NAME)
 
 
 def store_api_key(key: str) -> Literal["keyring", "file"]:
     """Keep the API key in the OS keyring, or in the 0600 file where there is none; returns
     where it went (the settings dialog says so). An empty key deletes the stored one."""
-    key = key.strip()  # pasted keys often carry a newline
-    if not key:
-        delete_api_key()
-        return "keyring" if _usable_keyring() is not None else "file"
-    keyring = _usable_keyring()
-    if keyring is not None:
-        try:
-            keyring.set_password(KEYRING_SERVICE, LLM_KEY_NAME, key)
-        except Exception as e:
-            log.warning("the keyring refused the API key (%s); keeping it in %s instead", type(e).__name__, secrets_path())
-        else:
-            _forget_file_key()  # one place only: a stale file copy would outlive a key change
-            return "keyring"
-    secrets = _read_secrets_file()
-    secrets[LLM_KEY_NAME] = key
-    _write_secrets_file(secrets)
-    return "file"
+    return _store_secret(LLM_KEY_NAME, key, "the API key")
 
 
 def delete_api_key() -> None:
     """Forget the stored API key everywhere it may be (keyring and file); the env var is the
     user's own and stays."""
+    _delete_secret(LLM_KEY_NAME)
+
+
+def mcp_token(server: str) -> str | None:
+    """The token stored for the MCP server named `server`, or None."""
+    return _read_secret(MCP_TOKEN_PREFIX + server)
+
+
+def store_mcp_token(server: str, token: str) -> Literal["keyring", "file"]:
+    """Keep an MCP server's token as the API key is kept; an empty one deletes it."""
+    return _store_secret(MCP_TOKEN_PREFIX + server, token, "an MCP server's token")
+
+
+def _read_secret(name: str) -> str | None:
+    """The secret `name` from the OS keyring, then the 0600 file. Never raises: a missing
+    keyring is just nothing stored."""
+    keyring = _usable_keyring()
+    if keyring is not None:
+        value = None
+        try:
+            value = keyring.get_password(KEYRING_SERVICE, name)
+        except Exception as e:  # locked or unreachable keyring: try the file
+            log.debug("keyring read failed: %s", type(e).__name__)
+        if value:
+            return value
+    return _read_secrets_file().get(name) or None
+
+
+def _store_secret(name: str, value: str, what: str) -> Literal["keyring", "file"]:
+    value = value.strip()  # pasted keys often carry a newline
+    if not value:
+        _delete_secret(name)
+        return "keyring" if _usable_keyring() is not None else "file"
     keyring = _usable_keyring()
     if keyring is not None:
         try:
-            keyring.delete_password(KEYRING_SERVICE, LLM_KEY_NAME)
+            keyring.set_password(KEYRING_SERVICE, name, value)
+        except Exception as e:
+            log.warning("the keyring refused %s (%s); keeping it in %s instead", what, type(e).__name__, secrets_path())
+        else:
+            _forget_file_secret(name)  # one place only: a stale file copy would outlive a change
+            return "keyring"
+    secrets = _read_secrets_file()
+    secrets[name] = value
+    _write_secrets_file(secrets)
+    return "file"
+
+
+def _delete_secret(name: str) -> None:
+    keyring = _usable_keyring()
+    if keyring is not None:
+        try:
+            keyring.delete_password(KEYRING_SERVICE, name)
         except Exception as e:  # PasswordDeleteError: nothing stored; anything else: nothing to do
             log.debug("keyring delete: %s", type(e).__name__)
-    _forget_file_key()
+    _forget_file_secret(name)
 
 
-def _forget_file_key() -> None:
+def _forget_file_secret(name: str) -> None:
     secrets = _read_secrets_file()
-    if secrets.pop(LLM_KEY_NAME, None) is not None:
+    if secrets.pop(name, None) is not None:
         _write_secrets_file(secrets)
 
 

@@ -71,6 +71,8 @@ def _non_default(value, typ=None):
         return value + 3
     if isinstance(value, float):
         return value + 1.5
+    if (item := config._table_list_of(typ)) is not None:  # [[tables]]: one more, every field changed
+        return (*value, _all_changed(item))
     if isinstance(value, tuple):
         return (*value, "changed")
     return f"{value}-changed"
@@ -322,3 +324,22 @@ def test_an_old_files_saved_defaults_move_to_todays_and_chosen_values_stay(tmp_p
     assert load_settings(chosen).asr.whisper_model == "base"
     save_settings(load_settings(chosen), chosen)
     assert config.tomllib.loads(chosen.read_text(encoding="utf-8"))["asr"]["whisper_model"] == "base"
+
+
+def test_mcp_servers_are_tables_and_a_bad_value_costs_only_that_value(isolated, caplog):
+    from kame_desktop.config import McpServerSettings
+
+    path = isolated / "settings.toml"
+    path.write_text('[tools]\nenabled = true\n'
+                    '[[tools.mcp]]\nname = "time"\nenabled = true\ncommand = "uvx"\nargs = ["mcp-server-time"]\n'
+                    '[[tools.mcp]]\nname = "web"\ntransport = "smtp"\nurl = "http://127.0.0.1:8000/mcp"\ntimeout_s = -1\n',
+                    encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="kame_desktop.config"):
+        tools = load_settings(path).tools
+    assert tools == ToolSettings(enabled=True, mcp=(
+        McpServerSettings(name="time", enabled=True, command="uvx", args=("mcp-server-time",)),
+        McpServerSettings(name="web", url="http://127.0.0.1:8000/mcp")))
+    assert "tools.mcp[1].transport" in caplog.text and "tools.mcp[1].timeout_s" in caplog.text
+    path.write_text('[tools]\nmcp = "uvx mcp-server-time"\n', encoding="utf-8")
+    assert load_settings(path).tools.mcp == ()
+    assert "tools.mcp is not a list of tables" in caplog.text
