@@ -23,7 +23,7 @@ from typing import Literal
 
 from kame_desktop import __version__
 from kame_desktop.choices import LOCAL_LLM
-from kame_desktop.config import Settings
+from kame_desktop.config import McpServerSettings, Settings
 from kame_desktop.models.accelerator import KAME_EXTRA_HINT, gpu_hint, kame_extra_missing
 
 Status = Literal["ok", "warn", "fail"]
@@ -73,6 +73,7 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         ("qt-platform", check_qt), ("global-key", check_global_key), ("keyring", check_keyring), ("weights", lambda: check_weights(kame)),
         ("llm", lambda: check_llm(settings)), ("wake-word", lambda: check_wake_word(settings)), ("disk", check_disk),
     ]
+    checks += [(f"mcp:{server.name}", lambda server=server: check_mcp_server(server)) for server in settings.tools.mcp]
     return [_guarded(name, check) for name, check in checks]
 
 
@@ -322,6 +323,23 @@ def check_wake_word(settings: Settings) -> Check:
         status = "fail" if settings.audio.listening == "wake_word" else "warn"
         return Check("wake-word", status, str(e), "reinstall the package it names, or listen with push-to-talk")
     return Check("wake-word", "ok", f"'{word}' loads ({settings.audio.listening} now)")
+
+
+def check_mcp_server(server: McpServerSettings) -> Check:
+    """Whether an MCP server the user configured starts and lists its tools (one that is off is
+    not started). Its token is sent to it, never shown; nor is its environment."""
+    from kame_desktop.backend.tools.mcp_servers import McpError, list_server_tools, where
+
+    name = f"mcp:{server.name}"
+    if not server.enabled:
+        return Check(name, "ok", f"off ({where(server)}): not started")
+    try:
+        tools = list_server_tools(server)
+    except McpError as e:
+        return Check(name, "warn", f"{where(server)} does not start: {e}", "fix it in Settings → Tools, or turn it off")
+    writes = sum(not tool.read_only for tool in tools)
+    changes = f"{writes} of which {'changes' if writes == 1 else 'change'} something"
+    return Check(name, "ok", f"{where(server)} starts: {len(tools)} tools, {changes}")
 
 
 def check_disk() -> Check:

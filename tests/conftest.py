@@ -16,7 +16,7 @@ if "KAME_LOG_DIR" not in os.environ:  # the CLI's log file (logs.py): never the 
 
     os.environ["KAME_LOG_DIR"] = tempfile.mkdtemp(prefix="kame-test-logs-")
 
-pytest_plugins = ["fixtures.checkpoint", "fixtures.llm", "fixtures.hub", "fixtures.sound", "fixtures.speech", "fixtures.training", "fixtures.xserver"]
+pytest_plugins = ["fixtures.checkpoint", "fixtures.llm", "fixtures.hub", "fixtures.mcp_servers", "fixtures.sound", "fixtures.speech", "fixtures.training", "fixtures.xserver"]
 
 
 def _has_gpu() -> bool:

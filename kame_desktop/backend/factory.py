@@ -113,8 +113,8 @@ def make_asr(settings: Settings) -> AsrProvider:
 
 def make_memory_and_tools(settings: Settings) -> tuple[MemoryKeeper | None, TurnTools | None]:
     """The back-end's memory (None when switched off: nothing written or used) and the tools the
-    LLM is offered (None when off). With tools, memory is written through `remember`/`forget`;
-    without, the keeper asks the LLM itself once a turn is over."""
+    LLM is offered (None when off; with them, the enabled MCP servers'). With tools, memory is
+    written through `remember`/`forget`; without, the keeper asks the LLM itself once a turn is over."""
     from kame_desktop.backend.memory import MemoryKeeper, MemoryStore
     from kame_desktop.backend.tools import TurnTools, enabled_tools
     from kame_desktop.backend.tools.memory import memory_tools
@@ -124,6 +124,10 @@ def make_memory_and_tools(settings: Settings) -> tuple[MemoryKeeper | None, Turn
     if memory is not None and tools is not None:
         mine = {t.name: t for t in memory_tools(memory) if t.name not in settings.tools.disabled}
         tools = TurnTools({**tools.tools, **mine})
+    if tools is not None and any(server.enabled for server in settings.tools.mcp):
+        from kame_desktop.backend.tools.mcp_servers import McpServers
+
+        tools.servers = McpServers(settings.tools.mcp, settings.tools.disabled)  # started with the back-end
     return memory, tools
 
 

@@ -274,6 +274,21 @@ class OracleManager:
         tools = self.tools.schemas() if self.tools else None
         self._priming = loop.create_task(self.llm.prime(self.system_prompt, tools))  # local models read it now
 
+    def tools_changed(self) -> None:
+        """The tools offered changed (an MCP server came or went): they are counted again, and a
+        local model reads the prompt that lists them now rather than at the next request."""
+        self._tool_tokens = None
+        if self._closed or self.llm.overlaps:
+            return
+        before = self._priming
+
+        async def prime() -> None:
+            if before is not None:
+                await asyncio.gather(before, return_exceptions=True)
+            await self.llm.prime(self.system_prompt, self.tools.schemas() if self.tools else None)
+
+        self._priming = asyncio.get_running_loop().create_task(prime())
+
     def on_asr(self, event: Event) -> None:
         self._track_turn(event)
         if isinstance(event, AsrPartialEvent | AsrFinalEvent) and event.text.strip() and self._before_turn is None:

@@ -153,6 +153,9 @@ class Backend:
         self._ready.wait()
         for event in self.notices:
             self.publish(event)
+        if self.tools is not None and self.tools.servers:  # the user's MCP servers, on a thread of their own
+            self.tools.servers.on_change = lambda: self._to_loop(self.manager.tools_changed)
+            self.tools.servers.start(self.publish)
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.asr is not None:
@@ -168,6 +171,8 @@ class Backend:
             # within seconds of its start (the embedded model with the tools: ~8 s on one thread);
             # a process must not exit under it.
             thread.join(timeout + LLM_CLOSE_S)
+        if self.tools is not None and self.tools.servers:
+            self.tools.servers.close()  # every server the session started ends with it
 
     def _run_loop(self) -> None:
         asyncio.run(self._main())

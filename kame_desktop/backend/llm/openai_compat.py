@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -80,8 +81,12 @@ class OpenAiLlm:
 
     async def stream(self, messages: list[Message], tools: list[dict] | None = None) -> AsyncIterator[str | ToolCall]:
         extra: dict[str, Any] = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
+        wire = wire_names(tools or [])
         if tools:
-            extra["tools"] = tools
+            extra["tools"] = [_renamed(tool, wire) for tool in tools]
+        if wire:
+            messages = [_renamed(message, wire) for message in messages]
+        named = {sent: name for name, sent in wire.items()}  # the calls come back under the sent names
         calls: dict[int, dict[str, str]] = {}  # streamed tool_calls, by their index: id, name, arguments
         written = ToolCallText()  # calls a server passes on as text (llama_cpp.server)
         loop = asyncio.get_running_loop()
@@ -122,7 +127,7 @@ class OpenAiLlm:
                         texts += 1
                         deadline = loop.time() + self.chunk_timeout
                         for item in written.push(text):
-                            yield item
+                            yield _as_named(item, named)
                     for part in getattr(delta, "tool_calls", None) or ():
                         deadline = loop.time() + self.chunk_timeout
                         _add_call_part(calls, part)
@@ -138,10 +143,10 @@ class OpenAiLlm:
         if not finished:
             raise LlmError("the LLM stream was cut off (no finish reason)")
         for item in written.flush():
-            yield item
+            yield _as_named(item, named)
         for index in sorted(calls):
             call = calls[index]
-            yield ToolCall(call["name"], call["arguments"] or "{}", call["id"] or f"call_{index}")
+            yield ToolCall(named.get(call["name"], call["name"]), call["arguments"] or "{}", call["id"] or f"call_{index}")
 
     def _stalled(self, texts: int) -> LlmError:
         return stalled("the LLM", texts, self.first_chunk_timeout, self.chunk_timeout)
@@ -214,6 +219,43 @@ class OpenAiLlm:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def wire_names(tools: list[dict]) -> dict[str, str]:
+    """The tools whose names OpenAI's API refuses (it takes letters, digits, _ and -, at most 64:
+    an MCP server's `calendar.list_events`), each with the name it is sent under instead."""
+    names = [tool.get("function", {}).get("name", "") for tool in tools]
+    taken, wire = set(names), {}
+    for name in names:
+        if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            continue
+        base = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:60] or "tool"
+        sent, n = base, 1
+        while sent in taken:
+            n += 1
+            sent = f"{base}_{n}"
+        taken.add(sent)
+        wire[name] = sent
+    return wire
+
+
+def _renamed(item: dict, wire: dict[str, str]) -> dict:
+    """A tool's schema, or a message (its calls, a tool result), with the names sent to the server."""
+    if "function" in item and item["function"].get("name") in wire:  # a tool's schema
+        return {**item, "function": {**item["function"], "name": wire[item["function"]["name"]]}}
+    if item.get("tool_calls"):
+        calls = [{**c, "function": {**c["function"], "name": wire.get(c["function"]["name"], c["function"]["name"])}}
+                 for c in item["tool_calls"]]
+        return {**item, "tool_calls": calls}
+    if item.get("role") == "tool" and item.get("name") in wire:
+        return {**item, "name": wire[item["name"]]}
+    return item
+
+
+def _as_named(item: str | ToolCall, named: dict[str, str]) -> str | ToolCall:
+    if isinstance(item, ToolCall) and item.name in named:
+        return ToolCall(named[item.name], item.arguments, item.id, item.written)
+    return item
 
 
 def _add_call_part(calls: dict[int, dict[str, str]], part: Any) -> None:

@@ -16,7 +16,10 @@ import re
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kame_desktop.backend.tools.mcp_servers import McpServers
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +150,14 @@ class TurnTools:
     tools: dict[str, Tool]
     cache: dict[tuple[str, str], ToolResult] = field(default_factory=dict)  # read-only results, this turn
     written: dict[tuple[str, str], ToolResult] = field(default_factory=dict)  # writes done, this turn
+    servers: McpServers | None = None  # the user's MCP servers: their tools come and go as they run
+
+    def available(self) -> dict[str, Tool]:
+        """The tools that can be called now: the built-ins and what the running servers offer."""
+        return {**self.tools, **self.servers.tools()} if self.servers is not None else self.tools
 
     def schemas(self) -> list[dict[str, Any]]:
-        return [tool.schema() for tool in self.tools.values()]
+        return [tool.schema() for tool in self.available().values()]
 
     def new_turn(self) -> None:
         self.cache.clear()
@@ -159,7 +167,7 @@ class TurnTools:
         """The result of `call`; None when it changes something and its request turned out not
         to carry the turn's final words (`final_words()` waits until that is known): the request
         is stale and acts on nothing."""
-        tool = self.tools.get(call.name)
+        tool = self.available().get(call.name)
         if tool is None:
             return ToolResult(False, f"error: there is no tool named {call.name!r}")
         key = call.key()
