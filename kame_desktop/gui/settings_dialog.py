@@ -54,6 +54,7 @@ from kame_desktop.config import LLM_PRESETS, Settings
 from kame_desktop.gui.banner import ErrorBanner
 from kame_desktop.gui.bridge import EventBridge
 from kame_desktop.gui.key_capture import KeyCaptureEdit
+from kame_desktop.gui.mcp_servers import McpServersBox
 from kame_desktop.gui.meter import LevelMeter
 
 
@@ -317,9 +318,10 @@ class SettingsDialog(QDialog):
             box.setChecked(tool.name not in s.tools.disabled)
             self.tool_boxes[tool.name] = box
             layout.addWidget(box)
-        self.tools_enabled.toggled.connect(lambda on: [b.setEnabled(on) for b in self.tool_boxes.values()])
+        self.mcp = McpServersBox(s.tools)
+        layout.addWidget(self.mcp)
+        self.tools_enabled.toggled.connect(lambda on: [b.setEnabled(on) for b in (*self.tool_boxes.values(), self.mcp)])
         self.tools_enabled.toggled.emit(s.tools.enabled)
-        layout.addStretch(1)
         return page
 
     # --- behaviour ------------------------------------------------------------------------------
@@ -400,6 +402,7 @@ class SettingsDialog(QDialog):
 
     def values(self) -> Settings:
         s = self.settings
+        mcp, mcp_off, _ = self.mcp.values()
         return dataclasses.replace(
             s,
             llm=dataclasses.replace(
@@ -438,7 +441,7 @@ class SettingsDialog(QDialog):
             desktop=dataclasses.replace(s.desktop, global_key=self.global_key.isChecked(),
                                         keep_in_tray=self.keep_in_tray.isChecked()),
             tools=dataclasses.replace(s.tools, enabled=self.tools_enabled.isChecked(), disabled=tuple(
-                name for name, box in self.tool_boxes.items() if not box.isChecked())),
+                name for name, box in self.tool_boxes.items() if not box.isChecked()) + mcp_off, mcp=mcp),
             memory=dataclasses.replace(s.memory, enabled=self.memory_enabled.isChecked()),
             system_prompt=self.system_prompt.toPlainText(),
             history=self.history.isChecked(),
@@ -454,7 +457,7 @@ class SettingsDialog(QDialog):
         settings = self.values()
         key = self.api_key.text() or None
         try:
-            credentials.save_settings_and_key(settings, key)
+            credentials.save_settings_and_key(settings, key, tokens=self.mcp.values()[2])
         except KameError as e:  # the dialog stays open with what was typed; nothing half-saved
             self.banner.show_error(f"Cannot save: {e}", settings_fix=False)
             return

@@ -1,0 +1,117 @@
+"""Settings → Tools → MCP servers: a server is added, its Test starts the real test server and lists
+its tools (read-only or not, each one can be switched off), it is off until ticked, and an HTTP
+server's token goes to the keyring, never into settings.toml, and is never shown back."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import pytest
+from fixtures.mcp_servers import MCP_SERVER, MCP_START_S, MCP_TOKEN
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialogButtonBox
+
+from kame_desktop.config import McpServerSettings, Settings, ToolSettings, load_settings, settings_path
+from kame_desktop.credentials import mcp_token
+
+pytestmark = pytest.mark.gui
+
+OK = QDialogButtonBox.StandardButton.Ok
+
+
+def open_dialog(qtbot, settings: Settings):
+    from kame_desktop.gui.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    return dialog
+
+
+def listed_by_test(qtbot, editor) -> list[str]:
+    qtbot.mouseClick(editor.test_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: editor.test_button.isEnabled(), timeout=int(MCP_START_S * 1000))
+    return [editor.tool_list.item(i).text() for i in range(editor.tool_list.count())]
+
+
+def test_a_stdio_server_is_tested_its_tools_listed_and_one_switched_off(qtbot, tmp_path):
+    dialog = open_dialog(qtbot, Settings(tools=ToolSettings(enabled=True)))
+    qtbot.mouseClick(dialog.mcp.add_button, Qt.MouseButton.LeftButton)
+    editor = dialog.mcp.editor
+    editor.name.setText("diary")
+    editor.command.setText(sys.executable)
+    editor.args.setText(shlex.join([str(MCP_SERVER), "--state", str(tmp_path / "state")]))
+    listed = listed_by_test(qtbot, editor)
+    assert editor.test_result.text() == "It works: 4 tools.", editor.problem.text()
+    assert listed[0] == "lookup (read-only) — The meaning of a Japanese word in the test dictionary."
+    assert listed[1] == "add_entry (changes something: only once you have finished) — Add an entry to the user's diary."
+    editor.tool_list.item(1).setCheckState(Qt.CheckState.Unchecked)
+    qtbot.mouseClick(editor.buttons.button(OK), Qt.MouseButton.LeftButton)
+
+    item = dialog.mcp.list.item(0)
+    assert item.text() == "diary — stdio: python" and item.checkState() == Qt.CheckState.Unchecked  # off until ticked
+    item.setCheckState(Qt.CheckState.Checked)
+    qtbot.mouseClick(dialog.buttons.button(OK), Qt.MouseButton.LeftButton)
+    server = McpServerSettings(name="diary", enabled=True, command=sys.executable,
+                               args=(str(MCP_SERVER), "--state", str(tmp_path / "state")))
+    assert load_settings().tools == ToolSettings(enabled=True, disabled=("diary.add_entry",), mcp=(server,))
+
+    again = open_dialog(qtbot, load_settings())  # reopened: the same, and the switch stays off
+    again.mcp.list.setCurrentRow(0)
+    qtbot.mouseClick(again.mcp.edit_button, Qt.MouseButton.LeftButton)
+    assert [again.mcp.editor.args.text(), listed_by_test(qtbot, again.mcp.editor)[1][:9]] == [
+        shlex.join(server.args), "add_entry"]
+    assert again.mcp.editor.tool_list.item(1).checkState() == Qt.CheckState.Unchecked
+    assert again.values().tools == load_settings().tools
+
+
+def test_an_http_servers_token_goes_to_the_keyring_and_a_wrong_one_is_said(qtbot, mcp_http_server):
+    server, _ = mcp_http_server
+    dialog = open_dialog(qtbot, Settings(tools=ToolSettings(enabled=True)))
+    qtbot.mouseClick(dialog.mcp.add_button, Qt.MouseButton.LeftButton)
+    editor = dialog.mcp.editor
+    editor.name.setText("web")
+    editor.transport.setCurrentText("http")
+    assert not editor.command.isEnabled() and editor.token.isEnabled()
+    editor.url.setText(server.url)
+    editor.token.setText("wrong-token-6d2e")
+    assert listed_by_test(qtbot, editor) == []
+    assert editor.problem.text() == ("Test failed: the server refused the token (HTTP 401) — set it in "
+                                     "Settings → Tools")
+    editor.token.setText(MCP_TOKEN)
+    assert len(listed_by_test(qtbot, editor)) == 4 and not editor.problem.isVisible()
+    qtbot.mouseClick(editor.buttons.button(OK), Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(dialog.buttons.button(OK), Qt.MouseButton.LeftButton)
+
+    assert mcp_token("web") == MCP_TOKEN
+    assert load_settings().tools.mcp == (McpServerSettings(name="web", transport="http", url=server.url),)
+    assert MCP_TOKEN not in settings_path().read_text()
+    again = open_dialog(qtbot, load_settings())
+    again.mcp.list.setCurrentRow(0)
+    qtbot.mouseClick(again.mcp.edit_button, Qt.MouseButton.LeftButton)
+    assert again.mcp.editor.token.text() == "" and again.mcp.editor.token.placeholderText() == "stored — type to replace"
+    assert len(listed_by_test(qtbot, again.mcp.editor)) == 4  # with the stored token
+
+    # Removed: its token leaves the keyring too.
+    qtbot.mouseClick(again.mcp.editor.buttons.button(OK), Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(again.mcp.remove_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(again.buttons.button(OK), Qt.MouseButton.LeftButton)
+    assert load_settings().tools.mcp == () and mcp_token("web") is None
+
+
+def test_a_bad_server_is_refused_where_it_is_typed(qtbot):
+    dialog = open_dialog(qtbot, Settings(tools=ToolSettings(enabled=True, mcp=(McpServerSettings(name="cal"),))))
+    qtbot.mouseClick(dialog.mcp.add_button, Qt.MouseButton.LeftButton)
+    editor = dialog.mcp.editor
+    for name, command, problem in [
+        ("cal", "x", "there is already a server named cal"),
+        ("my calendar", "x", "an MCP server's name is 1 to 32 letters, digits, - or _ (its tools are offered as name.tool)"),
+        ("files", "", "MCP server files: the command is empty — type the program that starts it"),
+    ]:
+        editor.name.setText(name)
+        editor.command.setText(command)
+        qtbot.mouseClick(editor.buttons.button(OK), Qt.MouseButton.LeftButton)
+        assert editor.isVisible() and editor.problem.text() == problem
+    editor.reject()
+    assert dialog.mcp.list.count() == 1
