@@ -315,7 +315,12 @@ class McpServers:
 
     def __init__(self, servers: Iterable[McpServerSettings], disabled: Iterable[str] = (),
                  token: Callable[[str], str | None] = mcp_token) -> None:
-        self.servers = tuple(s for s in servers if s.enabled)
+        named: dict[str, McpServerSettings] = {}
+        for server in (s for s in servers if s.enabled):
+            if server.name in named:  # a hand-edited file: two servers' tools cannot share one name
+                log.warning("MCP servers: a second server named %s is left out", server.name)
+            named.setdefault(server.name, server)
+        self.servers = tuple(named.values())
         self.disabled = frozenset(disabled)
         self.token = token
         self.on_change: Callable[[], None] | None = None
