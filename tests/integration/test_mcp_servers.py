@@ -193,6 +193,35 @@ def test_a_servers_tools_are_called_on_the_right_words_and_a_write_waits_for_the
         assert started_pids(state) and not [pid for pid in started_pids(state) if alive(pid)]
 
 
+def test_the_round_after_three_rounds_of_calls_still_sends_the_calls_under_names_openais_api_takes(tmp_path):
+    """The last round of an answer offers no tools, but its messages still carry the earlier
+    rounds' calls: OpenAI's API checks those names too (messages[i].tool_calls[j].function.name,
+    letters, digits, _ and -), so `test.lookup` must go out as it went out in the rounds before."""
+    words = ["kame", "usagi", "tori"]
+
+    class Lookups(Conversation):
+        def script(self, n: int, messages: list[dict]) -> list[dict]:
+            offered = [t["function"]["name"] for t in self.chat.requests[n - 1].tools or [] if t["function"]["name"].endswith("_lookup")]
+            done = sum(m["role"] == "tool" for m in messages)
+            if offered and done < len(words):  # one more call each round, as long as tools are offered
+                call = {"index": 0, "id": f"call_{n}", "type": "function",
+                        "function": {"name": offered[0], "arguments": json.dumps({"word": words[done]})}}
+                return [{"tool_calls": [call]}]
+            return [{"content": f"Looked up {done}."}]
+
+    talk = Lookups((stdio_server(tmp_path / "state"),))
+    try:
+        wait_until(lambda: "test.lookup" in talk.tools.available(), what="the server's tools")
+        assert talk.ask("What do kame, usagi and tori mean?") == "Looked up 3."
+        last = talk.chat.requests[-1]
+        assert not last.tools  # the last round: no tools, the three calls in its messages
+        sent = [c["function"]["name"] for m in last.messages for c in m.get("tool_calls") or ()]
+        sent += [m["name"] for m in last.messages if m["role"] == "tool"]
+        assert sent == ["test_lookup"] * 6
+    finally:
+        talk.close()
+
+
 def test_a_server_killed_mid_conversation_is_reported_and_restarted_and_a_hung_one_too(tmp_path, monkeypatch):
     monkeypatch.setattr(mcp_servers, "PING_LIMIT_S", 3.0)
     state = tmp_path / "state"

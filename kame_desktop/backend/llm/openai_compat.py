@@ -81,7 +81,7 @@ class OpenAiLlm:
 
     async def stream(self, messages: list[Message], tools: list[dict] | None = None) -> AsyncIterator[str | ToolCall]:
         extra: dict[str, Any] = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
-        wire = wire_names(tools or [])
+        wire = wire_names([tool.get("function", {}).get("name", "") for tool in tools or []] + _called(messages))
         if tools:
             extra["tools"] = [_renamed(tool, wire) for tool in tools]
         if wire:
@@ -221,10 +221,12 @@ class OpenAiLlm:
             self._client = None
 
 
-def wire_names(tools: list[dict]) -> dict[str, str]:
-    """The tools whose names OpenAI's API refuses (it takes letters, digits, _ and -, at most 64:
-    an MCP server's `calendar.list_events`), each with the name it is sent under instead."""
-    names = [tool.get("function", {}).get("name", "") for tool in tools]
+def wire_names(names: list[str]) -> dict[str, str]:
+    """The tool names OpenAI's API refuses (it takes letters, digits, _ and -, at most 64: an MCP
+    server's `calendar.list_events`), each with the name it is sent under instead. `names`: the
+    tools offered, then those the messages' calls name (the API checks those too, also in the
+    last round of an answer, which offers no tools)."""
+    names = list(dict.fromkeys(names))
     taken, wire = set(names), {}
     for name in names:
         if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
@@ -237,6 +239,12 @@ def wire_names(tools: list[dict]) -> dict[str, str]:
         taken.add(sent)
         wire[name] = sent
     return wire
+
+
+def _called(messages: list[Message]) -> list[str]:
+    """The tool names the messages carry: the model's calls and their results."""
+    names = [c.get("function", {}).get("name", "") for m in messages for c in m.get("tool_calls") or ()]
+    return names + [m["name"] for m in messages if m.get("role") == "tool" and m.get("name")]
 
 
 def _renamed(item: dict, wire: dict[str, str]) -> dict:
