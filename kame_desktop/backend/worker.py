@@ -158,6 +158,9 @@ class Backend:
             self.tools.servers.start(self.publish)
 
     def stop(self, timeout: float = 5.0) -> None:
+        servers = self.tools.servers if self.tools is not None and self.tools.servers else None
+        if servers is not None:  # they end while the rest does: an LLM's close can take seconds,
+            servers.begin_close()  # and the app waits for the session only so long before it exits
         if self.asr is not None:
             self._send(Stop())
             # Recognition finishes first: the words of a final flush still reach the loop, and
@@ -171,8 +174,8 @@ class Backend:
             # within seconds of its start (the embedded model with the tools: ~8 s on one thread);
             # a process must not exit under it.
             thread.join(timeout + LLM_CLOSE_S)
-        if self.tools is not None and self.tools.servers:
-            self.tools.servers.close()  # every server the session started ends with it
+        if servers is not None:
+            servers.close()  # every server the session started has ended with it
 
     def _run_loop(self) -> None:
         asyncio.run(self._main())

@@ -342,6 +342,44 @@ def test_tools_switched_off_are_never_offered_and_a_local_model_reads_the_new_li
         backend.stop()
 
 
+def test_the_servers_end_while_the_llm_closes_not_after_it(tmp_path):
+    """An in-process model can take many seconds to close (it first reads the prompt the servers'
+    tools changed), and the app waits for a session's end only so long before it exits: the
+    servers are told to end as the back-end stops, not once the LLM is closed, and their going
+    then sets no new reading of the prompt going."""
+    from fixtures.llm import ScriptedLlm
+
+    from kame_desktop.backend.tools import enabled_tools
+    from kame_desktop.backend.worker import Backend
+
+    state = tmp_path / "state"
+
+    class SlowToClose(ScriptedLlm):
+        primed: list[list[str]] = []
+        server_gone_at_close: bool | None = None
+
+        async def prime(self, system_prompt, tools=None):
+            self.primed.append(sorted(t["function"]["name"] for t in tools or []))
+
+        async def aclose(self):  # gives the servers START_S to end while the LLM closes
+            deadline = time.monotonic() + START_S
+            while alive(started_pids(state)[0]) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            SlowToClose.server_gone_at_close = not alive(started_pids(state)[0])
+
+    tools = enabled_tools()
+    tools.servers = McpServers([stdio_server(state)])
+    backend = Backend(SlowToClose(), None, lambda s: True, lambda e: None, tools=tools)
+    backend.start()
+    try:
+        assert wait_for_tools(tools.servers, ["test.lookup"], START_S)
+        wait_until(lambda: len(SlowToClose.primed) == 2, what="the prompt read with the server's tools")
+    finally:
+        backend.stop()
+    assert SlowToClose.server_gone_at_close is True
+    assert len(SlowToClose.primed) == 2  # the tools that went with the session's end are not read again
+
+
 def test_doctor_lists_each_server_and_whether_it_starts(tmp_path):
     from kame_desktop.doctor import check_mcp_server
 

@@ -348,13 +348,21 @@ class McpServers:
         self._thread.start()
         ready.wait()
 
+    def begin_close(self) -> None:
+        """Tell every server to end, and return at once (`close()` waits for them); the tools
+        they take with them are no longer a change anyone is told of."""
+        self.on_change = None
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
+                loop.call_soon_threadsafe(stopping.set)
+
     def close(self, timeout: float = CLOSE_LIMIT_S) -> None:
         """End every server (each one's process tree, for stdio); at most `timeout` seconds."""
-        loop, stopping, thread = self._loop, self._stopping, self._thread
-        if loop is None or stopping is None or thread is None:
+        self.begin_close()
+        thread = self._thread
+        if thread is None:
             return
-        with contextlib.suppress(RuntimeError):  # the loop has ended already
-            loop.call_soon_threadsafe(stopping.set)
         thread.join(timeout)
         if thread.is_alive():
             log.warning("MCP servers: not all ended within %.0f s", timeout)
@@ -432,8 +440,8 @@ class McpServers:
             return
         self._offered[server.name] = tools
         self._tools = {name: tool for offered in self._offered.values() for name, tool in offered.items()}
-        if self.on_change is not None:
-            self.on_change()
+        if (on_change := self.on_change) is not None:  # read once: begin_close() may clear it meanwhile
+            on_change()
 
     def _runner(self, link: Link, name: str) -> Callable[..., str]:
         """`Tool.run` for one of the server's tools: runs on a worker thread, waits for the call
