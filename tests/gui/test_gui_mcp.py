@@ -115,3 +115,37 @@ def test_a_bad_server_is_refused_where_it_is_typed(qtbot):
         assert editor.isVisible() and editor.problem.text() == problem
     editor.reject()
     assert dialog.mcp.list.count() == 1
+
+
+def test_closing_the_app_ends_every_server_it_started(make_window, qtbot, parts, tmp_path):
+    """The app's own way out (the window closes, then gui.app.main waits for the session as it
+    does after app.exec()): the stdio server the session started is gone. It runs in a session of
+    its own (the SDK starts it so), so Ctrl+C at a terminal never reaches it: only the app ends it."""
+    import psutil
+    from fixtures.mcp_servers import stdio_mcp_server
+
+    from kame_desktop.audio.sources import NullSource
+    from kame_desktop.backend.factory import make_memory_and_tools
+    from kame_desktop.backend.llm.base import UnavailableLlm
+    from kame_desktop.backend.tools.mcp_servers import wait_for_tools
+    from kame_desktop.backend.worker import Backend
+    from kame_desktop.config import MemorySettings
+
+    state = tmp_path / "state"
+    settings = Settings(tools=ToolSettings(enabled=True, mcp=(stdio_mcp_server(state),)), memory=MemorySettings(enabled=False))
+    backends = []
+
+    def backend(_settings, post_signal, publish):
+        _, tools = make_memory_and_tools(settings)
+        backends.append(Backend(UnavailableLlm("none", "test"), None, post_signal, publish, tools=tools))
+        return backends[-1]
+
+    window = make_window(settings, frontend_factory=lambda _s: parts.RecordingFrontEnd(),
+                         audio_factory=parts.audio(lambda: NullSource(None, realtime=True)), backend_factory=backend)
+    qtbot.waitUntil(lambda: bool(backends), timeout=int(MCP_START_S * 1000))
+    assert wait_for_tools(backends[0].tools.servers, ["test.lookup"], MCP_START_S)
+    (pid,) = [int(p.name[4:]) for p in state.glob("pid-*")]
+    assert psutil.Process(pid).is_running()
+    window.close()
+    window.controller.stop(join_timeout=15)  # as gui.app.main does once the event loop has ended
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
