@@ -145,6 +145,7 @@ def understood(heard: Heard) -> bool:
 
 
 MAX_TOOL_ROUNDS = 3  # rounds of tool calls in one answer; then it must answer in words
+TOOL_BANNER_CHARS = 240  # of a failed call's reason, in the banner's one line
 
 
 def tool_round_messages(said: str, calls: list[ToolCall], results: list[ToolResult]) -> list[Message]:
@@ -600,8 +601,10 @@ class OracleManager:
                 self.emit(ToolResultEvent(request, call.name, False, "not done: the user's words changed"))
                 return None
             self.emit(ToolResultEvent(request, call.name, result.ok, result.summary))
-            if not result.ok:  # the model reads why; the user gets one line
-                self.emit(ErrorEvent("tool", f"{call.shown()}: {result.text.removeprefix('error: ')}", "failed"))
+            if not result.ok:  # the model reads why; the user gets one line (a server's may be a page)
+                line = " ".join(f"{call.shown()}: {result.text.removeprefix('error: ')}".split())
+                self.emit(ErrorEvent("tool", line if len(line) <= TOOL_BANNER_CHARS else line[: TOOL_BANNER_CHARS - 1] + "…",
+                                     "failed"))
             results.append(result)
         return results
 

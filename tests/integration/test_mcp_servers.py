@@ -222,6 +222,30 @@ def test_the_round_after_three_rounds_of_calls_still_sends_the_calls_under_names
         talk.close()
 
 
+def test_a_servers_long_error_is_one_banner_line_and_the_model_reads_all_of_it(tmp_path):
+    """A Python server answers a call that lacks an argument (small models leave them out) with
+    pydantic's error: four lines and a link. The model reads it all; the banner says it in one line."""
+
+    class Forgetful(Conversation):
+        def script(self, n: int, messages: list[dict]) -> list[dict]:
+            if messages[-1]["role"] == "tool":
+                return [{"content": "Sorry, that went wrong."}]
+            call = {"index": 0, "id": f"call_{n}", "type": "function", "function": {"name": "test_lookup", "arguments": "{}"}}
+            return [{"tool_calls": [call]}]
+
+    talk = Forgetful((stdio_server(tmp_path / "state"),))
+    try:
+        wait_until(lambda: "test.lookup" in talk.tools.available(), what="the server's tools")
+        assert talk.ask("What does it mean?") == "Sorry, that went wrong."
+        told = talk.chat.requests[-1].messages[-1]["content"]
+        assert "Field required" in told and "\n" in told  # the server's whole answer
+        (banner,) = talk.banners()
+        assert banner.startswith("test.lookup(): Error executing tool lookup: 1 validation error for lookupArguments word Field required")
+        assert "\n" not in banner and len(banner) <= 240
+    finally:
+        talk.close()
+
+
 def test_a_server_killed_mid_conversation_is_reported_and_restarted_and_a_hung_one_too(tmp_path, monkeypatch):
     monkeypatch.setattr(mcp_servers, "PING_LIMIT_S", 3.0)
     state = tmp_path / "state"
