@@ -73,7 +73,8 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
         ("qt-platform", check_qt), ("global-key", check_global_key), ("keyring", check_keyring), ("weights", lambda: check_weights(kame)),
         ("llm", lambda: check_llm(settings)), ("wake-word", lambda: check_wake_word(settings)), ("disk", check_disk),
     ]
-    checks += [(f"mcp:{server.name}", lambda server=server: check_mcp_server(server)) for server in settings.tools.mcp]
+    checks += [(f"mcp:{server.name}", lambda server=server: check_mcp_server(server, settings.tools.enabled))
+               for server in settings.tools.mcp]
     return [_guarded(name, check) for name, check in checks]
 
 
@@ -325,14 +326,17 @@ def check_wake_word(settings: Settings) -> Check:
     return Check("wake-word", "ok", f"'{word}' loads ({settings.audio.listening} now)")
 
 
-def check_mcp_server(server: McpServerSettings) -> Check:
-    """Whether an MCP server the user configured starts and lists its tools (one that is off is
-    not started). Its token is sent to it, never shown; nor is its environment."""
+def check_mcp_server(server: McpServerSettings, tools_on: bool = True) -> Check:
+    """Whether an MCP server the user configured starts and lists its tools (one that is off, or
+    whose tools the app would not offer, is not started). Its token is sent to it, never shown;
+    nor is its environment."""
     from kame_desktop.backend.tools.mcp_servers import McpError, list_server_tools, where
 
     name = f"mcp:{server.name}"
     if not server.enabled:
         return Check(name, "ok", f"off ({where(server)}): not started")
+    if not tools_on:
+        return Check(name, "ok", f"{where(server)}: not started — tools are off in Settings → Tools")
     try:
         tools = list_server_tools(server)
     except McpError as e:

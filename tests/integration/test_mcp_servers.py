@@ -414,6 +414,8 @@ def test_doctor_lists_each_server_and_whether_it_starts(tmp_path):
     assert broken.status == "warn" and broken.detail.endswith("does not start: it exited (no calendar configured)")
     off = check_mcp_server(stdio_server(tmp_path / "off", name="off", enabled=False))
     assert off.status == "ok" and off.detail.startswith("off (") and not (tmp_path / "off").exists()
+    unused = check_mcp_server(stdio_server(tmp_path / "unused"), tools_on=False)  # the app would not start it either
+    assert unused.detail.endswith("not started — tools are off in Settings → Tools") and not (tmp_path / "unused").exists()
 
 
 def test_a_servers_stderr_says_why_it_failed_and_never_fills_the_disk(monkeypatch):
