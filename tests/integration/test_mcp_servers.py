@@ -9,6 +9,7 @@ line and nowhere in the log, and no server process outlives the session."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -286,6 +287,29 @@ def test_a_server_killed_mid_conversation_is_reported_and_restarted_and_a_hung_o
     finally:
         talk.close()
     assert len(started_pids(state)) == 3 and not [pid for pid in started_pids(state) if alive(pid)]
+
+
+def test_a_server_that_dies_soon_after_each_start_is_started_again_with_a_growing_back_off(tmp_path, monkeypatch):
+    """Its tools are listed each time, then it exits: it is not back, so the wait before the
+    next start grows as for one that does not start at all."""
+    waits: list[int] = []
+
+    class Waits(tuple):  # which back-off each restart waited
+        def __getitem__(self, index):
+            waits.append(index)
+            return super().__getitem__(index)
+
+    monkeypatch.setattr(mcp_servers, "BACKOFF_S", Waits((0.1, 0.2, 0.4, 0.8)))
+    server = stdio_server(tmp_path / "state")
+    hub = McpServers([dataclasses.replace(server, args=(*server.args, "--exit-after", "1.5"))])
+    events: list = []
+    try:
+        hub.start(events.append)
+        wait_until(lambda: hub.starts.get("test", 0) >= 3, what="three starts")
+    finally:
+        hub.close()
+    assert waits[:2] == [0, 1]
+    assert events[0].message.startswith("MCP server test stopped: it exited")
 
 
 def test_a_server_that_cannot_start_is_one_banner_line_and_the_conversation_goes_on(tmp_path):

@@ -42,6 +42,7 @@ START_LIMIT_S = 20.0  # the handshake and the tool list (a first `npx -y …` do
 PING_EVERY_S = 2.0  # how soon a server that died or hangs is noticed
 PING_LIMIT_S = 5.0
 BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # between starts of a server that keeps failing
+STABLE_S = 30.0  # up this long, a server that then fails is started again after the first back-off
 CLOSE_LIMIT_S = 10.0  # the SDK's own shutdown: stdin closed, 2 s, SIGTERM to its group, 2 s, SIGKILL
 MAX_RESULT_CHARS = 2000  # what the model is told of one result
 MAX_DESCRIPTION_CHARS = 400  # a tool's description in the prompt (the local model reads them all)
@@ -379,16 +380,17 @@ class McpServers:
     async def _keep(self, server: McpServerSettings) -> None:
         """Keep `server` running: start it, watch it, and after a failure say so once and start
         it again after a back-off, until it is back."""
-        failures = 0
+        failures = 0  # starts in a row that failed, or did not last STABLE_S: the back-off grows
         while True:
             link: Link | None = None
             problem: McpError | None = None
+            up: float | None = None  # when it started, this time
             try:
                 async with connect(server, self.token(server.name)) as link:
+                    up = time.monotonic()
                     self.starts[server.name] = self.starts.get(server.name, 0) + 1
                     if failures:
                         log.info("MCP server %s is back", server.name)
-                    failures = 0
                     self._offer(server, link)
                     problem = await self._watch(link)
             except McpError as e:  # it did not start
@@ -398,12 +400,13 @@ class McpServers:
             finally:
                 self._offer(server, None)
             assert problem is not None
-            if not failures:  # one line per outage, not one per retry
+            if up is not None or not failures:  # one line per outage, not one per retry
                 what = "did not start" if link is None else "stopped"
                 message = f"MCP server {server.name} {what}: {problem}; its tools are off until it is back (retrying)"
                 log.warning("%s", message)
                 self.publish(ErrorEvent("tool", message, problem.kind))
-            failures += 1
+            # One that dies soon after each start is not back: it is not started again every second.
+            failures = 1 if up is not None and time.monotonic() - up >= STABLE_S else failures + 1
             await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
 
     async def _watch(self, link: Link) -> McpError:
