@@ -364,6 +364,14 @@ def test_a_wrong_token_is_one_banner_line_and_nowhere_in_the_log(mcp_http_server
     assert [t.name for t in list_server_tools(server)] == ["lookup", "add_entry", "wait", "babble"]
 
 
+def test_a_url_that_is_not_the_servers_mcp_endpoint_says_its_http_status_and_what_to_check(mcp_http_server):
+    server, _ = mcp_http_server
+    wrong = dataclasses.replace(server, url=server.url.removesuffix("/mcp") + "/sse")
+    with pytest.raises(mcp_servers.McpError) as failed:
+        list_server_tools(wrong, TOKEN)
+    assert str(failed.value) == "it answered HTTP 404 — check the URL (the server's MCP endpoint, often ending in /mcp)"
+
+
 def test_tools_switched_off_are_never_offered_and_a_local_model_reads_the_new_list_at_once(tmp_path):
     from fixtures.llm import ScriptedLlm
 

@@ -113,6 +113,7 @@ class Link:
     relist: bool = False  # the server said its tools changed
     garbage: bool = False  # it wrote something that is not MCP
     refused: int | None = None  # an HTTP 401/403 it answered
+    missing: int | None = None  # an HTTP 404/405/501 it answered: the URL is no MCP endpoint
     stderr: Any = None  # a stdio server's stderr (a temporary file)
     starting: Any = None  # the start's cancel scope: garbage ends it at once
 
@@ -131,6 +132,8 @@ class Link:
     async def on_response(self, response: Any) -> None:
         if response.status_code in (401, 403):
             self.refused = response.status_code
+        elif response.status_code in (404, 405, 501):
+            self.missing = response.status_code
 
     def stderr_tail(self) -> str:
         """The last line the server wrote on stderr. (The file's offset is the server's too: it
@@ -163,6 +166,8 @@ class Link:
         if self.refused:
             how = "refused the token" if self.with_token else "needs a token (none is stored)"
             text, kind = f"the server {how} (HTTP {self.refused}) — set it in Settings → Tools", "refused"
+        elif self.missing and starting:  # later, a 404 is a session the server forgot (it restarted)
+            text = f"it answered HTTP {self.missing} — check the URL (the server's MCP endpoint, often ending in /mcp)"
         elif isinstance(leaf, FileNotFoundError | PermissionError):
             text, kind = (f"cannot run {self.server.command!r} ({leaf.strerror}) — check the command in Settings → Tools",
                           "bad_input")
