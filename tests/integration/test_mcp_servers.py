@@ -312,6 +312,33 @@ def test_a_server_that_dies_soon_after_each_start_is_started_again_with_a_growin
     assert events[0].message.startswith("MCP server test stopped: it exited")
 
 
+def test_an_http_server_that_goes_away_is_reported_and_used_again_once_it_is_back(tmp_path):
+    from fixtures.mcp_servers import end, free_port, serve_mcp_http
+
+    from kame_desktop.credentials import store_mcp_token
+
+    port = free_port()
+    proc = serve_mcp_http(tmp_path / "state", port)
+    store_mcp_token("web", TOKEN)
+    talk = Conversation((McpServerSettings(name="web", enabled=True, transport="http", url=f"http://127.0.0.1:{port}/mcp"),))
+    try:
+        wait_until(lambda: "web.lookup" in talk.tools.available(), what="the server's tools")
+        assert talk.ask("What does kame mean?") == "It says: kame means turtle."
+        end(proc)
+        wait_until(lambda: talk.banners(), what="the banner")
+        assert talk.banners() == ["MCP server web stopped: cannot reach it (ConnectError) — start the server or check "
+                                  "the URL; its tools are off until it is back (retrying)"]
+        assert "web.lookup" not in talk.tools.available()
+        assert talk.ask("What does tori mean?") == "I cannot look that up right now."  # the conversation goes on
+        proc = serve_mcp_http(tmp_path / "state", port)
+        wait_until(lambda: talk.tools.servers.starts["web"] == 2, what="the server used again")
+        assert talk.ask("What does usagi mean?") == "It says: usagi means rabbit."
+        assert len(talk.banners()) == 1
+    finally:
+        talk.close()
+        end(proc)
+
+
 def test_a_server_that_cannot_start_is_one_banner_line_and_the_conversation_goes_on(tmp_path):
     garbage = McpServerSettings(name="garbage", enabled=True, command=sys.executable,
                                 args=("-c", "import sys\nfor line in sys.stdin: print('hello there', flush=True)"))
