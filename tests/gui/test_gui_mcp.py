@@ -148,4 +148,11 @@ def test_closing_the_app_ends_every_server_it_started(make_window, qtbot, parts,
     assert pids and psutil.Process(pids[-1]).is_running()
     window.close()
     window.controller.stop(join_timeout=15)  # as gui.app.main does once the event loop has ended
-    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    assert not [pid for pid in pids if alive(pid)]
