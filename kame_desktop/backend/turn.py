@@ -33,6 +33,8 @@ from kame_desktop.events import SAMPLE_RATE, Event, SpeechEndEvent, SpeechStartE
 
 SMART_THRESHOLD = 0.5  # Smart Turn's own decision point
 CONFIRM_MS = 96  # a "complete" turn still ends only if the pause lasts this long (see feed)
+SHORT_SPEECH_MS = 600  # ...and after less speech than this ("Which", "What"), this long:
+SHORT_CONFIRM_MS = 250
 MAX_SILENCE_MS = 1000  # nobody is left waiting longer than this
 PREROLL_S = 0.5  # audio before the VAD's start that the model sees (as pipecat gives it)
 
@@ -63,6 +65,8 @@ class TurnDetector:
         self.in_turn = False
         self._checked = False  # the model has judged this pause
         self._complete = False  # ... and called the turn complete
+        self._confirm = 0  # samples of pause that confirm it
+        self._speech_from = 0.0  # VAD-clock seconds where the turn's speech began
         self.probability: float | None = None  # the last check's answer in this turn
         self.speech_end_t = 0.0  # session time where the speech of this turn (so far) ends
 
@@ -71,9 +75,10 @@ class TurnDetector:
         keep = WINDOW_S * RATE if self.in_turn else round(PREROLL_S * RATE)
         self._audio = np.concatenate([self._audio, x])[-keep:]
         events: list[Event] = []
-        for kind, _t in self.vad.process(x):
+        for kind, t_vad in self.vad.process(x):
             if kind == "start" and not self.in_turn:
                 self.in_turn = True
+                self._speech_from = t_vad
                 self.probability = None
                 events.append(SpeechStartEvent("user"))
             elif kind == "end" and self.in_turn:  # the hang-over, or smart's maximum silence
@@ -88,12 +93,16 @@ class TurnDetector:
             self._checked = True
             self.probability = round(self.model.probability(self._audio), 3)
             self._complete = self.probability >= SMART_THRESHOLD
+            short = self.vad.silence_start / RATE - self._speech_from < SHORT_SPEECH_MS / 1000
+            self._confirm = (SHORT_CONFIRM_MS if short else CONFIRM_MS) * RATE // 1000
         # The model reads the pause at its first silent chunk, but "complete" ends the turn only
         # once the pause has lasted CONFIRM_MS: a stop consonant or a breath inside a question
         # ("What part of the body | pumps blood?") is a VAD pause of less than that, and Smart
         # Turn called such fragments complete. Live, the check itself takes longer than the
-        # window, so the audio that confirms it is usually queued by the time it returns.
-        if self._complete and self.in_turn and silence >= CONFIRM_MS * RATE // 1000:
+        # window, so the audio that confirms it is usually queued by the time it returns. After
+        # a word or two the model is least sure (it called "Which" and "What" complete at 0.97
+        # and 0.87 between a question's first words): there the pause must be longer.
+        if self._complete and self.in_turn and silence >= self._confirm:
             self.vad.end_speech()
             events += self._end_turn()
         return events

@@ -84,8 +84,9 @@ def test_a_mid_sentence_pause_is_not_the_end_for_smart_but_is_for_silence(smart,
     assert any(t < resumed for t, _ in turn_ends(TurnDetector("silence", model=smart.model), pcm))
 
 
-# Questions Smart Turn called complete at a breath or a stop consonant inside them (on the audio
-# clock, with this much silence before them): "What part of the body | pumps blood?"
+# Questions Smart Turn called complete at a breath or a stop consonant inside them, or after
+# their first word (on the audio clock, with this much silence before them): "What part of the
+# body | pumps blood?", "Which | bird is …"
 SPLIT = (
     ("What part of the body pumps blood?", 0.3),
     ("What do bees make?", 0.3),
@@ -112,7 +113,28 @@ def test_a_pause_inside_a_question_shorter_than_the_confirmation_does_not_end_it
 
     assert splits() == []
     monkeypatch.setattr(turn, "CONFIRM_MS", 0)  # the model's word alone, at the first silent chunk
+    monkeypatch.setattr(turn, "SHORT_CONFIRM_MS", 0)
     assert splits(), "these questions no longer show the problem: choose others"
+
+
+def test_after_a_first_word_only_a_longer_pause_ends_the_turn(smart, piper_voice, monkeypatch):
+    """"What", a 0.16 s pause, "part of the body pumps blood?": Smart Turn calls "What" complete
+    (it did so live, between a question's first words), so after so little speech the pause
+    that confirms it must be longer than a breath."""
+    from kame_desktop.backend import turn
+    from kame_desktop.bench.lite import WINDOW, loud_windows
+
+    def voiced(text: str) -> np.ndarray:
+        pcm = piper_voice.synthesize(text)
+        loud = loud_windows(pcm)
+        return pcm[loud[0] * WINDOW : (loud[-1] + 1) * WINDOW]
+
+    first = np.concatenate([LEAD, voiced("What")])
+    pcm = np.concatenate([first, np.zeros(round(0.16 * SAMPLE_RATE), np.float32), voiced("part of the body pumps blood?")])
+    cut = len(first) / SAMPLE_RATE
+    assert all(t > cut + 0.5 for t, _ in turn_ends(smart, pcm))
+    monkeypatch.setattr(turn, "SHORT_CONFIRM_MS", turn.CONFIRM_MS)  # no longer pause after a short start
+    assert any(t < cut + 0.5 for t, _ in turn_ends(smart, pcm)), "Smart Turn no longer ends it after 'What': choose another"
 
 
 def test_the_turn_knows_where_the_speech_ended(smart, spoken):
