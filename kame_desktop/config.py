@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import sys
 import typing
 from collections.abc import Iterator, Mapping
@@ -269,7 +270,9 @@ def _moved_defaults(section: str, table: Mapping[str, Any]) -> Mapping[str, Any]
     return {**table, **{key: today[key] for key, old in _V1_DEFAULTS[section].items() if table.get(key) == old}}
 
 
-def _build(cls: Any, data: Mapping[str, Any], where: str, quiet: bool = False) -> Any:
+def _build(cls: Any, data: Mapping[str, Any], where: str, quiet: bool = False, whose: str = "") -> Any:
+    """`cls` from the TOML table `data` found at `where`; `whose`: what the table is, for a
+    person (" (MCP server web)"), named in each warning about it."""
     data = _upgrade(cls, data)
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
@@ -284,17 +287,31 @@ def _build(cls: Any, data: Mapping[str, Any], where: str, quiet: bool = False) -
                 log.warning("settings: [%s] is not a table; using its defaults", name)
         elif (item := _table_list_of(typ)) is not None:  # [[name]] tables, e.g. [[tools.mcp]]
             if isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
-                kwargs[f.name] = tuple(_build(item, v, f"{name}[{i}].", quiet) for i, v in enumerate(value))
+                kwargs[f.name] = tuple(_build(item, v, f"{name}[{i}].", quiet, _whose(item, v))
+                                       for i, v in enumerate(value))
             elif not quiet:
                 log.warning("settings: %s is not a list of tables; using the default", name)
         elif (checked := _check(value, typ)) is not _WRONG:
             kwargs[f.name] = checked
+        elif not quiet and typ is float and isinstance(value, int | float) and not isinstance(value, bool):
+            # 0, negative, nan or inf (a number is no secret: it is shown)
+            log.warning("settings: %s%s must be a finite number above 0 (it is %s); using the default, %g",
+                        name, whose, value, f.default)
         elif not quiet:  # the value itself is not logged: a key pasted into the wrong field must not leak
-            log.warning("settings: %s should be of type %s; using the default", name, getattr(typ, "__name__", typ))
+            log.warning("settings: %s%s should be of type %s; using the default", name, whose, getattr(typ, "__name__", typ))
     unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
     if unknown and not quiet:
         log.debug("settings: ignoring unknown keys %s", ", ".join(sorted(where + k for k in unknown)))
     return cls(**kwargs)
+
+
+def _whose(cls: Any, table: Mapping[str, Any]) -> str:
+    """" (MCP server web)" for an MCP server's table with a name: a warning about one of several
+    servers says which (the name is shown only when it is one: never a pasted secret)."""
+    name = table.get("name")
+    if cls is McpServerSettings and isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
+        return f" (MCP server {name})"
+    return ""
 
 
 def _table_list_of(typ: Any) -> Any:

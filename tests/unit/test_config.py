@@ -343,3 +343,19 @@ def test_mcp_servers_are_tables_and_a_bad_value_costs_only_that_value(isolated, 
     path.write_text('[tools]\nmcp = "uvx mcp-server-time"\n', encoding="utf-8")
     assert load_settings(path).tools.mcp == ()
     assert "tools.mcp is not a list of tables" in caplog.text
+
+
+@pytest.mark.parametrize("written", ["0", "-2.5", "nan", "inf", "-inf"])
+def test_an_mcp_servers_time_limit_that_is_no_duration_is_one_line_naming_the_server(isolated, caplog, written):
+    """A hand-edited `timeout_s` of 0, below 0, nan or inf (TOML has both) would cut every call at
+    once or never: one warning line says which server's limit, what it is, and that the default is used."""
+    path = isolated / "settings.toml"
+    path.write_text('[[tools.mcp]]\nname = "time"\ncommand = "uvx"\n'
+                    f'[[tools.mcp]]\nname = "web"\ntransport = "http"\nurl = "http://127.0.0.1:8000/mcp"\ntimeout_s = {written}\n',
+                    encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="kame_desktop.config"):
+        servers = load_settings(path).tools.mcp
+    assert [s.timeout_s for s in servers] == [10.0, 10.0]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"settings: tools.mcp[1].timeout_s (MCP server web) must be a finite number above 0 (it is {float(written):g}); "
+        "using the default, 10"]
