@@ -339,6 +339,35 @@ def test_an_http_server_that_goes_away_is_reported_and_used_again_once_it_is_bac
         end(proc)
 
 
+def test_a_refused_call_does_not_make_a_later_failure_of_the_connection_a_refusal(tmp_path):
+    """A token may lack the right to one tool (HTTP 403 for its call): that call says so, the
+    server goes on serving, and when it later goes away the banner says that, not the old refusal."""
+    from fixtures.mcp_servers import end, free_port, serve_mcp_http
+
+    from kame_desktop.backend.tools.base import ToolFailed
+    from kame_desktop.credentials import store_mcp_token
+
+    port = free_port()
+    proc = serve_mcp_http(tmp_path / "state", port, "--refuse", "add_entry")
+    store_mcp_token("web", TOKEN)
+    hub = McpServers([McpServerSettings(name="web", enabled=True, transport="http", url=f"http://127.0.0.1:{port}/mcp")])
+    events: list = []
+    try:
+        hub.start(events.append)
+        assert wait_for_tools(hub, ["web.add_entry"], START_S)
+        with pytest.raises(ToolFailed, match=r"refused the token \(HTTP 403\)"):
+            hub.tools()["web.add_entry"].run(text="kame")
+        assert hub.tools()["web.lookup"].run(word="kame") == "kame means turtle"  # the same connection
+        end(proc)
+        wait_until(lambda: events, what="the banner")
+        assert [e.message for e in events] == ["MCP server web stopped: cannot reach it (ConnectError) — start the "
+                                               "server or check the URL; its tools are off until it is back (retrying)"]
+        assert events[0].error_kind == "unreachable"
+    finally:
+        hub.close()
+        end(proc)
+
+
 def test_a_server_that_cannot_start_is_one_banner_line_and_the_conversation_goes_on(tmp_path):
     garbage = McpServerSettings(name="garbage", enabled=True, command=sys.executable,
                                 args=("-c", "import sys\nfor line in sys.stdin: print('hello there', flush=True)"))

@@ -112,7 +112,7 @@ class Link:
     trouble: asyncio.Event = field(default_factory=asyncio.Event)  # look at it now (a call failed)
     relist: bool = False  # the server said its tools changed
     garbage: bool = False  # it wrote something that is not MCP
-    refused: int | None = None  # an HTTP 401/403 it answered
+    refused: int | None = None  # an HTTP 401/403 it answered, not yet reported (failure() takes it)
     missing: int | None = None  # an HTTP 404/405/501 it answered: the URL is no MCP endpoint
     stderr: Any = None  # a stdio server's stderr (a temporary file)
     starting: Any = None  # the start's cancel scope: garbage ends it at once
@@ -132,6 +132,8 @@ class Link:
     async def on_response(self, response: Any) -> None:
         if response.status_code in (401, 403):
             self.refused = response.status_code
+        elif response.status_code < 400:  # the token is taken again: a refusal is over
+            self.refused = None
         elif response.status_code in (404, 405, 501):
             self.missing = response.status_code
 
@@ -163,9 +165,10 @@ class Link:
 
         leaf = _leaf(error)
         kind: ErrorKind = "bad_server"
-        if self.refused:
+        refused, self.refused = self.refused, None  # said once: a later failure is what it is
+        if refused:
             how = "refused the token" if self.with_token else "needs a token (none is stored)"
-            text, kind = f"the server {how} (HTTP {self.refused}) — set it in Settings → Tools", "refused"
+            text, kind = f"the server {how} (HTTP {refused}) — set it in Settings → Tools", "refused"
         elif self.missing and starting:  # later, a 404 is a session the server forgot (it restarted)
             text = f"it answered HTTP {self.missing} — check the URL (the server's MCP endpoint, often ending in /mcp)"
         elif isinstance(leaf, FileNotFoundError | PermissionError):
