@@ -29,8 +29,8 @@ def save_settings_and_key(settings: Settings, key: str | None, path: Path | None
                           tokens: dict[str, str] | None = None) -> None:
     """Save the settings and (when `key` is not None) the API key, and MCP servers' `tokens`
     (server name → token; "" forgets it), together or not at all: a secret that cannot be stored
-    puts the settings file back as it was. Raises KameError with one line that says where and
-    what to do."""
+    puts the settings file and the secrets stored before it back as they were. Raises KameError
+    with one line that says where and what to do."""
     from kame_desktop.errors import KameError
 
     path = path or settings_path()
@@ -50,12 +50,24 @@ def save_settings_and_key(settings: Settings, key: str | None, path: Path | None
         ) from None
     if key is None and not tokens:
         return
+    secrets = ({LLM_KEY_NAME: key} if key is not None else {}) | {
+        MCP_TOKEN_PREFIX + server: token for server, token in (tokens or {}).items()}
+    before_secrets = {name: _read_secret(name) for name in secrets}
+    stored: list[str] = []
+
+    def what(name: str) -> str:
+        return "the API key" if name == LLM_KEY_NAME else "the MCP server's token"
+
     try:
-        if key is not None:
-            store_api_key(key)
-        for server, token in (tokens or {}).items():
-            store_mcp_token(server, token)
+        for name, value in secrets.items():
+            stored.append(name)  # counted before: it may fail after the keyring or the file took it
+            _store_secret(name, value, what(name))
     except OSError as e:
+        for name in reversed(stored):  # each secret stored before it as it was: all or nothing
+            try:
+                _store_secret(name, before_secrets[name] or "", what(name))
+            except OSError as e2:
+                log.warning("cannot put a stored secret back as it was: %s", e2.strerror or type(e2).__name__)
         try:
             if before is None:
                 path.unlink(missing_ok=True)
@@ -63,9 +75,8 @@ def save_settings_and_key(settings: Settings, key: str | None, path: Path | None
                 atomic_write_bytes(path, before)
         except OSError as e2:
             log.warning("cannot put %s back as it was: %s", path, e2.strerror or type(e2).__name__)
-        what = "the API key" if key is not None else "the MCP server's token"
         raise KameError(
-            f"cannot store {what} in {secrets_path()} ({e.strerror or type(e).__name__}) — make "
+            f"cannot store {what(stored[-1])} in {secrets_path()} ({e.strerror or type(e).__name__}) — make "
             f"{secrets_path().parent} writable, or install a keyring; the settings were not changed",
             kind="bad_input",
         ) from None

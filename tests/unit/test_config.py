@@ -359,3 +359,33 @@ def test_an_mcp_servers_time_limit_that_is_no_duration_is_one_line_naming_the_se
     assert [r.getMessage() for r in caplog.records] == [
         f"settings: tools.mcp[1].timeout_s (MCP server web) must be a finite number above 0 (it is {float(written):g}); "
         "using the default, 10"]
+
+
+@pytest.mark.parametrize("old", [None, {"key": "sk-old-key-55555", "mcp-token:cal": "cal-old-token-1"}])
+def test_secrets_stored_before_one_that_fails_are_put_back_as_they_were(isolated, old):
+    """The API key and an MCP server's token are stored, then another token can go nowhere (the
+    keyring refuses it and secrets.json cannot be written): all or nothing, like the settings file."""
+    from kame_desktop.credentials import mcp_token, save_settings_and_key, store_mcp_token
+    from kame_desktop.errors import KameError
+
+    class RefusesOne(MemoryKeyring):
+        def set_password(self, service: str, username: str, password: str) -> None:
+            if username == "mcp-token:web":
+                raise keyring.errors.PasswordSetError("locked")
+            super().set_password(service, username, password)
+
+    keyring.set_keyring(RefusesOne())
+    if old:
+        store_api_key(old["key"])
+        store_mcp_token("cal", old["mcp-token:cal"])
+    save_settings(Settings(history=True))
+    before = config.settings_path().read_bytes()
+    credentials.secrets_path().mkdir()  # a folder in the file's place: the file fallback fails too
+    with pytest.raises(KameError) as failed:
+        save_settings_and_key(Settings(history=False), KEY, tokens={"cal": "cal-new-token-2", "web": "web-token-33"})
+    assert config.settings_path().read_bytes() == before
+    assert llm_api_key() == (old and old["key"])
+    assert mcp_token("cal") == (old and old["mcp-token:cal"])
+    assert mcp_token("web") is None
+    assert str(failed.value).startswith("cannot store the MCP server's token in ")  # the one that failed
+    assert str(failed.value).endswith("; the settings were not changed")
