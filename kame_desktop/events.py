@@ -289,6 +289,16 @@ class ErrorEvent(Event):
 
 
 @dataclass(frozen=True)
+class RecoveredEvent(Event):
+    """The trouble an earlier `error` event of `source` told of is over (an MCP server is back):
+    `message` says so, `error` is that event's message (the banner that still shows it goes)."""
+
+    source: str
+    message: str
+    error: str
+
+
+@dataclass(frozen=True)
 class Stamped:
     """An event with the input frame at which the session recorded it."""
 

@@ -41,6 +41,11 @@ class ErrorBanner(QFrame):
         if self.isVisible() and self.source == source:
             self.hide()
 
+    def clear_text(self, text: str) -> None:
+        """Hide the banner if it shows `text` (the trouble it tells of is over; a newer one stays)."""
+        if self.isVisible() and self.label.text() == text:
+            self.hide()
+
     @property
     def text(self) -> str:
         return self.label.text() if self.isVisible() else ""

@@ -32,7 +32,14 @@ from kame_desktop.controller import (
     StatusNotice,
     has_words,
 )
-from kame_desktop.events import ErrorEvent, LlmFirstChunkEvent, OracleLagEvent, SessionStartEvent, Stamped
+from kame_desktop.events import (
+    ErrorEvent,
+    LlmFirstChunkEvent,
+    OracleLagEvent,
+    RecoveredEvent,
+    SessionStartEvent,
+    Stamped,
+)
 from kame_desktop.gui.banner import ErrorBanner, explain
 from kame_desktop.gui.bridge import EventBridge
 from kame_desktop.gui.global_key import GlobalTalkKey, on_a_desktop
@@ -199,6 +206,8 @@ class MainWindow(QMainWindow):
                 self.status.set_oracle_lag(lag_ms)
             case ErrorEvent(source=source, message=message, error_kind=kind):
                 self.banner.show_error(*explain(source, message, kind))
+            case RecoveredEvent(source=source, error=error):
+                self.banner.clear_text(explain(source, error)[0])
 
     def _set_listening(self, mode: str) -> None:
         self.controller.set_listening(mode)

@@ -156,3 +156,42 @@ def test_closing_the_app_ends_every_server_it_started(make_window, qtbot, parts,
             return False
 
     assert not [pid for pid in pids if alive(pid)]
+
+
+def test_the_banner_of_a_server_that_stopped_goes_once_it_is_back(make_window, qtbot, parts, tmp_path, monkeypatch):
+    """Killed mid-session: the banner says it stopped and that its tools are off until it is back;
+    once it is back that is no longer true, so the banner goes (a later, other trouble would stay)."""
+    import os
+    import signal
+
+    from fixtures.mcp_servers import stdio_mcp_server
+
+    from kame_desktop.audio.sources import NullSource
+    from kame_desktop.backend.factory import make_memory_and_tools
+    from kame_desktop.backend.llm.base import UnavailableLlm
+    from kame_desktop.backend.tools import mcp_servers
+    from kame_desktop.backend.tools.mcp_servers import wait_for_tools
+    from kame_desktop.backend.worker import Backend
+    from kame_desktop.config import MemorySettings
+
+    monkeypatch.setattr(mcp_servers, "PING_EVERY_S", 0.3)  # found and restarted in a fraction of the real times
+    monkeypatch.setattr(mcp_servers, "BACKOFF_S", (0.5,))
+    state = tmp_path / "state"
+    settings = Settings(tools=ToolSettings(enabled=True, mcp=(stdio_mcp_server(state),)), memory=MemorySettings(enabled=False))
+    backends = []
+
+    def backend(_settings, post_signal, publish):
+        _, tools = make_memory_and_tools(settings)
+        backends.append(Backend(UnavailableLlm("none", "test"), None, post_signal, publish, tools=tools))
+        return backends[-1]
+
+    window = make_window(settings, frontend_factory=lambda _s: parts.RecordingFrontEnd(),
+                         audio_factory=parts.audio(lambda: NullSource(None, realtime=True)), backend_factory=backend)
+    qtbot.waitUntil(lambda: bool(backends), timeout=int(MCP_START_S * 1000))
+    servers = backends[0].tools.servers
+    assert wait_for_tools(servers, ["test.lookup"], MCP_START_S) and not window.banner.isVisible()
+    os.kill(int(next(state.glob("pid-*")).name[4:]), signal.SIGKILL)
+    qtbot.waitUntil(window.banner.isVisible, timeout=int(MCP_START_S * 1000))
+    assert window.banner.text == ("tool: MCP server test stopped: it exited; its tools are off until it is back (retrying)")
+    qtbot.waitUntil(lambda: servers.starts["test"] == 2, timeout=int(MCP_START_S * 1000))
+    qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=int(MCP_START_S * 1000))

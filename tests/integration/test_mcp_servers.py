@@ -29,7 +29,14 @@ from kame_desktop.backend.tools import mcp_servers
 from kame_desktop.backend.tools.base import ToolCall
 from kame_desktop.backend.tools.mcp_servers import McpServers, list_server_tools, wait_for_tools
 from kame_desktop.config import McpServerSettings, MemorySettings, Settings, ToolSettings
-from kame_desktop.events import ErrorEvent, OracleDone, OracleText, ToolCallEvent, ToolResultEvent
+from kame_desktop.events import (
+    ErrorEvent,
+    OracleDone,
+    OracleText,
+    RecoveredEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+)
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -139,6 +146,9 @@ class Conversation:
 
     def banners(self) -> list[str]:
         return [e.message for e in self.events if isinstance(e, ErrorEvent)]
+
+    def recovered(self) -> list[RecoveredEvent]:
+        return [e for e in self.events if isinstance(e, RecoveredEvent)]
 
     def close(self) -> None:
         self.backend.stop()
@@ -271,6 +281,9 @@ def test_a_server_killed_mid_conversation_is_reported_and_restarted_and_a_hung_o
         wait_until(lambda: talk.banners(), what="the banner")
         assert talk.banners() == ["MCP server test stopped: it exited; its tools are off until it is back (retrying)"]
         wait_until(lambda: hub.starts["test"] == 2, what="the restart")
+        wait_until(lambda: talk.recovered(), what="word that it is back")
+        assert talk.recovered() == [RecoveredEvent("tool", "MCP server test is back: its tools are offered again",
+                                                   talk.banners()[0])]  # that banner line goes
         assert talk.ask("What does usagi mean?") == "It says: usagi means rabbit."
         assert not alive(first)
 
@@ -284,6 +297,7 @@ def test_a_server_killed_mid_conversation_is_reported_and_restarted_and_a_hung_o
         assert not alive(second)
         assert talk.ask("What does kame mean?") == "It says: kame means turtle."
         assert len(talk.banners()) == 2
+        assert [e.error for e in talk.recovered()] == talk.banners()
     finally:
         talk.close()
     assert len(started_pids(state)) == 3 and not [pid for pid in started_pids(state) if alive(pid)]
@@ -333,7 +347,7 @@ def test_an_http_server_that_goes_away_is_reported_and_used_again_once_it_is_bac
         proc = serve_mcp_http(tmp_path / "state", port)
         wait_until(lambda: talk.tools.servers.starts["web"] == 2, what="the server used again")
         assert talk.ask("What does usagi mean?") == "It says: usagi means rabbit."
-        assert len(talk.banners()) == 1
+        assert len(talk.banners()) == 1 and [e.error for e in talk.recovered()] == talk.banners()
     finally:
         talk.close()
         end(proc)

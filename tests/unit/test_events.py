@@ -61,6 +61,8 @@ DESIGN_TABLE: dict[str, dict] = {
     "assistant_token": {"id": None, "piece": " Paris"},
     "barge_in": {"request": 2},
     "error": {"source": "llm", "message": "connection refused: start the server or pick another LLM", "error_kind": "unreachable"},
+    "recovered": {"source": "tool", "message": "MCP server time is back: its tools are offered again",
+                  "error": "MCP server time stopped: it exited; its tools are off until it is back (retrying)"},
 }
 
 

@@ -34,7 +34,7 @@ from kame_desktop.backend.tools.base import Tool, ToolFailed
 from kame_desktop.config import McpServerSettings
 from kame_desktop.credentials import KeyRedactor, mcp_token
 from kame_desktop.errors import ErrorKind, KameError
-from kame_desktop.events import ErrorEvent, Event
+from kame_desktop.events import ErrorEvent, Event, RecoveredEvent
 
 log = logging.getLogger(__name__)
 
@@ -389,6 +389,7 @@ class McpServers:
         """Keep `server` running: start it, watch it, and after a failure say so once and start
         it again after a back-off, until it is back."""
         failures = 0  # starts in a row that failed, or did not last STABLE_S: the back-off grows
+        told = ""  # the banner line of the outage under way ("": none)
         while True:
             link: Link | None = None
             problem: McpError | None = None
@@ -397,9 +398,11 @@ class McpServers:
                 async with connect(server, self.token(server.name)) as link:
                     up = time.monotonic()
                     self.starts[server.name] = self.starts.get(server.name, 0) + 1
-                    if failures:
-                        log.info("MCP server %s is back", server.name)
                     self._offer(server, link)
+                    if told:  # the outage's banner line goes (it said "until it is back")
+                        log.info("MCP server %s is back", server.name)
+                        self.publish(RecoveredEvent("tool", f"MCP server {server.name} is back: its tools are offered again", told))
+                        told = ""
                     problem = await self._watch(link)
             except McpError as e:  # it did not start
                 problem = e
@@ -413,6 +416,7 @@ class McpServers:
                 message = f"MCP server {server.name} {what}: {problem}; its tools are off until it is back (retrying)"
                 log.warning("%s", message)
                 self.publish(ErrorEvent("tool", message, problem.kind))
+                told = message
             # One that dies soon after each start is not back: it is not started again every second.
             failures = 1 if up is not None and time.monotonic() - up >= STABLE_S else failures + 1
             await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
