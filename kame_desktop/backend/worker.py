@@ -155,7 +155,7 @@ class Backend:
             self.publish(event)
         if self.tools is not None and self.tools.servers:  # the user's MCP servers, on a thread of their own
             self.tools.servers.on_change = lambda: self._to_loop(self.manager.tools_changed)
-            self.tools.servers.start(self.publish)
+            self.tools.servers.start(self.publish, self.llm.count_tokens, self.llm.context_tokens)  # their tools' budget
 
     def stop(self, timeout: float = 5.0) -> None:
         servers = self.tools.servers if self.tools is not None and self.tools.servers else None

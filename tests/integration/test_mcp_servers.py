@@ -83,7 +83,8 @@ class Conversation:
     OpenAI-compatible server that calls `lookup` for "what does X mean", `add_entry` for "add X
     to my diary" and says the result it gets back."""
 
-    def __init__(self, servers: tuple[McpServerSettings, ...], disabled: tuple[str, ...] = ()) -> None:
+    def __init__(self, servers: tuple[McpServerSettings, ...], disabled: tuple[str, ...] = (),
+                 context_tokens: int = 8192) -> None:
         from kame_desktop.backend.factory import make_memory_and_tools
         from kame_desktop.backend.llm.openai_compat import OpenAiLlm
         from kame_desktop.backend.oracle_manager import PolicyConfig
@@ -97,7 +98,8 @@ class Conversation:
         _, self.tools = make_memory_and_tools(settings)
         self.signals: list = []
         self.events: list = []
-        llm = OpenAiLlm(self.chat.url, "scripted", first_chunk_timeout=30, chunk_timeout=30)
+        llm = self.llm = OpenAiLlm(self.chat.url, "scripted", first_chunk_timeout=30, chunk_timeout=30,
+                                   context_tokens=context_tokens)
         self.backend = Backend(llm, None, lambda s: self.signals.append(s) or True, self.events.append,
                                tools=self.tools, policy=PolicyConfig(name="reactive"))
         self.backend.start()
@@ -351,6 +353,58 @@ def test_an_http_server_that_goes_away_is_reported_and_used_again_once_it_is_bac
     finally:
         talk.close()
         end(proc)
+
+
+def test_the_servers_tools_take_at_most_a_quarter_of_the_models_context_and_the_user_is_told_once(tmp_path):
+    """Two servers of 4 tools each (69, 65, 61 and 44 tokens as the provider counts them: ~4
+    characters a token) and a model of 1,440 tokens: 360 for the servers' tools. The first server's
+    239 fit; of the second's, `lookup` (308) and `babble` (352) still do, `add_entry` and `wait` do
+    not. One banner line says so, once: not again when the second server comes back."""
+    first, second = stdio_server(tmp_path / "first", name="first"), stdio_server(tmp_path / "second", name="second")
+    talk = Conversation((first, second), context_tokens=1440)
+    try:
+        wait_until(lambda: {"first.babble", "second.babble"} <= set(talk.tools.available()), what="both servers' tools")
+        offered = sorted(name for name in talk.tools.available() if "." in name)
+        assert offered == ["first.add_entry", "first.babble", "first.lookup", "first.wait", "second.babble", "second.lookup"]
+        assert talk.banners() == [
+            "MCP servers' tools may take 1/4 of the model's context (360 of 1,440 tokens): 2 of second's 4 tools are "
+            "not offered — switch off the ones you do not need in Settings → Tools"]
+        assert talk.ask("Hello there, how are you?") == "Hello."
+        sent = [t for t in talk.chat.requests[-1].tools if t["function"]["name"].startswith(("first_", "second_"))]
+        assert len(sent) == 6 and sum(talk.llm.count_tokens(json.dumps(t)) for t in sent) <= 360  # as the model is sent them
+
+        os.kill(started_pids(tmp_path / "second")[0], signal.SIGKILL)  # it goes and comes back: told once
+        wait_until(lambda: talk.tools.servers.starts["second"] == 2 and "second.babble" in talk.tools.available(),
+                   what="the second server back")
+        assert sorted(name for name in talk.tools.available() if "." in name) == offered
+        assert len(talk.banners()) == 2 and talk.banners()[1].startswith("MCP server second stopped: it exited")
+    finally:
+        talk.close()
+
+
+def test_the_servers_tools_are_counted_as_the_llm_counts_them(tmp_path):
+    """The budget is the LLM's own count (the embedded model's tokenizer; here a provider that
+    counts words: 29, 26, 22 and 16 for the four tools), not the 4-characters estimate (69, 65,
+    61, 44): a model of 360 tokens (90 for the tools) gets three, not one."""
+    from fixtures.llm import ScriptedLlm
+
+    from kame_desktop.backend.tools import enabled_tools
+    from kame_desktop.backend.worker import Backend
+
+    tools = enabled_tools()
+    tools.servers = McpServers([stdio_server(tmp_path / "state")])
+    events: list = []
+    backend = Backend(ScriptedLlm(context_tokens=360), None, lambda s: True, events.append, tools=tools)
+    backend.start()
+    try:
+        assert wait_for_tools(tools.servers, ["test.lookup", "test.add_entry", "test.wait"], START_S)
+        wait_until(lambda: [e for e in events if isinstance(e, ErrorEvent)], what="the banner")
+        assert sorted(tools.servers.tools()) == ["test.add_entry", "test.lookup", "test.wait"]
+        assert [e.message for e in events if isinstance(e, ErrorEvent)] == [
+            "MCP servers' tools may take 1/4 of the model's context (90 of 360 tokens): 1 of test's 4 tools is not "
+            "offered — switch off the ones you do not need in Settings → Tools"]
+    finally:
+        backend.stop()
 
 
 def test_a_refused_call_does_not_make_a_later_failure_of_the_connection_a_refusal(tmp_path):

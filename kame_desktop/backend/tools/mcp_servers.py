@@ -47,6 +47,10 @@ CLOSE_LIMIT_S = 10.0  # the SDK's own shutdown: stdin closed, 2 s, SIGTERM to it
 MAX_RESULT_CHARS = 2000  # what the model is told of one result
 MAX_DESCRIPTION_CHARS = 400  # a tool's description in the prompt (the local model reads them all)
 MAX_STDERR_BYTES = 1 << 20  # what is kept of a stdio server's stderr (its last line says why it failed)
+# The servers' tools together take at most this share of the model's context: the model reads
+# them with every request (mcp-server-git's 12 tools alone are 2,086 tokens, half the embedded
+# model's 4,096), and the conversation needs the rest.
+TOOL_SHARE = 4
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # The SDK logs each failure (a bad line with its traceback) and httpx2 every request (a ping
 # every few seconds); the keeper says each failure once, without them.
@@ -320,7 +324,12 @@ def quiet_sdk_logs() -> None:
 class McpServers:
     """The enabled servers of one session: `tools()` is what they offer right now (any thread);
     `start(publish)` starts them, `close()` ends every one. `on_change` is called (on this
-    object's thread) whenever the tools offered change."""
+    object's thread) whenever the tools offered change.
+
+    Given the model's context (`start`), the tools offered take at most 1/TOOL_SHARE of it, as
+    the model counts them: servers in settings order, each one's tools as it lists them, every
+    tool that still fits; the rest are not offered, and the first time a server's are left out
+    one banner line says which and what to do."""
 
     def __init__(self, servers: Iterable[McpServerSettings], disabled: Iterable[str] = (),
                  token: Callable[[str], str | None] = mcp_token) -> None:
@@ -335,8 +344,13 @@ class McpServers:
         self.on_change: Callable[[], None] | None = None
         self.publish: Callable[[Event], None] = lambda event: None
         self.starts: dict[str, int] = {}  # per server: connections made (tests, doctor)
-        self._offered: dict[str, dict[str, Tool]] = {}  # per server: its tools (on the loop)
-        self._tools: dict[str, Tool] = {}  # all of them, replaced whole at each change
+        self.count_tokens: Callable[[str], int] = lambda text: -(-len(text) // 4)  # the model's, once started
+        self.context_tokens: int | None = None  # the model's context (None: no budget)
+        self._offered: dict[str, dict[str, Tool]] = {}  # per running server: its tools (on the loop)
+        self._tools: dict[str, Tool] = {}  # those within the budget, replaced whole at each change
+        self._costs: dict[str, int] = {}  # a tool's schema (JSON) -> its tokens
+        self._told: set[str] = set()  # servers whose tools left out the user was told of
+        self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -347,10 +361,15 @@ class McpServers:
     def tools(self) -> dict[str, Tool]:
         return self._tools
 
-    def start(self, publish: Callable[[Event], None]) -> None:
+    def start(self, publish: Callable[[Event], None], count_tokens: Callable[[str], int] | None = None,
+              context_tokens: int | None = None) -> None:
+        """Start the servers; their tools are counted with `count_tokens` (the LLM's) against
+        1/TOOL_SHARE of `context_tokens` (None: no limit)."""
         if self._thread is not None or not self.servers:
             return
         self.publish = publish
+        self.count_tokens = count_tokens or self.count_tokens
+        self.context_tokens = context_tokens
         quiet_sdk_logs()
         ready = threading.Event()
         self._thread = threading.Thread(target=asyncio.run, args=(self._main(ready),), name="kame-mcp", daemon=True)
@@ -361,6 +380,7 @@ class McpServers:
         """Tell every server to end, and return at once (`close()` waits for them); the tools
         they take with them are no longer a change anyone is told of."""
         self.on_change = None
+        self._closing = True  # nothing more is counted: the LLM may be closing too
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None:
             with contextlib.suppress(RuntimeError):  # the loop has ended already
@@ -454,9 +474,49 @@ class McpServers:
         if tools == self._offered.get(server.name, {}):
             return
         self._offered[server.name] = tools
-        self._tools = {name: tool for offered in self._offered.values() for name, tool in offered.items()}
+        if self._closing:
+            self._tools = {}
+            return
+        chosen = self._within_budget()
+        if chosen == self._tools:
+            return
+        self._tools = chosen
         if (on_change := self.on_change) is not None:  # read once: begin_close() may clear it meanwhile
             on_change()
+
+    def _within_budget(self) -> dict[str, Tool]:
+        """The running servers' tools that fit the budget (servers in settings order, tools as
+        listed, each one that still fits); the first time a server's are left out, one banner line."""
+        budget = None if self.context_tokens is None else self.context_tokens // TOOL_SHARE
+        chosen: dict[str, Tool] = {}
+        left_out: dict[str, tuple[int, int]] = {}  # server -> (tools left out, its tools)
+        used = 0
+        for server in self.servers:
+            tools = self._offered.get(server.name, {})
+            for name, tool in tools.items():
+                cost = self._cost(tool) if budget is not None else 0
+                if budget is None or used + cost <= budget:
+                    chosen[name], used = tool, used + cost
+                else:
+                    out, _ = left_out.get(server.name, (0, len(tools)))
+                    left_out[server.name] = (out + 1, len(tools))
+        if new := {name: counts for name, counts in left_out.items() if name not in self._told}:
+            self._told |= set(new)
+            which = " and ".join(f"{out} of {name}'s {total} tools" for name, (out, total) in new.items())
+            verb = "is" if sum(out for out, _ in new.values()) == 1 else "are"
+            message = (f"MCP servers' tools may take 1/{TOOL_SHARE} of the model's context ({budget:,} of "
+                       f"{self.context_tokens:,} tokens): {which} {verb} not offered — switch off the ones "
+                       "you do not need in Settings → Tools")
+            log.warning("%s", message)
+            self.publish(ErrorEvent("tool", message, "bad_input"))
+        return chosen
+
+    def _cost(self, tool: Tool) -> int:
+        """The tokens `tool` takes in the prompt (its schema, as the LLM is sent it), counted once."""
+        schema = json.dumps(tool.schema())
+        if schema not in self._costs:
+            self._costs[schema] = self.count_tokens(schema)
+        return self._costs[schema]
 
     def _runner(self, link: Link, name: str) -> Callable[..., str]:
         """`Tool.run` for one of the server's tools: runs on a worker thread, waits for the call
