@@ -7,7 +7,8 @@ user's `SpeechStartEvent`, `SpeechEndEvent` and `TurnEndEvent("vad", turn_detect
 - `silence`: the turn ends after `TURN_HANGOVER_MS` of silence (a fixed hang-over).
 - `smart`: at the VAD's first silent chunk of each pause the model reads the turn's speech;
   complete (probability ≥ `SMART_THRESHOLD`) ends the turn once the pause has lasted
-  `CONFIRM_MS`, else the turn waits for more speech, and `MAX_SILENCE_MS` of silence ends it whatever was said (a fallback, recorded
+  `CONFIRM_MS` (`SHORT_CONFIRM_MS` after very little speech), else the turn waits for more
+  speech, and `MAX_SILENCE_MS` of silence ends it whatever was said (a fallback, recorded
   with the probability, below the threshold). The model is asked once per pause, not again as
   the silence grows: it reads the speech without its trailing silence (audio/smart_turn.py), so
   a second look would see the same audio, and with the silence left in it called 15 of 16
