@@ -360,7 +360,8 @@ def _tell(settings: RunSettings, parts: Parts, utterances: list[np.ndarray], rec
     """A conversation that tells the companion something (the `memory` set): spoken like the
     questions, then the user stays quiet until the companion has kept what it heard (its memory
     reads a turn once the back-end is idle), then the conversation ends. What was heard and said
-    goes to `record`."""
+    goes to `record`, with what the memory asked the model, its reply, and what it kept and
+    rejected (`memory`: the run's own store, so a missed fact can be told from a misheard one)."""
     from kame_desktop.audio.sources import NullSink, NullSource
     from kame_desktop.fileio import atomic_write_bytes
 
@@ -370,6 +371,8 @@ def _tell(settings: RunSettings, parts: Parts, utterances: list[np.ndarray], rec
     bus.subscribe(records.append)
     with open_session(settings, parts, bus) as session:
         memory = session.backend.memory if session.backend else None
+        if memory is not None:
+            memory.journal = []
         quiet = NullSource(realtime=True)
         waited = [0]
 
@@ -384,5 +387,6 @@ def _tell(settings: RunSettings, parts: Parts, utterances: list[np.ndarray], rec
                 return quiet.read()
 
         session.run(Source(), dialog.sink(NullSink()))
-    told = {"heard": heard_text(records), "said": said_text(records), "waited_s": round(waited[0] * FRAME_SECONDS, 1)}
+    told = {"heard": heard_text(records), "said": said_text(records), "waited_s": round(waited[0] * FRAME_SECONDS, 1),
+            "memory": memory.journal if memory is not None else None}
     atomic_write_bytes(record, json.dumps(told, indent=2, ensure_ascii=False).encode())
