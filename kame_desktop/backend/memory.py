@@ -3,9 +3,9 @@ written atomically), put into the system prompt, and written from what the user 
 
 - **Store** (`MemoryStore`): items with a topic ("home"), a text ("The user lives in Lyon."),
   when, from which conversation and how (`said`, `tool`, `typed`). A duplicate merges with its
-  item (its use count goes up); a new value for a known topic about the same subject ("the
-  user", "the user's cat"), or the same sentence with a new ending ("… lives in Paris." → "…
-  lives in Lyon."), replaces the old item. A file that cannot be
+  item (its use count goes up); about the same subject ("the user", "the user's cat"), a new
+  value for a known topic or the same sentence with a new ending ("… lives in Paris." → "…
+  lives in Lyon.") replaces the old item. A file that cannot be
   read as a memory is set aside (`memory.json.bad-<time>`), the store says so once (`notice`)
   and starts afresh. No item text is ever logged.
 - **Use** (`MemoryKeeper.system_prompt`): the items go into the system prompt once per
@@ -119,10 +119,12 @@ def topic_key(topic: str) -> str:
 
 
 def third_person(text: str) -> str:
-    """A fact as the prompt states it: about "the user", never "I"."""
+    """A fact as the prompt states it: about "the user", never "I"; a move as where one lives now
+    ("The user moved to Lyon." → "The user lives in Lyon.", the same sentence as where they lived)."""
     out = " ".join(text.split())[:MAX_TEXT]
     for pattern, repl in ((r"\bI am\b|\bI'm\b", "the user is"), (r"\bI\b", "the user"), (r"\bmy\b", "the user's"),
-                          (r"\bme\b", "the user"), (r"\bmine\b", "the user's")):
+                          (r"\bme\b", "the user"), (r"\bmine\b", "the user's"),
+                          (r"\bhave moved to\b", "live in"), (r"\b(?:has |had )?moved to\b", "lives in")):
         out = re.sub(pattern, repl, out, flags=re.IGNORECASE)
     out = out[:1].upper() + out[1:]
     return out if out.endswith((".", "!", "?")) else out + "."
@@ -246,7 +248,7 @@ class MemoryStore:
                     self._write(items)
                     return items[n], "merged"
             for n, old in enumerate(items):
-                if (topic_key(old.topic) == key and _same_subject(old.text, text)) or _same_sentence(old.text, text):
+                if (topic_key(old.topic) == key or _same_sentence(old.text, text)) and _same_subject(old.text, text):
                     items[n] = dataclasses.replace(old, topic=topic, text=text, updated=now, conversation=conversation,
                                                    how=how)
                     self._write(items)

@@ -272,6 +272,10 @@ def test_a_topic_named_loosely_replaces_only_a_fact_about_the_same_subject():
     assert how == "replaced"
     _, how = store.remember("cat", "Stella is the user's cat's new name.")  # whose, it does not say: the topic's
     assert how == "replaced"
+    # Nor does a sentence that begins the same way about another subject (SmolLM2-135M's "pizza").
+    _, how = store.remember("pizza", "The user's favorite pizza.")
+    assert how == "added"
+    store.delete([i.id for i in store.items() if i.topic == "pizza"])
     assert {i.text for i in store.items()} == {
         "The user lives in Berlin.", "The user's brother lives in Rome.", "The user's favorite color is green.",
         "The user's favorite food is sushi.", "The user's name is Daniel.", "The user's wife's name is Maria.",
@@ -364,6 +368,15 @@ def test_a_fact_about_what_the_user_calls_theirs_is_kept_and_corrects_it():
     assert [i.text for i in store.items()] == ["Stella is the new name of the cat."]
     # Not a fact about the user, nor about anything they call theirs:
     assert parse_extraction("remember capital = Paris is the capital of France.", "I think Paris is the capital of France.") == []
+
+
+def test_a_move_is_kept_as_where_the_user_lives_now_and_replaces_where_they_lived():
+    # Qwen2.5-Coder-0.5B in `eval run --set memory` (mem-11) named the move a topic of its own.
+    store = MemoryStore()
+    store.remember("home", "The user lives in Paris.")
+    [change] = parse_extraction("remember move = The user moved to Berlin.", "I have moved to Berlin.")
+    store.remember(change.topic, change.text)
+    assert [i.text for i in store.items()] == ["The user lives in Berlin."]
 
 
 def test_a_bare_value_told_in_a_statement_is_kept_as_a_sentence_about_the_user():
