@@ -319,11 +319,12 @@ def check_wake_word(settings: Settings) -> Check:
 
     word = settings.audio.wake_word
     try:
-        WakeWordDetector(word, settings.audio.wake_sensitivity)
+        detector = WakeWordDetector(word, settings.audio.wake_sensitivity)
     except ModelFileError as e:
         status = "fail" if settings.audio.listening == "wake_word" else "warn"
         return Check("wake-word", status, str(e), "reinstall the package it names, or listen with push-to-talk")
-    return Check("wake-word", "ok", f"'{word}' loads ({settings.audio.listening} now)")
+    second = " with Whisper tiny.en's confirmation" if detector.confirm else ""
+    return Check("wake-word", "ok", f"'{word}' loads{second} ({settings.audio.listening} now)")
 
 
 def check_mcp_server(server: McpServerSettings, tools_on: bool = True) -> Check:

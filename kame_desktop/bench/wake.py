@@ -12,11 +12,15 @@ Each clip goes through the detector as the app's microphone does: noise suppress
 included, from a fresh start at the clip's first sample.
 
 detection_rate: Piper positives (all three conditions); espeak_detection_rate: espeak-ng's;
-false_wakes_per_30min: over the negatives; waiting_cpu_percent: the detector's CPU time (thread
-time, resampling included) over the first `cpu_seconds` of the negatives fed frame by frame as
-the app does, as a % of one core (speech all along: the worst case; silence is not scored);
-wake_to_listening_median_ms: the end of the wake phrase's speech → the end of the 80 ms step
-whose score fired (Piper, clean), plus the median time one score takes.
+false_wakes_per_30min: over the negatives; waiting_cpu_percent: the detector's CPU time (process
+time: resampling and a second stage's Whisper threads included) over the first `cpu_seconds` of
+the negatives fed frame by frame as the app does, as a % of one core (speech all along: the worst
+case; silence is not scored); wake_to_listening_median_ms: the end of the wake phrase's speech →
+the end of the 80 ms step whose score fired (Piper, clean), plus the median time one score takes
+and, for a word with a second stage, the median time it takes (the wake is reported after it).
+A word with a second stage (`audio/wake_word.py` CONFIRM) is scored as the app runs it: each
+step whose head score passes the candidate threshold is heard by Whisper; `candidates_per_min`
+counts them over the negatives.
 """
 
 from __future__ import annotations
@@ -143,6 +147,13 @@ def _first_fire(probs: np.ndarray, threshold: float, start_s: float, end_s: floa
     return float(ends[hits[0]]) if len(hits) else None
 
 
+def _fired(steps: list[int], n: int) -> np.ndarray:
+    """1.0 at the steps where the detector fired (`WakeWordDetector.fires`), over `n` steps."""
+    out = np.zeros(n, np.float32)
+    out[steps] = 1.0
+    return out
+
+
 def _false_wakes(probs: np.ndarray, threshold: float) -> int:
     from kame_desktop.audio.wake_word import STEP, WINDOW
 
@@ -169,20 +180,21 @@ def _waiting_cpu(word: str, pcm16k: np.ndarray, seconds: float) -> tuple[float, 
     stream = soxr.ResampleStream(24_000, RATE, 1, dtype="float32")
     frames = len(pcm24) // 1920
     scored: list[float] = []
-    t0 = time.thread_time()
+    # process time: CTranslate2 runs the second stage on a thread of its own
+    t0 = time.process_time()
     for k in range(frames):
-        t = time.thread_time()
-        before = detector.scores
+        t = time.process_time()
+        before, candidates = detector.scores, detector.candidates
         detector.push(stream.resample_chunk(pcm24[k * 1920 : (k + 1) * 1920]))
-        if detector.scores > before:
-            scored.append(time.thread_time() - t)
-    cpu = time.thread_time() - t0
+        if detector.scores > before and detector.candidates == candidates:
+            scored.append(time.process_time() - t)
+    cpu = time.process_time() - t0
     return 100 * cpu / (frames * 0.08), 1000 * statistics.median(scored) if scored else 0.0
 
 
 def bench_word(word: str, positives: dict, negatives: np.ndarray, cpu_seconds: float, suppressed=None) -> dict:
     """`suppressed`: `suppress_noise(negatives)`, made once for every word."""
-    from kame_desktop.audio.wake_word import WakeWordDetector
+    from kame_desktop.audio.wake_word import STEP, WakeWordDetector
 
     detector = WakeWordDetector(word)
     rates: dict[str, float] = {}
@@ -191,16 +203,20 @@ def bench_word(word: str, positives: dict, negatives: np.ndarray, cpu_seconds: f
     for who, clips in positives.items():
         hits = 0
         for clip, wake_end, condition in clips:
-            fired = _first_fire(detector.probabilities(clip), detector.threshold, LEAD_S, wake_end + HIT_WINDOW_S)
+            until = int((wake_end + HIT_WINDOW_S) * RATE) // STEP  # the steps that can count
+            fired = _first_fire(_fired(detector.fires(clip, until=until), until), 0.5, LEAD_S, wake_end + HIT_WINDOW_S)
             hits += fired is not None
             if who == "piper":
                 by_condition[condition].append(fired is not None)
                 if fired is not None and condition == "clean":
                     lags.append(fired - wake_end)
         rates[who] = hits / len(clips)
-    false = _false_wakes(detector.probabilities(negatives, suppressed=suppressed), detector.threshold)
+    candidates = detector.candidates
+    false = len(detector.fires(negatives, suppressed=suppressed))
     minutes = len(negatives) / RATE / 60
+    confirm_ms = 1000 * statistics.median(detector.confirm.seconds) if detector.confirm and detector.confirm.seconds else 0.0
     cpu, score_ms = _waiting_cpu(word, negatives, cpu_seconds)
+    lag = 1000 * statistics.median(lags) + score_ms + confirm_ms if lags else None
     return {
         "detection_rate": round(rates["piper"], 3),
         "espeak_detection_rate": round(rates["espeak"], 3),
@@ -208,9 +224,12 @@ def bench_word(word: str, positives: dict, negatives: np.ndarray, cpu_seconds: f
         "false_wakes": false,
         "false_wakes_per_30min": round(false * 30 / minutes, 2),
         "waiting_cpu_percent": round(cpu, 2),
-        "wake_to_listening_median_ms": round(1000 * statistics.median(lags) + score_ms, 1) if lags else None,
+        "wake_to_listening_median_ms": round(lag, 1) if lag is not None else None,
         "score_ms": round(score_ms, 2),
         "threshold": round(detector.threshold, 4),
+        "confirm_threshold": detector.confirm_threshold if detector.confirm else None,
+        "confirm_ms": round(confirm_ms, 1) if detector.confirm else None,
+        "candidates_per_min": round((detector.candidates - candidates) / minutes, 1) if detector.confirm else None,
         "piper_positives": len(positives["piper"]),
         "espeak_positives": len(positives["espeak"]),
     }

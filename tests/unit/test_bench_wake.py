@@ -22,3 +22,14 @@ def test_false_wakes_count_once_per_refractory_window():
     probs[10:14] = 1.0  # one wake held over four steps: the detector starts afresh after the first
     probs[10 + WINDOW // STEP] = 1.0  # a window later: a second wake
     assert _false_wakes(probs, 0.99) == 2
+
+
+def test_the_held_out_speech_thresholds_are_chosen_on_is_not_the_benchmarks():
+    from kame_desktop.bench import wake, wake_tune
+
+    held = wake_tune.negative_texts()
+    assert len(" ".join(held).split()) > 6_000, "enough words for 30 minutes"
+    assert not set(held) & set(wake._negative_texts()), "no sentence the benchmark plays"
+    assert not any(wake_tune.WAKE_RE.search(t) for t in held)
+    assert not set(wake_tune.QUESTIONS) & set(wake.QUESTIONS)
+    assert not set(wake_tune.PIPER_LENGTHS) & set(wake.PIPER_SPEEDS)
