@@ -117,22 +117,13 @@ def test_a_bad_server_is_refused_where_it_is_typed(qtbot):
     assert dialog.mcp.list.count() == 1
 
 
-def test_closing_the_app_ends_every_server_it_started(make_window, qtbot, parts, tmp_path):
-    """The app's own way out (the window closes, then gui.app.main waits for the session as it
-    does after app.exec()): the stdio server the session started is gone. It runs in a session of
-    its own (the SDK starts it so), so Ctrl+C at a terminal never reaches it: only the app ends it."""
-    import psutil
-    from fixtures.mcp_servers import stdio_mcp_server
-
+def window_with_servers(make_window, qtbot, parts, settings):
+    """The main window with a real back-end whose tools are `settings`' (no LLM), once it runs."""
     from kame_desktop.audio.sources import NullSource
     from kame_desktop.backend.factory import make_memory_and_tools
     from kame_desktop.backend.llm.base import UnavailableLlm
-    from kame_desktop.backend.tools.mcp_servers import wait_for_tools
     from kame_desktop.backend.worker import Backend
-    from kame_desktop.config import MemorySettings
 
-    state = tmp_path / "state"
-    settings = Settings(tools=ToolSettings(enabled=True, mcp=(stdio_mcp_server(state),)), memory=MemorySettings(enabled=False))
     backends = []
 
     def backend(_settings, post_signal, publish):
@@ -143,6 +134,22 @@ def test_closing_the_app_ends_every_server_it_started(make_window, qtbot, parts,
     window = make_window(settings, frontend_factory=lambda _s: parts.RecordingFrontEnd(),
                          audio_factory=parts.audio(lambda: NullSource(None, realtime=True)), backend_factory=backend)
     qtbot.waitUntil(lambda: bool(backends), timeout=int(MCP_START_S * 1000))
+    return window, backends
+
+
+def test_closing_the_app_ends_every_server_it_started(make_window, qtbot, parts, tmp_path):
+    """The app's own way out (the window closes, then gui.app.main waits for the session as it
+    does after app.exec()): the stdio server the session started is gone. It runs in a session of
+    its own (the SDK starts it so), so Ctrl+C at a terminal never reaches it: only the app ends it."""
+    import psutil
+    from fixtures.mcp_servers import stdio_mcp_server
+
+    from kame_desktop.backend.tools.mcp_servers import wait_for_tools
+    from kame_desktop.config import MemorySettings
+
+    state = tmp_path / "state"
+    settings = Settings(tools=ToolSettings(enabled=True, mcp=(stdio_mcp_server(state),)), memory=MemorySettings(enabled=False))
+    window, backends = window_with_servers(make_window, qtbot, parts, settings)
     assert wait_for_tools(backends[0].tools.servers, ["test.lookup"], MCP_START_S)
     pids = [int(p.name[4:]) for p in state.glob("pid-*")]
     assert pids and psutil.Process(pids[-1]).is_running()
@@ -166,28 +173,15 @@ def test_the_banner_of_a_server_that_stopped_goes_once_it_is_back(make_window, q
 
     from fixtures.mcp_servers import stdio_mcp_server
 
-    from kame_desktop.audio.sources import NullSource
-    from kame_desktop.backend.factory import make_memory_and_tools
-    from kame_desktop.backend.llm.base import UnavailableLlm
     from kame_desktop.backend.tools import mcp_servers
     from kame_desktop.backend.tools.mcp_servers import wait_for_tools
-    from kame_desktop.backend.worker import Backend
     from kame_desktop.config import MemorySettings
 
     monkeypatch.setattr(mcp_servers, "PING_EVERY_S", 0.3)  # found and restarted in a fraction of the real times
     monkeypatch.setattr(mcp_servers, "BACKOFF_S", (0.5,))
     state = tmp_path / "state"
     settings = Settings(tools=ToolSettings(enabled=True, mcp=(stdio_mcp_server(state),)), memory=MemorySettings(enabled=False))
-    backends = []
-
-    def backend(_settings, post_signal, publish):
-        _, tools = make_memory_and_tools(settings)
-        backends.append(Backend(UnavailableLlm("none", "test"), None, post_signal, publish, tools=tools))
-        return backends[-1]
-
-    window = make_window(settings, frontend_factory=lambda _s: parts.RecordingFrontEnd(),
-                         audio_factory=parts.audio(lambda: NullSource(None, realtime=True)), backend_factory=backend)
-    qtbot.waitUntil(lambda: bool(backends), timeout=int(MCP_START_S * 1000))
+    window, backends = window_with_servers(make_window, qtbot, parts, settings)
     servers = backends[0].tools.servers
     assert wait_for_tools(servers, ["test.lookup"], MCP_START_S) and not window.banner.isVisible()
     os.kill(int(next(state.glob("pid-*")).name[4:]), signal.SIGKILL)
