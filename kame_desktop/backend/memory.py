@@ -16,9 +16,9 @@ written atomically), put into the system prompt, and written from what the user 
 - **Writing**: only from a turn's final words. With tools, through `remember` / `forget`
   (backend/tools/memory.py; TurnTools runs them only on the final words, once). Without, the
   keeper asks the LLM once the turn is over and the back-end idle (nobody talking, no answer
-  streaming, the companion quiet): a small request of its own (`EXTRACT_PROMPT`), dropped the
-  moment the user talks again and retried later; a line is kept only when its words came from
-  the user. The in-process model then reads the conversation's system prompt again while idle,
+  streaming, the companion quiet): a small request of its own (`EXTRACT_PROMPT`, the user's
+  statements only: a question costs none), dropped the moment the user talks again and retried
+  later; a line is kept only when its words came from the user. The in-process model then reads the conversation's system prompt again while idle,
   so the next answer does not pay for it.
 """
 
