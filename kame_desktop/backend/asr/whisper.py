@@ -97,7 +97,10 @@ def _frame_levels(audio: np.ndarray) -> np.ndarray:
 def words_level(audio: np.ndarray, t0: float, words: list[Word]) -> float | None:
     """The level (dB) of the loud part of `words` in 16 kHz `audio` starting at session time
     `t0`: the 90th percentile of the frames they span (None: no frame)."""
-    level = _frame_levels(audio)
+    return _spoken_level(_frame_levels(audio), t0, words)
+
+
+def _spoken_level(level: np.ndarray, t0: float, words: list[Word]) -> float | None:
     starts = t0 + np.arange(len(level)) * _LEVEL_FRAME / SR
     spoken = level[(starts >= words[0].start) & (starts < words[-1].end)] if words else level[:0]
     return float(np.percentile(spoken, 90)) if len(spoken) else None
@@ -114,7 +117,7 @@ def sound_after_words(audio: np.ndarray, t0: float, words: list[Word], speech_en
     if not len(level):
         return 0.0
     starts = t0 + np.arange(len(level)) * _LEVEL_FRAME / SR
-    reference = words_level(audio, t0, words)
+    reference = _spoken_level(level, t0, words)
     loud = np.nonzero(level >= (level.max() if reference is None else reference) - SOUND_DROP_DB)[0]
     end = float(starts[loud[-1]]) + _LEVEL_FRAME / SR if len(loud) else words[-1].end
     return round(max(0.0, min(end, speech_end) - words[-1].end), 3)
