@@ -326,7 +326,8 @@ def bench_frontend(
 @bench_app.command("oracle-lag")
 def bench_oracle_lag(
     json_output: Annotated[bool, typer.Option("--json", help="Print only the JSON object on stdout.")] = False,
-    questions: Annotated[int, typer.Option(help="How many espeak-ng questions (each runs once per policy).")] = 6,
+    questions: Annotated[int, typer.Option(
+        help="How many espeak-ng utterances: short questions and longer requests in turn (each runs once per policy).")] = 12,
     threads: Annotated[int, typer.Option(help="Threads for each of torch, whisper and llama.cpp.")] = 1,
     llm_url: Annotated[
         str | None, typer.Option(help="An OpenAI-compatible server instead of the embedded LLM (adds the cancel-at-ask arm).")

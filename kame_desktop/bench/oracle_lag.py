@@ -1,6 +1,6 @@
 """`kame-desktop bench oracle-lag`: how soon the oracle carries what the user just said.
 
-espeak-ng questions are streamed paced (real time) through the tiny KAME front-end with the
+espeak-ng speech is streamed paced (real time) through the tiny KAME front-end with the
 embedded back-end (streaming whisper + the in-process SmolLM2), once per policy: `reactive`
 (ours) and `polling` (the reference's, the baseline). For every recognised user word,
 oracle_lag = the time the word ended in the audio (its ASR timestamp) → the first oracle token
@@ -12,6 +12,10 @@ while an answer was on its way. With an OpenAI-compatible server (`--llm-url`, o
 `--scripted-llm`: a scripted cloud LLM on 127.0.0.1 with a 300–900 ms first token and 40 words/s)
 the arms overlap answers and adopt one on its first text (spec §3.3b), and a third arm, `cancel`
 (reactive, max_streams 1), cancels at ask: `cancel_oracle_gap_share` and `cancel_median_oracle_lag_ms`.
+What is spoken: short questions and longer requests in turn (12 by default, six of each). A short
+question re-asks once or twice, so its gap is mostly the first answer's wait, which no policy
+shortens; a request re-asks several times before the user stops, where cancelling at ask
+starves the front-end. `gap_share_by_kind` gives the shares for each kind apart.
 Thread budget: torch 1, whisper 1, llama.cpp 1 (2 cores).
 """
 
@@ -30,6 +34,7 @@ import numpy as np
 from kame_desktop.choices import OPENAI_LLM
 from kame_desktop.events import (
     FRAME_SECONDS,
+    SAMPLE_RATE,
     AsrFinalEvent,
     EventBus,
     LlmCancelledEvent,
@@ -78,9 +83,17 @@ def oracle_gap_frames(records: list[Stamped]) -> tuple[int, int]:
     return sum(f not in fed for f in live), len(live)
 
 
+def spoken_texts(questions: tuple[str, ...], requests: tuple[str, ...]) -> list[str]:
+    """A question, a request, a question…; what one kind has beyond the other comes last."""
+    paired = [text for pair in zip(questions, requests, strict=False) for text in pair]
+    n = min(len(questions), len(requests))
+    return paired + list(questions[n:]) + list(requests[n:])
+
+
 # The arms: (name, policy, max_streams). `cancel` only where answers can overlap.
 ARMS = (("reactive", "reactive", 3), ("polling", "polling", 3))
 CANCEL_ARM = ("cancel", "reactive", 1)
+KINDS = ("questions", "requests")
 
 
 def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int, llm_url: str | None, max_streams: int) -> list[Stamped]:
@@ -104,7 +117,7 @@ def _run_one(frontend, asr, pcm: np.ndarray, policy: str, llm_threads: int, llm_
     return records
 
 
-def run_bench(questions: int = 6, threads: int = 1, llm_url: str | None = None, scripted_llm: bool = False,
+def run_bench(questions: int = 12, threads: int = 1, llm_url: str | None = None, scripted_llm: bool = False,
               asr_model: str | None = None) -> dict:
     from kame_desktop.config import using_data_dir
 
@@ -126,7 +139,7 @@ def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | N
 
     from kame_desktop.backend.asr.whisper import WhisperAsr
     from kame_desktop.bench.heard import word_latencies_ms
-    from kame_desktop.bench.speech import QUESTIONS, speak
+    from kame_desktop.bench.speech import QUESTIONS, REQUESTS, speak
     from kame_desktop.config import AsrSettings
     from kame_desktop.frontend.kame.engine import KameFrontEnd
     from kame_desktop.frontend.kame.tiny import make_tiny_checkpoint
@@ -138,12 +151,13 @@ def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | N
     word_ms: list[float] = []
     arms = ARMS + ((CANCEL_ARM,) if llm_url else ())
     results: dict[str, list[dict]] = {name: [] for name, _, _ in arms}
-    gaps: dict[str, list[int]] = {name: [0, 0] for name, _, _ in arms}
+    gaps: dict[tuple[str, str], list[int]] = {(name, kind): [0, 0] for name, _, _ in arms for kind in KINDS}
     # One untimed turn first: a process's first Whisper passes, torch frames and HTTP requests
     # are slower, and they fell on the first arm (reactive) of the first question: in five runs
     # its oracle gap was 11–16 frames, the other questions' 4–11.
     _run_one(frontend, asr, speak(QUESTIONS[0]), "reactive", threads, llm_url, ARMS[0][2])
-    for text in QUESTIONS[:questions]:
+    for text in spoken_texts(QUESTIONS, REQUESTS)[:questions]:
+        kind = "requests" if text in REQUESTS else "questions"
         pcm = speak(text)
         word_ends = [w.end for w in asr.word_times(soxr.resample(pcm, 24000, asr.RATE))]
         for name, policy, max_streams in arms:  # same utterance, every arm, back to back
@@ -152,11 +166,13 @@ def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | N
                 word_ms += word_latencies_ms(records, word_ends)
             lags, ttfts = word_lags_ms(records)
             gap, live = oracle_gap_frames(records)
-            gaps[name][0] += gap
-            gaps[name][1] += live
+            gaps[name, kind][0] += gap
+            gaps[name, kind][1] += live
             log.info("%s %r: lags %s, gap %d/%d frames", name, text, [round(x) for x in lags], gap, live)
             results[name].append({
                 "question": text,
+                "kind": kind,
+                "speech_s": round(len(pcm) / SAMPLE_RATE, 2),
                 "words": len(lags),
                 "median_oracle_lag_ms": round(statistics.median(lags), 1) if lags else None,
                 "median_ttft_ms": round(statistics.median(ttfts), 1) if ttfts else None,
@@ -168,9 +184,13 @@ def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | N
         values = [u[key] for u in results[arm] if u[key] is not None]
         return round(statistics.median(values), 1) if values else None
 
-    def gap_share(arm: str) -> float | None:
-        gap, live = gaps[arm]
+    def gap_share(arm: str, kinds: tuple[str, ...] = KINDS) -> float | None:
+        gap, live = (sum(gaps[arm, kind][i] for kind in kinds) for i in (0, 1))
         return round(gap / live, 3) if live else None
+
+    def share_ratio(kinds: tuple[str, ...] = KINDS) -> float | None:
+        ours, cancel = gap_share("reactive", kinds), gap_share("cancel", kinds)
+        return round(ours / cancel, 3) if ours is not None and cancel else None
 
     ours, baseline = overall("reactive", "median_oracle_lag_ms"), overall("polling", "median_oracle_lag_ms")
     result = {
@@ -189,7 +209,10 @@ def _bench(questions: int, threads: int, llm_url: str | None, llm_label: str | N
         result |= {
             "cancel_median_oracle_lag_ms": cancel_lag,
             "cancel_oracle_gap_share": cancel_gap,
-            "gap_share_ratio": round(result["oracle_gap_share"] / cancel_gap, 3) if cancel_gap else None,
+            "gap_share_ratio": share_ratio(),
+            "gap_share_by_kind": {kind: {"oracle_gap_share": gap_share("reactive", (kind,)),
+                                         "cancel_oracle_gap_share": gap_share("cancel", (kind,)),
+                                         "gap_share_ratio": share_ratio((kind,))} for kind in KINDS},
             "lag_vs_cancel": round(ours / cancel_lag, 3) if ours and cancel_lag else None,
         }
     return result | {

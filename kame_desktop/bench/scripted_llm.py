@@ -4,7 +4,9 @@ a steady rate. `bench oracle-lag --scripted-llm` and the tests start it; nothing
 
 Request n (counted from 1, in arrival order) answers "Answer n: …", so a test can tell whose text
 reached the front-end. Its first-token delay is `delays[n - 1]` where a list is given, else drawn
-from `delay_range` with a seeded generator. A client that hangs up stops its stream. `script`,
+from `delay_range` by a generator seeded with `seed` and the request's messages: the same prompt
+waits the same in every run and every arm of a benchmark, so arms that ask the same words are
+compared on the same delays (a draw in arrival order gave each arm other delays). A client that hangs up stops its stream. `script`,
 where given, says instead what request n streams: a list of `delta` objects (text, or pieces of
 structured `tool_calls`), ending with finish reason "tool_calls" when the last delta holds one."""
 
@@ -45,7 +47,6 @@ class ScriptedLlmServer:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._random = random.Random(self.seed)
         self._stop = threading.Event()
         self._server: ThreadingHTTPServer | None = None
 
@@ -76,7 +77,8 @@ class ScriptedLlmServer:
             if self.delays is not None and number <= len(self.delays):
                 delay = self.delays[number - 1]
             else:
-                delay = self._random.uniform(*self.delay_range)
+                keyed = f"{self.seed}|{json.dumps(messages, sort_keys=True)}"
+                delay = random.Random(keyed).uniform(*self.delay_range)
             request = ScriptedRequest(number, messages, time.monotonic(), delay, tools)
             self.requests.append(request)
             return request

@@ -25,6 +25,16 @@ QUESTIONS = (
     "How far away is the moon from the earth?",
     "What is the fastest land animal?",
 )
+# Longer spoken requests (4–6 s), the kind a cloud LLM is asked for: the partials re-ask several
+# times before the user stops, which short questions hardly do (`bench oracle-lag`).
+REQUESTS = (
+    "I am planning a trip to Japan in the spring, what are three places I should not miss?",
+    "Can you explain in simple words how a vaccine teaches the body to fight a virus?",
+    "My tomato plants have yellow leaves at the bottom, what could be wrong and what should I do?",
+    "I have chicken, rice, an onion and some spinach, what could I cook for dinner tonight?",
+    "What is the difference between weather and climate, and why do people mix them up?",
+    "Could you help me write a short birthday message for my grandmother who is turning ninety?",
+)
 
 
 def speak(text: str, speed: int = 160) -> np.ndarray:

@@ -33,3 +33,24 @@ def test_gap_frames_count_pad_while_a_request_is_live_from_the_first_word_to_the
 
 def test_no_words_or_no_tokens_is_no_span():
     assert oracle_gap_frames([Stamped(1, LlmRequestEvent(1, "reactive", 1)), token(3, 1)]) == (0, 0)
+
+
+def test_spoken_texts_alternate_questions_and_requests_and_keep_the_rest_at_the_end():
+    from kame_desktop.bench.oracle_lag import spoken_texts
+
+    assert spoken_texts(("q1", "q2", "q3"), ("r1",)) == ["q1", "r1", "q2", "q3"]
+    assert spoken_texts(("q1",), ("r1", "r2")) == ["q1", "r1", "r2"]
+
+
+def test_the_scripted_llm_delays_the_same_prompt_the_same_in_every_arm_whatever_the_order():
+    """The arms of `bench oracle-lag` are compared on the same delays: a request's first-token
+    delay depends on its messages (and the seed), not on how many requests came before it."""
+    from kame_desktop.bench.scripted_llm import ScriptedLlmServer
+
+    prompts = [[{"role": "user", "content": f"user: what is {n}"}] for n in range(20)]
+    first, second = ScriptedLlmServer(), ScriptedLlmServer()
+    delays = [first._register(p, None).first_token_delay for p in prompts]
+    reordered = {n: second._register(prompts[n], None).first_token_delay for n in reversed(range(20))}
+    assert delays == [reordered[n] for n in range(20)]
+    assert all(0.3 <= d <= 0.9 for d in delays) and len(set(delays)) == 20
+    assert ScriptedLlmServer(seed=1)._register(prompts[0], None).first_token_delay != delays[0]
