@@ -1,43 +1,45 @@
-"""Who has the two cores when the user pauses: the check of the words first, then the answer.
+"""Who has the two cores when the user pauses: one for the check of the words, one for the answer.
 
 With Whisper `auto` a pause starts two jobs at once: the LLM writing the answer to the cheap
-pause pass's words (llama.cpp, 2 threads) and the accurate model checking those words (1 thread).
-On two cores they slowed each other down, and the check decides whether that answer is kept at
-all. So while the accurate model checks, the in-process LLM holds at its next token (llama.cpp
-cannot stop in the middle of reading its prompt, so that part still overlaps); after the check
-it writes on with both cores, or is dropped at once when the words differ.
+pause pass's words (llama.cpp, 2 threads) and the accurate model checking those words (1
+thread). Three threads on two cores slowed both: llama.cpp's threads wait for each other at every
+step, so one that loses its core stalls the other. So while the accurate model checks, the
+in-process LLM runs on one thread (reading its prompt and writing), and after the check on all of
+its threads again; when the words differ its answer is dropped at once.
 
-Measured against the other order (`bench lite`, one run each on this machine): the answer first
-and the check after its first clause made every turn on which tiny.en misheard a word ("the
-capital of friends") wait for a first clause it then threw away; 1790 ms headline median.
+Measured on this machine (`narrow_probe`, the 1.5B at the pause of six Piper questions, the
+partial's words already read, Whisper base checking the clip beside it): the eighth token came
+547 ms after the ask this way, against 633 ms when the LLM held its tokens until the check ended
+(the order before: its prompt read on two threads still slowed the check from 274 to 375 ms).
+Answer first with the check after its first clause was worse still (`bench lite`, 1790 ms
+headline): every turn on which tiny.en misheard a word waited for a clause it then threw away.
 
-Calls come from the ASR's thread (`before_check`, `after_check`) and the LLM's (`may_write`).
-A hold never lasts longer than `HOLD_S` per token.
+The ASR calls `before_check` (when its cheap pause pass has words a check will follow, and before
+the check) and `after_check`, from its thread; the LLM asks `llm_threads` on its own thread before
+each step. A check that never ends narrows the LLM for at most NARROW_MAX_S.
 """
 
 from __future__ import annotations
 
-import threading
+import time
 
-HOLD_S = 1.0
+NARROW_MAX_S = 1.0
 
 
 class PauseCores:
     def __init__(self) -> None:
-        self._llm_may_write = threading.Event()
-        self._llm_may_write.set()
+        self._checking_since: float | None = None
 
     def before_check(self) -> None:
-        """The accurate recognizer is about to check the words: the LLM holds meanwhile."""
-        self._llm_may_write.clear()
+        """The accurate recognizer checks the words now (or next): the LLM takes one core."""
+        self._checking_since = time.monotonic()
 
     def after_check(self) -> None:
-        self._llm_may_write.set()
+        self._checking_since = None
 
-    def may_write(self, stop: threading.Event) -> None:
-        """Between tokens: hold while a check runs (at most HOLD_S, less when `stop` is set)."""
-        if self._llm_may_write.is_set():
-            return
-        for _ in range(round(HOLD_S / 0.02)):
-            if self._llm_may_write.wait(0.02) or stop.is_set():
-                return
+    def llm_threads(self, full: int) -> int:
+        """How many threads the in-process LLM may use for its next step."""
+        since = self._checking_since
+        if since is None or time.monotonic() - since > NARROW_MAX_S:
+            return full
+        return 1

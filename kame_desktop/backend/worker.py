@@ -119,7 +119,7 @@ class Backend:
         self.tools = tools
         self.owns_llm = owns_llm
         self.memory = memory
-        # While the accurate recognizer checks the words at a pause, the in-process LLM holds.
+        # While the accurate recognizer checks the words at a pause, the in-process LLM takes one core.
         self.cores = PauseCores()
         for part in (llm, asr):
             if hasattr(part, "cores"):

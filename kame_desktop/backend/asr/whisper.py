@@ -198,7 +198,7 @@ class WhisperAsr(SegmentingAsr):
         self.max_utterance_s = max_utterance_s
         self.trim_s = trim_s
         self.last_decode_s = 0.0  # wall time of the last pass (paces the next one)
-        self.cores: PauseCores | None = None  # with two models: the LLM holds while the accurate pass checks
+        self.cores: PauseCores | None = None  # with two models: the LLM takes one core while the accurate pass checks
         # The last pass's words -> (avg_logprob, no_speech_prob) of the segment each came from, and
         # the word's own log probability (Whisper's word probability: its tokens' mean).
         self._confidence: dict[Word, tuple[float, float, float]] = {}
@@ -301,6 +301,9 @@ class WhisperAsr(SegmentingAsr):
         finally:
             if check:
                 self.cores.after_check()
+        if pause and quick and self.cores is not None:
+            # Its words are asked now and checked at the next chunk: the LLM starts on one core.
+            self.cores.before_check()
         # A pass that heard the speech end (a pause, the end point): how long it went on after the words.
         speech_end = self.vad.silence_start if pause else (end_sample - round(_TAIL_S * SR) if final and end_sample else None)
         self._unheard = None if speech_end is None else sound_after_words(

@@ -5,7 +5,9 @@ has the measurements.
 
 Generation runs on one dedicated thread and is serialised by a lock (a llama.cpp context is not
 thread-safe); chunks reach the asyncio caller through a queue. Cancelling the consumer sets an
-event that the thread checks between tokens, so it stops within one token."""
+event that the thread checks between tokens and between pieces of the prompt it reads, so it
+stops within one token or PROMPT_PIECE tokens of prompt (a speculative request reading a long
+partial must not keep the request asked at the pause waiting)."""
 
 from __future__ import annotations
 
@@ -110,6 +112,15 @@ def _close_devnull_at_exit() -> None:
             atexit.register(file.close)
 
 
+# Prompt tokens read in one llama.cpp step: a cancel, or the cores' narrowing at a pause
+# (backend/cores.py), takes effect between pieces. A user's new words are one piece.
+PROMPT_PIECE = 32
+
+
+class _Stopped(Exception):
+    """The generation was cancelled while it read its prompt."""
+
+
 class LocalLlm:
     """Chat with a local GGUF model in this process. `load()` blocks (seconds for big models):
     call it off the GUI thread, or let the first `stream()` load it on the worker thread."""
@@ -145,7 +156,9 @@ class LocalLlm:
         self._gen_lock = threading.Lock()  # one generation at a time per llama context
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-llm")
         self._active: set[threading.Event] = set()
-        self.cores: PauseCores | None = None  # holds the writing while the ASR checks the words (cores.py)
+        self.cores: PauseCores | None = None  # one thread while the ASR checks the words (cores.py)
+        self._stop: threading.Event | None = None  # the running generation's (on the worker thread)
+        self._threads_now = n_threads
 
     def load(self) -> Llama:
         """Load the model (once; blocking). Raises ModelFileError for missing or non-GGUF files."""
@@ -170,6 +183,8 @@ class LocalLlm:
                         f"llama.cpp cannot load {path}: the file is damaged or its model type is "
                         "not supported — choose another model in Settings"
                     ) from None
+                self._eval_whole = self._llm.eval
+                self._llm.eval = self._eval_in_steps  # type: ignore[method-assign]  # Llama.generate calls it
                 # One token of warm-up: the first generation after loading is several times slower.
                 self._llm.create_completion("Hi", max_tokens=1)
                 log.info("loaded %s (n_ctx=%d, threads=%d)", path.name, self.n_ctx, self.n_threads)
@@ -248,9 +263,25 @@ class LocalLlm:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
+    def _eval_in_steps(self, tokens: Any) -> None:
+        """Llama.eval in pieces (each a token while writing), each on as many threads as the
+        cores allow now; stops between pieces once the generation is cancelled."""
+        for start in range(0, len(tokens), PROMPT_PIECE):
+            if self._stop is not None and self._stop.is_set():
+                raise _Stopped
+            threads = self.cores.llm_threads(self.n_threads) if self.cores else self.n_threads
+            if threads != self._threads_now:
+                import llama_cpp
+
+                llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
+                self._threads_now = threads
+            self._eval_whole(tokens[start : start + PROMPT_PIECE])
+
     def _generate(self, messages: list[Message], tools: list[dict] | None, stop: threading.Event, emit: Any) -> bool:
         """Runs on the worker thread; returns whether the model gave a finish reason."""
-        chunks: Iterator[Any] = self.load().create_chat_completion(
+        llm = self.load()
+        self._stop = stop
+        chunks: Iterator[Any] = llm.create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
             tools=tools,  # type: ignore[arg-type]
             stream=True,
@@ -260,8 +291,6 @@ class LocalLlm:
         finished = False
         try:
             for chunk in chunks:
-                if self.cores is not None:
-                    self.cores.may_write(stop)
                 if stop.is_set():
                     return True  # cancelled: nobody reads the answer
                 for choice in chunk["choices"]:
@@ -269,7 +298,10 @@ class LocalLlm:
                     if text:
                         emit(text)
                     finished = finished or bool(choice.get("finish_reason"))
+        except _Stopped:
+            return True  # cancelled while reading the prompt
         finally:
+            self._stop = None
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # release the generator's state now, under the lock

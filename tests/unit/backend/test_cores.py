@@ -1,48 +1,31 @@
 """The cores at the user's pause (backend/cores.py): while the accurate ASR checks the words, the
-in-process LLM holds at its next token."""
+in-process LLM runs on one thread, and on all of its threads again after the check."""
 
 from __future__ import annotations
 
-import threading
 import time
 
-from kame_desktop.backend.cores import HOLD_S, PauseCores
+from kame_desktop.backend import cores as cores_module
+from kame_desktop.backend.cores import NARROW_MAX_S, PauseCores
 
 
-def writer(cores: PauseCores, stop: threading.Event) -> tuple[threading.Thread, threading.Event]:
-    """A thread that, like the LLM's, asks whether it may write its next token."""
-    wrote = threading.Event()
-    thread = threading.Thread(target=lambda: (cores.may_write(stop), wrote.set()))
-    thread.start()
-    return thread, wrote
-
-
-def test_the_llm_holds_while_the_check_runs_and_goes_on_after_it():
+def test_the_llm_takes_one_core_while_the_check_runs_and_all_of_its_own_after_it():
     cores = PauseCores()
+    assert cores.llm_threads(2) == 2
     cores.before_check()
-    thread, wrote = writer(cores, threading.Event())
-    assert not wrote.wait(0.2)  # held
+    assert cores.llm_threads(2) == 1
+    assert cores.llm_threads(1) == 1
     cores.after_check()
-    assert wrote.wait(HOLD_S)
-    thread.join()
+    assert cores.llm_threads(2) == 2
 
 
-def test_a_held_llm_stops_at_once_when_its_answer_is_cancelled():
+def test_a_check_that_never_ends_narrows_the_llm_for_a_limited_time(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(cores_module.time, "monotonic", lambda: now[0])
     cores = PauseCores()
-    cores.before_check()
-    stop = threading.Event()
-    thread, wrote = writer(cores, stop)
-    stop.set()
-    assert wrote.wait(HOLD_S / 2)
-    thread.join()
-
-
-def test_no_check_no_hold_and_a_hold_never_outlasts_its_limit():
-    cores = PauseCores()
-    start = time.monotonic()
-    cores.may_write(threading.Event())
-    assert time.monotonic() - start < 0.05
-    cores.before_check()  # a check that never ends (a recognizer that failed mid-pass)
-    start = time.monotonic()
-    cores.may_write(threading.Event())
-    assert HOLD_S * 0.9 <= time.monotonic() - start < HOLD_S * 3
+    cores.before_check()  # a recognizer that failed mid-pass: no after_check
+    now[0] += NARROW_MAX_S * 0.9
+    assert cores.llm_threads(2) == 1
+    now[0] += NARROW_MAX_S * 0.2
+    assert cores.llm_threads(2) == 2
+    assert time.monotonic() == now[0]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-import threading
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from kame_desktop.backend.llm.local import (
+    PROMPT_PIECE,
     QWEN_CODER,
     QWEN_CODER_15,
     SMOLLM2,
@@ -213,41 +213,62 @@ def test_local_cancel_stops_generation_then_works_again():
     assert again and "".join(again).strip()
 
 
-def test_local_holds_its_tokens_while_the_recognizer_checks_the_words():
-    """PauseCores (backend/cores.py): between before_check and after_check the in-process model
-    writes nothing (for up to HOLD_S); after it, the answer comes."""
-    from kame_desktop.backend.cores import HOLD_S, PauseCores
+def test_local_runs_on_one_thread_while_the_recognizer_checks_the_words():
+    """PauseCores (backend/cores.py): between before_check and after_check llama.cpp reads and
+    writes on one thread (as llama.cpp itself reports it), then on its own two again."""
+    import llama_cpp
 
-    class Watched(PauseCores):
-        def may_write(self, stop):
-            asked.set()  # the model has its first token and asks to pass it on
-            super().may_write(stop)
+    from kame_desktop.backend.cores import PauseCores
 
-    asked = threading.Event()
-    llm = LocalLlm(SMOLLM2, n_threads=1, max_tokens=16, **PATIENT)
-    llm.cores = Watched()
+    llm = LocalLlm(SMOLLM2, n_threads=2, max_tokens=16, **PATIENT)
+    llm.cores = PauseCores()
     llm.load()
+    threads: list[int] = []
+    whole = llm._eval_whole
+
+    def watched(tokens):
+        whole(tokens)
+        threads.append(llama_cpp.llama_n_threads(llm._llm.ctx))
+        if len(threads) == 3:
+            llm.cores.after_check()  # the check ends after the prompt and two tokens
+
+    llm._eval_whole = watched
+    llm.cores.before_check()
+    answer = run(collect(llm, HELLO))  # closes the model
+    assert threads[:3] == [1, 1, 1] and threads[3:] and set(threads[3:]) == {2}, threads
+    assert "".join(answer).strip()
+
+
+def test_local_cancel_while_reading_a_long_prompt_stops_within_a_piece():
+    """A speculative request reading a long prompt lets go as soon as it is cancelled (between
+    PROMPT_PIECE-token pieces), and what it read stays usable: the next answer comes."""
+    llm = LocalLlm(SMOLLM2, n_threads=1, max_tokens=8, **PATIENT)
+    llm.load()
+    pieces: list[int] = []
+    whole = llm._eval_whole
+
+    def cancelled_after_two_pieces(tokens):
+        whole(tokens)
+        pieces.append(len(tokens))
+        if len(pieces) == 2:
+            llm._stop.set()  # what cancelling the stream does, here mid-prompt
+
+    llm._eval_whole = cancelled_after_two_pieces
+    long_prompt = [{"role": "user", "content": "Summarize this. " + "The river runs past the old mill. " * 60}]
+    assert llm.count_tokens(long_prompt[0]["content"]) > 10 * PROMPT_PIECE
 
     async def go() -> tuple[list[str], list[str]]:
-        llm.cores.before_check()
-        during: list[str] = []
+        try:
+            stopped = [chunk async for chunk in llm.stream(long_prompt)]
+            llm._eval_whole = whole
+            return stopped, [chunk async for chunk in llm.stream(HELLO)]
+        finally:
+            await llm.aclose()
 
-        async def consume() -> None:
-            async for chunk in llm.stream(HELLO):
-                during.append(chunk)
-
-        task = asyncio.create_task(consume())
-        assert await asyncio.to_thread(asked.wait, 30)
-        await asyncio.sleep(HOLD_S * 0.4)  # a token passed on at once would be here by now
-        held = list(during)
-        llm.cores.after_check()
-        await task
-        await llm.aclose()
-        return held, during
-
-    held, after = run(go())
-    assert held == []
-    assert "".join(after).strip()
+    stopped, again = run(go())
+    assert stopped == []
+    assert pieces == [PROMPT_PIECE, PROMPT_PIECE]  # not the other eighteen or so
+    assert "".join(again).strip()
 
 
 def test_local_cancel_in_the_iteration_a_chunk_arrives_still_stops_generation(monkeypatch):
