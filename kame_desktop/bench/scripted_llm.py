@@ -6,9 +6,10 @@ Request n (counted from 1, in arrival order) answers "Answer n: …", so a test 
 reached the front-end. Its first-token delay is `delays[n - 1]` where a list is given, else drawn
 from `delay_range` by a generator seeded with `seed` and the request's messages: the same prompt
 waits the same in every run and every arm of a benchmark, so arms that ask the same words are
-compared on the same delays (a draw in arrival order gave each arm other delays). A client that hangs up stops its stream. `script`,
-where given, says instead what request n streams: a list of `delta` objects (text, or pieces of
-structured `tool_calls`), ending with finish reason "tool_calls" when the last delta holds one."""
+compared on the same delays (a draw in arrival order gave each arm other delays). A client that
+hangs up stops its stream. `script`, where given, says instead what request n streams: a list of
+`delta` objects (text, or pieces of structured `tool_calls`), ending with finish reason
+"tool_calls" when the last delta holds one."""
 
 from __future__ import annotations
 
