@@ -265,8 +265,10 @@ class LocalLlm:
 
     def _eval_in_steps(self, tokens: Any) -> None:
         """Llama.eval in pieces (each a token while writing), each on as many threads as the
-        cores allow now; stops between pieces once the generation is cancelled."""
-        for start in range(0, len(tokens), PROMPT_PIECE):
+        cores allow now; stops between pieces once the generation is cancelled. Outside a
+        generation (loading, prime) nothing can cancel it: one step."""
+        step = PROMPT_PIECE if self._stop is not None else max(len(tokens), 1)
+        for start in range(0, len(tokens), step):
             if self._stop is not None and self._stop.is_set():
                 raise _Stopped
             threads = self.cores.llm_threads(self.n_threads) if self.cores else self.n_threads
@@ -275,21 +277,22 @@ class LocalLlm:
 
                 llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
                 self._threads_now = threads
-            self._eval_whole(tokens[start : start + PROMPT_PIECE])
+            self._eval_whole(tokens[start : start + step])
 
     def _generate(self, messages: list[Message], tools: list[dict] | None, stop: threading.Event, emit: Any) -> bool:
         """Runs on the worker thread; returns whether the model gave a finish reason."""
         llm = self.load()
-        self._stop = stop
-        chunks: Iterator[Any] = llm.create_chat_completion(
-            messages=messages,  # type: ignore[arg-type]
-            tools=tools,  # type: ignore[arg-type]
-            stream=True,
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
-        )
+        chunks: Iterator[Any] | None = None
         finished = False
         try:
+            self._stop = stop
+            chunks = llm.create_chat_completion(
+                messages=messages,  # type: ignore[arg-type]
+                tools=tools,  # type: ignore[arg-type]
+                stream=True,
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+            )
             for chunk in chunks:
                 if stop.is_set():
                     return True  # cancelled: nobody reads the answer
