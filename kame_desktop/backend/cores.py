@@ -7,7 +7,7 @@ step, so one that loses its core stalls the other. So while the accurate model c
 in-process LLM runs on one thread (reading its prompt and writing), and after the check on all of
 its threads again; when the words differ its answer is dropped at once.
 
-Measured on this machine (`narrow_probe`, the 1.5B at the pause of six Piper questions, the
+Measured on this machine (a probe: the 1.5B at the pause of six Piper questions, twice, the
 partial's words already read, Whisper base checking the clip beside it): the eighth token came
 547 ms after the ask this way, against 633 ms when the LLM held its tokens until the check ended
 (the order before: its prompt read on two threads still slowed the check from 274 to 375 ms).
