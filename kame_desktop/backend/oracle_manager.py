@@ -194,6 +194,11 @@ async def _aclose(stream: object) -> None:
             log.debug("closing the LLM stream: %s", type(e).__name__)
 
 
+# A word that ends a sentence: the next piece starts a word, so it need not wait for it (the
+# lite voice starts on it). Not after a digit: "3." may go on as "3.14".
+_WORD_ENDS_SENTENCE = re.compile(r"(?:[!?]|(?<![\d.])\.)$")
+
+
 class WordMerger:
     """Re-chunks streamed text into whole words, so each OracleText starts a word (SentencePiece
     gives every encoded text a word-start piece; the reference's per-delta encoding splits words
@@ -204,6 +209,9 @@ class WordMerger:
 
     def push(self, chunk: str) -> str:
         self._buffer += chunk
+        if _WORD_ENDS_SENTENCE.search(self._buffer):  # "Paris.": no later piece belongs to it
+            words, self._buffer = self._buffer.strip(), ""
+            return words
         cut = max(self._buffer.rfind(" "), self._buffer.rfind("\n"))
         if cut <= 0:
             return ""

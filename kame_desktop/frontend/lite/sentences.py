@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from itertools import islice
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_TEXT_ENDS_SENTENCE = re.compile(r"(?:[!?]|(?<!\d)\.)$")
 # A full stop after these ends no sentence: "J.K. Rowling", "Dr. Jones", "the U.S. Navy".
 _INITIALS = re.compile(r"(?:\b[A-Za-z]\.)+$")
 _ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "mt.", "jr.", "sr.", "prof.", "vs.", "e.g.", "i.e.",
@@ -64,6 +65,11 @@ def first_clause(text: str, done: bool) -> tuple[list[str], int]:
     sentences, used = split_ready(text, done, limit=1)
     if sentences:
         return sentences, used
+    # A sentence end at the end of the text so far ends it too: the model's next token would
+    # only confirm it (its end of answer: a token's time, and the frame after), unless the full
+    # stop follows a digit ("3." of "3.14").
+    if _TEXT_ENDS_SENTENCE.search(text) and next(sentence_ends(text + " "), None):
+        return [text.strip()], len(text)
     words = list(re.finditer(r"\S+", text))
     for word in words[_FIRST_PHRASE_WORDS:-1]:  # the last may still grow ("a" → "and")
         if word.group().lower() in _PHRASE_STARTS:

@@ -137,7 +137,7 @@ def test_answer_becomes_reset_then_whole_words_and_first_chunk_is_timed():
     rec, _, _ = run("reactive", [(0.05, final("what is the capital of France"))], until=1.5)
     signals = [s for _, s in rec.signals]
     assert signals[0] == OracleReset(1)
-    assert [s.text for s in signals[1:-1]] == ["The", "capital of", "France is", "Paris."]
+    assert [s.text for s in signals[1:-1]] == ["The", "capital of", "France is Paris."]  # a sentence end goes at once
     assert all(isinstance(s, OracleText) and s.request == 1 for s in signals[1:-1])
     assert signals[-1] == OracleDone(1)  # the answer is complete
     (t_first, first), = rec.of(LlmFirstChunkEvent)
@@ -159,8 +159,20 @@ def test_reference_mode_sends_each_delta_stripped():
 
 def test_word_merger_keeps_words_whole():
     merger = WordMerger()
-    assert [merger.push(c) for c in ("Par", "is is", " the cap", "ital.")] == ["", "Paris", "is the", ""]
-    assert merger.flush() == "capital."
+    assert [merger.push(c) for c in ("Par", "is is", " the cap", "ital")] == ["", "Paris", "is the", ""]
+    assert merger.flush() == "capital"
+
+
+def test_word_merger_passes_on_a_word_that_ends_a_sentence_at_once():
+    """The answer's first sentence reaches the front-end with its last token, not one token (or
+    the end of the answer) later; a full stop after a digit may still go on ("3." → "3.14")."""
+    merger = WordMerger()
+    assert [merger.push(c) for c in ("The", " capital", " is", " Paris", ".")] == ["", "The", "capital", "is", "Paris."]
+    assert [merger.push(c) for c in (" Is", " it", "?")] == ["", "Is", "it?"]
+    assert [merger.push(c) for c in (" Pi", " is", " 3", ".", "14")] == ["", "Pi", "is", "", ""]
+    assert merger.flush() == "3.14"
+    assert [merger.push(c) for c in (" the", " U", ".S", ".")] == ["", "the", "", "U.S."]
+    assert merger.push(" Well") == "" and merger.push("...") == "" and merger.flush() == "Well..."
 
 
 def test_retryable_failure_is_reported_and_asked_again_with_backoff():

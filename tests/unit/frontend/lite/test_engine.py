@@ -205,6 +205,19 @@ def test_an_answer_that_opens_as_the_speculative_one_reuses_its_audio():
         frontend.close()
 
 
+def test_a_first_sentence_is_spoken_before_the_answer_is_done():
+    """The answer's full stop has arrived but not its end (the model writes on): the reply starts."""
+    tts = CountingTts()
+    frontend = LiteFrontEnd(tts, barge_in=False)
+    try:
+        signals = {0: [OracleReset(1), OracleText(1, "The capital of France is Paris."), TurnEnded("vad", 1)]}
+        pcm = run_until_loud(frontend, signals, limit_s=10)
+        assert first_loud_frame(pcm) is not None, "nothing was said before OracleDone"
+        assert tts.sentences == ["The capital of France is Paris."]
+    finally:
+        frontend.close()
+
+
 def test_the_frame_step_splits_a_bounded_amount_of_text(monkeypatch):
     # A huge answer (no sentence end in sight) used to be re-split whole in every frame step.
     import time

@@ -49,6 +49,15 @@ def test_first_clause_is_short():
     assert first_clause("Well, well: that is it; more", False) == (["Well, well: that is it;"], 24)
 
 
+def test_a_sentence_that_ends_the_text_so_far_is_a_first_clause():
+    """Its full stop is the last token yet: the reply starts without waiting for the next one."""
+    assert first_clause("The capital of France is Paris.", False) == (["The capital of France is Paris."], 31)
+    assert first_clause("Is it Paris?", False) == (["Is it Paris?"], 12)
+    assert first_clause("Pi is about 3.", False) == ([], 0)  # "3.14" may follow
+    assert first_clause("It was written by J.K.", False) == ([], 0)  # "Rowling" may follow
+    assert first_clause("The tallest mountain is Mt.", False) == ([], 0)
+
+
 def test_a_long_first_sentence_starts_at_its_first_phrase():
     streaming = "The sky is blue during the day because of"
     assert first_clause(streaming, False) == (["The sky is blue during the day"], 31)
