@@ -271,6 +271,56 @@ def test_local_cancel_while_reading_a_long_prompt_stops_within_a_piece():
     assert "".join(again).strip()
 
 
+def test_local_cancel_stops_llama_cpp_inside_the_step_it_is_reading(monkeypatch):
+    """A cancel from another thread aborts the llama.cpp step in progress (here the whole long
+    prompt is one step) instead of waiting for its end; the step is rolled back, so the model
+    then answers as if it had never started it."""
+    import threading
+
+    from kame_desktop.backend.llm import local as local_module
+
+    monkeypatch.setattr(local_module, "PROMPT_PIECE", 1 << 20)  # the prompt in one step
+    llm = LocalLlm(SMOLLM2, n_threads=1, max_tokens=8, **PATIENT)
+    llm.load()
+    long_prompt = [{"role": "user", "content": "Summarize this. " + "The river runs past the old mill. " * 40}]
+    steps: list[tuple[int, float, bool]] = []  # (tokens, seconds, aborted)
+    whole = llm._eval_whole
+
+    def timed(tokens):
+        start = time.perf_counter()
+        try:
+            whole(tokens)
+        except RuntimeError:
+            steps.append((len(tokens), time.perf_counter() - start, True))
+            raise
+        steps.append((len(tokens), time.perf_counter() - start, False))
+
+    llm._eval_whole = timed
+
+    def answer() -> str:
+        text: list[str] = []
+        assert llm._generate(long_prompt, None, threading.Event(), text.append)
+        return "".join(text)
+
+    try:
+        expected = answer()
+        read_s = steps[0][1]  # the whole prompt, read uncancelled on this machine
+        llm._llm.reset()  # forget it: the next request reads it all again
+        stop = threading.Event()
+        worker = threading.Thread(target=llm._generate, args=(long_prompt, None, stop, lambda _: None))
+        steps.clear()
+        worker.start()
+        time.sleep(read_s / 4)
+        llm._cancel(stop)
+        worker.join()
+        assert steps and steps[0][2], steps  # aborted, not finished
+        assert steps[0][1] < read_s * 0.75, (steps, read_s)
+        steps.clear()
+        assert answer() == expected  # the aborted step left nothing behind
+    finally:
+        run(llm.aclose())
+
+
 def test_local_cancel_in_the_iteration_a_chunk_arrives_still_stops_generation(monkeypatch):
     # The cancel and a chunk reach the loop in one iteration: asyncio.wait_for (before Python
     # 3.12) returned the chunk and dropped the cancel, so a superseded answer streamed on to its
