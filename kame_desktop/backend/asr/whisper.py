@@ -17,7 +17,8 @@ at the next interval), and its partial is marked `pause`: the words the answer i
 Two models (`model="auto"` for English): a cheap one for the passes while the user talks (the
 partials speculation re-asks on) and a first pause pass, and an accurate one right after it
 (the next chunk), and for the last pass, over the whole utterance: its words are the final
-ones, and they are asked again only where they differ.
+ones, and they are asked again only where they differ. The accurate one searches
+`ACCURATE_BEAM` beams; every other pass is greedy.
 
 The model loads in the constructor (seconds; the back-end worker builds providers off the GUI
 thread), so a missing model fails early rather than at the first word.
@@ -69,6 +70,11 @@ _MARGIN_FRAMES = 100  # 1 s of mel frames after the audio
 _MIN_FRAMES = 750
 _TOKENS_PER_S = 15  # budget per second of audio (speech needs ~8, timestamps included), +_TOKENS_SLACK
 _TOKENS_SLACK = 10
+# The accurate model of a pair ("auto") searches 5 beams (Whisper's own default): it runs only
+# where the words become final, and there it hears better for little time. Base on whole Piper
+# clips of the 66 facts questions (1 thread): heard WER 0.039 → 0.031, 259 → 280 ms a pass.
+# Passes while the user talks, and a model alone, stay greedy.
+ACCURATE_BEAM = 5
 
 
 def _pad_to_window(array, length: int = 3000, *, axis: int = -1):
@@ -297,7 +303,8 @@ class WhisperAsr(SegmentingAsr):
             self.cores.before_check()
         started = time.perf_counter()
         try:
-            words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final, model)
+            words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final, model,
+                                     beam=ACCURATE_BEAM if accurate and self.two_models else 1)
         finally:
             if check:
                 self.cores.after_check()
@@ -383,7 +390,7 @@ class WhisperAsr(SegmentingAsr):
         self._buf.drop_before(cut)
 
     def _transcribe(self, audio: np.ndarray, t0: float, t1: float, prompt: str | None, final: bool,
-                    model=None) -> list[Word]:
+                    model=None, beam: int = 1) -> list[Word]:
         if len(audio) < SR // 10:
             return []
         frames = math.ceil(len(audio) / SR) * 100 + _MARGIN_FRAMES
@@ -393,7 +400,7 @@ class WhisperAsr(SegmentingAsr):
             segments, _info = (model or self._model).transcribe(
                 audio,
                 language=self.language,
-                beam_size=1,
+                beam_size=beam,
                 word_timestamps=True,
                 vad_filter=False,  # our VAD already cut the utterance
                 condition_on_previous_text=False,

@@ -143,7 +143,7 @@ def test_a_pause_is_decoded_at_once_and_its_words_are_the_final_ones(whisper_asr
     whisper_asr.reset()
     interval = whisper_asr.partial_interval
     whisper_asr.partial_interval = 60.0  # no interval pass: only the pause can explain one
-    whisper_asr._transcribe = lambda *a: passes.append(a[2]) or transcribe(*a)
+    whisper_asr._transcribe = lambda *a, **k: passes.append(a[2]) or transcribe(*a, **k)
     try:
         events, i = [], 0
         while whisper_asr.heard_until < end / SAMPLE_RATE and i < len(pcm):
@@ -273,7 +273,7 @@ def test_at_a_pause_the_llm_takes_one_core_while_the_accurate_model_checks(whisp
     transcribe = whisper_asr._transcribe
     whisper_asr.reset()
     whisper_asr.cores = Recording()
-    whisper_asr._transcribe = lambda *a: calls.append("accurate" if a[5] is whisper_asr._model else "cheap") or transcribe(*a)
+    whisper_asr._transcribe = lambda *a, **k: calls.append("accurate" if a[5] is whisper_asr._model else "cheap") or transcribe(*a, **k)
     try:
         events = []
         for i in range(0, len(pcm), FRAME_SIZE):
@@ -289,3 +289,28 @@ def test_at_a_pause_the_llm_takes_one_core_while_the_accurate_model_checks(whisp
     assert pause, "the pause pass"
     said = " ".join(e.text for e in events if isinstance(e, AsrFinalEvent))
     assert words_of(said)[-1] == "france", said
+
+
+def test_the_accurate_model_of_a_pair_searches_beams_and_the_cheap_one_is_greedy(whisper_asr, piper_voice, monkeypatch):
+    """`auto`: base decodes the words that become final with beam search (ACCURATE_BEAM); tiny.en's
+    passes while the user talks, and its pause pass, stay greedy."""
+    from kame_desktop.backend.asr.whisper import ACCURATE_BEAM
+
+    beams = []
+    for name, model in (("accurate", whisper_asr._model), ("cheap", whisper_asr._cheap_model)):
+        def recorded(audio, real=model.transcribe, name=name, **options):
+            beams.append((name, options["beam_size"]))
+            return real(audio, **options)
+
+        monkeypatch.setattr(model, "transcribe", recorded)
+    speech = piper_voice.synthesize("How many legs does a spider have?")
+    pcm = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speech, np.zeros(SAMPLE_RATE, np.float32)])
+    whisper_asr.reset()
+    events = []
+    for i in range(0, len(pcm), FRAME_SIZE):
+        events += whisper_asr.feed(pcm[i : i + FRAME_SIZE], (i + FRAME_SIZE) / SAMPLE_RATE)
+    assert ACCURATE_BEAM > 1
+    assert {b for n, b in beams if n == "accurate"} == {ACCURATE_BEAM}, beams
+    assert {b for n, b in beams if n == "cheap"} == {1} and len(beams) > 2, beams
+    said = " ".join(e.text for e in events if isinstance(e, AsrFinalEvent))
+    assert words_of(said)[-1] == "have", said
