@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from itertools import islice
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_TEXT_ENDS_SENTENCE = re.compile(r"(?:[!?]|(?<!\d)\.)$")
+_TEXT_ENDS_SENTENCE = re.compile(r"(?:[!?]|(?<![\d.])\.)$")  # as the back-end's WordMerger passes it on
 # A full stop after these ends no sentence: "J.K. Rowling", "Dr. Jones", "the U.S. Navy".
 _INITIALS = re.compile(r"(?:\b[A-Za-z]\.)+$")
 _ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "mt.", "jr.", "sr.", "prof.", "vs.", "e.g.", "i.e.",
@@ -67,7 +67,7 @@ def first_clause(text: str, done: bool) -> tuple[list[str], int]:
         return sentences, used
     # A sentence end at the end of the text so far ends it too: the model's next token would
     # only confirm it (its end of answer: a token's time, and the frame after), unless the full
-    # stop follows a digit ("3." of "3.14").
+    # stop follows a digit ("3." of "3.14") or another dot.
     if _TEXT_ENDS_SENTENCE.search(text) and next(sentence_ends(text + " "), None):
         return [text.strip()], len(text)
     words = list(re.finditer(r"\S+", text))

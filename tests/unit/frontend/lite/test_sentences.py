@@ -56,6 +56,7 @@ def test_a_sentence_that_ends_the_text_so_far_is_a_first_clause():
     assert first_clause("Pi is about 3.", False) == ([], 0)  # "3.14" may follow
     assert first_clause("It was written by J.K.", False) == ([], 0)  # "Rowling" may follow
     assert first_clause("The tallest mountain is Mt.", False) == ([], 0)
+    assert first_clause("Well...", False) == ([], 0)  # as the WordMerger holds it: more dots may follow
 
 
 def test_a_long_first_sentence_starts_at_its_first_phrase():
