@@ -148,8 +148,14 @@ class _Abort:
 _log_filter: Any = None
 
 
+# What llama.cpp logs about an aborted step (the decode failing, its rollback): a cancel is no
+# error. A decode that fails for another reason still raises, and the user is told (LlmError).
+_ABORTED_STEP_LOGS = (b"removing memory module entries", b"failed to compute graph", b"failed to decode",
+                      b"graph_compute_async failed")
+
+
 def _quiet_aborted_steps() -> None:
-    """llama.cpp reports rolling back an aborted step on stderr, as an error; a cancel is none."""
+    """Keeps llama.cpp's report of an aborted step off stderr."""
     global _log_filter
     if _log_filter is not None:
         return
@@ -160,7 +166,7 @@ def _quiet_aborted_steps() -> None:
 
     @llama_cpp.llama_log_callback
     def forward(level: int, text: bytes, user_data: Any) -> None:
-        if b"removing memory module entries" not in text:
+        if not any(part in text for part in _ABORTED_STEP_LOGS):
             _logger.llama_log_callback(level, text, user_data)
 
     _log_filter = forward  # kept: llama.cpp holds its address
@@ -219,7 +225,7 @@ class LocalLlm:
                 _close_devnull_at_exit()
                 _quiet_aborted_steps()
                 try:
-                    self._llm = Llama(
+                    llm = Llama(
                         model_path=str(path),
                         n_ctx=self.n_ctx,
                         n_threads=self.n_threads,
@@ -232,11 +238,12 @@ class LocalLlm:
                         f"llama.cpp cannot load {path}: the file is damaged or its model type is "
                         "not supported — choose another model in Settings"
                     ) from None
-                self._abort = _Abort(self._llm.ctx)
-                self._eval_whole = self._llm.eval
-                self._llm.eval = self._eval_in_steps  # type: ignore[method-assign]  # Llama.generate calls it
+                self._abort = _Abort(llm.ctx)
+                self._eval_whole = llm.eval
+                llm.eval = self._eval_in_steps  # type: ignore[method-assign]  # Llama.generate calls it
+                self._llm = llm
                 # One token of warm-up: the first generation after loading is several times slower.
-                self._llm.create_completion("Hi", max_tokens=1)
+                llm.create_completion("Hi", max_tokens=1)
                 log.info("loaded %s (n_ctx=%d, threads=%d)", path.name, self.n_ctx, self.n_threads)
             return self._llm
 
@@ -337,6 +344,9 @@ class LocalLlm:
                 self._eval_whole(tokens[start : start + step])
             except RuntimeError:  # llama_decode returned 2: the step was aborted (_Abort)
                 if self._stop is not None and self._stop.is_set():
+                    # The aborted step may have overwritten the last step's logits: a request
+                    # for exactly what was read so far reads its last token again.
+                    self._llm.n_tokens = max(self._llm.n_tokens - 1, 0)
                     raise _Stopped from None
                 raise
 

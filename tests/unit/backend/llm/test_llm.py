@@ -271,10 +271,10 @@ def test_local_cancel_while_reading_a_long_prompt_stops_within_a_piece():
     assert "".join(again).strip()
 
 
-def test_local_cancel_stops_llama_cpp_inside_the_step_it_is_reading(monkeypatch):
+def test_local_cancel_stops_llama_cpp_inside_the_step_it_is_reading(monkeypatch, capfd):
     """A cancel from another thread aborts the llama.cpp step in progress (here the whole long
     prompt is one step) instead of waiting for its end; the step is rolled back, so the model
-    then answers as if it had never started it."""
+    then answers as if it had never started it. Nothing of it reaches stderr."""
     import threading
 
     from kame_desktop.backend.llm import local as local_module
@@ -317,6 +317,7 @@ def test_local_cancel_stops_llama_cpp_inside_the_step_it_is_reading(monkeypatch)
         assert steps[0][1] < read_s * 0.75, (steps, read_s)
         steps.clear()
         assert answer() == expected  # the aborted step left nothing behind
+        assert capfd.readouterr().err == ""
     finally:
         run(llm.aclose())
 
