@@ -3,6 +3,7 @@ paced test audio, and a factory for the real main window driven through a real S
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,8 +24,13 @@ from kame_desktop.events import FRAME_SIZE, SAMPLE_RATE  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _isolated(isolated) -> Iterator[None]:
-    """Every GUI test gets its own folders and keyring (tests/conftest.py)."""
+    """Every GUI test gets its own folders and keyring (tests/conftest.py), and its garbage is
+    collected on the GUI thread when it ends: a Qt object left in a reference cycle is otherwise
+    destroyed wherever the collector next runs, e.g. in a later test's worker thread while the
+    GUI thread's event loop uses it (seen: a segfault in test_gui_model_manager while its
+    download worker imported huggingface_hub)."""
     yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
