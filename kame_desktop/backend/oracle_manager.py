@@ -195,7 +195,8 @@ async def _aclose(stream: object) -> None:
 
 
 # A word that ends a sentence: the next piece starts a word, so it need not wait for it (the
-# lite voice starts on it). Not after a digit: "3." may go on as "3.14".
+# lite voice starts on it). Not after a digit or another dot: "3." may go on as "3.14", "..."
+# as a longer ellipsis. frontend/lite/sentences.py's first clause ends where this passes a word on.
 _WORD_ENDS_SENTENCE = re.compile(r"(?:[!?]|(?<![\d.])\.)$")
 
 

@@ -145,13 +145,11 @@ class _Abort:
         self._flag.value = b"x" if abort else b""
 
 
-_log_filter: Any = None
-
-
 # What llama.cpp logs about an aborted step (the decode failing, its rollback): a cancel is no
 # error. A decode that fails for another reason still raises, and the user is told (LlmError).
 _ABORTED_STEP_LOGS = (b"removing memory module entries", b"failed to compute graph", b"failed to decode",
                       b"graph_compute_async failed")
+_log_filter: Any = None  # the log callback installed (kept: llama.cpp holds its address)
 
 
 def _quiet_aborted_steps() -> None:
@@ -169,7 +167,7 @@ def _quiet_aborted_steps() -> None:
         if not any(part in text for part in _ABORTED_STEP_LOGS):
             _logger.llama_log_callback(level, text, user_data)
 
-    _log_filter = forward  # kept: llama.cpp holds its address
+    _log_filter = forward
     llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
 
 
