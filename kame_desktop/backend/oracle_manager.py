@@ -185,6 +185,17 @@ def normalized_words(text: str) -> list[str]:
     return [w for w in (re.sub(r"[^\w']", "", w.lower()) for w in text.split()) if w]
 
 
+def words_changed(before: str, now: str) -> int:
+    """How many of `now`'s words follow the part it shares with `before` (the reactive policy's
+    new words). Not the growth in word count, which the reference counts from the longest partial
+    seen: a first pass on a second of audio that repeats itself ("what is the law? What is the
+    law", tiny.en) then held back every partial after it until they outgrew it, the whole
+    question in bench lite's traces."""
+    a, b = normalized_words(before), normalized_words(now)
+    shared = next((n for n, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return len(b) - shared
+
+
 async def _aclose(stream: object) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
@@ -415,6 +426,8 @@ class OracleManager:
             return bump
         if not self.started_any:
             return bool(self.pending.strip()) or bump
+        if self.policy.name == "reactive":
+            return words_changed(self.asked_text, self._user_text()) >= self.policy.min_new_words or bump
         return self.total_words() - self.total_at_last_start >= self.policy.min_new_words or bump
 
     def _rate_limited_until(self, now: float) -> float | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from fixtures.llm import ScriptedLlm
 
-from kame_desktop.backend.oracle_manager import OracleManager, PolicyConfig, WordMerger
+from kame_desktop.backend.oracle_manager import OracleManager, PolicyConfig, WordMerger, words_changed
 from kame_desktop.backend.tools.base import Tool, ToolCall, TurnTools, object_schema
 from kame_desktop.errors import LlmError
 from kame_desktop.events import (
@@ -103,7 +103,7 @@ def test_polling_asks_on_its_ticks_and_cancels_the_stale_stream():
     assert cancelled == [1, 2]  # each was still streaming (0.3 s per chunk) when superseded
     assert [e.request for _, e in rec.of(LlmDoneEvent)] == [3]
     # The last request saw the committed question, as the user's turn after the system prompt.
-    assert llm.prompts[-1][1:] == [{"role": "user", "content": "what is the capital of France"}]
+    assert llm.prompts[-1][1:] == [{"role": "user", "content": "What is the capital of France"}]
 
 
 def test_polling_needs_two_new_words():
@@ -119,6 +119,21 @@ def test_reactive_asks_within_100_ms_of_the_qualifying_event():
     assert [e.word_count for _, e in requests] == [2, 5, 6]
     for (t, _), event_t in zip(requests, (0.10, 0.70, 1.30), strict=True):
         assert event_t <= t <= event_t + 0.1
+
+
+def test_reactive_counts_the_words_changed_since_the_ask_not_the_longest_partial():
+    """tiny.en's first pass on a second of audio may repeat itself; the partials after it are
+    shorter but new, and each one with two new words is asked (the reference's count, from the
+    longest partial, held them all back: bench lite's traces)."""
+    script = [(0.05, partial("what is the law? What is the law")), (0.4, partial("What is the largest plan?")),
+              (0.8, partial("What is the largest planet in a")), (1.2, partial("What is the largest planet in our"))]
+    rec, _, llm = run("reactive", script, until=1.6)
+    assert [e.word_count for _, e in rec.of(LlmRequestEvent)] == [8, 8, 8]  # the count only grows: the words changed
+    assert [p[-1]["content"] for p in llm.prompts] == [
+        "What is the law? What is the law", "What is the largest plan?", "What is the largest planet in a"]
+    # "in a" → "in our": one word changed, not asked (it would be, at the pause)
+    assert words_changed("What is the largest planet in a", "What is the largest planet in our") == 1
+    assert words_changed("what is the?", "What is the largest planet") == 2  # case and punctuation are no change
 
 
 @pytest.mark.parametrize("policy", ["reactive", "polling"])
@@ -211,9 +226,9 @@ def test_history_holds_the_companions_words_and_new_conversation_clears_it():
 
     dialogue = asyncio.run(main())
     assert dialogue == [
-        {"role": "user", "content": "hi there"},
+        {"role": "user", "content": "Hi there"},
         {"role": "assistant", "content": "Hello friend"},
-        {"role": "user", "content": "how are"},
+        {"role": "user", "content": "How are"},
     ]
 
 
@@ -233,7 +248,7 @@ def test_history_is_trimmed_to_the_context():
     dialogue = llm.prompts[-1][1:]
     budget = 400 - llm.count_tokens(llm.prompts[-1][0]["content"]) - 128
     assert sum(llm.count_tokens(m["content"]) for m in dialogue) <= budget
-    assert dialogue[-1]["content"].endswith("latest question here")
+    assert dialogue[-1]["content"].endswith("Latest question here")
     assert not any("line 0 " in m["content"] for m in dialogue)
 
 

@@ -53,7 +53,7 @@ def test_a_late_request_carries_the_turns_the_budget_allows(smollm2):
     messages = manager._messages()
     sent = messages[1:]
     assert messages[0]["role"] == "system"
-    assert sent[-1] == {"role": "user", "content": "and what about the last one?"}
+    assert sent[-1] == {"role": "user", "content": "And what about the last one?"}
     # Trimmed, not dropped: several earlier exchanges, as alternating chat turns, newest kept.
     assert len(sent) >= 5
     assert [m["role"] for m in sent[-3:]] == ["user", "assistant", "user"]
@@ -116,3 +116,16 @@ def test_the_prompt_keeps_its_start_between_cuts():
     assert max(sizes) <= 200 and min(sizes[50:]) >= 100 - 16  # half, less the turn at the edge
     changes = sum(a != b for a, b in zip(firsts, firsts[1:], strict=False))
     assert 0 < changes <= 200 // 5  # the start moved, but not at every turn
+
+
+def test_a_user_turn_starts_with_a_capital_whatever_the_pass_wrote():
+    """Whisper's passes write the first word either way; the prompt does not change with it, so a
+    local model re-reads only the words that changed (its KV cache keeps the rest)."""
+    conversation = Conversation()
+    assert conversation.turns("what is the") == [(USER, "What is the")]
+    conversation.add(USER, "what is the capital of France?")
+    assert conversation.turns("and Spain") == [(USER, "What is the capital of France? and Spain")]
+    conversation.add(ASSISTANT, "it is Paris.")  # the companion's words stay as it said them
+    assert conversation.turns("and Spain") == [(USER, "What is the capital of France?"), (ASSISTANT, "it is Paris."),
+                                              (USER, "And Spain")]
+    assert conversation.turns("1984 was")[-1] == (USER, "1984 was")
