@@ -205,7 +205,7 @@ class WhisperAsr(SegmentingAsr):
         self.max_utterance_s = max_utterance_s
         self.trim_s = trim_s
         self.last_decode_s = 0.0  # wall time of the last pass (paces the next one)
-        self.cores: PauseCores | None = None  # with two models: the LLM takes one core while the accurate pass checks
+        self.cores: PauseCores | None = None  # the session's: the LLM takes one core while a pass runs
         # The last pass's words -> (avg_logprob, no_speech_prob) of the segment each came from, and
         # the word's own log probability (Whisper's word probability: its tokens' mean).
         self._confidence: dict[Word, tuple[float, float, float]] = {}
@@ -299,19 +299,20 @@ class WhisperAsr(SegmentingAsr):
         # Committed words whose audio was trimmed away give the model its context back.
         prompt = _text([w for w in u.committed if w.end <= t0][-30:]) or None
         model = self._model if accurate else self._cheap_model
-        check = accurate and self.two_models and self.cores is not None
-        if check:
-            self.cores.before_check()
+        if self.cores is not None:  # the LLM takes one core while a pass runs (cores.py)
+            if accurate and self.two_models:
+                self.cores.before_check()  # after the LLM has read the words it checks
+            else:
+                self.cores.asr_busy()
         started = time.perf_counter()
         try:
             words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final, model,
                                      beam=ACCURATE_BEAM if accurate and self.two_models else 1)
         finally:
-            if check:
-                self.cores.after_check()
+            if self.cores is not None:
+                self.cores.asr_idle()
         if pause and quick and self.cores is not None:
-            # Its words are asked now and checked at the next chunk: the LLM starts on one core.
-            self.cores.before_check()
+            self.cores.pause_asked()  # its words are asked now and checked at the next chunk
         # A pass that heard the speech end (a pause, the end point): how long it went on after the words.
         speech_end = self.vad.silence_start if pause else (end_sample - round(_TAIL_S * SR) if final and end_sample else None)
         self._unheard = None if speech_end is None else sound_after_words(

@@ -1,28 +1,80 @@
-"""The cores at the user's pause (backend/cores.py): while the accurate ASR checks the words, the
-in-process LLM runs on one thread, and on all of its threads again after the check."""
+"""The cores (backend/cores.py): while a Whisper pass runs the in-process LLM runs on one thread,
+on all of its threads between passes, and at a pause the check of the words waits for the LLM's
+read of them."""
 
 from __future__ import annotations
+
+import threading
 
 from kame_desktop.backend import cores as cores_module
 from kame_desktop.backend.cores import NARROW_MAX_S, PauseCores
 
+PATIENCE_S = 10.0  # a bound only a hang reaches, on any machine
 
-def test_the_llm_takes_one_core_while_the_check_runs_and_all_of_its_own_after_it():
+
+def test_the_llm_takes_one_core_while_a_pass_runs_and_all_of_its_own_after_it():
     cores = PauseCores()
     assert cores.llm_threads(2) == 2
-    cores.before_check()
+    cores.asr_busy()
     assert cores.llm_threads(2) == 1
     assert cores.llm_threads(1) == 1
-    cores.after_check()
+    cores.asr_idle()
     assert cores.llm_threads(2) == 2
 
 
-def test_a_check_that_never_ends_narrows_the_llm_for_a_limited_time(monkeypatch):
+def test_a_pass_that_never_ends_narrows_the_llm_for_a_limited_time(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(cores_module.time, "monotonic", lambda: now[0])
     cores = PauseCores()
-    cores.before_check()  # a recognizer that failed mid-pass: no after_check
+    cores.asr_busy()  # a recognizer that failed mid-pass: no asr_idle
     now[0] += NARROW_MAX_S * 0.9
     assert cores.llm_threads(2) == 1
     now[0] += NARROW_MAX_S * 0.2
     assert cores.llm_threads(2) == 2
+
+
+def checking(cores: PauseCores) -> threading.Event:
+    """Runs before_check on another thread (the ASR's); the event is set when it returns."""
+    done = threading.Event()
+
+    def check():
+        cores.before_check()
+        done.set()
+
+    threading.Thread(target=check, daemon=True).start()
+    return done
+
+
+def test_the_check_waits_while_the_llm_reads_the_pause_words_on_both_cores(monkeypatch):
+    monkeypatch.setattr(cores_module, "START_GRACE_S", PATIENCE_S)
+    cores = PauseCores()
+    cores.pause_asked()
+    cores.reading_prompt(True)
+    done = checking(cores)
+    assert not done.wait(0.3), "the check began while the LLM read the words"
+    assert cores.llm_threads(2) == 2  # the read has both cores
+    cores.reading_prompt(False)
+    assert done.wait(PATIENCE_S)
+    assert cores.llm_threads(2) == 1  # then the check takes one
+
+
+def test_a_read_that_ended_before_the_check_or_none_at_all_costs_the_check_no_wait(monkeypatch):
+    monkeypatch.setattr(cores_module, "START_GRACE_S", PATIENCE_S)
+    cores = PauseCores()
+    cores.pause_asked()
+    cores.reading_prompt(True)
+    cores.reading_prompt(False)  # the request's read was quick
+    assert checking(cores).wait(PATIENCE_S / 2)
+    # No pause words asked (a check at the end of the utterance): no wait either.
+    assert checking(cores).wait(PATIENCE_S / 2)
+
+
+def test_the_check_waits_for_a_read_to_begin_and_for_it_to_end_only_so_long(monkeypatch):
+    monkeypatch.setattr(cores_module, "START_GRACE_S", 0.05)
+    monkeypatch.setattr(cores_module, "PROMPT_WAIT_S", 0.05)
+    cores = PauseCores()
+    cores.pause_asked()  # the running request had these words already: no read comes
+    assert checking(cores).wait(PATIENCE_S)
+    cores.pause_asked()
+    cores.reading_prompt(True)  # a read that never ends
+    assert checking(cores).wait(PATIENCE_S)

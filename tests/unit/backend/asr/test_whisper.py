@@ -250,23 +250,31 @@ def test_the_rest_of_a_word_the_last_final_pass_heard_is_no_utterance_of_its_own
     assert finals == finals[:1], finals  # and its end made no words of its own
 
 
-def test_at_a_pause_the_llm_takes_one_core_while_the_accurate_model_checks(whisper_asr, piper_voice):
-    """`auto` with the session's PauseCores: every pass of the accurate model (the check of the
-    cheap pause pass's words, and none while the user talks) runs between before_check and
-    after_check, and the cheap pause pass calls before_check as its words go out, so the
-    in-process LLM asked with them runs on one thread from its start to the check's end."""
+def test_the_llm_takes_one_core_during_each_pass_and_the_check_follows_the_pause_words_ask(whisper_asr, piper_voice):
+    """`auto` with the session's PauseCores (cores.py): every pass runs between asr_busy (or, for
+    the accurate model's check, before_check) and asr_idle, so the in-process LLM steps on one
+    thread while one runs; the cheap pause pass tells the cores its words go out (pause_asked)
+    before the check of them starts."""
     from kame_desktop.backend.cores import PauseCores
 
     calls = []
 
     class Recording(PauseCores):
+        def asr_busy(self):
+            calls.append("busy")
+            super().asr_busy()
+
         def before_check(self):
-            calls.append("before")
+            calls.append("check")
             super().before_check()
 
-        def after_check(self):
-            calls.append("after")
-            super().after_check()
+        def asr_idle(self):
+            calls.append("idle")
+            super().asr_idle()
+
+        def pause_asked(self):
+            calls.append("asked")
+            super().pause_asked()
 
     speech = piper_voice.synthesize("What is the capital of France?")
     pcm = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speech, np.zeros(SAMPLE_RATE, np.float32)])
@@ -282,9 +290,12 @@ def test_at_a_pause_the_llm_takes_one_core_while_the_accurate_model_checks(whisp
         del whisper_asr._transcribe
         whisper_asr.cores = None
     first = calls.index("accurate")
-    assert calls[first - 3 : first + 2] == ["cheap", "before", "before", "accurate", "after"], calls
-    assert calls.count("accurate") == calls.count("after") >= 1, calls
-    assert "before" not in calls[: first - 2]  # the partials while the user talks: the LLM keeps its threads
+    # (before_check narrows the LLM with asr_busy once the LLM has read the words)
+    assert calls[first - 6 : first + 2] == ["busy", "cheap", "idle", "asked", "check", "busy", "accurate", "idle"], " ".join(calls)
+    passes = [c for c in calls if c in ("cheap", "accurate")]
+    assert calls.count("busy") == calls.count("idle") == len(passes), calls
+    assert passes.index("accurate") >= 2, "passes while the user talks narrow the LLM too"
+    assert "check" not in calls[: first - 2] and "asked" not in calls[: first - 3]
     pause = [e for e in events if isinstance(e, AsrPartialEvent) and e.pause]
     assert pause, "the pause pass"
     said = " ".join(e.text for e in events if isinstance(e, AsrFinalEvent))

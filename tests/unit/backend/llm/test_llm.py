@@ -213,30 +213,83 @@ def test_local_cancel_stops_generation_then_works_again():
     assert again and "".join(again).strip()
 
 
-def test_local_runs_on_one_thread_while_the_recognizer_checks_the_words():
-    """PauseCores (backend/cores.py): between before_check and after_check llama.cpp reads and
-    writes on one thread (as llama.cpp itself reports it), then on its own two again."""
+def test_local_runs_on_one_thread_while_a_whisper_pass_runs_and_tells_the_cores_when_it_reads():
+    """PauseCores (backend/cores.py): between asr_busy and asr_idle llama.cpp reads and writes on
+    one thread (as llama.cpp itself reports it), then on its own two again; and it tells the
+    cores while it reads the prompt (a check of the words waits for that), not while it writes."""
     import llama_cpp
 
     from kame_desktop.backend.cores import PauseCores
 
+    events: list[str] = []
+
+    class Recording(PauseCores):
+        def reading_prompt(self, reading):
+            events.append(f"reading {reading}")
+            super().reading_prompt(reading)
+
     llm = LocalLlm(SMOLLM2, n_threads=2, max_tokens=16, **PATIENT)
-    llm.cores = PauseCores()
+    llm.cores = Recording()
     llm.load()
     threads: list[int] = []
     whole = llm._eval_whole
 
     def watched(tokens):
         whole(tokens)
+        events.append(f"eval {len(tokens)}")
         threads.append(llama_cpp.llama_n_threads(llm._llm.ctx))
         if len(threads) == 3:
-            llm.cores.after_check()  # the check ends after the prompt and two tokens
+            llm.cores.asr_idle()  # the pass ends after the prompt and two tokens
 
     llm._eval_whole = watched
-    llm.cores.before_check()
+    llm.cores.asr_busy()
     answer = run(collect(llm, HELLO))  # closes the model
     assert threads[:3] == [1, 1, 1] and threads[3:] and set(threads[3:]) == {2}, threads
     assert "".join(answer).strip()
+    end = events.index("reading False")
+    assert events[0] == "reading True" and events.count("reading True") == 1, events
+    assert sum(int(e.split()[1]) for e in events[1:end]) > PROMPT_PIECE, events  # the prompt, in pieces
+    assert all(e == "eval 1" for e in events[end + 1 :]), events  # writing: one token a step, no read
+
+
+def drafted_answers(first: str, then: str) -> tuple[str, str, int, int, int]:
+    """The answer to `then` asked right after `first` (its draft: the answer to `first`), the
+    answer to `then` from a fresh model, the drafted tokens checked, the tokens written one step
+    at a time for `then`, and its tokens."""
+    drafted, single = [0], [0]
+
+    def ask(llm: LocalLlm, text: str) -> str:
+        return "".join(run(collect_open(llm, [{"role": "user", "content": text}])))
+
+    llm = LocalLlm(SMOLLM2, n_threads=2, max_tokens=24, **PATIENT)
+    llm.load()
+    ask(llm, first)
+    every, whole = llm._eval_every_logit, llm._eval_whole
+    llm._eval_every_logit = lambda tokens: drafted.__setitem__(0, drafted[0] + len(tokens)) or every(tokens)
+    llm._eval_whole = lambda tokens: single.__setitem__(0, single[0] + (len(tokens) == 1)) or whole(tokens)
+    answer = ask(llm, then)
+    tokens = llm.count_tokens(answer)
+    run(llm.aclose())
+    fresh = LocalLlm(SMOLLM2, n_threads=2, max_tokens=24, **PATIENT)
+    alone = "".join(run(collect(fresh, [{"role": "user", "content": then}])))
+    return answer, alone, drafted[0], single[0], tokens
+
+
+async def collect_open(llm: Any, messages: list[dict[str, str]]) -> list[str]:
+    return [chunk async for chunk in llm.stream(messages)]
+
+
+def test_an_answer_asked_again_with_its_last_words_changed_takes_the_old_one_as_a_draft():
+    """_AnswerDraft: the superseded answer's tokens are read with the new prompt and Llama.generate
+    keeps those the model samples itself: the answer is exactly the one it writes alone, in
+    fewer steps where the openings agree."""
+    answer, alone, drafted, single, tokens = drafted_answers("Say hello in three words", "Say hello in three words.")
+    assert answer == alone and answer.strip()
+    assert drafted > 0, "a draft was checked"
+    assert single < tokens - 1, (single, tokens)  # some tokens came without a step of their own
+    # An answer to another question is a draft the model rejects: the answer is still its own.
+    answer, alone, *_ = drafted_answers("What is two plus two?", "What is the capital of France?")
+    assert answer == alone and answer.strip()
 
 
 def test_local_cancel_while_reading_a_long_prompt_stops_within_a_piece():
