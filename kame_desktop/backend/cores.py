@@ -38,7 +38,8 @@ START_GRACE_S = 0.03
 
 
 class PauseCores:
-    def __init__(self) -> None:
+    def __init__(self, llm_in_process: bool = True) -> None:
+        self.llm_in_process = llm_in_process  # False (a server's LLM): no read to wait for
         self._busy_since: float | None = None
         self._state = threading.Condition()
         self._reading = False
@@ -62,7 +63,7 @@ class PauseCores:
         read them on both cores, then take one."""
         with self._state:
             asked, self._asked = self._asked, None
-            if asked is not None:
+            if asked is not None and self.llm_in_process:
                 since, reads = asked
                 grace = since + START_GRACE_S - time.monotonic()
                 self._state.wait_for(lambda: self._reading or self._reads > reads, timeout=max(grace, 0.0))

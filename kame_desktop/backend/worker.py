@@ -119,8 +119,9 @@ class Backend:
         self.tools = tools
         self.owns_llm = owns_llm
         self.memory = memory
-        # While the accurate recognizer checks the words at a pause, the in-process LLM takes one core.
-        self.cores = PauseCores()
+        # While a Whisper pass runs the in-process LLM takes one core; at a pause the check of the
+        # words waits for its read of them (cores.py).
+        self.cores = PauseCores(llm_in_process=hasattr(llm, "cores"))
         for part in (llm, asr):
             if hasattr(part, "cores"):
                 part.cores = self.cores

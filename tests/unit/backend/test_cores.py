@@ -78,3 +78,10 @@ def test_the_check_waits_for_a_read_to_begin_and_for_it_to_end_only_so_long(monk
     cores.pause_asked()
     cores.reading_prompt(True)  # a read that never ends
     assert checking(cores).wait(PATIENCE_S)
+
+
+def test_with_a_server_s_llm_the_check_never_waits(monkeypatch):
+    monkeypatch.setattr(cores_module, "START_GRACE_S", PATIENCE_S)
+    cores = PauseCores(llm_in_process=False)
+    cores.pause_asked()
+    assert checking(cores).wait(PATIENCE_S / 2)
