@@ -43,11 +43,13 @@ class PauseCores:
         self._busy_since: float | None = None
         self._state = threading.Condition()
         self._reading = False
-        self._reads = 0  # prompt reads finished
-        self._asked: tuple[float, int] | None = None  # (when the pause's words went out, reads finished then)
+        self._reads = 0  # prompt reads begun
+        self._asked: tuple[float, int] | None = None  # (when the pause's words went out, reads begun then)
 
     def asr_busy(self) -> None:
-        """A Whisper pass starts: the LLM takes one core."""
+        """A Whisper pass starts: the LLM takes one core (and a pass other than the check means
+        the pause's words will not be checked next)."""
+        self._asked = None
         self._busy_since = time.monotonic()
 
     def asr_idle(self) -> None:
@@ -66,15 +68,16 @@ class PauseCores:
             if asked is not None and self.llm_in_process:
                 since, reads = asked
                 grace = since + START_GRACE_S - time.monotonic()
-                self._state.wait_for(lambda: self._reading or self._reads > reads, timeout=max(grace, 0.0))
-                self._state.wait_for(lambda: not self._reading, timeout=PROMPT_WAIT_S)
+                # A read that began after the ask (not the end of a superseded one's), then its end.
+                if self._state.wait_for(lambda: self._reads > reads, timeout=max(grace, 0.0)):
+                    self._state.wait_for(lambda: not self._reading, timeout=PROMPT_WAIT_S)
         self.asr_busy()
 
     def reading_prompt(self, reading: bool) -> None:
         """The LLM starts (True) or ends (False) reading a prompt."""
         with self._state:
             self._reading = reading
-            if not reading:
+            if reading:
                 self._reads += 1
             self._state.notify_all()
 

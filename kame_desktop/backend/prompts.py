@@ -48,7 +48,8 @@ def _steady_case(speaker: str, text: str) -> str:
     ("what is the" while the user talks, "What is the capital of France?" at the pause), and a
     local model re-reads a whole prompt from the first token that changed (the 1.5B: ~40 ms a
     token on the one core it has while the words are checked)."""
-    return text[:1].upper() + text[1:] if speaker == USER else text
+    first = text.split(" ", 1)[0]
+    return text[:1].upper() + text[1:] if speaker == USER and first.islower() else text  # not "iPhone"
 
 
 class Conversation:

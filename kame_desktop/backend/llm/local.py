@@ -157,46 +157,47 @@ DRAFT_PROMPT_CHANGE = 24
 
 class _AnswerDraft:
     """The answer to the superseded request as a draft for the next one (llama-cpp-python's
-    `draft_model` hook: Llama.generate checks the drafted tokens in one step and keeps those the
-    model itself samples, so the answer is exactly the one it writes alone). Asked again with
-    its last words changed ("…our solar sea?" → "…our solar system?"), a model usually opens its
-    answer as before: each accepted token is a step saved, ~50-70 ms of the 1.5B's writing here,
-    right when the reply waits for its first clause."""
+    `draft_model` hook: Llama.generate samples at each drafted place and keeps the tokens the
+    model itself samples, so the answer is the one it writes alone, up to the rounding that the
+    size of a step brings to any batch). Asked again with its last words changed ("…our solar
+    sea?" → "…our solar system?"), a model usually opens its answer as before: each accepted
+    token is a step saved, ~50-70 ms of the 1.5B's writing here, right when the reply waits for
+    its first clause."""
 
     def __init__(self) -> None:
         self.old_prompt: list[int] = []
         self.old_answer: list[int] = []
         self.prompt_end = 0  # where this generation's prompt ends (its answer follows)
-        self.active = False
-        self.usable = False  # this llama-cpp-python has what LocalLlm._eval_every_logit needs
+        self.likely = False  # this generation asks what the last one did (see decide)
+        self.usable = False  # the model and this llama-cpp-python allow it (LocalLlm.load)
 
     def begin(self, cached: list[int]) -> None:
         """A generation starts; `cached` is what llama.cpp holds: the last prompt and what was
         written after it."""
         self.old_prompt, self.old_answer = cached[: self.prompt_end], cached[self.prompt_end :]
-        self.active = True
+        self.likely = False
 
-    def end(self) -> None:
-        self.active = False
-
-    def likely(self, prompt: list[int]) -> bool:
-        """Whether `prompt` (this generation's) asks what the old one did, its last words changed."""
-        if not (self.usable and self.active and self.old_answer):
-            return False
+    def decide(self, prompt: list[int]) -> list[int]:
+        """This generation's `prompt` is known: whether it asks what the old one did with its last
+        words changed (the two part inside the old prompt, within its last DRAFT_PROMPT_CHANGE
+        tokens; a new turn continues the old prompt instead), and if so the old answer's first
+        tokens, to read with it."""
         shared = next((n for n, (a, b) in enumerate(zip(self.old_prompt, prompt, strict=False)) if a != b),
                       min(len(self.old_prompt), len(prompt)))
-        return max(len(self.old_prompt), len(prompt)) - shared <= DRAFT_PROMPT_CHANGE
+        parts_inside = shared < len(self.old_prompt) or len(prompt) == len(self.old_prompt)
+        self.likely = (self.usable and bool(self.old_answer) and parts_inside
+                       and max(len(self.old_prompt), len(prompt)) - shared <= DRAFT_PROMPT_CHANGE)
+        self.prompt_end = len(prompt)
+        return self.old_answer[:DRAFT_TOKENS] if self.likely else []
 
-    def opening(self, prompt: list[int]) -> list[int]:
-        """The old answer's first tokens, to read with `prompt` where it is likely."""
-        return self.old_answer[:DRAFT_TOKENS] if self.likely(prompt) else []
+    def end(self) -> None:
+        self.likely = False
 
     def __call__(self, input_ids: Any) -> Any:
         import numpy as np
 
-        ids = list(input_ids)
-        written = ids[self.prompt_end :]
-        if not written or not self.likely(ids[: self.prompt_end]) or written != self.old_answer[: len(written)]:
+        written = list(input_ids[self.prompt_end :]) if self.likely else []
+        if not written or written != self.old_answer[: len(written)]:
             return np.zeros(0, dtype=np.intc)
         return np.asarray(self.old_answer[len(written) : len(written) + DRAFT_TOKENS], dtype=np.intc)
 
@@ -296,7 +297,10 @@ class LocalLlm:
                         "not supported — choose another model in Settings"
                     ) from None
                 self._abort = _Abort(llm.ctx)
-                self._draft.usable = hasattr(llm, "_batch") and hasattr(llm, "_ctx")  # _eval_every_logit's
+                # _eval_every_logit needs llama-cpp-python's batch and context; a recurrent or
+                # hybrid model (Mamba…) cannot drop the rejected tokens from its memory.
+                self._draft.usable = (hasattr(llm, "_batch") and hasattr(llm, "_ctx")
+                                      and not getattr(llm, "_is_recurrent", True) and not getattr(llm, "_is_hybrid", True))
                 if self._draft.usable:
                     llm.draft_model = self._draft  # type: ignore[assignment]
                 self._eval_whole = llm.eval
@@ -403,8 +407,9 @@ class LocalLlm:
         self._tell_reading(True)  # a check of the words waits for this read (cores.py)
         try:
             prompt = [*self._llm.input_ids[: self._llm.n_tokens], *tokens]
-            opening = self._draft.opening(prompt)
-            self._draft.prompt_end = len(prompt)
+            opening = self._draft.decide(prompt)[: max(self.n_ctx - len(prompt) - 1, 0)]
+            if not len(tokens):  # a prompt read whole before: nothing to read it with
+                opening = []
             self._eval_pieces([*tokens, *opening], PROMPT_PIECE, draft=len(opening))
         finally:
             self._prompt_read = True

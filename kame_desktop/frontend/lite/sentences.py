@@ -44,6 +44,7 @@ _PHRASE_STARTS = frozenset({"because", "but", "so", "which", "that", "when", "wh
 # after more words.
 _JOINER_WORDS = 5
 _JOINERS = frozenset({"and", "or"})
+_ARTICLES = frozenset({"the", "a", "an"})  # no cut between one and the word before it that starts a phrase ("of | the")
 # …and one with no phrase word either ("Mount Everest is approximately 8,848 meters (29,029 feet)
 # tall.": a 1.3 s synthesis before any sound) at its first _JOINER_WORDS words, once it has
 # _FIRST_MAX_WORDS.
@@ -80,8 +81,12 @@ def first_clause(text: str, done: bool) -> tuple[list[str], int]:
     # so the latest may be where the cut goes.
     words = list(re.finditer(r"\S+", text))
     for n, word in enumerate(words[_FIRST_PHRASE_WORDS:_FIRST_MAX_WORDS], _FIRST_PHRASE_WORDS):
-        starts = word.group().lower()
-        if (starts in _PHRASE_STARTS or (starts in _JOINERS and n >= _JOINER_WORDS)) and _outside_quotes(text[: word.start()]):
+        starts, before = word.group().lower(), words[n - 1].group().lower()
+        if word.group() in _ARTICLES:  # lower case: "vitamin A" is no article
+            phrase = before not in _PHRASE_STARTS | {"of"}
+        else:
+            phrase = starts in _PHRASE_STARTS - _ARTICLES
+        if (phrase or (starts in _JOINERS and n >= _JOINER_WORDS)) and _outside_quotes(text[: word.start()]):
             return [text[: word.start()].strip()], word.start()
     if len(words) > _FIRST_MAX_WORDS:
         cut = words[_JOINER_WORDS].start()
@@ -92,7 +97,7 @@ def first_clause(text: str, done: bool) -> tuple[list[str], int]:
 def _outside_quotes(text: str) -> bool:
     """No quote or bracket is open at the end of `text`: a cut there leaves no title or aside
     in two pieces."""
-    return text.count('"') % 2 == 0 and text.count("(") <= text.count(")")
+    return text.count('"') % 2 == 0 and text.count("“") <= text.count("”") and text.count("(") <= text.count(")")
 
 
 def spoken_length(text: str) -> int | None:

@@ -85,3 +85,26 @@ def test_with_a_server_s_llm_the_check_never_waits(monkeypatch):
     cores = PauseCores(llm_in_process=False)
     cores.pause_asked()
     assert checking(cores).wait(PATIENCE_S / 2)
+
+
+def test_the_end_of_a_superseded_read_is_not_the_read_of_the_pause_words(monkeypatch):
+    monkeypatch.setattr(cores_module, "START_GRACE_S", PATIENCE_S)
+    cores = PauseCores()
+    cores.reading_prompt(True)  # a speculative request reads a partial's words
+    cores.pause_asked()
+    cores.reading_prompt(False)  # … and is cancelled: its read ends
+    done = checking(cores)
+    assert not done.wait(0.3), "the check took the end of the old read for the new one"
+    cores.reading_prompt(True)  # the request asked with the pause's words
+    assert not done.wait(0.3)
+    cores.reading_prompt(False)
+    assert done.wait(PATIENCE_S)
+
+
+def test_a_pass_after_the_pause_words_means_their_check_is_not_next(monkeypatch):
+    monkeypatch.setattr(cores_module, "START_GRACE_S", PATIENCE_S)
+    cores = PauseCores()
+    cores.pause_asked()
+    cores.asr_busy()  # the user talked on: a pass while they talk
+    cores.asr_idle()
+    assert checking(cores).wait(PATIENCE_S / 2)  # the final check later waits for nothing

@@ -129,3 +129,4 @@ def test_a_user_turn_starts_with_a_capital_whatever_the_pass_wrote():
     assert conversation.turns("and Spain") == [(USER, "What is the capital of France?"), (ASSISTANT, "it is Paris."),
                                               (USER, "And Spain")]
     assert conversation.turns("1984 was")[-1] == (USER, "1984 was")
+    assert conversation.turns("iPhone or Android?")[-1] == (USER, "iPhone or Android?")  # a name as it is written

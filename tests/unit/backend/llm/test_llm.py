@@ -568,3 +568,23 @@ def test_local_stall_after_three_tokens_hits_the_chunk_deadline(monkeypatch):
     err, chunks = run(failure(llm))  # type: ignore[arg-type]
     assert chunks == ["One", " two", " three"]
     assert "stopped after 3 chunks" in str(err) and err.kind == "busy" and err.retryable
+
+
+def test_an_answer_is_a_draft_only_for_the_same_question_with_its_last_words_changed():
+    from kame_desktop.backend.llm.local import DRAFT_PROMPT_CHANGE, DRAFT_TOKENS, _AnswerDraft
+
+    question = list(range(100, 160))  # the system prompt and the user's words, as tokens
+    answer = list(range(900, 920))
+
+    def draft_for(prompt, usable=True):
+        draft = _AnswerDraft()
+        draft.usable, draft.prompt_end = usable, len(question)
+        draft.begin(question + answer)
+        return draft.decide(prompt)
+
+    changed = question[:-3] + [7, 8, 9, 10]  # its last words changed
+    assert draft_for(changed) == answer[:DRAFT_TOKENS]
+    assert draft_for(question) == answer[:DRAFT_TOKENS]  # asked again as it was
+    assert draft_for(question + answer + [1, 2, 3]) == []  # a new turn after a short answer
+    assert draft_for(question[: -DRAFT_PROMPT_CHANGE - 1] + [5] * 30) == []  # another question
+    assert draft_for(changed, usable=False) == []

@@ -73,6 +73,11 @@ def test_a_long_first_sentence_starts_at_its_first_phrase():
     assert first_clause("Salt and pepper go well together and", False) == (["Salt and pepper go well together"], 33)
     assert first_clause('The play "Romeo and Juliet" was written by', False) == (['The play "Romeo and Juliet" was written'], 40)
     assert first_clause("It is (as in the book", False) == ([], 0)
+    assert first_clause("The author of the book “Romeo and Juliet” is", False) == ([], 0)
+    # an article right after "of" or another phrase word stays with it; "vitamin A" is no article
+    assert first_clause("The capital of the country is", False) == ([], 0)
+    assert first_clause("Water boils at a temperature of", False) == ([], 0)
+    assert first_clause("The best source of vitamin A is", False) == ([], 0)
     # no phrase word in it at all: its first words, once it is long
     streaming = "Mount Everest is approximately 8,848 meters (29,029 feet) tall and"
     assert first_clause(streaming, False) == (["Mount Everest is approximately 8,848"], 37)
