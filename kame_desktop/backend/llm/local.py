@@ -150,9 +150,6 @@ class _Abort:
 # The superseded answer's next tokens checked in one step (about a first clause): a rejected
 # one costs its share of that step, ~10-20 ms on two threads, an accepted one saves a step.
 DRAFT_TOKENS = 8
-# Prompts that differ in more than their last this many tokens ask something else (a new turn,
-# not the same question with its last words changed): no draft.
-DRAFT_PROMPT_CHANGE = 24
 
 
 class _AnswerDraft:
@@ -168,25 +165,25 @@ class _AnswerDraft:
         self.old_prompt: list[int] = []
         self.old_answer: list[int] = []
         self.prompt_end = 0  # where this generation's prompt ends (its answer follows)
+        self.asks_again = False
         self.likely = False  # this generation asks what the last one did (see decide)
         self.usable = False  # the model and this llama-cpp-python allow it (LocalLlm.load)
 
-    def begin(self, cached: list[int]) -> None:
+    def begin(self, cached: list[int], asks_again: bool) -> None:
         """A generation starts; `cached` is what llama.cpp holds: the last prompt and what was
-        written after it."""
+        written after it; `asks_again`: its messages are the last one's with the user's latest
+        words changed at their end (`asks_again`)."""
         self.old_prompt, self.old_answer = cached[: self.prompt_end], cached[self.prompt_end :]
-        self.likely = False
+        self.asks_again, self.likely = asks_again, False
 
     def decide(self, prompt: list[int]) -> list[int]:
-        """This generation's `prompt` is known: whether it asks what the old one did with its last
-        words changed (the two part inside the old prompt, within its last DRAFT_PROMPT_CHANGE
-        tokens; a new turn continues the old prompt instead), and if so the old answer's first
-        tokens, to read with it."""
+        """This generation's `prompt` is known: whether the old answer is a likely draft (the same
+        question, and the two prompts part inside the old one), and if so its first tokens, to
+        read with the prompt."""
         shared = next((n for n, (a, b) in enumerate(zip(self.old_prompt, prompt, strict=False)) if a != b),
                       min(len(self.old_prompt), len(prompt)))
         parts_inside = shared < len(self.old_prompt) or len(prompt) == len(self.old_prompt)
-        self.likely = (self.usable and bool(self.old_answer) and parts_inside
-                       and max(len(self.old_prompt), len(prompt)) - shared <= DRAFT_PROMPT_CHANGE)
+        self.likely = self.usable and self.asks_again and bool(self.old_answer) and parts_inside
         self.prompt_end = len(prompt)
         return self.old_answer[:DRAFT_TOKENS] if self.likely else []
 
@@ -200,6 +197,18 @@ class _AnswerDraft:
         if not written or written != self.old_answer[: len(written)]:
             return np.zeros(0, dtype=np.intc)
         return np.asarray(self.old_answer[len(written) : len(written) + DRAFT_TOKENS], dtype=np.intc)
+
+
+def asks_again(before: list[Message] | None, now: list[Message]) -> bool:
+    """`now` is `before` with the user's latest words changed at their end: the same messages but
+    the last, a user's, which shares at least two leading words and half of its words with the
+    last one's (a partial's words and the final ones). Another question ("What is the boiling
+    point…" after "What is the capital…") is answered otherwise from its first words on."""
+    if not before or len(before) != len(now) or before[:-1] != now[:-1] or now[-1].get("role") != "user":
+        return False
+    old, new = (re.findall(r"[\w']+", str(m.get("content") or "").lower()) for m in (before[-1], now[-1]))
+    shared = next((n for n, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))
+    return shared >= 2 and 2 * shared >= len(new)
 
 
 # What llama.cpp logs about an aborted step (the decode failing, its rollback): a cancel is no
@@ -269,6 +278,7 @@ class LocalLlm:
         self._abort: _Abort | None = None
         self._threads_now = n_threads
         self._draft = _AnswerDraft()
+        self._last_messages: list[Message] | None = None  # the last generation's (its answer is a draft)
         self._prompt_read = False  # the generation's prompt has been read (its next evals are its answer)
         self._reading = False  # the cores are told a read is in progress
 
@@ -387,7 +397,7 @@ class LocalLlm:
         def work() -> None:
             with self._gen_lock:
                 self.load().create_chat_completion(messages=messages, tools=tools, max_tokens=1)  # type: ignore[arg-type]
-                self._draft.prompt_end = 0  # what it read is no answer to draft from
+                self._draft.prompt_end, self._last_messages = 0, None  # what it read is no answer to draft from
 
         await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
@@ -472,7 +482,8 @@ class LocalLlm:
                 if self._abort is not None:
                     self._abort.set(stop.is_set())
             self._prompt_read = False
-            self._draft.begin(list(llm.input_ids[: llm.n_tokens]))
+            self._draft.begin(list(llm.input_ids[: llm.n_tokens]), asks_again(self._last_messages, messages))
+            self._last_messages = messages
             chunks = llm.create_chat_completion(
                 messages=messages,  # type: ignore[arg-type]
                 tools=tools,  # type: ignore[arg-type]

@@ -287,9 +287,9 @@ def test_an_answer_asked_again_with_its_last_words_changed_takes_the_old_one_as_
     assert answer == alone and answer.strip()
     assert drafted > 0, "a draft was checked"
     assert single < tokens - 1, (single, tokens)  # some tokens came without a step of their own
-    # An answer to another question is a draft the model rejects: the answer is still its own.
-    answer, alone, *_ = drafted_answers("What is two plus two?", "What is the capital of France?")
-    assert answer == alone and answer.strip()
+    # A draft the model rejects part of ("The capital of | Spain"): the answer is still its own.
+    answer, alone, drafted, *_ = drafted_answers("What is the capital of Spain?", "What is the capital of France?")
+    assert answer == alone and answer.strip() and drafted > 0
 
 
 def test_local_cancel_while_reading_a_long_prompt_stops_within_a_piece():
@@ -571,20 +571,26 @@ def test_local_stall_after_three_tokens_hits_the_chunk_deadline(monkeypatch):
 
 
 def test_an_answer_is_a_draft_only_for_the_same_question_with_its_last_words_changed():
-    from kame_desktop.backend.llm.local import DRAFT_PROMPT_CHANGE, DRAFT_TOKENS, _AnswerDraft
+    from kame_desktop.backend.llm.local import DRAFT_TOKENS, _AnswerDraft, asks_again
 
-    question = list(range(100, 160))  # the system prompt and the user's words, as tokens
-    answer = list(range(900, 920))
+    system = {"role": "system", "content": "Be brief."}
+    partial = [system, {"role": "user", "content": "What is the capital of friend?"}]
+    assert asks_again(partial, [system, {"role": "user", "content": "what is the capital of France"}])
+    assert asks_again(partial, partial)
+    assert not asks_again(partial, [system, {"role": "user", "content": "What is the boiling point of water?"}])
+    assert not asks_again(None, partial) and not asks_again(partial, partial + [{"role": "user", "content": "and?"}])
+    assert not asks_again(partial, [{"role": "system", "content": "Other."}, partial[1]])
 
-    def draft_for(prompt, usable=True):
+    question, answer = list(range(100, 160)), list(range(900, 920))  # as tokens
+
+    def draft_for(prompt, again=True, usable=True):
         draft = _AnswerDraft()
         draft.usable, draft.prompt_end = usable, len(question)
-        draft.begin(question + answer)
+        draft.begin(question + answer, again)
         return draft.decide(prompt)
 
     changed = question[:-3] + [7, 8, 9, 10]  # its last words changed
     assert draft_for(changed) == answer[:DRAFT_TOKENS]
     assert draft_for(question) == answer[:DRAFT_TOKENS]  # asked again as it was
-    assert draft_for(question + answer + [1, 2, 3]) == []  # a new turn after a short answer
-    assert draft_for(question[: -DRAFT_PROMPT_CHANGE - 1] + [5] * 30) == []  # another question
-    assert draft_for(changed, usable=False) == []
+    assert draft_for(question + answer + [1, 2, 3]) == []  # the old prompt continued: no answer to redo
+    assert draft_for(changed, again=False) == [] and draft_for(changed, usable=False) == []
