@@ -40,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kame_desktop.backend.oracle_manager import normalized_words
+from kame_desktop.backend.words import normalized_words
 from kame_desktop.config import data_dir
 from kame_desktop.fileio import atomic_write_bytes
 

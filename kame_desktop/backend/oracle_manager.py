@@ -51,6 +51,7 @@ from kame_desktop.backend.prompts import (
     with_note,
 )
 from kame_desktop.backend.tools.base import ToolCall, ToolResult, TurnTools
+from kame_desktop.backend.words import normalized_words, shared_prefix
 from kame_desktop.choices import POLICIES, Policy, check_choice
 from kame_desktop.errors import LlmError
 from kame_desktop.events import (
@@ -180,20 +181,14 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-def normalized_words(text: str) -> list[str]:
-    """Lower-case words without punctuation: what counts as 'the same words'."""
-    return [w for w in (re.sub(r"[^\w']", "", w.lower()) for w in text.split()) if w]
-
-
 def words_changed(before: str, now: str) -> int:
     """How many of `now`'s words follow the part it shares with `before` (the reactive policy's
     new words). Not the growth in word count, which the reference counts from the longest partial
     seen: a first pass on a second of audio that repeats itself ("what is the law? What is the
     law", tiny.en) then held back every partial after it until they outgrew it, the whole
     question in bench lite's traces."""
-    a, b = normalized_words(before), normalized_words(now)
-    shared = next((n for n, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-    return len(b) - shared
+    words = normalized_words(now)
+    return len(words) - shared_prefix(normalized_words(before), words)
 
 
 async def _aclose(stream: object) -> None:

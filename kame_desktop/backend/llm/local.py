@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from kame_desktop.backend.llm.base import Message, by_deadline, stalled
 from kame_desktop.backend.tools.base import ToolCall, ToolCallText
+from kame_desktop.backend.words import normalized_words, shared_prefix
 from kame_desktop.choices import DEFAULT_LOCAL_MODEL, EMBEDDED_LLMS
 from kame_desktop.errors import LlmError, ModelFileError
 
@@ -180,8 +181,7 @@ class _AnswerDraft:
         """This generation's `prompt` is known: whether the old answer is a likely draft (the same
         question, and the two prompts part inside the old one), and if so its first tokens, to
         read with the prompt."""
-        shared = next((n for n, (a, b) in enumerate(zip(self.old_prompt, prompt, strict=False)) if a != b),
-                      min(len(self.old_prompt), len(prompt)))
+        shared = shared_prefix(self.old_prompt, prompt)
         parts_inside = shared < len(self.old_prompt) or len(prompt) == len(self.old_prompt)
         self.likely = self.usable and self.asks_again and bool(self.old_answer) and parts_inside
         self.prompt_end = len(prompt)
@@ -206,8 +206,8 @@ def asks_again(before: list[Message] | None, now: list[Message]) -> bool:
     point…" after "What is the capital…") is answered otherwise from its first words on."""
     if not before or len(before) != len(now) or before[:-1] != now[:-1] or now[-1].get("role") != "user":
         return False
-    old, new = (re.findall(r"[\w']+", str(m.get("content") or "").lower()) for m in (before[-1], now[-1]))
-    shared = next((n for n, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))
+    old, new = (normalized_words(str(m.get("content") or "")) for m in (before[-1], now[-1]))
+    shared = shared_prefix(old, new)
     return shared >= 2 and 2 * shared >= len(new)
 
 

@@ -39,15 +39,19 @@ _FIRST_CLAUSE_WORDS = 3
 _FIRST_PHRASE_WORDS = 3
 _PHRASE_STARTS = frozenset({"because", "but", "so", "which", "that", "when", "where", "while", "who", "with", "in",
                             "on", "at", "for", "from", "by", "to", "as", "than", "during", "about", "into", "like",
-                            "after", "before", "between", "around", "the", "a", "an"})
+                            "after", "before", "between", "around"})
+# An article (lower case: "vitamin A" is none) starts a phrase too, unless the word before it
+# does ("of | the", "at | a"): that phrase began there.
+_ARTICLES = frozenset({"the", "a", "an"})
+_ARTICLE_TAKERS = _PHRASE_STARTS | {"of"}
 # "and" and "or" also join the words of a name ("Romeo and Juliet"): a cut before them only
 # after more words.
 _JOINER_WORDS = 5
 _JOINERS = frozenset({"and", "or"})
-_ARTICLES = frozenset({"the", "a", "an"})  # no cut between one and the word before it that starts a phrase ("of | the")
 # …and one with no phrase word either ("Mount Everest is approximately 8,848 meters (29,029 feet)
-# tall.": a 1.3 s synthesis before any sound) at its first _JOINER_WORDS words, once it has
+# tall.": a 1.3 s synthesis before any sound) at its first _FIRST_CUT_WORDS words, once it has
 # _FIRST_MAX_WORDS.
+_FIRST_CUT_WORDS = 5
 _FIRST_MAX_WORDS = 9
 
 
@@ -81,15 +85,15 @@ def first_clause(text: str, done: bool) -> tuple[list[str], int]:
     # so the latest may be where the cut goes.
     words = list(re.finditer(r"\S+", text))
     for n, word in enumerate(words[_FIRST_PHRASE_WORDS:_FIRST_MAX_WORDS], _FIRST_PHRASE_WORDS):
-        starts, before = word.group().lower(), words[n - 1].group().lower()
-        if word.group() in _ARTICLES:  # lower case: "vitamin A" is no article
-            phrase = before not in _PHRASE_STARTS | {"of"}
+        starts = word.group().lower()
+        if word.group() in _ARTICLES:
+            phrase = words[n - 1].group().lower() not in _ARTICLE_TAKERS
         else:
-            phrase = starts in _PHRASE_STARTS - _ARTICLES
-        if (phrase or (starts in _JOINERS and n >= _JOINER_WORDS)) and _outside_quotes(text[: word.start()]):
+            phrase = starts in _PHRASE_STARTS or (starts in _JOINERS and n >= _JOINER_WORDS)
+        if phrase and _outside_quotes(text[: word.start()]):
             return [text[: word.start()].strip()], word.start()
     if len(words) > _FIRST_MAX_WORDS:
-        cut = words[_JOINER_WORDS].start()
+        cut = words[_FIRST_CUT_WORDS].start()
         return [text[:cut].strip()], cut
     return [], 0
 
