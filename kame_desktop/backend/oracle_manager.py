@@ -269,6 +269,7 @@ class OracleManager:
         self._reset_state()
 
     def _reset_state(self) -> None:
+        self._backing_off = False  # a retryable failure's retry is pending: it asks with the latest words
         self.pending = ""
         self.max_pending_words = 0
         self.committed_user_words = 0
@@ -344,7 +345,7 @@ class OracleManager:
         """The user pauses, and these may be the turn's last words: ask with them now (a turn
         that ends here plays this answer with no further request), unless the running request
         already has them."""
-        if self._closed or not self._user_text().strip() or self._request_is_current():
+        if self._closed or not self._user_text().strip() or self._request_is_current() or self._backing_off:
             return
         if self._timer:
             self._timer.cancel()
@@ -445,7 +446,7 @@ class OracleManager:
 
     def _decide(self) -> None:
         self._timer = None
-        if not self._wants_start(self.final_bump):
+        if self._backing_off or not self._wants_start(self.final_bump):
             return
         until = self._rate_limited_until(self.clock())
         if until is not None:
@@ -591,7 +592,7 @@ class OracleManager:
             else:
                 send(clean.strip())
             self.post_signal(OracleDone(request))
-            self._retry_delay = 0.0
+            self._retry_delay, self._backing_off = 0.0, False
             self.emit(LlmDoneEvent(request, reason))
         except asyncio.CancelledError:
             raise
@@ -681,9 +682,14 @@ class OracleManager:
         self.emit(LlmDoneEvent(request, "error"))
         self.post_signal(OracleDone(request))  # what arrived is all there will be
         if retryable and request == self.request:
+            # Until the retry, words heard ask nothing (a rate-limited server is not asked again
+            # at every partial, each failure doubling the wait): the retry asks with all of them.
+            self._backing_off = True
             self._retry_delay = min(self.policy.max_backoff, max(1.0, self._retry_delay * 2))
             asyncio.get_running_loop().call_later(self._retry_delay, self._retry, request)
 
     def _retry(self, request: int) -> None:
+        self._backing_off = False
         if request == self.request and self._rate_limited_until(self.clock()) is None:
+            self.final_bump = False
             self._start()  # nothing newer was asked meanwhile: ask again with what we have now

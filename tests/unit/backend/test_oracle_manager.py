@@ -201,6 +201,18 @@ def test_retryable_failure_is_reported_and_asked_again_with_backoff():
     assert [s for _, s in rec.signals] == [OracleDone(1), OracleDone(2)]
 
 
+def test_words_heard_while_backing_off_ask_nothing_until_the_retry_asks_with_them():
+    """A rate-limited (or unreachable) server is not asked again at every partial, each failure
+    doubling the wait: the retry asks with everything heard meanwhile."""
+    llm = ScriptedLlm(error=LlmError("rate-limited by the LLM server (429)", retryable=True))
+    script = [(0.05, final("hello there")), (0.3, partial("how are you doing today")),
+              (0.5, partial("how are you doing today, my friend?"))]
+    rec, _, llm = run("reactive", script, until=1.6, llm=llm)
+    requests = [t for t, _ in rec.of(LlmRequestEvent)]
+    assert len(requests) == 2 and 0.95 <= requests[1] - requests[0] <= 1.2, requests  # the retry, at 1 s
+    assert llm.prompts[-1][-1]["content"].endswith("how are you doing today, my friend?")
+
+
 def test_non_retryable_failure_is_not_retried():
     llm = ScriptedLlm(error=LlmError("the LLM server refused the API key (401)", retryable=False))
     rec, _, _ = run("reactive", [(0.05, final("hello there"))], until=1.5, llm=llm)
