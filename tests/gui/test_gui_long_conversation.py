@@ -72,7 +72,7 @@ def turn_events(n: int) -> list[list[object]]:
     return [[Stamped(base + f, e) for e in events] for f, events in enumerate(frames)]
 
 
-def test_gui_responsive_through_a_30_minute_conversation(make_window, qtbot):
+def test_gui_responsive_through_a_30_minute_conversation(make_window, qtbot, frozen_test_heap):
     window = make_window(start=False)
     done = threading.Event()
 

@@ -20,7 +20,7 @@ ANSWERS = ["Paris is the capital of France.", "It is about two thousand years ol
            "The Seine runs through it.", "Yes, the Eiffel tower is there."]
 
 
-def test_gui_responsive_during_30s_conversation(make_window, qtbot, parts, tiny_frontend):
+def test_gui_responsive_during_30s_conversation(make_window, qtbot, parts, tiny_frontend, frozen_test_heap):
     script = [
         ScriptEntry(script_frame(t), (OracleReset(n), OracleText(n, ANSWERS[n % len(ANSWERS)])))
         for n, t in enumerate(np.arange(1.0, SECONDS - 1, 3.0))
