@@ -7,9 +7,7 @@ Generation runs on one dedicated thread and is serialised by a lock (a llama.cpp
 thread-safe); chunks reach the asyncio caller through a queue. Cancelling the consumer sets an
 event that the thread checks between tokens and between pieces of the prompt it reads, and
 aborts the llama.cpp step in progress (`_Abort`), so it stops at once (a speculative request
-reading a partial must not keep the request asked at the pause waiting). A request asked again
-with its last words changed reads the superseded answer with its prompt, as a draft the model
-checks in one step (`_AnswerDraft`)."""
+reading a partial must not keep the request asked at the pause waiting)."""
 
 from __future__ import annotations
 
@@ -28,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from kame_desktop.backend.llm.base import Message, by_deadline, stalled
 from kame_desktop.backend.tools.base import ToolCall, ToolCallText
-from kame_desktop.backend.words import normalized_words, shared_prefix
 from kame_desktop.choices import DEFAULT_LOCAL_MODEL, EMBEDDED_LLMS
 from kame_desktop.errors import LlmError, ModelFileError
 
@@ -148,69 +145,6 @@ class _Abort:
         self._flag.value = b"x" if abort else b""
 
 
-# The superseded answer's next tokens checked in one step (about a first clause): a rejected
-# one costs its share of that step, ~10-20 ms on two threads, an accepted one saves a step.
-DRAFT_TOKENS = 8
-
-
-class _AnswerDraft:
-    """The answer to the superseded request as a draft for the next one (llama-cpp-python's
-    `draft_model` hook: Llama.generate samples at each drafted place and keeps the tokens the
-    model itself samples, so the answer is the one it writes alone, up to the rounding that the
-    size of a step brings to any batch). Asked again with its last words changed ("…our solar
-    sea?" → "…our solar system?"), a model usually opens its answer as before: each accepted
-    token is a step saved, ~50-70 ms of the 1.5B's writing here, right when the reply waits for
-    its first clause."""
-
-    def __init__(self) -> None:
-        self.old_prompt: list[int] = []
-        self.old_answer: list[int] = []
-        self.prompt_end = 0  # where this generation's prompt ends (its answer follows)
-        self.asks_again = False
-        self.likely = False  # this generation asks what the last one did (see decide)
-        self.usable = False  # the model and this llama-cpp-python allow it (LocalLlm.load)
-
-    def begin(self, cached: list[int], asks_again: bool) -> None:
-        """A generation starts; `cached` is what llama.cpp holds: the last prompt and what was
-        written after it; `asks_again`: its messages are the last one's with the user's latest
-        words changed at their end (`asks_again`)."""
-        self.old_prompt, self.old_answer = cached[: self.prompt_end], cached[self.prompt_end :]
-        self.asks_again, self.likely = asks_again, False
-
-    def decide(self, prompt: list[int]) -> list[int]:
-        """This generation's `prompt` is known: whether the old answer is a likely draft (the same
-        question, and the two prompts part inside the old one), and if so its first tokens, to
-        read with the prompt."""
-        shared = shared_prefix(self.old_prompt, prompt)
-        parts_inside = shared < len(self.old_prompt) or len(prompt) == len(self.old_prompt)
-        self.likely = self.usable and self.asks_again and bool(self.old_answer) and parts_inside
-        self.prompt_end = len(prompt)
-        return self.old_answer[:DRAFT_TOKENS] if self.likely else []
-
-    def end(self) -> None:
-        self.likely = False
-
-    def __call__(self, input_ids: Any) -> Any:
-        import numpy as np
-
-        written = list(input_ids[self.prompt_end :]) if self.likely else []
-        if not written or written != self.old_answer[: len(written)]:
-            return np.zeros(0, dtype=np.intc)
-        return np.asarray(self.old_answer[len(written) : len(written) + DRAFT_TOKENS], dtype=np.intc)
-
-
-def asks_again(before: list[Message] | None, now: list[Message]) -> bool:
-    """`now` is `before` with the user's latest words changed at their end: the same messages but
-    the last, a user's, which shares at least two leading words and half of its words with the
-    last one's (a partial's words and the final ones). Another question ("What is the boiling
-    point…" after "What is the capital…") is answered otherwise from its first words on."""
-    if not before or len(before) != len(now) or before[:-1] != now[:-1] or now[-1].get("role") != "user":
-        return False
-    old, new = (normalized_words(str(m.get("content") or "")) for m in (before[-1], now[-1]))
-    shared = shared_prefix(old, new)
-    return shared >= 2 and 2 * shared >= len(new)
-
-
 # What llama.cpp logs about an aborted step (the decode failing, its rollback): a cancel is no
 # error. A decode that fails for another reason still raises, and the user is told (LlmError).
 _ABORTED_STEP_LOGS = (b"removing memory module entries", b"failed to compute graph", b"failed to decode",
@@ -277,8 +211,6 @@ class LocalLlm:
         self._stop_lock = threading.Lock()  # a cancel from another thread aborts only the generation it cancels
         self._abort: _Abort | None = None
         self._threads_now = n_threads
-        self._draft = _AnswerDraft()
-        self._last_messages: list[Message] | None = None  # the last generation's (its answer is a draft)
         self._prompt_read = False  # the generation's prompt has been read (its next evals are its answer)
         self._reading = False  # the cores are told a read is in progress
 
@@ -307,12 +239,6 @@ class LocalLlm:
                         "not supported — choose another model in Settings"
                     ) from None
                 self._abort = _Abort(llm.ctx)
-                # _eval_every_logit needs llama-cpp-python's batch and context; a recurrent or
-                # hybrid model (Mamba…) cannot drop the rejected tokens from its memory.
-                self._draft.usable = (hasattr(llm, "_batch") and hasattr(llm, "_ctx")
-                                      and not getattr(llm, "_is_recurrent", True) and not getattr(llm, "_is_hybrid", True))
-                if self._draft.usable:
-                    llm.draft_model = self._draft  # type: ignore[assignment]
                 self._eval_whole = llm.eval
                 llm.eval = self._eval_in_steps  # type: ignore[method-assign]  # Llama.generate calls it
                 self._llm = llm
@@ -397,30 +323,20 @@ class LocalLlm:
         def work() -> None:
             with self._gen_lock:
                 self.load().create_chat_completion(messages=messages, tools=tools, max_tokens=1)  # type: ignore[arg-type]
-                self._draft.prompt_end, self._last_messages = 0, None  # what it read is no answer to draft from
 
         await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     def _eval_in_steps(self, tokens: Any) -> None:
-        """Llama.eval in pieces (each a token while writing), each on as many threads as the
-        cores allow now; stops between pieces once the generation is cancelled. Outside a
-        generation (loading, prime) nothing can cancel it: one step. In a generation its first
-        eval reads the prompt, with the superseded answer's opening after it where that is a
-        likely draft (_AnswerDraft); a later one of several tokens is a sampled token and its
-        draft. Llama.generate samples at each drafted place and keeps what matches."""
-        if self._stop is None:
+        """Llama.eval in pieces, each on as many threads as the cores allow now; stops between
+        pieces once the generation is cancelled. Outside a generation (loading, prime) nothing
+        can cancel it: one step. A generation's first eval reads its prompt: the cores are told
+        (a check of the pause's words waits for that read)."""
+        if self._stop is None or self._prompt_read:
             self._eval_pieces(tokens, max(len(tokens), 1))
             return
-        if self._prompt_read:
-            self._eval_pieces(tokens, len(tokens), draft=len(tokens) - 1)
-            return
-        self._tell_reading(True)  # a check of the words waits for this read (cores.py)
+        self._tell_reading(True)
         try:
-            prompt = [*self._llm.input_ids[: self._llm.n_tokens], *tokens]
-            opening = self._draft.decide(prompt)[: max(self.n_ctx - len(prompt) - 1, 0)]
-            if not len(tokens):  # a prompt read whole before: nothing to read it with
-                opening = []
-            self._eval_pieces([*tokens, *opening], PROMPT_PIECE, draft=len(opening))
+            self._eval_pieces(tokens, PROMPT_PIECE)
         finally:
             self._prompt_read = True
             self._tell_reading(False)
@@ -430,14 +346,8 @@ class LocalLlm:
             self._reading = reading
             self.cores.reading_prompt(reading)
 
-    def _eval_pieces(self, tokens: Any, step: int, draft: int = 0) -> None:
-        """Eval `tokens` in pieces of `step`; the last `draft` of them are drafted, and go in the
-        last piece with the one before them (Llama.generate samples after each)."""
-        firm = len(tokens) - draft
-        starts = list(range(0, max(firm - 1, 0), step)) if draft else list(range(0, len(tokens), step))
-        if draft:
-            starts.append(max(firm - 1, 0))
-        for n, start in enumerate(starts):
+    def _eval_pieces(self, tokens: Any, step: int) -> None:
+        for start in range(0, len(tokens), step):
             if self._stop is not None and self._stop.is_set():
                 raise _Stopped
             threads = self.cores.llm_threads(self.n_threads) if self.cores else self.n_threads
@@ -446,12 +356,8 @@ class LocalLlm:
 
                 llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
                 self._threads_now = threads
-            end = starts[n + 1] if n + 1 < len(starts) else len(tokens)
             try:
-                if draft and n == len(starts) - 1:
-                    self._eval_every_logit(tokens[start:end])
-                else:
-                    self._eval_whole(tokens[start:end])
+                self._eval_whole(tokens[start : start + step])
             except RuntimeError:  # llama_decode returned 2: the step was aborted (_Abort)
                 if self._stop is not None and self._stop.is_set():
                     # The aborted step may have overwritten the last step's logits: a request
@@ -459,17 +365,6 @@ class LocalLlm:
                     self._llm.n_tokens = max(self._llm.n_tokens - 1, 0)
                     raise _Stopped from None
                 raise
-
-    def _eval_every_logit(self, tokens: Any) -> None:
-        """Llama.eval keeping the logits of every token (its own keeps only the last one's, unless
-        logits_all, which would keep them for every prompt token too): a token and its draft."""
-        llm = self._llm
-        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
-        llm._batch.set_batch(batch=tokens, n_past=llm.n_tokens, logits_all=True)
-        llm._ctx.decode(llm._batch)
-        llm.input_ids[llm.n_tokens : llm.n_tokens + len(tokens)] = tokens
-        llm.n_tokens += len(tokens)
-        llm._requires_eval = False
 
     def _generate(self, messages: list[Message], tools: list[dict] | None, stop: threading.Event, emit: Any) -> bool:
         """Runs on the worker thread; returns whether the model gave a finish reason."""
@@ -482,8 +377,6 @@ class LocalLlm:
                 if self._abort is not None:
                     self._abort.set(stop.is_set())
             self._prompt_read = False
-            self._draft.begin(list(llm.input_ids[: llm.n_tokens]), asks_again(self._last_messages, messages))
-            self._last_messages = messages
             chunks = llm.create_chat_completion(
                 messages=messages,  # type: ignore[arg-type]
                 tools=tools,  # type: ignore[arg-type]
@@ -502,7 +395,6 @@ class LocalLlm:
         except _Stopped:
             return True  # cancelled while reading the prompt
         finally:
-            self._draft.end()
             self._tell_reading(False)
             with self._stop_lock:
                 self._stop = None

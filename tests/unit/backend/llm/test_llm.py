@@ -252,46 +252,6 @@ def test_local_runs_on_one_thread_while_a_whisper_pass_runs_and_tells_the_cores_
     assert all(e == "eval 1" for e in events[end + 1 :]), events  # writing: one token a step, no read
 
 
-def drafted_answers(first: str, then: str) -> tuple[str, str, int, int, int]:
-    """The answer to `then` asked right after `first` (its draft: the answer to `first`), the
-    answer to `then` from a fresh model, the drafted tokens checked, the tokens written one step
-    at a time for `then`, and its tokens."""
-    drafted, single = [0], [0]
-
-    def ask(llm: LocalLlm, text: str) -> str:
-        return "".join(run(collect_open(llm, [{"role": "user", "content": text}])))
-
-    llm = LocalLlm(SMOLLM2, n_threads=2, max_tokens=24, **PATIENT)
-    llm.load()
-    ask(llm, first)
-    every, whole = llm._eval_every_logit, llm._eval_whole
-    llm._eval_every_logit = lambda tokens: drafted.__setitem__(0, drafted[0] + len(tokens)) or every(tokens)
-    llm._eval_whole = lambda tokens: single.__setitem__(0, single[0] + (len(tokens) == 1)) or whole(tokens)
-    answer = ask(llm, then)
-    tokens = llm.count_tokens(answer)
-    run(llm.aclose())
-    fresh = LocalLlm(SMOLLM2, n_threads=2, max_tokens=24, **PATIENT)
-    alone = "".join(run(collect(fresh, [{"role": "user", "content": then}])))
-    return answer, alone, drafted[0], single[0], tokens
-
-
-async def collect_open(llm: Any, messages: list[dict[str, str]]) -> list[str]:
-    return [chunk async for chunk in llm.stream(messages)]
-
-
-def test_an_answer_asked_again_with_its_last_words_changed_takes_the_old_one_as_a_draft():
-    """_AnswerDraft: the superseded answer's tokens are read with the new prompt and Llama.generate
-    keeps those the model samples itself: the answer is exactly the one it writes alone, in
-    fewer steps where the openings agree."""
-    answer, alone, drafted, single, tokens = drafted_answers("Say hello in three words", "Say hello in three words.")
-    assert answer == alone and answer.strip()
-    assert drafted > 0, "a draft was checked"
-    assert single < tokens - 1, (single, tokens)  # some tokens came without a step of their own
-    # A draft the model rejects part of ("The capital of | Spain"): the answer is still its own.
-    answer, alone, drafted, *_ = drafted_answers("What is the capital of Spain?", "What is the capital of France?")
-    assert answer == alone and answer.strip() and drafted > 0
-
-
 def test_local_cancel_while_reading_a_long_prompt_stops_within_a_piece():
     """A speculative request reading a long prompt lets go as soon as it is cancelled (between
     PROMPT_PIECE-token pieces), and what it read stays usable: the next answer comes."""
@@ -568,29 +528,3 @@ def test_local_stall_after_three_tokens_hits_the_chunk_deadline(monkeypatch):
     err, chunks = run(failure(llm))  # type: ignore[arg-type]
     assert chunks == ["One", " two", " three"]
     assert "stopped after 3 chunks" in str(err) and err.kind == "busy" and err.retryable
-
-
-def test_an_answer_is_a_draft_only_for_the_same_question_with_its_last_words_changed():
-    from kame_desktop.backend.llm.local import DRAFT_TOKENS, _AnswerDraft, asks_again
-
-    system = {"role": "system", "content": "Be brief."}
-    partial = [system, {"role": "user", "content": "What is the capital of friend?"}]
-    assert asks_again(partial, [system, {"role": "user", "content": "what is the capital of France"}])
-    assert asks_again(partial, partial)
-    assert not asks_again(partial, [system, {"role": "user", "content": "What is the boiling point of water?"}])
-    assert not asks_again(None, partial) and not asks_again(partial, partial + [{"role": "user", "content": "and?"}])
-    assert not asks_again(partial, [{"role": "system", "content": "Other."}, partial[1]])
-
-    question, answer = list(range(100, 160)), list(range(900, 920))  # as tokens
-
-    def draft_for(prompt, again=True, usable=True):
-        draft = _AnswerDraft()
-        draft.usable, draft.prompt_end = usable, len(question)
-        draft.begin(question + answer, again)
-        return draft.decide(prompt)
-
-    changed = question[:-3] + [7, 8, 9, 10]  # its last words changed
-    assert draft_for(changed) == answer[:DRAFT_TOKENS]
-    assert draft_for(question) == answer[:DRAFT_TOKENS]  # asked again as it was
-    assert draft_for(question + answer + [1, 2, 3]) == []  # the old prompt continued: no answer to redo
-    assert draft_for(changed, again=False) == [] and draft_for(changed, usable=False) == []
