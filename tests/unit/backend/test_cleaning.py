@@ -27,6 +27,13 @@ def every_split(text: str) -> list[list[str]]:
         ("The capital is Paris.\nuser: And of Spain?\nkame: Madrid.", "The capital is Paris."),
         ("Here's the corrected text: Paris is the capital of France.", "Paris is the capital of France."),
         ("Sure! Here is my reply: It is Paris.", "It is Paris."),
+        ("Here is the answer to your question: It is Paris.", "It is Paris."),
+        ("Answer: It is Paris.", "It is Paris."),
+        # What announces the reply's content is the reply: spoken, not held back.
+        ("Sure, here's a short story about a turtle: Once upon a time, Tim swam.",
+         "Sure, here's a short story about a turtle: Once upon a time, Tim swam."),
+        ("Here's a fun fact: bees dance.", "Here's a fun fact: bees dance."),
+        ("Answering that, Paris.", "Answering that, Paris."),
         ("It is Paris. Kame: really, Paris.", "It is Paris. really, Paris."),
         ("Sure, Paris is the capital.", "Sure, Paris is the capital."),
         ("A user asked about a kame turtle.", "A user asked about a kame turtle."),
@@ -45,6 +52,15 @@ def test_a_clean_reply_is_passed_on_as_it_streams():
     assert cleaner.push("The capital of") == "The capital of"
     assert cleaner.push(" France is Paris. It") == " France is Paris. It"
     assert cleaner.push(" is lovely") == " is lovely"
+
+
+def test_an_opening_that_announces_content_streams_before_its_colon():
+    cleaner = ReplyCleaner()
+    assert cleaner.push("Sure, here") == ""  # may still become "Sure, here is my reply:"
+    assert cleaner.push("'s the") == ""
+    assert cleaner.push(" story") == "Sure, here's the story"
+    cleaner = ReplyCleaner()
+    assert cleaner.push("Here's a") + cleaner.push(" short story about") == "Here's a short story about"
 
 
 def test_a_user_line_ends_the_reply():
