@@ -1,6 +1,7 @@
 """Cleans the LLM's streamed reply before the front-end speaks it: small models open with a
-speaker label ("kame:"), a preamble that names the reply ("Here's the corrected text:"), or go on to write the user's
-next line ("user: …"). Labels and preambles are dropped; a user line ends the reply.
+speaker label ("kame:"), a preamble that names the reply ("Here's the corrected text:"), or go
+on to write the user's next line ("user: …"). Labels and preambles are dropped; a user line ends
+the reply.
 
 Streaming: text is passed on as soon as it cannot be the start of a label, so a clean reply is
 held back by at most its last word (and an opening that may be a preamble, until its colon)."""
