@@ -29,7 +29,7 @@ _NAMED = tuple(f"{h}{d}{e}{n}" for h in ("here's ", "here is ") for d in ("the "
 _BARE = tuple(f"{e}{n}" for e in _EDITS for n in _NOUNS)  # then the colon at once
 _OPENER = re.compile(rf"(?:{'|'.join(_OPENERS)})\W*")
 _PREAMBLE = re.compile(
-    rf"^\s*(?:(?:{'|'.join(_OPENERS)})\W*)?(?:(?:{'|'.join(_NAMED)})\b[^:.!?\n]{{0,40}}|(?:{'|'.join(_BARE)})):\s*",
+    rf"^\s*(?:{_OPENER.pattern})?(?:(?:{'|'.join(_NAMED)})\b[^:.!?\n]{{0,40}}|(?:{'|'.join(_BARE)})):\s*",
     re.IGNORECASE,
 )
 _PREAMBLE_CHARS = 60  # a preamble has reached its colon by then

@@ -1,5 +1,5 @@
 """What counts as the same words, for the back-end's comparisons: the policy's "words that
-changed", memory's topics, and whether a request asks its last one again."""
+changed" and memory's topics."""
 
 from __future__ import annotations
 
@@ -13,5 +13,5 @@ def normalized_words(text: str) -> list[str]:
 
 
 def shared_prefix(a: Sequence, b: Sequence) -> int:
-    """How many leading items `a` and `b` have in common (words, tokens)."""
+    """How many leading items `a` and `b` have in common."""
     return next((n for n, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))

@@ -212,7 +212,6 @@ class LocalLlm:
         self._abort: _Abort | None = None
         self._threads_now = n_threads
         self._prompt_read = False  # the generation's prompt has been read (its next evals are its answer)
-        self._reading = False  # the cores are told a read is in progress
 
     def load(self) -> Llama:
         """Load the model (once; blocking). Raises ModelFileError for missing or non-GGUF files."""
@@ -334,17 +333,14 @@ class LocalLlm:
         if self._stop is None or self._prompt_read:
             self._eval_pieces(tokens, max(len(tokens), 1))
             return
-        self._tell_reading(True)
+        if self.cores is not None:
+            self.cores.reading_prompt(True)
         try:
             self._eval_pieces(tokens, PROMPT_PIECE)
         finally:
             self._prompt_read = True
-            self._tell_reading(False)
-
-    def _tell_reading(self, reading: bool) -> None:
-        if self.cores is not None and reading != self._reading:
-            self._reading = reading
-            self.cores.reading_prompt(reading)
+            if self.cores is not None:
+                self.cores.reading_prompt(False)
 
     def _eval_pieces(self, tokens: Any, step: int) -> None:
         for start in range(0, len(tokens), step):
@@ -395,7 +391,6 @@ class LocalLlm:
         except _Stopped:
             return True  # cancelled while reading the prompt
         finally:
-            self._tell_reading(False)
             with self._stop_lock:
                 self._stop = None
                 if self._abort is not None:
