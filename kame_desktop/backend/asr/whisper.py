@@ -325,7 +325,10 @@ class WhisperAsr(SegmentingAsr):
         started = time.perf_counter()
         try:
             words, encoded = None, None
-            if accurate and pause and u.quick and prompt is None and not u.committed:
+            # The cheap pause pass heard all this pass hears (the pause, or the speech up to the
+            # end point the turn ended at): its words are checked, not decoded anew.
+            heard_all = pause or (end_sample is not None and u.quick_to >= end_sample - round(_TAIL_S * SR))
+            if accurate and u.quick and heard_all and prompt is None and not u.committed:
                 words, encoded = self._check(self._buf.samples[:n], u.quick)
             if words is None:
                 words = self._transcribe(self._buf.samples[:n], t0, t1, prompt, final, model,
