@@ -10,8 +10,10 @@ thread at 29-33 and 68-75 ms. So:
   thread, and on all of its threads between passes;
 - at a pause (`auto`): the cheap pause pass's words are asked at once, and the accurate model's
   check of them waits until the LLM has read them, on both cores (a read is twice as fast on
-  two threads, writing only 1.4 times), for at most PROMPT_WAIT_S. Then the check runs on one
-  core and the LLM writes on the other; when the words differ its answer is dropped at once.
+  two threads, writing only 1.4 times), for at most PROMPT_WAIT_S; when no read begins (a
+  partial had those words already), for the read in progress. Then the check runs on one core
+  (~0.1 s when it takes the words: whisper.py's CHECK_MIN_PROB) and the LLM writes on the
+  other; when the words differ its answer is dropped at once.
   Before, the LLM read beside the check, on one thread: the question's last words and the
   template's close, 7-12 tokens, took 270-670 ms of the reply's time in `bench lite`'s traces.
   (Earlier orders, measured: the LLM holding its tokens until the check ended, 633 ms to the
@@ -68,8 +70,10 @@ class PauseCores:
             if asked is not None and self.llm_in_process:
                 since, reads = asked
                 grace = since + START_GRACE_S - time.monotonic()
-                # A read that began after the ask (not the end of a superseded one's), then its end.
-                if self._state.wait_for(lambda: self._reads > reads, timeout=max(grace, 0.0)):
+                # A read that began after the ask (not the end of a superseded one's), or else the
+                # read in progress (the request that already had these words), then its end.
+                began = self._state.wait_for(lambda: self._reads > reads, timeout=max(grace, 0.0))
+                if began or self._reading:
                     self._state.wait_for(lambda: not self._reading, timeout=PROMPT_WAIT_S)
         self.asr_busy()
 

@@ -108,3 +108,18 @@ def test_a_pass_after_the_pause_words_means_their_check_is_not_next(monkeypatch)
     cores.asr_busy()  # the user talked on: a pass while they talk
     cores.asr_idle()
     assert checking(cores).wait(PATIENCE_S / 2)  # the final check later waits for nothing
+
+
+def test_the_check_waits_for_a_read_in_progress_that_already_had_the_pause_words(monkeypatch):
+    """A partial heard the whole question before the pause: its request reads those words when
+    the pause pass finds no new ones (no read begins). The check, one core for ~0.1 s, waits
+    for that read to end rather than halve it."""
+    monkeypatch.setattr(cores_module, "START_GRACE_S", 0.05)
+    cores = PauseCores()
+    cores.reading_prompt(True)  # the request asked with the partial's words
+    cores.pause_asked()  # the pause pass heard the same words: nothing new is asked
+    done = checking(cores)
+    assert not done.wait(0.3), "the check began beside the read"
+    cores.reading_prompt(False)
+    assert done.wait(PATIENCE_S)
+    assert cores.llm_threads(2) == 1

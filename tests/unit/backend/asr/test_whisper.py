@@ -278,16 +278,23 @@ def test_the_llm_takes_one_core_during_each_pass_and_the_check_follows_the_pause
 
     speech = piper_voice.synthesize("What is the capital of France?")
     pcm = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speech, np.zeros(SAMPLE_RATE, np.float32)])
-    transcribe = whisper_asr._transcribe
+    transcribe, check = whisper_asr._transcribe, whisper_asr._check
+
+    def decode(*a, **k):  # a pass of its own (the decode after a check that did not take the words is the check's)
+        if k.get("encoded") is None:
+            calls.append("accurate" if a[5] is whisper_asr._model else "cheap")
+        return transcribe(*a, **k)
+
     whisper_asr.reset()
     whisper_asr.cores = Recording()
-    whisper_asr._transcribe = lambda *a, **k: calls.append("accurate" if a[5] is whisper_asr._model else "cheap") or transcribe(*a, **k)
+    whisper_asr._transcribe = decode
+    whisper_asr._check = lambda *a: calls.append("accurate") or check(*a)
     try:
         events = []
         for i in range(0, len(pcm), FRAME_SIZE):
             events += whisper_asr.feed(pcm[i : i + FRAME_SIZE], (i + FRAME_SIZE) / SAMPLE_RATE)
     finally:
-        del whisper_asr._transcribe
+        del whisper_asr._transcribe, whisper_asr._check
         whisper_asr.cores = None
     first = calls.index("accurate")
     # (before_check narrows the LLM with asr_busy once the LLM has read the words)
@@ -303,10 +310,13 @@ def test_the_llm_takes_one_core_during_each_pass_and_the_check_follows_the_pause
 
 
 def test_the_accurate_model_of_a_pair_searches_beams_and_the_cheap_one_is_greedy(whisper_asr, piper_voice, monkeypatch):
-    """`auto`: base decodes the words that become final with beam search (ACCURATE_BEAM); tiny.en's
-    passes while the user talks, and its pause pass, stay greedy."""
+    """`auto`: where base decodes the words that become final (its check did not take tiny.en's),
+    it searches beams (ACCURATE_BEAM); tiny.en's passes while the user talks, and its pause pass,
+    stay greedy."""
+    from kame_desktop.backend.asr import whisper
     from kame_desktop.backend.asr.whisper import ACCURATE_BEAM
 
+    monkeypatch.setattr(whisper, "CHECK_MIN_PROB", 1.01)  # no word is that likely: the check decodes
     beams = []
     for name, model in (("accurate", whisper_asr._model), ("cheap", whisper_asr._cheap_model)):
         def recorded(audio, real=model.transcribe, name=name, **options):
@@ -325,3 +335,59 @@ def test_the_accurate_model_of_a_pair_searches_beams_and_the_cheap_one_is_greedy
     assert {b for n, b in beams if n == "cheap"} == {1} and len(beams) > 2, beams
     said = " ".join(e.text for e in events if isinstance(e, AsrFinalEvent))
     assert words_of(said)[-1] == "have", said
+
+
+def _clip16k(piper_voice, text: str, silence_s: float = 0.05) -> np.ndarray:
+    import soxr
+
+    speech = soxr.resample(piper_voice.synthesize(text), SAMPLE_RATE, 16000).astype(np.float32)
+    return np.concatenate([speech, np.zeros(round(silence_s * 16000), np.float32)])
+
+
+def test_the_check_tokenizes_words_as_whisper_writes_them(whisper_asr, piper_voice):
+    """The check scores the cheap model's words in the accurate model's tokens: exactly the tokens
+    that model writes for the same text (the tokenizer.json beside it splits " the" in two)."""
+    from kame_desktop.backend.asr.whisper_tokens import tokenize
+
+    model = whisper_asr._model
+    audio = _clip16k(piper_voice, "What is the capital of France? I'd like to know, please.")
+    segments, _ = model.transcribe(audio, language="en", beam_size=1, without_timestamps=True)
+    segments = list(segments)
+    text_end = model.hf_tokenizer.token_to_id("<|endoftext|>")
+    assert segments and all(" the" in seg.text for seg in segments[:1]), segments
+    for seg in segments:
+        ids = [t for _piece, piece_ids in tokenize(seg.text, model.hf_tokenizer.get_vocab()) for t in piece_ids]
+        assert ids == [t for t in seg.tokens if t < text_end], seg.text
+
+
+def test_the_check_takes_the_cheap_words_the_accurate_model_finds_likely_and_decodes_others(
+        whisper_asr, piper_voice, monkeypatch):
+    """base scores tiny.en's pause words in one teacher-forced step and takes them when it finds
+    each likely; words it does not (one misheard) are decoded, with the encoder's output reused."""
+    from faster_whisper import WhisperModel
+
+    from kame_desktop.backend.oracle_manager import UNCLEAR_LOGPROB, UNCLEAR_WORD_LOGPROB
+
+    audio = _clip16k(piper_voice, "What is the capital of France?")
+    seconds = len(audio) / 16000
+    heard = whisper_asr._transcribe(audio, 0.0, seconds, None, False, whisper_asr._cheap_model)
+    assert words_of(" ".join(w.word for w in heard))[-2:] == ["of", "france"], heard
+    taken, encoded = whisper_asr._check(audio, heard)
+    assert taken is not None and words_of(" ".join(w.word for w in taken)) == words_of(" ".join(w.word for w in heard))
+    assert [(w.start, w.end) for w in taken] == [(w.start, w.end) for w in heard]  # the cheap pass's times
+    # Likely words are no "didn't catch that" (the turn's averages, as the OracleManager takes them).
+    scores = [whisper_asr._confidence[w] for w in taken]
+    assert min(avg for avg, _, _ in scores) > UNCLEAR_LOGPROB
+    assert sum(word for _, _, word in scores) / len(scores) > UNCLEAR_WORD_LOGPROB
+
+    misheard = [*heard[:-1], type(heard[-1])("Spain?", heard[-1].start, heard[-1].end)]
+    assert whisper_asr._check(audio, misheard)[0] is None
+    encodes = []
+    real_encode = WhisperModel.encode
+    monkeypatch.setattr(WhisperModel, "encode", lambda self, features: encodes.append(1) or real_encode(self, features))
+    _, encoded = whisper_asr._check(audio, misheard)
+    assert len(encodes) == 1
+    decoded = whisper_asr._transcribe(audio, 0.0, seconds, None, False, encoded=encoded)
+    assert len(encodes) == 1, "the decode encoded the audio again"
+    assert words_of(" ".join(w.word for w in decoded))[-1] == "france", decoded
+    assert "encode" not in vars(whisper_asr._model)
