@@ -391,3 +391,52 @@ def test_the_check_takes_the_cheap_words_the_accurate_model_finds_likely_and_dec
     assert len(encodes) == 1, "the decode encoded the audio again"
     assert words_of(" ".join(w.word for w in decoded))[-1] == "france", decoded
     assert "encode" not in vars(whisper_asr._model)
+
+
+def _repeats_its_opening(words) -> bool:
+    said = words_of(" ".join(w.word for w in words))
+    return len(said) >= 4 and any(said[i : i + 2] == said[:2] for i in range(2, len(said) - 1))
+
+
+def test_the_copy_a_pass_writes_into_the_padding_is_cut(whisper_asr, piper_voice, monkeypatch):
+    """tiny.en over speech cut mid-question often writes it again into the window's padding
+    ("How many legs? How many legs? How many"): the copy is cut, the words said are kept."""
+    from kame_desktop.backend.asr import whisper
+
+    cut_copy = whisper._without_padding_copy
+    monkeypatch.setattr(whisper, "_without_padding_copy", lambda words: words)  # each pass's words as Whisper wrote them
+    copies = 0
+    for text in ("Why is the sky blue during the day?", "How many legs does a spider have?",
+                 "Could you recommend a good book for a long flight?", "What should I cook for dinner tonight?",
+                 "How far away is the moon from the earth?"):
+        audio = _clip16k(piper_voice, text, silence_s=0.0)
+        for cut_s in (0.6, 0.76, 0.92):
+            piece = audio[: round(cut_s * 16000)]
+            written = whisper_asr._transcribe(piece, 0.0, cut_s, None, False, whisper_asr._cheap_model)
+            kept = cut_copy(written)
+            copies += _repeats_its_opening(written)
+            assert not _repeats_its_opening(kept), (text, cut_s, written)
+            assert kept == written[: len(kept)] and (kept or not written)
+    assert copies >= 1  # the passes did write copies (5 of these 15 here)
+
+
+@pytest.mark.parametrize(("timed", "kept"), [
+    # tiny.en's, over Piper speech cut at 0.76 s: the copy's words where the speech ends, some with no length
+    ([("How", 0.0, 0.28), ("many", 0.28, 0.5), ("bones?", 0.5, 0.72), ("How", 0.72, 0.72), ("many", 0.72, 0.72),
+      ("bones?", 0.72, 0.74)], 3),
+    # two copies, the second cut short, and punctuation alone after them
+    ([("How", 0.5, 0.6), ("many", 0.6, 0.68), ("bone?", 0.68, 0.68), ("How", 0.68, 0.68), ("many", 0.68, 0.68),
+      ("bone?", 0.68, 0.72), ("How", 0.72, 0.72), ("many", 0.72, 0.72), (".", 0.72, 0.74)], 3),
+    # said twice, each word with its length: speech
+    ([("thank", 0.0, 0.2), ("you", 0.2, 0.4), ("thank", 0.4, 0.6), ("you", 0.6, 0.8)], 4),
+    # one word repeated can be speech, even timed with no length
+    ([("no", 0.0, 0.2), ("no", 0.2, 0.4), ("no", 0.4, 0.4)], 3),
+    # words that do not repeat the opening
+    ([("what", 0.0, 0.2), ("is", 0.2, 0.3), ("what", 0.3, 0.3), ("was", 0.3, 0.3)], 4),
+])
+def test_only_a_copy_of_the_opening_with_untimed_words_is_cut(timed, kept):
+    from kame_desktop.backend.asr.whisper import _without_padding_copy
+    from kame_desktop.events import Word
+
+    words = [Word(*w) for w in timed]
+    assert _without_padding_copy(words) == words[:kept]
