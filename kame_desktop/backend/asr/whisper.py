@@ -515,7 +515,7 @@ class WhisperAsr(SegmentingAsr):
 def _without_padding_copy(words: list[Word]) -> list[Word]:
     """`words` without the copies Whisper often writes into a window's padding when the speech
     reaches the window's end: "What is the capital of France? What is the capital of France?
-    What" (tiny.en, in 26 of 440 passes over Piper clips cut every 160 ms; too short a text for
+    What" (tiny.en, in 30 of 443 passes over Piper clips cut every 160 ms; too short a text for
     the compression ratio to catch). The text then repeats its opening words over and over (a
     period of two or more words), and the copies' words are timed where the speech ends, some
     with no length (said words have some): cut at the first copy."""
