@@ -6,11 +6,8 @@ step, so one that loses its core stalls the other. Measured here (the 1.5B besid
 decoding in a loop): on two threads it read a prompt at 65 ms a token and wrote at 138-199 ms,
 on one thread 37 and 65-70 ms; alone, two threads read at 14-19 ms and wrote at 48 ms, one
 thread at 29-33 and 68-75 ms. So:
-- while a Whisper pass runs (every pass: those while the user talks too), or Smart Turn reads a
-  pause (115-160 ms on its one thread, on its own thread at the same chunk as the pause pass),
-  the LLM steps on one thread, and on all of its threads between them (interleaved on `bench
-  lite`'s questions, 20 turns each: Smart Turn narrowing it too was 43 ms sooner on average, 8
-  turns sooner, 3 later);
+- while a Whisper pass runs (every pass: those while the user talks too), the LLM steps on one
+  thread, and on all of its threads between passes;
 - at a pause (`auto`): the cheap pause pass's words are asked at once, and the accurate model's
   check of them waits until the LLM has read them, on both cores (a read is twice as fast on
   two threads, writing only 1.4 times), for at most PROMPT_WAIT_S; when no read begins (a
@@ -24,18 +21,15 @@ thread at 29-33 and 68-75 ms. So:
   before the check, `bench lite` headline 1790 ms against 1760 ms.)
 
 The ASR calls `asr_busy`/`asr_idle` around each pass, `pause_asked` when the cheap pause pass's
-words go out and `before_check` before the check (it may wait there); the turn detector runs
-Smart Turn inside `turn_model()`; the LLM calls `reading_prompt` around a prompt read and
-`llm_threads` before each step, on its own thread. A pass that never ends narrows the LLM for at
-most NARROW_MAX_S.
+words go out and `before_check` before the check (it may wait there); the LLM calls
+`reading_prompt` around a prompt read and `llm_threads` before each step, on its own thread. A
+pass that never ends narrows the LLM for at most NARROW_MAX_S.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 NARROW_MAX_S = 1.0
 PROMPT_WAIT_S = 0.5  # the longest a check waits for the LLM's read of the pause's words
@@ -48,8 +42,7 @@ START_GRACE_S = 0.03
 class PauseCores:
     def __init__(self, llm_in_process: bool = True) -> None:
         self.llm_in_process = llm_in_process  # False (a server's LLM): no read to wait for
-        self._busy_since: float | None = None  # when the last of the models running now began
-        self._running = 0  # Whisper passes and Smart Turn reads running now
+        self._busy_since: float | None = None
         self._state = threading.Condition()
         self._reading = False
         self._reads = 0  # prompt reads begun
@@ -59,30 +52,10 @@ class PauseCores:
         """A Whisper pass starts: the LLM takes one core (and a pass other than the check means
         the pause's words will not be checked next)."""
         self._asked = None
-        self._model_started()
+        self._busy_since = time.monotonic()
 
     def asr_idle(self) -> None:
-        self._model_ended()
-
-    @contextmanager
-    def turn_model(self) -> Iterator[None]:
-        """Smart Turn reads a pause: the LLM takes one core meanwhile, as during a Whisper pass."""
-        self._model_started()
-        try:
-            yield
-        finally:
-            self._model_ended()
-
-    def _model_started(self) -> None:
-        with self._state:
-            self._running += 1
-            self._busy_since = time.monotonic()
-
-    def _model_ended(self) -> None:
-        with self._state:
-            self._running = max(self._running - 1, 0)
-            if not self._running:
-                self._busy_since = None
+        self._busy_since = None
 
     def pause_asked(self) -> None:
         """The cheap pause pass's words go out (the LLM is asked with them now)."""

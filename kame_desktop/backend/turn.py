@@ -22,7 +22,6 @@ machine; only the events' arrival in the session depends on the model's speed.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import numpy as np
@@ -30,7 +29,6 @@ import numpy as np
 from kame_desktop.audio.smart_turn import WINDOW_S, SmartTurn
 from kame_desktop.audio.vad import SAMPLE_RATE as RATE
 from kame_desktop.audio.vad import TURN_HANGOVER_MS, SileroVad
-from kame_desktop.backend.cores import PauseCores
 from kame_desktop.choices import TURN_DETECTIONS, check_choice
 from kame_desktop.events import SAMPLE_RATE, Event, SpeechEndEvent, SpeechStartEvent, TurnEndEvent
 
@@ -59,7 +57,6 @@ class TurnDetector:
         self._soxr = soxr
         self.vad = vad or SileroVad(min_silence_ms=MAX_SILENCE_MS if smart else TURN_HANGOVER_MS)
         self.model = (model or shared_smart_turn()) if smart else None
-        self.cores: PauseCores | None = None  # the session's: the LLM takes one core while Smart Turn reads
         self.reset()
 
     def reset(self) -> None:
@@ -95,8 +92,7 @@ class TurnDetector:
             self._checked = self._complete = False  # speaking (again): the next pause is judged afresh
         elif self.model is not None and self.in_turn and not self._checked:
             self._checked = True
-            with self.cores.turn_model() if self.cores is not None else contextlib.nullcontext():
-                self.probability = round(self.model.probability(self._audio), 3)
+            self.probability = round(self.model.probability(self._audio), 3)
             self._complete = self.probability >= SMART_THRESHOLD
             short = self.vad.silence_start / RATE - self._speech_from < SHORT_SPEECH_MS / 1000
             self._confirm = (SHORT_CONFIRM_MS if short else CONFIRM_MS) * RATE // 1000

@@ -119,10 +119,10 @@ class Backend:
         self.tools = tools
         self.owns_llm = owns_llm
         self.memory = memory
-        # While a Whisper pass or Smart Turn runs the in-process LLM takes one core; at a pause the
-        # check of the words waits for its read of them (cores.py).
+        # While a Whisper pass runs the in-process LLM takes one core; at a pause the check of the
+        # words waits for its read of them (cores.py).
         self.cores = PauseCores(llm_in_process=hasattr(llm, "cores"))
-        for part in (llm, asr, self.turns):
+        for part in (llm, asr):
             if hasattr(part, "cores"):
                 part.cores = self.cores
         self._audio: queue.Queue = queue.Queue(audio_queue_frames)

@@ -123,17 +123,3 @@ def test_the_check_waits_for_a_read_in_progress_that_already_had_the_pause_words
     cores.reading_prompt(False)
     assert done.wait(PATIENCE_S)
     assert cores.llm_threads(2) == 1
-
-
-def test_smart_turn_and_a_pass_at_once_narrow_the_llm_until_both_end():
-    cores = PauseCores()
-    with cores.turn_model():
-        assert cores.llm_threads(2) == 1
-        cores.asr_busy()  # the pause pass, begun at the same chunk
-    assert cores.llm_threads(2) == 1  # the pass still runs
-    cores.asr_busy()
-    cores.asr_idle()
-    with cores.turn_model():
-        cores.asr_idle()
-        assert cores.llm_threads(2) == 1  # Smart Turn still reads
-    assert cores.llm_threads(2) == 2

@@ -161,24 +161,3 @@ def test_an_unknown_mode_is_one_clear_error():
 
     with pytest.raises(ChoiceError, match="unknown turn detection 'fast'; use one of smart, silence"):
         TurnDetector("fast")
-
-
-def test_the_llm_takes_one_core_while_smart_turn_reads_a_pause(smart, spoken):
-    """Smart Turn runs beside the Whisper pass at the pause's first chunk: a third model on two
-    cores, so the LLM steps on one thread while it reads (backend/cores.py)."""
-    from kame_desktop.backend.cores import PauseCores
-
-    cores = PauseCores()
-    threads_seen: list[int] = []
-    model = smart.model
-
-    class Recorded:
-        def probability(self, pcm16k):
-            threads_seen.append(cores.llm_threads(2))
-            return model.probability(pcm16k)
-
-    detector = TurnDetector("smart", model=Recorded())
-    detector.cores = cores
-    assert turn_ends(detector, spoken[0][0])
-    assert threads_seen == [1]
-    assert cores.llm_threads(2) == 2

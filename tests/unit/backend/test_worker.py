@@ -40,16 +40,6 @@ def started_backend(asr, post, publish) -> Backend:
     return backend
 
 
-def test_the_recognizer_the_llm_and_the_turn_detector_share_the_cores(whisper_asr):
-    from kame_desktop.backend.llm.local import LocalLlm
-
-    llm = LocalLlm("smollm2-135m")  # not loaded: only its place in the cores
-    turns = TurnDetector("smart")
-    backend = Backend(llm, whisper_asr, lambda signal: True, lambda event: None, turns=turns)
-    assert llm.cores is backend.cores and whisper_asr.cores is backend.cores and turns.cores is backend.cores
-    whisper_asr.cores = None
-
-
 def push(backend: Backend, pcm: np.ndarray, start_s: float = 0.0) -> None:
     """`pcm` to the back-end in 80 ms frames, on the session clock from `start_s`."""
     for i in range(0, len(pcm), FRAME_SIZE):
