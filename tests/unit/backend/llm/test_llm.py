@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from kame_desktop.backend.llm.local import (
+    NARROW_PIECE,
     PROMPT_PIECE,
     QWEN_CODER,
     QWEN_CODER_15,
@@ -215,8 +216,9 @@ def test_local_cancel_stops_generation_then_works_again():
 
 def test_local_runs_on_one_thread_while_a_whisper_pass_runs_and_tells_the_cores_when_it_reads():
     """PauseCores (backend/cores.py): between asr_busy and asr_idle llama.cpp reads and writes on
-    one thread (as llama.cpp itself reports it), then on its own two again; and it tells the
-    cores while it reads the prompt (a check of the words waits for that), not while it writes."""
+    one thread (as llama.cpp itself reports it), then on its own two again; a read narrowed so
+    goes a few tokens a step, so it widens as soon as the pass ends; and it tells the cores while
+    it reads the prompt (a check of the words waits for that), not while it writes."""
     import llama_cpp
 
     from kame_desktop.backend.cores import PauseCores
@@ -239,16 +241,20 @@ def test_local_runs_on_one_thread_while_a_whisper_pass_runs_and_tells_the_cores_
         events.append(f"eval {len(tokens)}")
         threads.append(llama_cpp.llama_n_threads(llm._llm.ctx))
         if len(threads) == 3:
-            llm.cores.asr_idle()  # the pass ends after the prompt and two tokens
+            llm.cores.asr_idle()  # the pass ends after three steps of the prompt
 
     llm._eval_whole = watched
     llm.cores.asr_busy()
-    answer = run(collect(llm, HELLO))  # closes the model
+    words = [{"role": "user", "content": "The river runs past the old mill and under the bridge. Say hello in three words."}]
+    answer = run(collect(llm, words))  # closes the model
     assert threads[:3] == [1, 1, 1] and threads[3:] and set(threads[3:]) == {2}, threads
     assert "".join(answer).strip()
     end = events.index("reading False")
     assert events[0] == "reading True" and events.count("reading True") == 1, events
-    assert sum(int(e.split()[1]) for e in events[1:end]) > PROMPT_PIECE, events  # the prompt, in pieces
+    read = [int(e.split()[1]) for e in events[1:end]]
+    assert sum(read) > 3 * NARROW_PIECE + PROMPT_PIECE, events  # the prompt, in pieces:
+    assert read[:3] == [NARROW_PIECE] * 3, events  # small ones on one thread,
+    assert read[3] > NARROW_PIECE, events  # then wide on both once the pass ended
     assert all(e == "eval 1" for e in events[end + 1 :]), events  # writing: one token a step, no read
 
 
@@ -528,3 +534,20 @@ def test_local_stall_after_three_tokens_hits_the_chunk_deadline(monkeypatch):
     err, chunks = run(failure(llm))  # type: ignore[arg-type]
     assert chunks == ["One", " two", " three"]
     assert "stopped after 3 chunks" in str(err) and err.kind == "busy" and err.retryable
+
+
+def test_local_puts_numpys_openblas_on_one_thread():
+    """An OpenBLAS thread that spins after numpy's product (a Whisper pass's features) takes a
+    core from llama.cpp's threads, which wait for each other at every step: once a model is in
+    process, numpy's OpenBLAS runs on one thread."""
+    from threadpoolctl import threadpool_info
+
+    if not any(pool["internal_api"] == "openblas" for pool in threadpool_info()):
+        pytest.skip("this numpy does not use OpenBLAS")
+    llm = LocalLlm(SMOLLM2, n_threads=2, max_tokens=1, **PATIENT)
+    llm.load()
+    try:
+        openblas = [pool["num_threads"] for pool in threadpool_info() if pool["internal_api"] == "openblas"]
+        assert openblas and set(openblas) == {1}, openblas
+    finally:
+        run(llm.aclose())
