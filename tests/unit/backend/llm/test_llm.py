@@ -551,3 +551,28 @@ def test_local_puts_numpys_openblas_on_one_thread():
         assert openblas and set(openblas) == {1}, openblas
     finally:
         run(llm.aclose())
+
+
+def test_local_steps_only_on_its_generation_thread(monkeypatch):
+    """llama.cpp's OpenMP gives each thread that runs a step a team of its own, and libgomp, with
+    more threads than cores, sleeps at its barriers instead of spinning: every step, the warm-up
+    of a load called from another thread included, runs on the one generation thread."""
+    import threading
+
+    import llama_cpp
+    from llama_cpp import _internals
+
+    stepped: set[str] = set()
+    decode = llama_cpp.llama_decode
+
+    def recorded(ctx, batch):
+        stepped.add(threading.current_thread().name)
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(_internals.llama_cpp, "llama_decode", recorded)
+    llm = LocalLlm(SMOLLM2, n_threads=2, max_tokens=4, **PATIENT)
+    llm.load()  # here, on the test's thread
+    assert stepped, "the load ran no warm-up step"
+    answer = run(collect(llm, HELLO))  # closes the model
+    assert "".join(answer).strip()
+    assert all(name.startswith("local-llm") for name in stepped), stepped
